@@ -1,0 +1,7 @@
+"""artfs: versioned datasets and models (artifacts) in a content-addressed store, as a filesystem."""
+
+from .api import Store, Version
+from .errors import ArtfsError
+
+__all__ = ["Store", "Version", "ArtfsError"]
+__version__ = "0.1.0"

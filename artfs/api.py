@@ -1,0 +1,195 @@
+"""The Python API: ``artfs.Store`` and ``artfs.Version``.
+
+    store = artfs.Store()                       # $ARTFS_STORE or ~/.local/share/artfs
+    v = store.put("animals", "data/", aliases=["best"])
+    v = store.get("animals:latest")
+    with v.open("cat.png") as f: ...
+    path = v.download()                         # the mounted path when the store is mounted
+
+Operations that change what a mount shows go through the running daemon when this store is
+mounted (so the mount is refreshed when they return); otherwise they work on the store directly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+
+from . import control
+from .accounting import du as _du
+from .catalog.objects import DIR
+from .catalog.versions import VersionInfo
+from .diff import diff_trees, walk_files
+from .errors import IsADirectory, NotFound
+from .export import export_tree
+from .names import parse_ref
+from .repo import Repo
+from .verify import verify as _verify
+
+
+class _ChunkReader(io.RawIOBase):
+    """A seekable binary reader over a stored file; every chunk is hash-checked."""
+
+    def __init__(self, repo: Repo, fid: bytes):
+        self._repo, self._file, self._pos = repo, repo.file(fid), 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._repo.read(self._file, self._pos, len(b))
+        b[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._file.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self):
+        return self._pos
+
+
+class Version:
+    """One version of an artifact, pinned by its root digest."""
+
+    def __init__(self, store: "Store", info: VersionInfo):
+        self._store, self._info = store, info
+        self.name = info.name
+        self.version = info.label
+        self.aliases = list(info.aliases)
+        self.digest = info.digest
+        self.type = info.type
+        self.metadata = dict(info.metadata)
+        self.message = info.message
+        self.created = info.created
+
+    def __repr__(self):
+        return f"<Version {self.name}:{self.version} {self.digest[:12]}>"
+
+    def _entries(self):
+        repo = self._store._repo
+        with repo.db.read() as txn:
+            return list(walk_files(repo.objects, txn, self._info.root))
+
+    def files(self) -> list[str]:
+        """Relative paths of every file and symlink in the version, sorted."""
+        return sorted(p for p, _ in self._entries())
+
+    def _lookup(self, relpath: str):
+        tid = self._info.root
+        parts = [p for p in relpath.split("/") if p]
+        for i, part in enumerate(parts):
+            e = self._store._repo.tree(tid).lookup(os.fsencode(part))
+            if e is None:
+                raise NotFound(f"{self.name}:{self.version} has no {relpath!r}")
+            if i < len(parts) - 1:
+                if e.kind != DIR:
+                    raise NotFound(f"{self.name}:{self.version} has no {relpath!r}")
+                tid = e.ref
+        if not parts:
+            raise IsADirectory(f"{relpath!r} is a directory")
+        return e
+
+    def open(self, relpath: str):
+        e = self._lookup(relpath)
+        if e.kind == DIR:
+            raise IsADirectory(f"{self.name}:{self.version}/{relpath} is a directory")
+        if e.kind != "f":
+            raise NotFound(f"{self.name}:{self.version}/{relpath} is a symlink, not a file")
+        return io.BufferedReader(_ChunkReader(self._store._repo, e.ref), buffer_size=1 << 20)
+
+    @property
+    def path(self) -> str | None:
+        """This version's directory in the running mount of this store, else None."""
+        mountpoint = control.mountpoint_of(self._store.path)
+        return os.path.join(mountpoint, self.name, self.version) if mountpoint else None
+
+    def download(self, dest: str | None = None, progress=None) -> str:
+        """The mounted path when mounted and no DEST is asked for; else a copy written to DEST."""
+        if dest is None:
+            if self.path is not None:
+                return self.path
+            dest = os.path.join(tempfile.mkdtemp(prefix="artfs-"), f"{self.name}-{self.version}")
+        return export_tree(self._store._repo, self._info.root, dest, progress)
+
+
+class Store:
+    def __init__(self, path: str | None = None):
+        self._repo = Repo(path)
+        self.path = self._repo.path
+
+    def close(self) -> None:
+        self._repo.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _version(self, info: VersionInfo) -> Version:
+        return Version(self, info)
+
+    # reading -----------------------------------------------------------------------------------
+    def artifacts(self) -> list[str]:
+        return self._repo.artifacts()
+
+    def versions(self, name: str) -> list[Version]:
+        return [self._version(v) for v in self._repo.versions(name)]
+
+    def get(self, spec: str) -> Version:
+        name, ref = parse_ref(spec)
+        return self._version(self._repo.resolve(name, ref))
+
+    def log(self, name: str | None = None) -> list[dict]:
+        return self._repo.events(name)
+
+    def diff(self, a: str, b: str) -> dict[str, list[str]]:
+        va, vb = self.get(a), self.get(b)
+        with self._repo.db.read() as txn:
+            return diff_trees(self._repo.objects, txn, va._info.root, vb._info.root)
+
+    def du(self, name: str | None = None) -> dict:
+        return _du(self._repo, name)
+
+    def verify(self, spec: str | None = None, progress=None):
+        if spec is None:
+            return _verify(self._repo, progress=progress)
+        name, ref = parse_ref(spec, default=None)
+        return _verify(self._repo, name, ref, progress=progress)
+
+    # changing ----------------------------------------------------------------------------------
+    def put(self, name: str, path: str, *, type: str | None = None, aliases=(), message: str = "",
+            metadata: dict | None = None, progress=None) -> Version:
+        return self.put_ex(name, path, type=type, aliases=aliases, message=message,
+                           metadata=metadata, progress=progress)[0]
+
+    def put_ex(self, name, path, *, type=None, aliases=(), message="", metadata=None, progress=None):
+        """Like put, also saying whether a new version was made (False: content unchanged)."""
+        info, created = self._repo.put(name, os.path.abspath(path), type=type, aliases=list(aliases),
+                                       message=message, metadata=metadata, progress=progress)
+        control.notify_changed(self.path, name)
+        return self._version(info), created
+
+    def alias(self, spec: str, alias: str) -> Version:
+        name, ref = parse_ref(spec)
+        info = control.call_or_local(self.path, "alias", self._repo.alias, name=name, ref=ref, alias=alias)
+        return self._version(info) if isinstance(info, VersionInfo) else self.get(f"{name}:{alias}")
+
+    def unalias(self, name: str, alias: str) -> None:
+        control.call_or_local(self.path, "unalias", self._repo.unalias, name=name, alias=alias)
+
+    def delete(self, spec: str, *, force: bool = False) -> None:
+        """Delete ``NAME:REF`` (one version) or ``NAME`` (the artifact), reclaiming storage."""
+        name, ref = parse_ref(spec, default=None)
+        if ref is None:
+            control.call_or_local(self.path, "delete_artifact", self._repo.delete_artifact, name=name)
+        else:
+            control.call_or_local(self.path, "delete_version", self._repo.delete_version,
+                                  name=name, ref=ref, force=force)

@@ -1,0 +1,152 @@
+"""The store directory and its LMDB environment.
+
+Layout of a store directory (created private, 0700):
+
+    ARTFS-STORE        marker: {"format": 1}; a directory without it is not an artfs store
+    db/                the LMDB environment (data.mdb, lock.mdb), files 0600
+    staging/           data files of modified staging files (see staging.py)
+
+One environment holds every named database, so a user action is one write transaction.
+Transactions are short: ``read()`` and ``write(fn)`` open, use and close them on the calling
+thread; nothing keeps a transaction across requests.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import TypeVar
+
+import lmdb
+
+from ..errors import NoSpace, StoreError
+
+FORMAT = 1
+MARKER = "ARTFS-STORE"
+DATABASES = (
+    b"blobs",      # id -> immutable object bytes (chunks, file chunk lists, trees)
+    b"refs",       # id -> u64 reference count
+    b"zombies",    # file id -> b"" : unreferenced but held open by a mount; freed on last close
+    b"meta",       # counters: chunk bytes/count, generation, event sequence
+    b"artifacts",  # name -> json record
+    b"versions",   # name \0 u32 number -> json record
+    b"aliases",    # name \0 alias -> u32 number
+    b"events",     # u64 seq -> json audit record
+    b"staging",    # staging index (see catalog/staging_index.py)
+)
+INITIAL_MAP = 1 << 36  # 64 GiB of address space; the file grows only as pages are used
+
+T = TypeVar("T")
+
+
+def default_store_path() -> str:
+    env = os.environ.get("ARTFS_STORE")
+    if env:
+        return env
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "artfs")
+
+
+def _prepare_dir(path: str) -> None:
+    marker = os.path.join(path, MARKER)
+    if os.path.isdir(path) and os.listdir(path) and not os.path.exists(marker):
+        raise StoreError(f"{path} is not an artfs store (no {MARKER} marker) and is not empty")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StoreError(f"{path} is not a directory")
+    if not os.path.exists(marker):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        tmp = marker + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"format": FORMAT}, f)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, marker)
+        return
+    try:
+        with open(marker) as f:
+            fmt = json.load(f)["format"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StoreError(f"{path}: unreadable store marker {MARKER}: {e}") from None
+    if not isinstance(fmt, int) or fmt > FORMAT:
+        raise StoreError(f"{path} has store format {fmt}; this artfs reads format {FORMAT}: upgrade artfs")
+
+
+class Database:
+    """An open store: the LMDB environment and its named databases."""
+
+    def __init__(self, path: str | None = None, *, readonly: bool = False):
+        self.path = os.path.abspath(path or default_store_path())
+        try:
+            _prepare_dir(self.path)
+            os.makedirs(os.path.join(self.path, "db"), mode=0o700, exist_ok=True)
+            os.makedirs(os.path.join(self.path, "staging"), mode=0o700, exist_ok=True)
+            self.env = lmdb.open(
+                os.path.join(self.path, "db"),
+                map_size=INITIAL_MAP,
+                max_dbs=len(DATABASES) + 1,
+                mode=0o600,
+                max_readers=1024,
+                readonly=readonly,
+            )
+        except OSError as e:
+            raise _os_error(self.path, e) from None
+        except lmdb.Error as e:
+            raise StoreError(f"{self.path}: cannot open the store database: {e}") from None
+        self.dbs = {name.decode(): self.env.open_db(name) for name in DATABASES}
+
+    def close(self) -> None:
+        self.env.close()
+
+    @contextmanager
+    def read(self):
+        """A short read-only transaction whose values are zero-copy buffers."""
+        with self.env.begin(buffers=True) as txn:
+            yield txn
+
+    def write(self, fn: Callable[[object], T]) -> T:
+        """Run ``fn(txn)`` in one write transaction; commit on return, abort on exception.
+
+        The map grows transparently when full (the whole action is re-run in a fresh transaction),
+        and a full disk becomes NoSpace with nothing written.
+        """
+        while True:
+            try:
+                with self.env.begin(write=True, buffers=True) as txn:
+                    result = fn(txn)
+                    bump(txn, self.dbs["meta"], b"generation", 1)
+                return result
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except lmdb.Error as e:
+                if "No space left" in str(e) or "ENOSPC" in str(e):
+                    raise NoSpace(f"{self.path}: no space left on the store's filesystem") from None
+                raise
+
+    def generation(self) -> int:
+        """A number that changes with every committed write transaction (any process)."""
+        with self.env.begin() as txn:
+            return counter(txn, self.dbs["meta"], b"generation")
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+
+def counter(txn, db, key: bytes) -> int:
+    raw = txn.get(key, db=db)
+    return int.from_bytes(raw, "big") if raw is not None else 0
+
+
+def bump(txn, db, key: bytes, delta: int) -> int:
+    value = counter(txn, db, key) + delta
+    txn.put(key, value.to_bytes(8, "big"), db=db)
+    return value
+
+
+
+def _os_error(path: str, e: OSError):
+    if e.errno == errno.ENOSPC:
+        return NoSpace(f"{path}: no space left on device")
+    return StoreError(f"{path}: {e.strerror or e}")

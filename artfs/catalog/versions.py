@@ -1,0 +1,199 @@
+"""Artifacts, versions, aliases and the audit log: small JSON records in named databases.
+
+Keys: ``artifacts`` name; ``versions`` name \\0 u32-big-endian number; ``aliases`` name \\0 alias
+(``latest`` is stored like any alias but only artfs moves it); ``events`` u64 sequence.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+
+from ..errors import InvalidInput, NotFound
+from ..names import LATEST, version_number
+from .db import bump, counter
+
+
+@dataclass
+class VersionInfo:
+    name: str
+    number: int
+    root: bytes
+    type: str
+    created: float
+    message: str = ""
+    metadata: dict = field(default_factory=dict)
+    author: str = ""
+    uid: int = -1
+    files: int = 0
+    bytes: int = 0
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"v{self.number}"
+
+    @property
+    def digest(self) -> str:
+        return self.root.hex()
+
+    def record(self) -> bytes:
+        return json.dumps({
+            "root": self.root.hex(), "type": self.type, "created": self.created,
+            "message": self.message, "metadata": self.metadata, "author": self.author,
+            "uid": self.uid, "files": self.files, "bytes": self.bytes,
+        }).encode()
+
+    @classmethod
+    def from_record(cls, name: str, number: int, raw) -> "VersionInfo":
+        r = json.loads(bytes(raw))
+        return cls(name, number, bytes.fromhex(r["root"]), r["type"], r["created"], r["message"],
+                   r["metadata"], r["author"], r["uid"], r["files"], r["bytes"])
+
+
+def _vkey(name: str, number: int) -> bytes:
+    return name.encode() + b"\0" + struct.pack(">I", number)
+
+
+def _akey(name: str, alias: str) -> bytes:
+    return name.encode() + b"\0" + alias.encode()
+
+
+def _prefix_items(txn, db, prefix: bytes):
+    with txn.cursor(db=db) as cur:
+        if not cur.set_range(prefix):
+            return
+        for key, value in cur:
+            key = bytes(key)
+            if not key.startswith(prefix):
+                return
+            yield key[len(prefix):], value
+
+
+def whoami() -> tuple[str, int]:
+    uid = os.getuid()
+    try:
+        return getpass.getuser(), uid
+    except (KeyError, OSError):
+        return str(uid), uid
+
+
+class Catalog:
+    def __init__(self, dbs):
+        self.dbs = dbs
+
+    # artifacts ---------------------------------------------------------------------------------
+    def artifact_names(self, txn) -> list[str]:
+        with txn.cursor(db=self.dbs["artifacts"]) as cur:
+            return [bytes(k).decode() for k in cur.iternext(keys=True, values=False)]
+
+    def artifact(self, txn, name: str) -> dict | None:
+        raw = txn.get(name.encode(), db=self.dbs["artifacts"])
+        return json.loads(bytes(raw)) if raw is not None else None
+
+    def require_artifact(self, txn, name: str) -> dict:
+        rec = self.artifact(txn, name)
+        if rec is None:
+            raise NotFound(f"no artifact named {name!r}")
+        return rec
+
+    def ensure_artifact(self, txn, name: str, type_: str | None) -> dict:
+        rec = self.artifact(txn, name)
+        if rec is None:
+            rec = {"type": type_ or "dataset", "created": time.time(), "next": 0}
+            self._put_artifact(txn, name, rec)
+            self.event(txn, "artifact.create", name, type=rec["type"])
+        elif type_ and type_ != rec["type"]:
+            raise InvalidInput(f"artifact {name!r} has type {rec['type']!r}, not {type_!r}")
+        return rec
+
+    def _put_artifact(self, txn, name: str, rec: dict) -> None:
+        txn.put(name.encode(), json.dumps(rec).encode(), db=self.dbs["artifacts"])
+
+    def drop_artifact(self, txn, name: str) -> None:
+        txn.delete(name.encode(), db=self.dbs["artifacts"])
+
+    # versions ----------------------------------------------------------------------------------
+    def versions(self, txn, name: str) -> list[VersionInfo]:
+        aliases = self.aliases(txn, name)
+        by_number: dict[int, list[str]] = {}
+        for alias, number in aliases.items():
+            by_number.setdefault(number, []).append(alias)
+        out = []
+        for suffix, raw in _prefix_items(txn, self.dbs["versions"], name.encode() + b"\0"):
+            number = struct.unpack(">I", suffix)[0]
+            v = VersionInfo.from_record(name, number, raw)
+            v.aliases = sorted(by_number.get(number, []), key=lambda a: (a != LATEST, a))
+            out.append(v)
+        return out
+
+    def version(self, txn, name: str, number: int) -> VersionInfo | None:
+        raw = txn.get(_vkey(name, number), db=self.dbs["versions"])
+        if raw is None:
+            return None
+        v = VersionInfo.from_record(name, number, raw)
+        v.aliases = sorted((a for a, n in self.aliases(txn, name).items() if n == number),
+                           key=lambda a: (a != LATEST, a))
+        return v
+
+    def resolve(self, txn, name: str, ref: str) -> VersionInfo:
+        self.require_artifact(txn, name)
+        number = version_number(ref)
+        if number is None:
+            number = self.aliases(txn, name).get(ref)
+            if number is None:
+                raise NotFound(f"artifact {name!r} has no version or alias {ref!r}")
+        v = self.version(txn, name, number)
+        if v is None:
+            raise NotFound(f"artifact {name!r} has no version v{number}")
+        return v
+
+    def add_version(self, txn, v: VersionInfo) -> VersionInfo:
+        """Record the next version of ``v.name`` (whose root reference the caller hands over)."""
+        rec = self.require_artifact(txn, v.name)
+        v.number = rec["next"]
+        rec["next"] += 1
+        self._put_artifact(txn, v.name, rec)
+        txn.put(_vkey(v.name, v.number), v.record(), db=self.dbs["versions"])
+        self.set_alias(txn, v.name, LATEST, v.number)
+        self.event(txn, "version.create", v.name, version=v.label, digest=v.digest,
+                   files=v.files, bytes=v.bytes, message=v.message)
+        return v
+
+    def drop_version(self, txn, name: str, number: int) -> None:
+        txn.delete(_vkey(name, number), db=self.dbs["versions"])
+
+    # aliases -----------------------------------------------------------------------------------
+    def aliases(self, txn, name: str) -> dict[str, int]:
+        return {k.decode(): struct.unpack(">I", bytes(v))[0]
+                for k, v in _prefix_items(txn, self.dbs["aliases"], name.encode() + b"\0")}
+
+    def set_alias(self, txn, name: str, alias: str, number: int) -> None:
+        txn.put(_akey(name, alias), struct.pack(">I", number), db=self.dbs["aliases"])
+
+    def drop_alias(self, txn, name: str, alias: str) -> bool:
+        return txn.delete(_akey(name, alias), db=self.dbs["aliases"])
+
+    # audit log ---------------------------------------------------------------------------------
+    def event(self, txn, action: str, artifact: str, **details) -> None:
+        seq = bump(txn, self.dbs["meta"], b"event_seq", 1)
+        user, uid = whoami()
+        rec = {"seq": seq, "time": time.time(), "user": user, "uid": uid, "action": action,
+               "artifact": artifact, **details}
+        txn.put(seq.to_bytes(8, "big"), json.dumps(rec).encode(), db=self.dbs["events"])
+
+    def events(self, txn, name: str | None = None) -> list[dict]:
+        out = []
+        with txn.cursor(db=self.dbs["events"]) as cur:
+            for _, raw in cur:
+                rec = json.loads(bytes(raw))
+                if name is None or rec["artifact"] == name:
+                    out.append(rec)
+        return out
+
+    def event_count(self, txn) -> int:
+        return counter(txn, self.dbs["meta"], b"event_seq")

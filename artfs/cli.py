@@ -1,0 +1,274 @@
+"""The ``artfs`` command: argument parsing, output, progress and exit codes.
+
+Every failure is one line on stderr (``artfs: error: ...``) and the exit code of its error class
+(see errors.py); results go to stdout, with ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+
+from . import cli_mount
+from .api import Store
+from .errors import ArtfsError, InvalidInput
+from .ingest import scan_bytes
+from .names import parse_ref
+
+
+def _emit_json(value) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None):
+    """A rich progress bar on a terminal; a no-op callback otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                               TransferSpeedColumn)
+    from rich.console import Console
+    columns = [description, BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _version_row(v) -> dict:
+    return {"version": v.version, "aliases": v.aliases, "digest": v.digest, "type": v.type,
+            "message": v.message, "metadata": v.metadata, "created": v.created,
+            "files": v._info.files, "bytes": v._info.bytes}
+
+
+# commands --------------------------------------------------------------------------------------
+def cmd_put(store: Store, args) -> int:
+    try:
+        metadata = json.loads(args.metadata) if args.metadata else None
+    except ValueError as e:
+        raise InvalidInput(f"--metadata is not valid JSON: {e}") from None
+    with progress_bar(f"put {args.name}", scan_bytes(args.path) if sys.stderr.isatty() else None) as p:
+        v, created = store.put_ex(args.name, args.path, type=args.type, aliases=args.alias,
+                                  message=args.message, metadata=metadata, progress=p)
+    if not created:
+        print(f"artfs: no changes: content equals {v.name}:{v.version}; no version made", file=sys.stderr)
+    print(f"{v.name}:{v.version}")
+    return 0
+
+
+def cmd_get(store: Store, args) -> int:
+    v = store.get(args.ref)
+    with progress_bar(f"get {v.name}:{v.version}", v._info.bytes) as p:
+        dest = v.download(args.dest, progress=p)
+    print(dest)
+    return 0
+
+
+def cmd_ls(store: Store, args) -> int:
+    if args.name is None:
+        rows = []
+        for name in store.artifacts():
+            versions = store.versions(name)
+            rows.append({"name": name, "type": store._repo.artifact(name)["type"],
+                         "versions": len(versions),
+                         "latest": next((v.version for v in versions if "latest" in v.aliases), None)})
+        if args.json:
+            _emit_json(rows)
+        elif rows:
+            _table([["NAME", "TYPE", "VERSIONS", "LATEST"]] +
+                   [[r["name"], r["type"], str(r["versions"]), r["latest"] or "-"] for r in rows])
+        return 0
+    rows = [_version_row(v) for v in store.versions(args.name)]
+    if args.json:
+        _emit_json(rows)
+    elif rows:
+        _table([["VERSION", "ALIASES", "FILES", "BYTES", "CREATED", "TYPE", "MESSAGE"]] +
+               [[r["version"], ",".join(r["aliases"]) or "-", str(r["files"]), _human(r["bytes"]),
+                 _when(r["created"]), r["type"], r["message"]] for r in rows])
+    return 0
+
+
+def _describe(ev: dict) -> str:
+    skip = {"seq", "time", "user", "uid", "action", "artifact"}
+    return " ".join(f"{k}={v}" for k, v in ev.items() if k not in skip and v not in ("", [], None))
+
+
+def cmd_log(store: Store, args) -> int:
+    events = store.log(args.name)
+    if args.json:
+        _emit_json(events)
+    else:
+        for ev in events:
+            print(f"{_when(ev['time'])}  {ev['user']}({ev['uid']})  {ev['action']:<16} "
+                  f"{ev['artifact']}  {_describe(ev)}".rstrip())
+    return 0
+
+
+def cmd_diff(store: Store, args) -> int:
+    d = store.diff(args.a, args.b)
+    if args.json:
+        _emit_json(d)
+    else:
+        for mark, key in (("+", "added"), ("-", "removed"), ("M", "modified")):
+            for path in d[key]:
+                print(f"{mark} {path}")
+    return 0
+
+
+def cmd_alias(store: Store, args) -> int:
+    if args.delete:
+        name, _ = parse_ref(args.target, default=None)
+        store.unalias(name, args.alias)
+        print(f"removed alias {args.alias} of {name}")
+    else:
+        if args.alias is None:
+            raise InvalidInput("usage: artfs alias NAME:REF ALIAS")
+        v = store.alias(args.target, args.alias)
+        print(f"{v.name}:{args.alias} -> {v.version}")
+    return 0
+
+
+def cmd_rm(store: Store, args) -> int:
+    store.delete(args.target, force=args.force)
+    print(f"deleted {args.target}")
+    return 0
+
+
+def cmd_du(store: Store, args) -> int:
+    report = store.du(args.name)
+    if args.json:
+        _emit_json(report)
+        return 0
+    s = report["store"]
+    print(f"store: {_human(s['stored_bytes'])} in {s['chunks']} chunks for "
+          f"{_human(s['logical_bytes'])} of versions (database file {_human(s['file_bytes'])})")
+    rows = [["ARTIFACT", "VERSION", "ALIASES", "FILES", "LOGICAL", "UNIQUE"]]
+    for a in report["artifacts"]:
+        for v in a["versions"]:
+            rows.append([a["name"], v["version"], ",".join(v["aliases"]) or "-", str(v["files"]),
+                         _human(v["logical_bytes"]), _human(v["unique_bytes"])])
+    if len(rows) > 1:
+        _table(rows)
+    return 0
+
+
+def cmd_verify(store: Store, args) -> int:
+    with progress_bar("verify", None) as p:
+        report = store.verify(args.target, progress=p)
+    if args.json:
+        _emit_json({"ok": report.ok, "objects": report.objects, "bytes": report.bytes,
+                    "problems": report.problems})
+    else:
+        for problem in report.problems:
+            print(problem)
+        print(f"{'ok' if report.ok else 'DAMAGED'}: checked {report.objects} objects, "
+              f"{_human(report.bytes)}; {len(report.problems)} problems")
+    return 0 if report.ok else 7
+
+
+# parser ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="artfs", description="Versioned datasets and models as a filesystem.")
+    p.add_argument("--store", metavar="PATH", help="store directory (default: $ARTFS_STORE, "
+                   "else ~/.local/share/artfs)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("put", help="log a directory or file as the next version of an artifact")
+    c.add_argument("name")
+    c.add_argument("path")
+    c.add_argument("-t", "--type", help="artifact type (default: dataset; fixed at creation)")
+    c.add_argument("-a", "--alias", action="append", default=[], help="set or move a user alias (repeatable)")
+    c.add_argument("-m", "--message", default="")
+    c.add_argument("--metadata", help="a JSON object stored with the version")
+    c.set_defaults(func=cmd_put)
+
+    c = sub.add_parser("get", help="write a version's files into DEST")
+    c.add_argument("ref", metavar="NAME[:REF]")
+    c.add_argument("dest")
+    c.set_defaults(func=cmd_get)
+
+    c = sub.add_parser("ls", help="list artifacts, or the versions of one")
+    c.add_argument("name", nargs="?")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_ls)
+
+    c = sub.add_parser("log", help="the audit history of an artifact (or all), oldest first")
+    c.add_argument("name", nargs="?")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_log)
+
+    c = sub.add_parser("diff", help="added, removed and modified paths between two versions")
+    c.add_argument("a", metavar="NAME:REF")
+    c.add_argument("b", metavar="NAME:REF")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_diff)
+
+    c = sub.add_parser("alias", help="point ALIAS at NAME:REF, or --delete NAME ALIAS")
+    c.add_argument("--delete", action="store_true")
+    c.add_argument("target", metavar="NAME:REF")
+    c.add_argument("alias", nargs="?")
+    c.set_defaults(func=cmd_alias)
+
+    c = sub.add_parser("rm", help="delete a version (NAME:vN) or a whole artifact (NAME)")
+    c.add_argument("target", metavar="NAME[:REF]")
+    c.add_argument("--force", action="store_true", help="delete even if user aliases point at it")
+    c.set_defaults(func=cmd_rm)
+
+    c = sub.add_parser("du", help="logical and unique bytes per version; bytes stored")
+    c.add_argument("name", nargs="?")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_du)
+
+    c = sub.add_parser("verify", help="re-hash every object and check every reference")
+    c.add_argument("target", nargs="?", metavar="NAME[:REF]")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_verify)
+
+    cli_mount.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "no_store", False):
+            return args.func(args)
+        with Store(args.store) as store:
+            return args.func(store, args)
+    except ArtfsError as e:
+        print(f"artfs: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("artfs: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

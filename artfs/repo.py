@@ -1,0 +1,238 @@
+"""Repo: every store operation, on the local store, with no knowledge of mounts.
+
+The CLI (without a daemon), the Python API and the daemon all call these. Each user action is one
+write transaction; reads open short read transactions and cache only immutable objects (trees and
+file chunk lists, keyed by content id).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from .catalog.db import Database, counter
+from .catalog.objects import FileObj, Objects, Tree
+from .catalog.versions import Catalog, VersionInfo, whoami
+from .diff import trees_equal
+from .errors import Conflict, InvalidInput, NotFound
+from .ingest import Ingest
+from .names import LATEST, check_alias, check_artifact
+from .store.chunks import LmdbChunkStore
+
+
+def _stderr_warn(msg: str) -> None:
+    print(f"artfs: warning: {msg}", file=sys.stderr)
+
+
+class _LRU:
+    def __init__(self, capacity: int):
+        self.capacity, self.items = capacity, OrderedDict()
+
+    def get(self, key, make):
+        try:
+            self.items.move_to_end(key)
+            return self.items[key]
+        except KeyError:
+            value = self.items[key] = make()
+            if len(self.items) > self.capacity:
+                self.items.popitem(last=False)
+            return value
+
+
+class Repo:
+    def __init__(self, path: str | None = None, *, hasher=None):
+        self.db = Database(path)
+        self.path = self.db.path
+        chunks = LmdbChunkStore(self.db.dbs["blobs"], **({"hasher": hasher} if hasher else {}))
+        self.objects = Objects(self.db.dbs, chunks)
+        self.catalog = Catalog(self.db.dbs)
+        self._trees = _LRU(4096)
+        self._files = _LRU(16384)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # reading -----------------------------------------------------------------------------------
+    def artifacts(self) -> list[str]:
+        with self.db.read() as txn:
+            return self.catalog.artifact_names(txn)
+
+    def artifact(self, name: str) -> dict:
+        with self.db.read() as txn:
+            return self.catalog.require_artifact(txn, check_artifact(name))
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        with self.db.read() as txn:
+            self.catalog.require_artifact(txn, check_artifact(name))
+            return self.catalog.versions(txn, name)
+
+    def resolve(self, name: str, ref: str | None = None) -> VersionInfo:
+        with self.db.read() as txn:
+            return self.catalog.resolve(txn, check_artifact(name), ref or LATEST)
+
+    def aliases(self, name: str) -> dict[str, int]:
+        with self.db.read() as txn:
+            return self.catalog.aliases(txn, name)
+
+    def events(self, name: str | None = None) -> list[dict]:
+        with self.db.read() as txn:
+            if name is not None:
+                self.catalog.require_artifact(txn, check_artifact(name))
+            return self.catalog.events(txn, name)
+
+    def tree(self, tid: bytes) -> Tree:
+        def load():
+            with self.db.read() as txn:
+                return self.objects.tree(txn, tid)
+        return self._trees.get(tid, load)
+
+    def file(self, fid: bytes) -> FileObj:
+        def load():
+            with self.db.read() as txn:
+                return self.objects.file(txn, fid)
+        return self._files.get(fid, load)
+
+    def read(self, fobj: FileObj, offset: int, size: int) -> bytes:
+        """Bytes [offset, offset+size) of a file, every chunk hash-checked (CorruptData if not)."""
+        parts = []
+        with self.db.read() as txn:
+            for cid, start, end in fobj.span(offset, size):
+                parts.append(bytes(self.objects.store.get(txn, cid)[start:end]))
+        return b"".join(parts)
+
+    def stats(self) -> dict:
+        with self.db.read() as txn:
+            meta = self.db.dbs["meta"]
+            return {"stored_bytes": counter(txn, meta, b"chunk_bytes"),
+                    "chunks": counter(txn, meta, b"chunk_count")}
+
+    # writing -----------------------------------------------------------------------------------
+    def put(self, name: str, path: str, *, type: str | None = None, aliases=(), message: str = "",
+            metadata: dict | None = None, warn=_stderr_warn,
+            progress: Callable[[int], None] | None = None) -> tuple[VersionInfo, bool]:
+        """Log PATH as the next version of NAME; returns (version, created).
+
+        When the content equals the latest version's (names, kinds, modes and bytes; mtimes are not
+        content) no version is made and the latest is returned with created=False.
+        """
+        check_artifact(name)
+        aliases = [check_alias(a) for a in aliases]
+        metadata = _check_metadata(metadata)
+
+        def action(txn):
+            self.catalog.ensure_artifact(txn, name, type)
+            ingest = Ingest(txn, self.objects, warn, progress)
+            root, _ = ingest.root(path)
+            return self.add_version(txn, name, root, ingest.files, ingest.bytes, aliases=aliases,
+                                    message=message, metadata=metadata)
+        return self.db.write(action)
+
+    def add_version(self, txn, name: str, root: bytes, files: int, size: int, *, aliases=(),
+                    message: str = "", metadata: dict | None = None) -> tuple[VersionInfo, bool]:
+        """Record ROOT (whose reference the caller holds) as the next version, unless unchanged."""
+        rec = self.catalog.require_artifact(txn, name)
+        latest = self.catalog.aliases(txn, name).get(LATEST)
+        if latest is not None:
+            current = self.catalog.version(txn, name, latest)
+            if trees_equal(self.objects, txn, current.root, root):
+                self.objects.decref_tree(txn, root)
+                for alias in aliases:
+                    self._set_alias(txn, name, alias, current.number)
+                return self.catalog.version(txn, name, latest), False
+        user, uid = whoami()
+        v = VersionInfo(name, 0, root, rec["type"], time.time(), message, metadata or {}, user, uid,
+                        files, size)
+        self.catalog.add_version(txn, v)
+        for alias in aliases:
+            self._set_alias(txn, name, alias, v.number)
+        return self.catalog.version(txn, name, v.number), True
+
+    def _set_alias(self, txn, name: str, alias: str, number: int) -> None:
+        old = self.catalog.aliases(txn, name).get(alias)
+        if old == number:
+            return
+        self.catalog.set_alias(txn, name, alias, number)
+        self.catalog.event(txn, "alias.move" if old is not None else "alias.set", name, alias=alias,
+                           version=f"v{number}", **({"previous": f"v{old}"} if old is not None else {}))
+
+    def alias(self, name: str, ref: str, alias: str) -> VersionInfo:
+        check_alias(alias)
+
+        def action(txn):
+            v = self.catalog.resolve(txn, check_artifact(name), ref)
+            self._set_alias(txn, name, alias, v.number)
+            return self.catalog.version(txn, name, v.number)
+        return self.db.write(action)
+
+    def unalias(self, name: str, alias: str) -> None:
+        check_alias(alias)
+
+        def action(txn):
+            number = self.catalog.aliases(txn, check_artifact(name)).get(alias)
+            if number is None:
+                raise NotFound(f"artifact {name!r} has no alias {alias!r}")
+            self.catalog.drop_alias(txn, name, alias)
+            self.catalog.event(txn, "alias.remove", name, alias=alias, version=f"v{number}")
+        self.db.write(action)
+
+    def delete_version(self, name: str, ref: str, *, force: bool = False, pinned=None) -> VersionInfo:
+        """Delete one version and free, in the same transaction, what no other version uses."""
+        def action(txn):
+            v = self.catalog.resolve(txn, check_artifact(name), ref)
+            user_aliases = [a for a in v.aliases if a != LATEST]
+            if user_aliases and not force:
+                raise Conflict(f"{name}:{v.label} has aliases {', '.join(user_aliases)}: "
+                               "move or delete them first, or use --force")
+            for alias in v.aliases:
+                self.catalog.drop_alias(txn, name, alias)
+            self.catalog.drop_version(txn, name, v.number)
+            self.objects.decref_tree(txn, v.root, pinned)
+            remaining = self.catalog.versions(txn, name)
+            if LATEST in v.aliases and remaining:
+                self.catalog.set_alias(txn, name, LATEST, remaining[-1].number)
+            self.catalog.event(txn, "version.delete", name, version=v.label, digest=v.digest,
+                               aliases=v.aliases)
+            return v
+        return self.db.write(action)
+
+    def delete_artifact(self, name: str, *, pinned=None, also=None) -> int:
+        """Delete an artifact with all its versions; ``also(txn)`` drops what others keep for it."""
+        def action(txn):
+            self.catalog.require_artifact(txn, check_artifact(name))
+            versions = self.catalog.versions(txn, name)
+            for alias in self.catalog.aliases(txn, name):
+                self.catalog.drop_alias(txn, name, alias)
+            for v in versions:
+                self.catalog.drop_version(txn, name, v.number)
+                self.objects.decref_tree(txn, v.root, pinned)
+            if also is not None:
+                also(txn)
+            self.catalog.drop_artifact(txn, name)
+            self.catalog.event(txn, "artifact.delete", name, versions=[v.label for v in versions])
+            return len(versions)
+        return self.db.write(action)
+
+    def release_zombie(self, fid: bytes) -> None:
+        self.db.write(lambda txn: self.objects.release_zombie(txn, fid))
+
+    def release_all_zombies(self) -> None:
+        def action(txn):
+            for fid in self.objects.zombies(txn):
+                self.objects.release_zombie(txn, fid)
+        self.db.write(action)
+
+
+def _check_metadata(metadata) -> dict:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidInput("metadata must be a JSON object")
+    return metadata

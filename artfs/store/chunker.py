@@ -1,0 +1,47 @@
+"""Content-defined chunking (FastCDC 2020 via pyfastcdc) and chunk ids (xxh3-128).
+
+Average chunk size 64 KiB (pyfastcdc's effective average is avg + min, about 80 KiB): small enough
+that an insert in the middle of a file costs one or two chunks (see docs/benchmarks.md, workload 7),
+large enough that a 1 MiB FUSE read touches a handful of chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import xxhash
+from pyfastcdc import FastCDC
+
+AVG_SIZE = 64 * 1024
+MIN_SIZE = 16 * 1024
+MAX_SIZE = 256 * 1024
+
+HASH_LEN = 16
+
+
+def chunk_hash(data) -> bytes:
+    """The 16-byte xxh3-128 digest of a chunk's raw bytes (bytes or any buffer)."""
+    return xxhash.xxh3_128_digest(data)
+
+
+def _cdc() -> FastCDC:
+    return FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE)
+
+
+def chunk_buffer(data) -> Iterator[memoryview]:
+    """Split a buffer into content-defined chunks (views into ``data``)."""
+    if len(data) == 0:
+        return
+    for chunk in _cdc().cut_buf(data):
+        yield chunk.data
+
+
+def chunk_fd(fd: int) -> Iterator[memoryview]:
+    """Split an open file, read from its current offset to EOF, into content-defined chunks.
+
+    Each view is valid only until the next chunk is produced. Reading (rather than mapping) keeps
+    a file truncated underneath us from killing the process with SIGBUS.
+    """
+    with open(fd, "rb", buffering=0, closefd=False) as stream:
+        for chunk in _cdc().cut_stream(stream):
+            yield chunk.data
