@@ -501,7 +501,7 @@ class Bench:
         self.rows: dict[str, Row] = {}
         self.extra: dict = {}
         self.setup_times: dict[str, float] = {}
-        self.can_drop = drop_caches()
+        self.can_drop = not args.no_drop_caches and drop_caches()
         self.targets: dict[str, Target] = {}
 
     def row(self, rid: str, title: str, unit: str, higher_better: bool = True) -> Row:
@@ -890,6 +890,9 @@ def parse_args(argv=None):
                    + ", ".join(f"{i}={n}" for i, n, _, _ in WORKLOADS))
     p.add_argument("--targets", default=",".join(TARGETS), help="comma list of " + ",".join(TARGETS))
     p.add_argument("--repeats", type=int, help="repeats per measurement (default 3)")
+    p.add_argument("--settle", type=float, help="seconds to wait after drop_caches (default 5)")
+    p.add_argument("--no-drop-caches", action="store_true",
+                   help="cold reads without root: fresh FUSE mounts + fadvise(DONTNEED)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--workdir", default="/var/tmp", help="parent of the temp dir (default /var/tmp)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
@@ -916,6 +919,8 @@ def main(argv=None) -> int:
     sizes = Sizes.make(args.quick, args.size_scale)
     if args.repeats:
         sizes.repeats = args.repeats
+    if args.settle is not None:
+        sizes.settle = args.settle
     workloads = select(args)
     names = [t.strip() for t in args.targets.split(",") if t.strip()]
     if set(names) - set(TARGETS) or "native" not in names:

@@ -106,16 +106,16 @@ class FileObj:
             pos += n
         return out
 
-    @property
+    @cached_property
     def size(self) -> int:
         return sum(self.lengths)
 
     def span(self, offset: int, size: int):
         """Yield (chunk id, start in chunk, end in chunk) covering [offset, offset + size)."""
         offsets = self.offsets
+        end = min(offset + size, self.size)
         i = bisect.bisect_right(offsets, offset) - 1
-        end = offset + size
-        while 0 <= i < len(offsets) and offsets[i] < end:
+        while offset < end and 0 <= i < len(offsets) and offsets[i] < end:
             start = offsets[i]
             yield self.chunks[i], max(offset - start, 0), min(end - start, self.lengths[i])
             i += 1

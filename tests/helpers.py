@@ -1,0 +1,75 @@
+"""Shared test helpers: building input trees, running the CLI, damaging a store on purpose."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import lmdb
+
+MiB = 1 << 20
+
+
+def write(path, data: bytes, mode: int | None = None, mtime_ns: int | None = None) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    if mode is not None:
+        os.chmod(path, mode)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def seed_files(d, rat: bool = False) -> None:
+    """The seed scenario's animals: cat.png 2 MiB, dog.png 1 MiB, optionally rat.png 3 MiB."""
+    write(os.path.join(d, "cat.png"), os.urandom(2 * MiB))
+    write(os.path.join(d, "dog.png"), os.urandom(1 * MiB))
+    if rat:
+        write(os.path.join(d, "rat.png"), os.urandom(3 * MiB))
+
+
+def run_cli(store, *args, check: bool = False, env=None, input=None):
+    """Run ``python -m artfs --store STORE ARGS`` and return the CompletedProcess."""
+    cmd = [sys.executable, "-m", "artfs", "--store", str(store), *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, input=input, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def cli_json(store, *args):
+    return json.loads(run_cli(store, *args, "--json", check=True).stdout)
+
+
+def tree_snapshot(root) -> dict:
+    """path -> (kind, mode, size-or-target, bytes) for comparing trees byte-exactly."""
+    out = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(top, name)
+            rel = os.path.relpath(p, root)
+            st = os.lstat(p)
+            if os.path.islink(p):
+                out[rel] = ("l", os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("d", st.st_mode & 0o7777)
+            else:
+                with open(p, "rb") as f:
+                    out[rel] = ("f", st.st_mode & 0o7777, st.st_mtime_ns, f.read())
+    return out
+
+
+def damage_blob(store, key: bytes, how: str) -> None:
+    """Flip a byte of a stored object ('corrupt') or remove it ('missing'), behind artfs's back."""
+    env = lmdb.open(os.path.join(str(store), "db"), max_dbs=16)
+    db = env.open_db(b"blobs")
+    with env.begin(write=True, db=db) as txn:
+        if how == "missing":
+            txn.delete(key)
+        else:
+            data = bytearray(txn.get(key))
+            data[len(data) // 2] ^= 0xFF
+            txn.put(key, bytes(data))
+    env.close()

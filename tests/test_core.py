@@ -1,0 +1,282 @@
+"""The core store through the Python API: versions, aliases, reclaim, accounting, diff, export."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+import artfs
+from artfs.errors import Conflict, Exists, InvalidInput, NotFound, StoreError
+from artfs.repo import Repo
+from artfs.verify import verify
+from tests.helpers import MiB, seed_files, tree_snapshot, write
+
+# Chunk-format overhead allowed in byte accounting: file chunk lists and trees are a few hundred
+# bytes per version here; the chunks themselves are stored exactly.
+SLACK = 64 * 1024
+
+
+@pytest.fixture
+def store(tmp_path):
+    with artfs.Store(str(tmp_path / "store")) as s:
+        yield s
+    with Repo(str(tmp_path / "store")) as repo:
+        report = verify(repo)
+    assert report.ok, report.problems
+
+
+def versions_du(store, name):
+    return {v["version"]: v for v in store.du(name)["artifacts"][0]["versions"]}
+
+
+def test_seed_scenario(store, tmp_path):
+    d = tmp_path / "animals"
+    seed_files(d)
+    v0 = store.put("animals", str(d), type="dataset")
+    assert (v0.name, v0.version, v0.aliases) == ("animals", "v0", ["latest"])
+    write(d / "rat.png", os.urandom(3 * MiB))
+    v1 = store.put("animals", str(d))
+    assert v1.version == "v1" and store.get("animals:latest").version == "v1"
+    assert store.get("animals:v0").aliases == []
+    assert sorted(store.get("animals:v0").files()) == ["cat.png", "dog.png"]
+    assert store.get("animals").files() == ["cat.png", "dog.png", "rat.png"]
+
+    du = store.du("animals")
+    by = versions_du(store, "animals")
+    assert by["v1"]["logical_bytes"] == 6 * MiB and by["v0"]["logical_bytes"] == 3 * MiB
+    assert 6 * MiB <= du["store"]["stored_bytes"] <= 6 * MiB + SLACK   # not 9
+    assert by["v0"]["unique_bytes"] <= SLACK
+    assert 3 * MiB <= by["v1"]["unique_bytes"] <= 3 * MiB + SLACK
+
+    again = store.put("animals", str(d))          # identical content: no new version
+    assert again.version == "v1" and len(store.versions("animals")) == 2
+
+    with store.get("animals:v1").open("rat.png") as f:
+        assert f.read() == (d / "rat.png").read_bytes()
+
+
+def test_delete_newest_frees_its_unique_bytes(store, tmp_path):
+    d = tmp_path / "a"
+    seed_files(d)
+    store.put("animals", str(d))
+    write(d / "rat.png", os.urandom(3 * MiB))
+    store.put("animals", str(d))
+    before = store.du()["store"]["stored_bytes"]
+    store.delete("animals:v1")
+    after = store.du()["store"]["stored_bytes"]
+    assert 3 * MiB <= before - after <= 3 * MiB + SLACK
+    assert store.get("animals:latest").version == "v0"
+
+
+def test_delete_oldest_moves_cost_to_the_survivor(store, tmp_path):
+    d = tmp_path / "a"
+    seed_files(d)
+    store.put("animals", str(d))
+    write(d / "rat.png", os.urandom(3 * MiB))
+    store.put("animals", str(d))
+    store.delete("animals:v0")
+    by = versions_du(store, "animals")
+    assert list(by) == ["v1"]
+    assert 6 * MiB <= by["v1"]["unique_bytes"] <= 6 * MiB + SLACK
+    with pytest.raises(NotFound):
+        store.get("animals:v0")
+
+
+def test_aliases_and_log(store, tmp_path):
+    d = tmp_path / "m"
+    write(d / "w.bin", b"weights-1")
+    store.put("model", str(d), type="model", aliases=["best"])
+    write(d / "w.bin", b"weights-2")
+    store.put("model", str(d), aliases=["prod"])
+    assert store.get("model:best").version == "v0"
+    store.alias("model:v1", "best")
+    assert store.get("model:best").version == "v1"
+    with pytest.raises(Conflict):
+        store.delete("model:v1")                       # aliases point at it
+    store.unalias("model", "prod")
+    with pytest.raises(NotFound):
+        store.get("model:prod")
+    store.delete("model:v1", force=True)
+    assert store.get("model:latest").version == "v0"
+    with pytest.raises(NotFound):
+        store.get("model:best")
+    actions = [(e["action"], e.get("alias"), e.get("version")) for e in store.log("model")]
+    assert actions == [
+        ("artifact.create", None, None), ("version.create", None, "v0"), ("alias.set", "best", "v0"),
+        ("version.create", None, "v1"), ("alias.set", "prod", "v1"), ("alias.move", "best", "v1"),
+        ("alias.remove", "prod", "v1"), ("version.delete", None, "v1"),
+    ]
+    ev = store.log("model")[0]
+    assert ev["uid"] == os.getuid() and ev["user"] and ev["time"] > 0
+    for bad in ("latest", "v3", "staging", "", "a/b", "..", "x" * 129, "tab\there"):
+        with pytest.raises(InvalidInput):
+            store.alias("model:v0", bad)
+
+
+def test_version_numbers_are_never_reused(store, tmp_path):
+    d = tmp_path / "x"
+    for i in range(3):
+        write(d / "f", b"%d" % i)
+        store.put("x", str(d))
+    store.delete("x:v2")
+    write(d / "f", b"new")
+    assert store.put("x", str(d)).version == "v3"
+
+
+def test_delete_artifact_frees_everything(store, tmp_path):
+    d = tmp_path / "x"
+    seed_files(d)
+    store.put("x", str(d), aliases=["best"])
+    store.delete("x")
+    assert store.artifacts() == []
+    assert store.du()["store"]["stored_bytes"] == 0
+    assert [e["action"] for e in store.log()][-1] == "artifact.delete"
+
+
+def test_diff(store, tmp_path):
+    d = tmp_path / "d"
+    write(d / "keep.txt", b"same")
+    write(d / "edit.txt", b"old")
+    write(d / "gone.txt", b"bye")
+    write(d / "sub" / "deep.txt", b"deep")
+    store.put("d", str(d))
+    write(d / "edit.txt", b"new")
+    os.remove(d / "gone.txt")
+    write(d / "sub" / "more.txt", b"more")
+    os.utime(d / "keep.txt", ns=(1, 1))                 # mtime alone is not a change
+    store.put("d", str(d))
+    assert store.diff("d:v0", "d:v1") == {
+        "added": ["sub/more.txt"], "removed": ["gone.txt"], "modified": ["edit.txt"]}
+
+
+def test_mtime_only_change_makes_no_version(store, tmp_path):
+    d = tmp_path / "d"
+    write(d / "a", b"a")
+    store.put("d", str(d))
+    os.utime(d / "a", ns=(10**18, 10**18))
+    assert store.put("d", str(d)).version == "v0"
+
+
+def test_round_trip_keeps_everything(store, tmp_path):
+    src = tmp_path / "src"
+    write(src / "plain.txt", b"hello", mode=0o640, mtime_ns=1_600_000_000_123_456_789)
+    write(src / "empty", b"", mode=0o600)
+    write(src / "exec.sh", b"#!/bin/sh\n", mode=0o755)
+    write(src / "big.bin", os.urandom(3 * MiB + 17))
+    os.makedirs(src / "ro")
+    write(src / "ro" / "inner", b"x")
+    os.chmod(src / "ro", 0o555)
+    os.symlink("plain.txt", src / "link")
+    os.symlink("/etc/passwd", src / "abs-link")          # stored as given, never followed
+    bad_name = os.fsdecode(b"caf\xe9-latin1.txt")        # not UTF-8
+    write(os.path.join(src, bad_name), b"latin")
+    deep = src
+    for i in range(100):
+        deep = deep / f"d{i}"
+    write(deep / "leaf", b"leaf")
+    v = store.put("rt", str(src))
+    out = tmp_path / "out"
+    v.download(str(out))
+    assert tree_snapshot(out) == tree_snapshot(src)
+    assert os.stat(out / "ro").st_mode & 0o777 == 0o555
+    os.chmod(src / "ro", 0o755)
+    os.chmod(out / "ro", 0o755)
+
+
+def test_special_files_are_skipped_with_warning(store, tmp_path, capsys):
+    d = tmp_path / "d"
+    write(d / "f", b"x")
+    os.mkfifo(d / "fifo")
+    v = store.put("d", str(d))
+    assert v.files() == ["f"]
+    assert "skipped" in capsys.readouterr().err
+
+
+def test_single_file_put(store, tmp_path):
+    write(tmp_path / "model.pt", b"w" * 1000)
+    v = store.put("m", str(tmp_path / "model.pt"))
+    assert v.files() == ["model.pt"]
+
+
+def test_bad_inputs_write_nothing(store, tmp_path):
+    d = tmp_path / "d"
+    write(d / "f", b"x")
+    for name in ("", "a/b", "..", ".", "x" * 129, "bad\nname", "sp ace"):
+        with pytest.raises(InvalidInput):
+            store.put(name, str(d))
+    with pytest.raises(InvalidInput):
+        store.put("ok", str(tmp_path / "missing"))
+    unreadable = d / "secret"
+    write(unreadable, b"s")
+    os.chmod(unreadable, 0)
+    if os.geteuid() != 0:                                # root reads anything
+        with pytest.raises(InvalidInput):
+            store.put("ok", str(d))
+    with pytest.raises(InvalidInput):
+        store.put("ok", str(d), metadata=["not", "a", "dict"])
+    with pytest.raises(NotFound):
+        store.get("nothing")
+    with pytest.raises(NotFound):
+        store.get("ok:v0")
+    store.put("typed", str(d), type="dataset")
+    with pytest.raises(InvalidInput):
+        store.put("typed", str(d), type="model")
+    assert store.artifacts() == ["typed"]
+    with pytest.raises(Exists):
+        store.get("typed").download(str(d))             # not empty: refuse to overwrite
+
+
+def test_not_a_store(tmp_path):
+    d = tmp_path / "notastore"
+    write(d / "something.txt", b"x")
+    with pytest.raises(StoreError):
+        artfs.Store(str(d))
+    newer = tmp_path / "newer"
+    artfs.Store(str(newer)).close()
+    (newer / "ARTFS-STORE").write_text('{"format": 99}')
+    with pytest.raises(StoreError, match="format 99"):
+        artfs.Store(str(newer))
+
+
+def test_store_files_are_private(tmp_path):
+    artfs.Store(str(tmp_path / "s")).close()
+    assert stat.S_IMODE(os.stat(tmp_path / "s").st_mode) == 0o700
+    for name in ("ARTFS-STORE", "db/data.mdb", "db/lock.mdb"):
+        assert stat.S_IMODE(os.stat(tmp_path / "s" / name).st_mode) == 0o600, name
+
+
+def test_metadata_and_message(store, tmp_path):
+    write(tmp_path / "d" / "f", b"x")
+    v = store.put("d", str(tmp_path / "d"), message="first cut", metadata={"rows": 3})
+    v = store.get("d:v0")
+    assert (v.message, v.metadata, v.type) == ("first cut", {"rows": 3}, "dataset")
+    assert len(v.digest) == 34
+
+
+def test_edit_in_the_middle_stores_only_changed_chunks(store, tmp_path):
+    d = tmp_path / "d"
+    data = os.urandom(8 * MiB)
+    write(d / "big", data)
+    store.put("d", str(d))
+    before = store.du()["store"]["stored_bytes"]
+    write(d / "big", data[:4 * MiB] + b"inserted" + data[4 * MiB:])
+    store.put("d", str(d))
+    grew = store.du()["store"]["stored_bytes"] - before
+    assert 0 < grew <= 3 * 256 * 1024                   # a few chunks, not the file
+
+
+@pytest.mark.slow
+def test_file_over_4gib(store, tmp_path):
+    d = tmp_path / "d"
+    os.makedirs(d)
+    with open(d / "sparse", "wb") as f:
+        f.truncate((4 << 30) + 4096)
+        f.seek(4 << 30)
+        f.write(b"tail-bytes")
+    v = store.put("big", str(d))
+    with v.open("sparse") as f:
+        f.seek(4 << 30)
+        assert f.read(10) == b"tail-bytes"
+    assert store.du()["store"]["stored_bytes"] < 2 * MiB   # zeros dedup to one chunk

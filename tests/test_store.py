@@ -1,0 +1,81 @@
+"""Chunk store and verify: forced hash collisions, corrupted and missing objects."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from artfs.catalog.objects import FileObj
+from artfs.errors import CorruptData
+from artfs.repo import Repo
+from artfs.store.chunker import AVG_SIZE, MAX_SIZE, chunk_buffer
+from artfs.verify import verify
+from tests.helpers import MiB, damage_blob, write
+
+
+def test_chunker_is_content_defined():
+    data = os.urandom(4 * MiB)
+    a = [bytes(c) for c in chunk_buffer(data)]
+    b = [bytes(c) for c in chunk_buffer(data[:2 * MiB] + b"x" + data[2 * MiB:])]
+    assert b"".join(a) == data
+    assert all(len(c) <= MAX_SIZE for c in a)
+    assert AVG_SIZE / 2 < len(data) / len(a) < AVG_SIZE * 3
+    assert len(set(a) - set(b)) <= 2                    # one insert disturbs one or two chunks
+
+
+def test_forced_collision_never_aliases(tmp_path):
+    """With a hash that maps everything to one value, different bytes must still stay apart."""
+    with Repo(str(tmp_path / "s"), hasher=lambda data: b"\x00" * 16) as repo:
+        d = tmp_path / "d"
+        write(d / "a", b"alpha" * 10)
+        write(d / "b", b"bravo" * 10)
+        v = repo.put("c", str(d), warn=print)[0]
+        tree = repo.tree(v.root)
+        got = {e.name: repo.read(repo.file(e.ref), 0, 100) for e in tree.entries}
+        assert got == {b"a": b"alpha" * 10, b"b": b"bravo" * 10}
+        ids = {e.ref for e in tree.entries}
+        assert len(ids) == 2
+        assert verify(repo).ok
+
+
+def _first_data_chunk(repo, version) -> bytes:
+    e = next(e for e in repo.tree(version.root).entries if e.kind == "f")
+    return repo.file(e.ref).chunks[0]
+
+
+@pytest.mark.parametrize("how", ["corrupt", "missing"])
+def test_verify_names_damage_and_affected_paths(tmp_path, how):
+    store = str(tmp_path / "s")
+    d = tmp_path / "d"
+    write(d / "victim.bin", os.urandom(300_000))
+    write(d / "other.bin", os.urandom(300_000))
+    with Repo(store) as repo:
+        v0 = repo.put("x", str(d))[0]
+        write(d / "new.bin", b"n")
+        repo.put("x", str(d))
+        victim = next(e for e in repo.tree(v0.root).entries if e.name == b"victim.bin")
+        cid = repo.file(victim.ref).chunks[0]
+    damage_blob(store, cid, how)
+    with Repo(store) as repo:
+        report = verify(repo)
+        assert not report.ok
+        text = "\n".join(report.problems)
+        assert f"chunk {cid.hex()} is {how}" in text
+        assert "x:v0 victim.bin" in text and "x:v1 victim.bin" in text
+        assert "other.bin" not in text
+        assert not verify(repo, "x", "v0").ok
+        fobj = repo.file(victim.ref)
+        with pytest.raises(CorruptData):
+            repo.read(fobj, 0, 10)                        # never wrong bytes
+        other = next(e for e in repo.tree(v0.root).entries if e.name == b"other.bin")
+        assert repo.read(repo.file(other.ref), 0, 10) == (d / "other.bin").read_bytes()[:10]
+
+
+def test_file_object_spans():
+    f = FileObj([(b"a" * 17, 10), (b"b" * 17, 5), (b"c" * 17, 7)])
+    assert f.size == 22
+    assert list(f.span(8, 5)) == [(b"a" * 17, 8, 10), (b"b" * 17, 0, 3)]
+    assert list(f.span(15, 100)) == [(b"c" * 17, 0, 7)]
+    assert list(f.span(22, 10)) == []
+    assert FileObj.decode(f.encode()).chunks == f.chunks
