@@ -262,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     except ArtfsError as e:
         print(f"artfs: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        where = f": {os.fsdecode(e.filename)}" if isinstance(e.filename, (str, bytes)) else ""
+        print(f"artfs: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("artfs: interrupted; nothing was written", file=sys.stderr)
         return 130

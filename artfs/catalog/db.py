@@ -121,9 +121,16 @@ class Database:
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
             except lmdb.Error as e:
-                if "No space left" in str(e) or "ENOSPC" in str(e):
-                    raise NoSpace(f"{self.path}: no space left on the store's filesystem") from None
-                raise
+                raise self._write_error(e) from None
+
+    def _write_error(self, e: Exception) -> Exception:
+        """LMDB reports a short write on a full disk as EIO; tell the two apart by free space."""
+        st = os.statvfs(self.path)
+        free = st.f_bavail * st.f_frsize
+        if "No space left" in str(e) or free < max(64 << 20, st.f_blocks * st.f_frsize // 100):
+            return NoSpace(f"{self.path}: no space left on the store's filesystem "
+                           f"({free >> 20} MiB free); nothing was written")
+        return StoreError(f"{self.path}: the store database failed: {e}; nothing was written")
 
     def generation(self) -> int:
         """A number that changes with every committed write transaction (any process)."""

@@ -1,0 +1,102 @@
+"""Crashes and resource limits without a mount: killed puts, a full map, a full disk."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import artfs.catalog.db
+from artfs.errors import NoSpace
+from artfs.repo import Repo
+from artfs.verify import verify
+from tests.helpers import MiB, run_cli, tree_snapshot, write
+
+
+def _versions(store) -> list[str]:
+    with Repo(str(store)) as repo:
+        return [v.label for v in repo.versions("ds")] if "ds" in repo.artifacts() else []
+
+
+@pytest.mark.slow
+def test_put_killed_at_random_instants(tmp_path):
+    """SIGKILL `artfs put` anywhere: the version exists completely or not at all; verify is clean."""
+    store = tmp_path / "s"
+    rng = random.Random(1234)
+    sources = []
+    for i in range(12):
+        d = tmp_path / f"src{i}"
+        for j in range(6):
+            write(d / f"part{j}.bin", os.urandom(4 * MiB))
+        write(d / "id", b"%d" % i)
+        sources.append(d)
+    made = {}
+    for i, d in enumerate(sources):
+        proc = subprocess.Popen([sys.executable, "-m", "artfs", "--store", str(store), "put", "ds", str(d)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.0, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate()
+        if proc.returncode == 0:                          # it finished before the kill
+            made[out.strip().split(":")[1]] = d
+        with Repo(str(store)) as repo:
+            report = verify(repo)
+            assert report.ok, (i, report.problems)
+    versions = _versions(store)
+    assert set(made) <= set(versions)
+    for label in versions:                                # every surviving version is byte-exact
+        out = tmp_path / f"out-{label}"
+        run_cli(store, "get", f"ds:{label}", out, check=True)
+        ident = (out / "id").read_bytes()
+        assert tree_snapshot(out) == tree_snapshot(sources[int(ident)])
+    killed = len(sources) - len(made)
+    assert killed > 0, "every put finished before its kill: the test proved nothing"
+
+
+def test_map_full_grows_transparently(tmp_path, monkeypatch):
+    monkeypatch.setattr(artfs.catalog.db, "INITIAL_MAP", 2 * MiB)
+    d = tmp_path / "d"
+    write(d / "a", os.urandom(12 * MiB))
+    with Repo(str(tmp_path / "s")) as repo:
+        v = repo.put("ds", str(d))[0]
+        assert repo.db.env.info()["map_size"] > 12 * MiB
+        assert repo.read(repo.file(repo.tree(v.root).entries[0].ref), 0, 12 * MiB) == (d / "a").read_bytes()
+        assert verify(repo).ok
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 40 MiB tmpfs for the store (needs root; skipped otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_fails_cleanly_and_recovers(tmp_path, small_fs):
+    store = small_fs / "store"
+    keep, big = tmp_path / "keep", tmp_path / "big"
+    write(keep / "k", os.urandom(5 * MiB))
+    write(big / "b", os.urandom(60 * MiB))
+    with Repo(str(store)) as repo:
+        repo.put("keep", str(keep))
+    proc = run_cli(store, "put", "big", big)
+    assert proc.returncode == NoSpace.exit_code, proc.stderr
+    assert "no space left" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    with Repo(str(store)) as repo:
+        assert repo.artifacts() == ["keep"]               # nothing half-written
+        assert verify(repo).ok
+        os.truncate(big / "b", 10 * MiB)
+        repo.put("big", str(big))                         # usable again once it fits
+        assert verify(repo).ok
+        assert sorted(repo.artifacts()) == ["big", "keep"]
