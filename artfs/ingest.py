@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from .catalog.objects import DIR, FILE, LINK, Entry, Objects
 from .errors import InvalidInput
-from .store.chunker import chunk_fd
+from .store.chunker import hashed_chunks
 
 Warn = Callable[[str], None]
 Progress = Callable[[int], None]
@@ -32,8 +32,8 @@ class Ingest:
         """Chunk an open file from its start; returns its file id (one reference held)."""
         chunks, total = [], 0
         os.lseek(fd, 0, os.SEEK_SET)
-        for data in chunk_fd(fd):
-            chunks.append((self.objects.put_chunk(self.txn, data), len(data)))
+        for digest, data in hashed_chunks(fd):
+            chunks.append((self.objects.put_chunk(self.txn, data, digest), len(data)))
             total += len(data)
             self.progress(len(data))
         if total != size:

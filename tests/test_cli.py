@@ -175,3 +175,33 @@ def test_verify_exit_code_on_damage(store, tmp_path):
     assert "a:v0 f" in proc.stdout and "DAMAGED" in proc.stdout
     assert json.loads(run_cli(store, "verify", "--json").stdout)["ok"] is False
     damage_blob(store, cid, "corrupt")                  # flip back: clean again for teardown
+
+
+def _run_on_terminal(store, *args) -> str:
+    """Run the CLI with stderr on a pseudo-terminal; return what the terminal showed."""
+    leader, follower = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "artfs", "--store", str(store), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=follower, env=dict(os.environ, COLUMNS="100"))
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            part = os.read(leader, 65536)
+        except OSError:                                    # EIO: the terminal closed
+            break
+        if not part:
+            break
+        shown += part
+    proc.wait(timeout=120)
+    os.close(leader)
+    assert proc.returncode == 0
+    return shown.decode(errors="replace")
+
+
+def test_progress_bar_only_on_a_terminal(store, tmp_path):
+    write(tmp_path / "d" / "big", os.urandom(64 * MiB))
+    shown = _run_on_terminal(store, "put", "big", tmp_path / "d")
+    assert "put big" in shown and "MiB" in shown
+    write(tmp_path / "d" / "big2", os.urandom(MiB))
+    quiet = run_cli(store, "put", "big", tmp_path / "d", check=True)
+    assert quiet.stderr == ""

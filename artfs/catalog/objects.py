@@ -149,9 +149,9 @@ class Objects:
         return counter(txn, self.dbs["refs"], oid)
 
     # writing -----------------------------------------------------------------------------------
-    def put_chunk(self, txn, data) -> bytes:
+    def put_chunk(self, txn, data, digest: bytes | None = None) -> bytes:
         """Store a data chunk (if new) and take one reference to it."""
-        cid, new = self.store.put(txn, data)
+        cid, new = self.store.put(txn, data, digest)
         if new:
             meta = self.dbs["meta"]
             bump(txn, meta, b"chunk_bytes", len(data))

@@ -23,7 +23,7 @@ ID_LEN = HASH_LEN + 1
 
 class ChunkStore(Protocol):
     def get(self, txn, cid: bytes): ...  # -> verified bytes-like, valid while txn lives
-    def put(self, txn, data) -> tuple[bytes, bool]: ...  # -> (id, newly stored)
+    def put(self, txn, data, digest: bytes | None = None) -> tuple[bytes, bool]: ...  # (id, new)
     def delete(self, txn, cid: bytes) -> None: ...
     def ids(self, txn): ...  # iterate every stored id
 
@@ -53,8 +53,10 @@ class LmdbChunkStore:
             return "missing"
         return None if self._hash(data) == cid[:HASH_LEN] else "corrupt"
 
-    def put(self, txn, data) -> tuple[bytes, bool]:
-        digest = self._hash(data)
+    def put(self, txn, data, digest: bytes | None = None) -> tuple[bytes, bool]:
+        """Store ``data`` unless equal bytes are stored; ``digest`` may be precomputed by the caller."""
+        if digest is None or self._hash is not chunk_hash:
+            digest = self._hash(data)
         for seq in range(256):
             cid = digest + bytes((seq,))
             stored = txn.get(cid, db=self._db)
