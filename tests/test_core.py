@@ -57,12 +57,19 @@ def test_seed_scenario(store, tmp_path):
         assert f.read() == (d / "rat.png").read_bytes()
 
 
-def test_delete_newest_frees_its_unique_bytes(store, tmp_path):
+@pytest.fixture
+def animals(store, tmp_path):
+    """animals:v0 (cat, dog) and animals:v1 (+ rat) logged through the API."""
     d = tmp_path / "a"
     seed_files(d)
     store.put("animals", str(d))
     write(d / "rat.png", os.urandom(3 * MiB))
     store.put("animals", str(d))
+    return store
+
+
+def test_delete_newest_frees_its_unique_bytes(animals):
+    store = animals
     before = store.du()["store"]["stored_bytes"]
     store.delete("animals:v1")
     after = store.du()["store"]["stored_bytes"]
@@ -70,12 +77,8 @@ def test_delete_newest_frees_its_unique_bytes(store, tmp_path):
     assert store.get("animals:latest").version == "v0"
 
 
-def test_delete_oldest_moves_cost_to_the_survivor(store, tmp_path):
-    d = tmp_path / "a"
-    seed_files(d)
-    store.put("animals", str(d))
-    write(d / "rat.png", os.urandom(3 * MiB))
-    store.put("animals", str(d))
+def test_delete_oldest_moves_cost_to_the_survivor(animals):
+    store = animals
     store.delete("animals:v0")
     by = versions_du(store, "animals")
     assert list(by) == ["v1"]
