@@ -7,6 +7,7 @@ file chunk lists, keyed by content id).
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections import OrderedDict
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 from .catalog.db import Database, counter
 from .catalog.objects import FileObj, Objects, Tree
+from .catalog.staging_index import StagingIndex, staging_dir
 from .catalog.versions import Catalog, VersionInfo, whoami
 from .diff import trees_equal
 from .errors import Conflict, InvalidInput, NotFound
@@ -187,6 +189,10 @@ class Repo:
         """Delete one version and free, in the same transaction, what no other version uses."""
         def action(txn):
             v = self.catalog.resolve(txn, check_artifact(name), ref)
+            staged = self._staging(name).header(txn)
+            if staged is not None and staged.number == v.number:
+                raise Conflict(f"staging of {name} has uncommitted changes made on {v.label}: "
+                               "commit or reset it first")
             user_aliases = [a for a in v.aliases if a != LATEST]
             if user_aliases and not force:
                 raise Conflict(f"{name}:{v.label} has aliases {', '.join(user_aliases)}: "
@@ -215,10 +221,16 @@ class Repo:
                 self.objects.decref_tree(txn, v.root, pinned)
             if also is not None:
                 also(txn)
+            self._staging(name).drop(txn)
             self.catalog.drop_artifact(txn, name)
             self.catalog.event(txn, "artifact.delete", name, versions=[v.label for v in versions])
             return len(versions)
-        return self.db.write(action)
+        count = self.db.write(action)
+        shutil.rmtree(staging_dir(self.path, name), ignore_errors=True)
+        return count
+
+    def _staging(self, name: str) -> StagingIndex:
+        return StagingIndex(self.db.dbs["staging"], name)
 
     def release_zombie(self, fid: bytes) -> None:
         self.db.write(lambda txn: self.objects.release_zombie(txn, fid))

@@ -1,0 +1,182 @@
+"""The staging index: what an artifact's staging changed, in the ``staging`` named database.
+
+Staging is a copy-on-write overlay over a *base* version (see staging.py). Only what was changed is
+recorded; every key starts with ``NAME \\0`` (artifact names contain no NUL) and then one letter:
+
+    H                          header: base version number, base root tree id, base mtime.
+                               Present exactly when staging has changes (else it follows latest).
+    C                          next inode number for new nodes (kept by reset and commit, so an
+                               inode number is never reused while the artifact lives)
+    N u64 ino                  node record (kind, mode, owner, times, size, parent, name, ref, local)
+    D u64 parent-ino name      directory overlay: child inode, or 0 for a whiteout (a base entry
+                               of the parent's origin tree that was removed)
+
+Directory entries are keyed by (parent inode, name), never by path, so a key is at most
+128 + 2 + 8 + 255 bytes whatever the depth. Invariants kept by staging.py: every recorded node but
+the root has an overlay entry under its current parent; the parent of a recorded node is recorded;
+the header exists iff the root is recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+
+ROOT = 1
+WHITEOUT = 0
+FIRST_NEW_INO = 2
+
+_U64 = struct.Struct(">Q")
+_HEAD = struct.Struct(">qq")  # base version (-1: none), base mtime_ns; then the root tree id
+_NODE = struct.Struct(">cBIIIqqQQH")  # kind, flags, mode, uid, gid, mtime, ctime, size, parent, name length
+_LOCAL = 1
+
+
+@dataclass(slots=True)
+class Node:
+    """One staging node; ``ref`` is a file object id (unmodified file), the origin tree id of a
+    directory (b"" for a directory made in staging), or a symlink target. ``stored`` is not
+    persisted: it says whether the node has a record (False: derived from the base tree)."""
+
+    ino: int
+    kind: str
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    ctime_ns: int
+    size: int
+    parent: int
+    name: bytes
+    ref: bytes = b""
+    local: bool = False
+    stored: bool = field(default=False, compare=False)
+
+    def encode(self) -> bytes:
+        head = _NODE.pack(self.kind.encode(), _LOCAL if self.local else 0, self.mode, self.uid,
+                          self.gid, self.mtime_ns, self.ctime_ns, self.size, self.parent,
+                          len(self.name))
+        return head + self.name + self.ref
+
+    @classmethod
+    def decode(cls, ino: int, raw) -> Node:
+        raw = bytes(raw)
+        kind, flags, mode, uid, gid, mtime, ctime, size, parent, nlen = _NODE.unpack_from(raw)
+        name = raw[_NODE.size:_NODE.size + nlen]
+        return cls(ino, kind.decode(), mode, uid, gid, mtime, ctime, size, parent, name,
+                   raw[_NODE.size + nlen:], bool(flags & _LOCAL), True)
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """The version staging shows: number and root tree (None for an artifact without versions)."""
+
+    number: int | None
+    root: bytes | None
+    mtime_ns: int
+
+
+def staging_dir(store_path: str, name: str) -> str:
+    """Where the data files of NAME's modified staging files live (named by inode number)."""
+    return os.path.join(store_path, "staging", name)
+
+
+class StagingIndex:
+    """The index of one artifact's staging; every method works inside the caller's transaction."""
+
+    def __init__(self, db, name: str):
+        self.db = db
+        self.prefix = name.encode() + b"\0"
+
+    # header and counter ------------------------------------------------------------------------
+    def header(self, txn) -> Base | None:
+        raw = txn.get(self.prefix + b"H", db=self.db)
+        if raw is None:
+            return None
+        raw = bytes(raw)
+        number, mtime = _HEAD.unpack_from(raw)
+        return Base(None if number < 0 else number, raw[_HEAD.size:] or None, mtime)
+
+    def set_header(self, txn, base: Base) -> None:
+        number = -1 if base.number is None else base.number
+        txn.put(self.prefix + b"H", _HEAD.pack(number, base.mtime_ns) + (base.root or b""), db=self.db)
+
+    def new_ino(self, txn) -> int:
+        key = self.prefix + b"C"
+        raw = txn.get(key, db=self.db)
+        ino = _U64.unpack(raw)[0] if raw is not None else FIRST_NEW_INO
+        txn.put(key, _U64.pack(ino + 1), db=self.db)
+        return ino
+
+    # nodes -------------------------------------------------------------------------------------
+    def _nkey(self, ino: int) -> bytes:
+        return self.prefix + b"N" + _U64.pack(ino)
+
+    def node(self, txn, ino: int) -> Node | None:
+        raw = txn.get(self._nkey(ino), db=self.db)
+        return Node.decode(ino, raw) if raw is not None else None
+
+    def has(self, txn, ino: int) -> bool:
+        return txn.get(self._nkey(ino), db=self.db) is not None
+
+    def put_node(self, txn, node: Node) -> None:
+        txn.put(self._nkey(node.ino), node.encode(), db=self.db)
+        node.stored = True
+
+    def drop_node(self, txn, ino: int) -> None:
+        txn.delete(self._nkey(ino), db=self.db)
+
+    def local_inos(self, txn) -> set[int]:
+        """Inode numbers of every node whose bytes live in a data file."""
+        prefix = self.prefix + b"N"
+        return {_U64.unpack(key[len(prefix):])[0]
+                for key, raw in self._items(txn, prefix) if raw[1] & _LOCAL}
+
+    # directory overlay -------------------------------------------------------------------------
+    def _dkey(self, parent: int, name: bytes = b"") -> bytes:
+        return self.prefix + b"D" + _U64.pack(parent) + name
+
+    def dirent(self, txn, parent: int, name: bytes) -> int | None:
+        """The overlay entry: a child inode, WHITEOUT, or None when the base entry (if any) shows."""
+        raw = txn.get(self._dkey(parent, name), db=self.db)
+        return _U64.unpack(raw)[0] if raw is not None else None
+
+    def dirents(self, txn, parent: int) -> list[tuple[bytes, int]]:
+        """Every overlay entry of a directory, sorted by name (whiteouts included)."""
+        prefix = self._dkey(parent)
+        return [(key[len(prefix):], _U64.unpack(raw)[0]) for key, raw in self._items(txn, prefix)]
+
+    def put_dirent(self, txn, parent: int, name: bytes, ino: int) -> None:
+        txn.put(self._dkey(parent, name), _U64.pack(ino), db=self.db)
+
+    def drop_dirent(self, txn, parent: int, name: bytes) -> None:
+        txn.delete(self._dkey(parent, name), db=self.db)
+
+    def drop_dirents(self, txn, parent: int) -> None:
+        self._drop_prefix(txn, self._dkey(parent))
+
+    # whole staging -----------------------------------------------------------------------------
+    def clear(self, txn) -> None:
+        """Forget every change (staging follows latest again); the inode counter stays."""
+        for letter in (b"H", b"N", b"D"):
+            self._drop_prefix(txn, self.prefix + letter)
+
+    def drop(self, txn) -> None:
+        """Remove everything of this artifact's staging (the artifact is being deleted)."""
+        self._drop_prefix(txn, self.prefix)
+
+    def _items(self, txn, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        out = []
+        with txn.cursor(db=self.db) as cur:
+            if cur.set_range(prefix):
+                for key, raw in cur:
+                    key = bytes(key)
+                    if not key.startswith(prefix):
+                        break
+                    out.append((key, bytes(raw)))
+        return out
+
+    def _drop_prefix(self, txn, prefix: bytes) -> None:
+        for key, _ in self._items(txn, prefix):
+            txn.delete(key, db=self.db)

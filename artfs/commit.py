@@ -1,0 +1,141 @@
+"""Turning staging into the next version, and creating an empty artifact.
+
+A commit is one write transaction: modified files are chunked and stored, unchanged files and
+unchanged subtrees are reused by id (one more reference each, nothing re-read or re-hashed), trees
+are rebuilt bottom-up only along the changed paths, the version is recorded, and the staging index
+is cleared. A crash at any instant leaves either the old staging or the new version with a clean
+staging. The data files of the committed staging are deleted after the transaction; a crash in
+between leaves stray data files that the next Staging open, commit or reset deletes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .catalog.objects import DIR, FILE, Entry
+from .catalog.staging_index import ROOT
+from .errors import CorruptData, Exists
+from .ingest import Ingest
+from .names import LATEST, check_alias, check_artifact
+from .repo import Repo, _check_metadata
+from .staging import Staging
+from .staging_changes import changes
+
+
+def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
+           progress=None):
+    """Make staging of NAME its next version; returns (version, created).
+
+    created=False means no changes: the content equals latest (staging had no changes, or its
+    changes cancel out); then the aliases are set on latest, which is returned. An artifact without
+    versions whose staging is empty has nothing to commit: (None, False), no empty v0 is made.
+    Staging made on an older base while latest moved commits that base plus its changes (the
+    last writer wins). Afterwards staging shows the new latest with nothing pending.
+
+    Local files are chunked inside the transaction (holding the store's write lock), so a caller
+    on an event loop should run this in a worker thread, with staging writes paused.
+    """
+    check_artifact(name)
+    aliases = [check_alias(a) for a in aliases]
+    metadata = _check_metadata(metadata)
+    staging = Staging(repo, name)
+
+    def action(txn):
+        return _commit(staging, txn, aliases, message, metadata, progress)
+    result = repo.db.write(action)
+    staging.clean_data()
+    return result
+
+
+def create_artifact(repo: Repo, name: str, type: str | None = None) -> None:
+    """A new artifact without versions (``mkdir MOUNT/NAME``); Exists if NAME is taken."""
+    check_artifact(name)
+
+    def action(txn):
+        if repo.catalog.artifact(txn, name) is not None:
+            raise Exists(f"artifact {name!r} already exists")
+        repo.catalog.ensure_artifact(txn, name, type)
+    repo.db.write(action)
+
+
+def _commit(staging: Staging, txn, aliases, message, metadata, progress):
+    repo, name = staging.repo, staging.name
+    base = staging.base(txn)
+    root = staging.resolve(txn, base, ROOT)
+    if not root.stored and base.root is None:
+        return None, False
+    tree = _Builder(staging, txn, base, progress).root(root)
+    files, size = _totals(staging, txn, base)
+    staging.index.clear(txn)
+    if tree.size == 0 and LATEST not in repo.catalog.aliases(txn, name):
+        repo.objects.decref_tree(txn, tree.ref)
+        return None, False
+    return repo.add_version(txn, name, tree.ref, files, size, aliases=aliases, message=message,
+                            metadata=metadata)
+
+
+def _totals(staging: Staging, txn, base) -> tuple[int, int]:
+    """Files and bytes of the new version: the base's, corrected by what changed."""
+    files = size = 0
+    if base.number is not None:
+        v = staging.repo.catalog.version(txn, staging.name, base.number)
+        files, size = v.files, v.bytes
+    for _, old, new in changes(staging, txn, base):
+        if old is not None and old.kind == FILE:
+            files, size = files - 1, size - old.size
+        if new is not None and new.kind == FILE:
+            files, size = files + 1, size + staging.sentry(new).size
+    return files, size
+
+
+class _Builder:
+    """Stores what staging changed, inside the commit transaction, and reuses the rest."""
+
+    def __init__(self, staging: Staging, txn, base, progress):
+        self.staging, self.txn, self.base = staging, txn, base
+        self.objects = staging.repo.objects
+        self.ingest = Ingest(txn, self.objects, warn=None, progress=progress)
+
+    def root(self, root) -> Entry:
+        """The root's entry, with one reference held. Recorded directories are rebuilt bottom-up
+        with an explicit stack (any depth works); everything else is stored or reused as is."""
+        if not root.stored:
+            return self._leaf(root)
+        stack = [self._frame(root)]
+        while True:
+            node, pending, entries = stack[-1]
+            child = next(pending, None)
+            if child is None:
+                stack.pop()
+                tid = self.objects.put_tree(self.txn, entries)
+                done = Entry(node.name, DIR, node.mode, len(entries), node.mtime_ns, tid)
+                if not stack:
+                    return done
+                stack[-1][2].append(done)
+            elif child.kind == DIR and child.stored:
+                stack.append(self._frame(child))
+            else:
+                entries.append(self._leaf(child))
+
+    def _frame(self, directory):
+        return directory, self.staging.children(self.txn, self.base, directory, numbered=False), []
+
+    def _leaf(self, node) -> Entry:
+        if node.local:
+            return self._local_file(node)
+        e = Entry(node.name, node.kind, node.mode, node.size, node.mtime_ns, node.ref)
+        self.objects.hold_entry(self.txn, e)
+        return e
+
+    def _local_file(self, node) -> Entry:
+        path = self.staging.files.path(node.ino)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise CorruptData(f"staging data file {path} is missing") from None
+        try:
+            st = os.fstat(fd)
+            fid = self.ingest.file_fd(fd, st.st_size, path)
+        finally:
+            os.close(fd)
+        return Entry(node.name, FILE, node.mode, st.st_size, st.st_mtime_ns, fid)

@@ -1,0 +1,513 @@
+"""Staging: the writable copy-on-write view of an artifact, without FUSE.
+
+Staging shows a *base* version with changes on top. Nothing is copied or written until something
+changes: an unmodified node is read straight from the base tree and numbered by its position in
+it (staging_inodes.py). A change records the node and its ancestors in the staging index
+(catalog/staging_index.py); a directory's index entries list only what changed in it (added,
+replaced, moved or removed children), so creating one file in a 100,000-entry directory writes a
+handful of keys. A file's bytes are copied from the store into a *data file*,
+``STORE/staging/NAME/<inode>`` (0600), only when it is opened for writing without O_TRUNC or
+truncated; writes go straight into that real file, so they survive a daemon crash and a remount,
+and size/mtime of a modified file are read from it.
+
+The base is the latest version when staging first changes. A staging without changes always shows
+the current latest (a ``put`` from elsewhere moves it along); a staging with changes keeps its base
+if latest moves, and ``commit`` then makes a version of that base plus the changes: the last
+writer wins. The base version of a staging with changes cannot be deleted (Repo.delete_version
+refuses), so every object staging shows stays stored.
+
+Ownership is not versioned: unmodified entries show the uid/gid of this process; owners set in
+staging are kept until commit. Each metadata operation is one short write transaction; reads use
+short read transactions. ``open_data`` copies with no transaction open, so it may run in a worker
+thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import os
+import stat
+import time
+from dataclasses import dataclass
+
+from .catalog.objects import DIR, FILE, LINK, Tree
+from .catalog.staging_index import ROOT, WHITEOUT, Base, Node, StagingIndex, staging_dir
+from .errors import (Exists, InvalidInput, IsADirectory, NameTooLong, NotADirectory, NotEmpty,
+                     NotFound)
+from .names import LATEST, check_artifact
+from .staging_changes import changes
+from .staging_data import DataFiles, remove
+from .staging_inodes import BaseNumbering, base_offset, in_base
+
+__all__ = ["ROOT", "RENAME_NOREPLACE", "RENAME_EXCHANGE", "SEntry", "Staging", "check_name"]
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+NAME_MAX = 255
+PATH_MAX = 4096
+_EMPTY = Tree([])
+
+
+@dataclass(slots=True)
+class SEntry:
+    """One staging node as the FUSE layer sees it (see the module doc)."""
+
+    ino: int
+    name: bytes
+    kind: str
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    base: bytes | None
+    data: str | None
+    target: bytes | None
+
+
+def check_name(name: bytes) -> bytes:
+    if not isinstance(name, bytes):
+        raise InvalidInput(f"file names are bytes, not {type(name).__name__}")
+    if len(name) > NAME_MAX:
+        raise NameTooLong(f"name of {len(name)} bytes is longer than {NAME_MAX}")
+    if name in (b"", b".", b"..") or b"/" in name or b"\0" in name:
+        raise InvalidInput(f"invalid file name {name!r}")
+    return name
+
+
+def _check_target(target: bytes) -> bytes:
+    if not isinstance(target, bytes) or not target or b"\0" in target:
+        raise InvalidInput(f"invalid symlink target {target!r}")
+    if len(target) >= PATH_MAX:
+        raise NameTooLong(f"symlink target of {len(target)} bytes is too long")
+    return target
+
+
+def _check_id(value: int | None) -> int | None:
+    if value is not None and not 0 <= value < 1 << 32:
+        raise InvalidInput(f"invalid user or group id {value}")
+    return value
+
+
+def _node_name(e) -> bytes:
+    return e.name
+
+
+class Staging:
+    def __init__(self, repo, name: str):
+        self.repo = repo
+        self.name = check_artifact(name)
+        self.index = StagingIndex(repo.db.dbs["staging"], name)
+        self.numbering = BaseNumbering(repo.tree)
+        self.files = DataFiles(staging_dir(repo.path, name))
+        self._uid, self._gid = os.getuid(), os.getgid()
+        self.clean_data()  # also raises NotFound for a missing artifact
+
+    # reading -----------------------------------------------------------------------------------
+    def lookup(self, parent: int, name: bytes) -> SEntry:
+        name = check_name(name)
+
+        def get(txn, base):
+            node = self.child(txn, base, self.resolve(txn, base, parent), name)
+            if node is None:
+                raise NotFound(f"staging of {self.name} has no {name!r} in directory {parent}")
+            return self.sentry(node)
+        return self._read(get)
+
+    def getattr(self, ino: int) -> SEntry:
+        return self._read(lambda txn, base: self.sentry(self.resolve(txn, base, ino)))
+
+    def readdir(self, ino: int) -> list[SEntry]:
+        def get(txn, base):
+            return [self.sentry(n) for n in self.children(txn, base, self._dir(txn, base, ino))]
+        return self._read(get)
+
+    def readlink(self, ino: int) -> bytes:
+        node = self._read(lambda txn, base: self.resolve(txn, base, ino))
+        if node.kind != LINK:
+            raise InvalidInput(f"staging inode {ino} is not a symlink")
+        return node.ref
+
+    def base_version(self) -> int | None:
+        return self._read(lambda txn, base: base.number)
+
+    def status(self) -> dict[str, list[str]]:
+        """Paths added, modified and deleted relative to the base version (like ``artfs diff``:
+        a directory added or deleted is listed with a trailing '/' followed by its files). A file
+        opened for writing counts as modified even if its bytes ended up equal; commit, which
+        hashes them, may then find no changes."""
+        out: dict[str, list[str]] = {"added": [], "modified": [], "deleted": []}
+
+        def walk(txn, base):
+            for path, old, new in changes(self, txn, base):
+                out["added" if old is None else "deleted" if new is None else "modified"].append(path)
+        self._read(walk)
+        for paths in out.values():
+            paths.sort()
+        return out
+
+    # changing ----------------------------------------------------------------------------------
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> SEntry:
+        return self._make(parent, name, FILE, mode, uid, gid)
+
+    def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> SEntry:
+        return self._make(parent, name, DIR, mode, uid, gid)
+
+    def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> SEntry:
+        return self._make(parent, name, LINK, 0o777, uid, gid, _check_target(target))
+
+    def unlink(self, parent: int, name: bytes) -> SEntry:
+        return self._remove(parent, name, directory=False)
+
+    def rmdir(self, parent: int, name: bytes) -> SEntry:
+        return self._remove(parent, name, directory=True)
+
+    def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes,
+               flags: int = 0) -> SEntry | None:
+        """rename(2) inside this staging; returns the entry it replaced, if any."""
+        old_name, new_name = check_name(old_name), check_name(new_name)
+        if flags & RENAME_EXCHANGE:
+            raise InvalidInput("RENAME_EXCHANGE is not supported in staging")
+        if flags & ~RENAME_NOREPLACE:
+            raise InvalidInput(f"unsupported rename flags {flags:#x}")
+
+        def move(txn, base):
+            src = self._dir(txn, base, old_parent)
+            node = self._existing(txn, base, src, old_name)
+            dst = src if new_parent == old_parent else self._dir(txn, base, new_parent)
+            old = self.child(txn, base, dst, new_name)
+            if old is not None and old.ino == node.ino:
+                return None
+            if old is not None and flags & RENAME_NOREPLACE:
+                raise Exists(f"{new_name!r} already exists")
+            if node.kind == DIR and self._inside(txn, base, dst, node.ino):
+                raise InvalidInput("cannot move a directory into itself")
+            _check_replace(node, old)
+            replaced = self.sentry(old) if old is not None else None
+            now = time.time_ns()
+            for n in (src, dst, node):
+                self._record(txn, base, n)
+            if old is not None:
+                self._drop(txn, dst, old)
+            self._unlink_slot(txn, src, old_name)
+            node.parent, node.name, node.ctime_ns = dst.ino, new_name, now
+            self._link(txn, dst, node)
+            self._changed(txn, src, -1, now)
+            self._changed(txn, dst, 0 if old is not None else 1, now)
+            return replaced
+        replaced = self._write(move)
+        self._discard(replaced)
+        return replaced
+
+    def setattr(self, ino: int, *, mode=None, uid=None, gid=None, size=None, atime_ns=None,
+                mtime_ns=None) -> SEntry:
+        """chmod/chown/truncate/utimes. An atime alone changes nothing (atimes are not kept)."""
+        uid, gid = _check_id(uid), _check_id(gid)
+        if size is not None and size < 0:
+            raise InvalidInput(f"invalid file size {size}")
+        if size is not None:
+            os.truncate(self.open_data(ino, truncate=size == 0), size)
+        if mode is None and uid is None and gid is None and mtime_ns is None:
+            return self.getattr(ino)
+
+        def change(txn, base):
+            node = self.resolve(txn, base, ino)
+            self._record(txn, base, node)
+            if mode is not None:
+                node.mode = stat.S_IMODE(mode)
+            node.uid = node.uid if uid is None else uid
+            node.gid = node.gid if gid is None else gid
+            if mtime_ns is not None:
+                node.mtime_ns = mtime_ns
+                if node.local:
+                    atime = atime_ns or self.files.stat(ino).st_atime_ns
+                    os.utime(self.files.path(ino), ns=(atime, mtime_ns))
+            node.ctime_ns = time.time_ns()
+            self.index.put_node(txn, node)
+            return self.sentry(node)
+        return self._write(change)
+
+    def open_data(self, ino: int, *, truncate: bool = False) -> str:
+        """The data file to write a file through, copying its stored bytes first if needed."""
+        node = self._read(lambda txn, base: self._file(txn, base, ino))
+        if node.local:
+            if truncate:
+                os.truncate(self.files.path(ino), 0)
+            return self.files.path(ino)
+        tmp = None if truncate else self.files.copy(self.repo, ino, node.ref, node.mtime_ns)
+        try:
+            return self._write(lambda txn, base: self._install(txn, base, ino, tmp, truncate))
+        finally:
+            if tmp is not None:
+                remove(tmp)
+
+    def touch(self, ino: int) -> None:
+        """Nothing to do: size and mtime of a modified file are read from its data file."""
+
+    def reset(self) -> None:
+        """Discard every change: staging shows latest again."""
+        self._write(lambda txn, base: self.index.clear(txn))
+        self.clean_data()
+
+    def clean_data(self) -> None:
+        """Delete data files that no index entry references (left by a crash after a commit,
+        reset or unlink, or by a copy-up whose process died). Writes only when there are some."""
+        def strays(txn, base):
+            return self.files.strays(self.index.local_inos(txn))
+        if self._read(strays):
+            self._write(lambda txn, base: [remove(path) for path in strays(txn, base)])
+
+    # used by commit.py, inside the caller's transaction -----------------------------------------
+    def base(self, txn) -> Base:
+        staged = self.index.header(txn)
+        if staged is not None:
+            return staged
+        latest = self.repo.catalog.aliases(txn, self.name).get(LATEST)
+        if latest is None:
+            created = self.repo.catalog.require_artifact(txn, self.name)["created"]
+            return Base(None, None, int(created * 1e9))
+        v = self.repo.catalog.version(txn, self.name, latest)
+        return Base(latest, v.root, int(v.created * 1e9))
+
+    def resolve(self, txn, base: Base, ino: int) -> Node:
+        node = self.index.node(txn, ino)
+        if node is not None:
+            return node
+        if ino == ROOT:
+            return self._root(base)
+        path = self._base_path(base, ino)
+        if path is None or not self._alive(txn, path):
+            raise NotFound(f"staging inode {ino} of {self.name} no longer exists")
+        return path[-1]
+
+    def child(self, txn, base: Base, parent: Node, name: bytes) -> Node | None:
+        if parent.kind != DIR:
+            raise NotADirectory(f"staging inode {parent.ino} is not a directory")
+        if parent.stored:
+            ino = self.index.dirent(txn, parent.ino, name)
+            if ino is not None:
+                return self.index.node(txn, ino) if ino != WHITEOUT else None
+        entries = self._origin(parent).entries
+        i = bisect.bisect_left(entries, name, key=_node_name)
+        if i < len(entries) and entries[i].name == name:
+            return self._derive(base, parent, i, self.numbering.starts(parent.ref))
+        return None
+
+    def children(self, txn, base: Base, parent: Node, *, numbered: bool = True):
+        """The entries of a directory, sorted by name: its origin tree with the overlay applied.
+        ``numbered=False`` skips numbering unmodified children (their ino is then 0)."""
+        entries = self._origin(parent).entries
+        starts = self.numbering.starts(parent.ref) if numbered and entries else None
+        overlay = self.index.dirents(txn, parent.ino) if parent.stored else []
+        shadowed = {name for name, _ in overlay}
+        unmodified = (self._derive(base, parent, i, starts)
+                      for i, e in enumerate(entries) if e.name not in shadowed)
+        recorded = (self.index.node(txn, ino) for _, ino in overlay if ino != WHITEOUT)
+        return heapq.merge(unmodified, recorded, key=_node_name)
+
+    def sentry(self, node: Node) -> SEntry:
+        size, mtime, ctime, data = node.size, node.mtime_ns, node.ctime_ns, None
+        if node.local:
+            st, data = self.files.stat(node.ino), self.files.path(node.ino)
+            size, mtime, ctime = st.st_size, st.st_mtime_ns, max(ctime, st.st_ctime_ns)
+        return SEntry(node.ino, node.name, node.kind, node.mode, node.uid, node.gid, size, mtime,
+                      ctime, node.ref if node.kind == FILE and not node.local else None, data,
+                      node.ref if node.kind == LINK else None)
+
+    # transactions ------------------------------------------------------------------------------
+    def _read(self, fn):
+        with self.repo.db.read() as txn:
+            return fn(txn, self.base(txn))
+
+    def _write(self, fn):
+        return self.repo.db.write(lambda txn: fn(txn, self.base(txn)))
+
+    # the base tree -----------------------------------------------------------------------------
+    def _origin(self, node: Node) -> Tree:
+        return self.repo.tree(node.ref) if node.ref else _EMPTY
+
+    def _root(self, base: Base) -> Node:
+        size = len(self.repo.tree(base.root).entries) if base.root else 0
+        return Node(ROOT, DIR, 0o755, self._uid, self._gid, base.mtime_ns, base.mtime_ns, size, 0,
+                    b"", base.root or b"")
+
+    def _from_entry(self, e, ino: int, parent: int) -> Node:
+        return Node(ino, e.kind, e.mode, self._uid, self._gid, e.mtime_ns, e.mtime_ns, e.size,
+                    parent, e.name, e.ref)
+
+    def _derive(self, base: Base, parent: Node, i: int, starts: list[int] | None) -> Node:
+        """Child i of parent's origin tree, unmodified; numbered when ``starts`` is given."""
+        ino = 0
+        if starts is not None:
+            at = 0 if parent.ino == ROOT else parent.ino - base_offset(base.number)
+            ino = base_offset(base.number) + at + starts[i]
+        return self._from_entry(self._origin(parent).entries[i], ino, parent.ino)
+
+    def _base_path(self, base: Base, ino: int) -> list[Node] | None:
+        """The unmodified nodes from the root down to base inode ``ino``; None if not a base inode."""
+        if not in_base(ino, base.number):
+            return None
+        offset = base_offset(base.number)
+        located = self.numbering.locate(base.root, ino - offset)
+        if located is None:
+            return None
+        path = [self._root(base)]
+        for index, e in located:
+            path.append(self._from_entry(e, offset + index, path[-1].ino))
+        return path
+
+    def _alive(self, txn, path: list[Node]) -> bool:
+        """Whether an unrecorded base node (path[-1]) still exists: below its deepest recorded
+        ancestor on its base path, the overlay must not have replaced or removed the next name."""
+        if not self.index.has(txn, ROOT):
+            return True  # nothing recorded: staging shows its base unchanged
+        parent, child = next((p, c) for p, c in zip(path[-2::-1], path[:0:-1], strict=True)
+                             if p.ino == ROOT or self.index.has(txn, p.ino))
+        return self.index.dirent(txn, parent.ino, child.name) is None
+
+    # recording changes -------------------------------------------------------------------------
+    def _record(self, txn, base: Base, node: Node) -> None:
+        """Give a node, and its unrecorded ancestors, index records so that it can change."""
+        if node.stored:
+            return
+        chain = [node] if node.ino == ROOT else self._base_path(base, node.ino)[:-1] + [node]
+        todo = []
+        for n in reversed(chain):
+            if self.index.has(txn, n.ino):
+                break
+            todo.append(n)
+        for n in reversed(todo):
+            if n.ino == ROOT:
+                self.index.set_header(txn, base)
+            else:
+                self.index.put_dirent(txn, n.parent, n.name, n.ino)
+            self.index.put_node(txn, n)
+        node.stored = True
+
+    def _link(self, txn, parent: Node, node: Node) -> None:
+        self.index.put_dirent(txn, parent.ino, node.name, node.ino)
+        self.index.put_node(txn, node)
+
+    def _unlink_slot(self, txn, parent: Node, name: bytes) -> None:
+        if self._origin(parent).lookup(name) is not None:
+            self.index.put_dirent(txn, parent.ino, name, WHITEOUT)
+        else:
+            self.index.drop_dirent(txn, parent.ino, name)
+
+    def _drop(self, txn, parent: Node, node: Node) -> None:
+        if node.stored:
+            self.index.drop_node(txn, node.ino)
+            if node.kind == DIR:
+                self.index.drop_dirents(txn, node.ino)
+        self._unlink_slot(txn, parent, node.name)
+
+    def _changed(self, txn, directory: Node, delta: int, now: int) -> None:
+        directory.size += delta
+        directory.mtime_ns = directory.ctime_ns = now
+        self.index.put_node(txn, directory)
+
+    # operations --------------------------------------------------------------------------------
+    def _dir(self, txn, base: Base, ino: int) -> Node:
+        node = self.resolve(txn, base, ino)
+        if node.kind != DIR:
+            raise NotADirectory(f"staging inode {ino} is not a directory")
+        return node
+
+    def _file(self, txn, base: Base, ino: int) -> Node:
+        node = self.resolve(txn, base, ino)
+        if node.kind == DIR:
+            raise IsADirectory(f"staging inode {ino} is a directory")
+        if node.kind != FILE:
+            raise InvalidInput(f"staging inode {ino} is a symlink")
+        return node
+
+    def _existing(self, txn, base: Base, parent: Node, name: bytes) -> Node:
+        node = self.child(txn, base, parent, name)
+        if node is None:
+            raise NotFound(f"staging of {self.name} has no {name!r} in directory {parent.ino}")
+        return node
+
+    def _make(self, parent: int, name: bytes, kind: str, mode: int, uid: int, gid: int,
+              target: bytes = b"") -> SEntry:
+        name, uid, gid = check_name(name), _check_id(uid), _check_id(gid)
+
+        def make(txn, base):
+            directory = self._dir(txn, base, parent)
+            if self.child(txn, base, directory, name) is not None:
+                raise Exists(f"{name!r} already exists in staging of {self.name}")
+            now = time.time_ns()
+            node = Node(self.index.new_ino(txn), kind, stat.S_IMODE(mode), uid, gid, now, now,
+                        len(target), directory.ino, name, target, local=kind == FILE)
+            self._record(txn, base, directory)
+            self._link(txn, directory, node)
+            self._changed(txn, directory, 1, now)
+            if node.local:
+                self.files.create(node.ino)
+            return self.sentry(node)
+        return self._write(make)
+
+    def _remove(self, parent: int, name: bytes, *, directory: bool) -> SEntry:
+        name = check_name(name)
+
+        def drop(txn, base):
+            parent_node = self._dir(txn, base, parent)
+            node = self._existing(txn, base, parent_node, name)
+            if directory and node.kind != DIR:
+                raise NotADirectory(f"{name!r} is not a directory")
+            if not directory and node.kind == DIR:
+                raise IsADirectory(f"{name!r} is a directory")
+            if node.kind == DIR and node.size:
+                raise NotEmpty(f"directory {name!r} is not empty")
+            removed = self.sentry(node)
+            self._record(txn, base, parent_node)
+            self._drop(txn, parent_node, node)
+            self._changed(txn, parent_node, -1, time.time_ns())
+            return removed
+        removed = self._write(drop)
+        self._discard(removed)
+        return removed
+
+    def _inside(self, txn, base: Base, node: Node, ino: int) -> bool:
+        """Whether ``node`` is ``ino`` or lies below it."""
+        while node.ino != ino:
+            if node.ino == ROOT:
+                return False
+            node = self.resolve(txn, base, node.parent)
+        return True
+
+    # data files ------------------------------------------------------------------------------
+    def _discard(self, entry: SEntry | None) -> None:
+        """Delete a removed node's data file, after its transaction (a crash leaves a stray)."""
+        if entry is not None and entry.data is not None:
+            remove(entry.data)
+
+    def _install(self, txn, base: Base, ino: int, tmp: str | None, truncate: bool) -> str:
+        """Make a file local: its data file becomes the copy (or an empty file)."""
+        node = self._file(txn, base, ino)
+        path = self.files.path(node.ino)
+        if node.local:  # copied up meanwhile by someone else
+            if truncate:
+                os.truncate(path, 0)
+            return path
+        self._record(txn, base, node)
+        node.local, node.ref, node.ctime_ns = True, b"", time.time_ns()
+        self.index.put_node(txn, node)
+        if tmp is None:
+            self.files.create(node.ino)
+        else:
+            self.files.install(tmp, node.ino)
+        return path
+
+
+def _check_replace(node: Node, old: Node | None) -> None:
+    """rename(2)'s rules for replacing ``old`` with ``node``."""
+    if old is None:
+        return
+    if node.kind == DIR and old.kind != DIR:
+        raise NotADirectory(f"cannot replace non-directory {old.name!r} with a directory")
+    if node.kind != DIR and old.kind == DIR:
+        raise IsADirectory(f"cannot replace directory {old.name!r} with a non-directory")
+    if old.kind == DIR and old.size:
+        raise NotEmpty(f"directory {old.name!r} is not empty")
