@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from contextlib import contextmanager
@@ -252,8 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _raise_fd_limit() -> None:
+    """Walking a tree 2048 directories deep holds one descriptor per level."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 16), hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _raise_fd_limit()
     try:
         if getattr(args, "no_store", False):
             return args.func(args)

@@ -205,3 +205,17 @@ def test_progress_bar_only_on_a_terminal(store, tmp_path):
     write(tmp_path / "d" / "big2", os.urandom(MiB))
     quiet = run_cli(store, "put", "big", tmp_path / "d", check=True)
     assert quiet.stderr == ""
+
+
+def test_path_of_4000_bytes_2000_directories_deep(store, tmp_path):
+    src = tmp_path / "deep"
+    leaf = os.path.join(str(src), *(["d"] * 2000))
+    os.makedirs(leaf)
+    write(os.path.join(leaf, "f"), b"bottom")
+    run_cli(store, "put", "deep", src, check=True)
+    write(os.path.join(leaf, "g"), b"second")
+    run_cli(store, "put", "deep", src, check=True)
+    assert cli_json(store, "diff", "deep:v0", "deep:v1")["added"] == ["/".join(["d"] * 2000 + ["g"])]
+    out = tmp_path / "out"
+    run_cli(store, "get", "deep", out, check=True)
+    assert open(os.path.join(str(out), *(["d"] * 2000), "g"), "rb").read() == b"second"
