@@ -17,7 +17,7 @@ from .catalog.staging_index import ROOT
 from .errors import CorruptData, Exists
 from .ingest import Ingest
 from .names import LATEST, check_alias, check_artifact
-from .repo import Repo, _check_metadata
+from .repo import Repo, check_metadata
 from .staging import Staging
 from .staging_changes import changes
 
@@ -37,7 +37,7 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
     """
     check_artifact(name)
     aliases = [check_alias(a) for a in aliases]
-    metadata = _check_metadata(metadata)
+    metadata = check_metadata(metadata)
     staging = Staging(repo, name)
 
     def action(txn):

@@ -11,14 +11,14 @@ import os
 from .catalog.objects import DIR, Entry, Objects
 
 
-def _join(prefix: str, name: bytes) -> str:
+def join_path(prefix: str, name: bytes) -> str:
     return os.path.join(prefix, os.fsdecode(name)) if prefix else os.fsdecode(name)
 
 
 def walk_files(objects: Objects, txn, tid: bytes, prefix: str = ""):
     """Yield (path, entry) for every non-directory entry under a tree."""
     for e in objects.tree(txn, tid).entries:
-        path = _join(prefix, e.name)
+        path = join_path(prefix, e.name)
         if e.kind == DIR:
             yield from walk_files(objects, txn, e.ref, path)
         else:
@@ -40,7 +40,7 @@ def _diff(objects, txn, old: bytes, new: bytes, prefix: str, out) -> None:
     b = {e.name: e for e in objects.tree(txn, new).entries}
     for name in a.keys() | b.keys():
         ea, eb = a.get(name), b.get(name)
-        path = _join(prefix, name)
+        path = join_path(prefix, name)
         if ea is None:
             _all(objects, txn, eb, path, out["added"])
         elif eb is None:

@@ -52,7 +52,7 @@ def _write_tree(repo, tid: bytes, dir_fd: int, progress) -> None:
         elif e.kind == FILE:
             fd = os.open(e.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
             try:
-                _write_file(repo, e.ref, fd, progress)
+                write_file(repo, e.ref, fd, progress)
             finally:
                 os.close(fd)
         else:
@@ -62,7 +62,7 @@ def _write_tree(repo, tid: bytes, dir_fd: int, progress) -> None:
         os.utime(e.name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
 
 
-def _write_file(repo, fid: bytes, fd: int, progress, block: int = 8 << 20) -> None:
+def write_file(repo, fid: bytes, fd: int, progress, block: int = 8 << 20) -> None:
     fobj = repo.file(fid)
     size, offset = fobj.size, 0
     while offset < size:

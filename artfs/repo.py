@@ -127,7 +127,7 @@ class Repo:
         """
         check_artifact(name)
         aliases = [check_alias(a) for a in aliases]
-        metadata = _check_metadata(metadata)
+        metadata = check_metadata(metadata)
 
         def action(txn):
             self.catalog.ensure_artifact(txn, name, type)
@@ -242,7 +242,7 @@ class Repo:
         self.db.write(action)
 
 
-def _check_metadata(metadata) -> dict:
+def check_metadata(metadata) -> dict:
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .catalog.objects import DIR, Tree
 from .catalog.staging_index import ROOT, Base, Node
-from .diff import _join
+from .diff import join_path
 
 _EMPTY = Tree([])
 
@@ -25,7 +25,7 @@ def changes(staging, txn, base: Base):
     while todo:
         prefix, old_ref, node = todo.pop()
         for old, new in _pairs(staging, txn, base, old_ref, node):
-            path = _join(prefix, (old or new).name)
+            path = join_path(prefix, (old or new).name)
             if old is not None and new is not None and old.kind == DIR and new.kind == DIR:
                 if old.mode != new.mode:
                     yield path + "/", old, new
@@ -64,6 +64,6 @@ def _whole(path: str, top, children, change):
         prefix, directory = todo.pop()
         for c in children(directory):
             if c.kind == DIR:
-                todo.append((_join(prefix, c.name), c))
+                todo.append((join_path(prefix, c.name), c))
             else:
-                yield change(_join(prefix, c.name), c)
+                yield change(join_path(prefix, c.name), c)

@@ -15,7 +15,7 @@ import os
 import tempfile
 
 from .errors import CorruptData
-from .export import _write_file
+from .export import write_file
 
 _TMP = ".tmp"
 
@@ -44,7 +44,7 @@ class DataFiles:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f"{ino}.{os.getpid()}.", suffix=_TMP, dir=self.dir)
         try:
-            _write_file(repo, fid, fd, lambda n: None)
+            write_file(repo, fid, fd, lambda n: None)
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         except BaseException:
             remove(tmp)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .catalog.db import counter
 from .catalog.objects import DIR, FILE, LINK
-from .diff import _join
+from .diff import join_path
 from .errors import ArtfsError
 from .names import LATEST
 
@@ -70,7 +70,7 @@ class _Checker:
             yield (prefix or "/"), f"tree {tid.hex()} is {self.status[tid]}"
             return
         for e in self.repo.objects.tree(self.txn, tid).entries:
-            path = _join(prefix, e.name)
+            path = join_path(prefix, e.name)
             if e.kind == DIR and not self.tree_ok.get(e.ref, True):
                 yield from self.bad_paths(e.ref, path)
             elif e.kind == FILE:
