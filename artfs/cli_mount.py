@@ -1,5 +1,95 @@
-"""CLI commands of the mount: mount, unmount, commit, status, reset (filled in with the daemon)."""
+"""CLI commands of the mount: mount, unmount, commit, status, reset.
+
+commit, status and reset go through the store's daemon when one is running (it refreshes the
+mount and refuses a commit while staging files are open for writing), else they work on the store
+directly, exactly like the other commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from . import control
+from .commit import commit
+from .staging import Staging
+
+_STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"))
+
+
+def cmd_mount(args) -> int:
+    from . import daemon  # pyfuse3 and trio: imported only by the commands that need them
+    return daemon.mount(args.store, args.mountpoint, foreground=args.foreground,
+                        allow_other=args.allow_other)
+
+
+def cmd_unmount(args) -> int:
+    from . import daemon
+    daemon.unmount(args.store, args.mountpoint)
+    return 0
+
+
+def cmd_commit(store, args) -> int:
+    def local(name, aliases, message):
+        info, created = commit(store._repo, name, aliases=aliases, message=message)
+        return {"version": info.label if info else None, "created": created}
+    result = control.call_or_local(store.path, "commit", local, name=args.name,
+                                   aliases=args.alias, message=args.message)
+    if result["version"] is None:
+        print(f"artfs: nothing to commit: {args.name} has no versions and an empty staging",
+              file=sys.stderr)
+        return 0
+    if not result["created"]:
+        print(f"artfs: no changes: staging equals {args.name}:{result['version']}; no version made",
+              file=sys.stderr)
+    print(f"{args.name}:{result['version']}")
+    return 0
+
+
+def cmd_status(store, args) -> int:
+    status = control.call_or_local(store.path, "status",
+                                   lambda name: Staging(store._repo, name).status(), name=args.name)
+    if args.json:
+        json.dump(status, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    for mark, key in _STATUS_MARKS:
+        for path in status.get(key, []):
+            print(f"{mark} {path}")
+    return 0
+
+
+def cmd_reset(store, args) -> int:
+    control.call_or_local(store.path, "reset", lambda name: Staging(store._repo, name).reset(),
+                          name=args.name)
+    print(f"reset the staging of {args.name} to its latest version")
+    return 0
 
 
 def register(sub) -> None:
-    pass
+    c = sub.add_parser("mount", help="serve the store as a filesystem at MOUNTPOINT (daemonizes)")
+    c.add_argument("mountpoint")
+    c.add_argument("-f", "--foreground", action="store_true",
+                   help="stay attached and log to stderr (tests, systemd)")
+    c.add_argument("--allow-other", action="store_true",
+                   help="let other users in; the kernel then checks permissions (default_permissions)")
+    c.set_defaults(func=cmd_mount, no_store=True)
+
+    c = sub.add_parser("unmount", help="unmount MOUNTPOINT and wait for its daemon to exit")
+    c.add_argument("mountpoint")
+    c.set_defaults(func=cmd_unmount, no_store=True)
+
+    c = sub.add_parser("commit", help="turn the staging of NAME into its next version")
+    c.add_argument("name")
+    c.add_argument("-a", "--alias", action="append", default=[], help="set or move a user alias (repeatable)")
+    c.add_argument("-m", "--message", default="")
+    c.set_defaults(func=cmd_commit)
+
+    c = sub.add_parser("status", help="what the staging of NAME added, modified and deleted")
+    c.add_argument("name")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("reset", help="discard every change in the staging of NAME")
+    c.add_argument("name")
+    c.set_defaults(func=cmd_reset)

@@ -1,0 +1,329 @@
+"""The mount daemon: check, lock, daemonize, mount, serve FUSE and the control socket, unmount.
+
+``mount`` forks like sshfs: the parent waits on a pipe until the child says the mount answers (or
+why it could not mount) and exits with the child's verdict; ``foreground`` stays attached. The
+LMDB environment is opened only in the serving process, after the fork.
+
+Lifetime of a mount:
+  1. the store is opened and STORE/daemon.lock taken (flock: one daemon per store)
+  2. zombies a killed daemon left are freed; pyfuse3 mounts (fsname=artfs, subtype=artfs)
+  3. the first stat of the mount proves it answers; read_ahead_kb is raised; the control socket
+     listens; STORE/daemon.json is written (atomically, 0600); the parent is released
+  4. SIGTERM/SIGINT, ``artfs unmount`` or ``fusermount3 -u`` end the loop: clean unmount, the
+     socket and daemon.json are removed.
+A crash after step 3 leaves the mount in place (dead: ENOTCONN) rather than unmounting silently,
+so a reader such as ``rsync --delete`` fails instead of seeing an empty tree.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import functools
+import inspect
+import json
+import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pyfuse3
+import trio
+
+from . import control
+from .catalog.db import default_store_path
+from .errors import ArtfsError, MountError, UsageError
+from .fs.actions import Actions
+from .fs.model import Filesystem
+from .fs.ops import Operations, invalidate
+from .repo import Repo
+
+log = logging.getLogger("artfs.daemon")
+LOCK = "daemon.lock"
+LOG = "daemon.log"
+READ_AHEAD_KB = 1024
+MAX_REQUEST = 1 << 20
+ACTIONS = ("commit", "reset", "status", "alias", "unalias", "delete_version", "delete_artifact",
+           "changed")
+
+
+def check_mountpoint(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MountError(f"mount point {path} does not exist") from None
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:
+            raise MountError(f"{path} is a dead mount (its daemon died): run "
+                             f"'fusermount3 -u {path}' first") from None
+        raise MountError(f"cannot use {path} as a mount point: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise MountError(f"mount point {path} is not a directory")
+    if os.path.ismount(path):
+        raise MountError(f"{path} is already a mount point")
+
+
+def mount(store: str | None, mountpoint: str, *, foreground: bool, allow_other: bool) -> int:
+    store = os.path.abspath(store or default_store_path())
+    mountpoint = os.path.abspath(mountpoint)
+    check_mountpoint(mountpoint)
+    daemon = Daemon(store, mountpoint, allow_other)
+    if foreground:
+        _log_to(sys.stderr)
+        return daemon.run(lambda: log.info("serving %s at %s", store, mountpoint))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        return _wait_ready(r, pid)
+    os.close(r)
+    os.setsid()
+    os.chdir("/")
+    _child(daemon, store, w)
+
+
+def _child(daemon: "Daemon", store: str, pipe: int) -> None:
+    """The forked daemon: serve, and report a failure before readiness through the pipe."""
+    waiting = [pipe]
+
+    def ready():
+        _detach(store, pipe)
+        waiting.clear()
+    code = 1
+    try:
+        code = daemon.run(ready)
+    except BaseException as e:  # never return into the CLI's code in the child
+        code = e.exit_code if isinstance(e, ArtfsError) else 1
+        if waiting:
+            message = str(e) if isinstance(e, ArtfsError) else f"daemon failed: {type(e).__name__}: {e}"
+            os.write(pipe, f"{code} {message}".encode())
+    finally:
+        os._exit(code)
+
+
+def unmount(store: str | None, mountpoint: str, timeout: float = 60.0) -> None:
+    """Unmount MOUNTPOINT (through its daemon when it serves STORE) and wait for the daemon to end."""
+    store = os.path.abspath(store or default_store_path())
+    mountpoint = os.path.realpath(mountpoint)
+    info = control.daemon_info(store)
+    if info is not None and os.path.realpath(info["mountpoint"]) == mountpoint:
+        control.request(store, "unmount")
+    else:
+        if not os.path.ismount(mountpoint):
+            raise MountError(f"{mountpoint} is not mounted")
+        proc = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise MountError(f"cannot unmount {mountpoint}: {proc.stderr.strip()}")
+        store = None   # not our store's daemon: wait only for the mount to go
+    deadline = time.monotonic() + timeout
+    while os.path.ismount(mountpoint) or (store is not None and _locked(store)):
+        if time.monotonic() > deadline:
+            raise MountError(f"the daemon serving {mountpoint} did not exit within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def _locked(store: str) -> bool:
+    """Whether a daemon holds the store's lock (it drops it only by exiting)."""
+    try:
+        fd = os.open(os.path.join(store, LOCK), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _detach(store: str, pipe: int) -> None:
+    """Ready: log to STORE/daemon.log, let go of the terminal, release the waiting parent."""
+    fd = os.open(os.path.join(store, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    _log_to(open(fd, "a", buffering=1))
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    os.write(pipe, b"0")
+    os.close(pipe)
+
+
+def _wait_ready(pipe: int, pid: int) -> int:
+    with os.fdopen(pipe, "rb") as f:
+        answer = f.read().decode(errors="replace")
+    code, _, message = answer.partition(" ")
+    if code == "0":
+        return 0
+    if not code:
+        _, status = os.waitpid(pid, 0)
+        message, code = f"the mount daemon died during startup (status {status})", "8"
+    err = MountError(message)
+    err.exit_code = int(code) if code.isdigit() else MountError.exit_code
+    raise err
+
+
+def _log_to(stream) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s artfs[%(process)d] %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+class Daemon:
+    def __init__(self, store: str, mountpoint: str, allow_other: bool):
+        self.store, self.mountpoint, self.allow_other = store, mountpoint, allow_other
+        self.socket = os.path.join(store, control.SOCKET)
+        self.info = control.info_path(store)
+        self.ready = False
+
+    def run(self, on_ready) -> int:
+        repo = Repo(self.store)
+        try:
+            lock = self._lock()
+            try:
+                return self._serve(repo, on_ready)
+            finally:
+                os.close(lock)
+        finally:
+            repo.close()
+
+    def _lock(self) -> int:
+        fd = os.open(os.path.join(self.store, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            where = control.mountpoint_of(self.store)
+            raise MountError(f"store {self.store} is already mounted"
+                             + (f" at {where}" if where else "")) from None
+        return fd
+
+    def _serve(self, repo: Repo, on_ready) -> int:
+        repo.release_all_zombies()
+        fs = Filesystem(repo)
+        self.actions = Actions(fs)
+        options = {"fsname=artfs", "subtype=artfs"}
+        if self.allow_other:
+            options |= {"allow_other", "default_permissions"}
+        try:
+            pyfuse3.init(Operations(fs), self.mountpoint, options)
+        except RuntimeError as e:
+            raise MountError(f"cannot mount {self.mountpoint}: {e}") from None
+        try:
+            trio.run(self._main, on_ready)
+        except BaseException:
+            if self.ready:
+                log.exception("the daemon crashed; leaving %s mounted but dead (run "
+                              "'fusermount3 -u %s')", self.mountpoint, self.mountpoint)
+                pyfuse3.close(unmount=False)
+            else:
+                pyfuse3.close(unmount=True)
+            raise
+        finally:
+            self._cleanup()
+        pyfuse3.close(unmount=True)
+        log.info("unmounted %s", self.mountpoint)
+        return 0
+
+    async def _main(self, on_ready) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._startup, nursery, on_ready)
+            nursery.start_soon(self._signals)
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+
+    async def _startup(self, nursery, on_ready) -> None:
+        st = await trio.to_thread.run_sync(os.stat, self.mountpoint)   # the mount answers
+        self._read_ahead(st.st_dev)
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        if os.path.lexists(self.socket):
+            os.unlink(self.socket)   # a killed daemon's: we hold the store lock
+        old = os.umask(0o077)
+        try:
+            await sock.bind(self.socket)
+        finally:
+            os.umask(old)
+        sock.listen(16)
+        nursery.start_soon(trio.serve_listeners, self._client, [trio.SocketListener(sock)])
+        tmp = self.info + ".tmp"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            json.dump({"pid": os.getpid(), "mountpoint": self.mountpoint, "socket": self.socket}, f)
+        os.replace(tmp, self.info)
+        self.ready = True
+        on_ready()
+
+    def _read_ahead(self, dev: int) -> None:
+        path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+        try:
+            with open(path, "w") as f:
+                f.write(str(READ_AHEAD_KB))
+        except OSError as e:
+            log.info("read-ahead left at the default (%s: %s)", path, e.strerror)
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("%s: unmounting", signal.Signals(signum).name)
+                pyfuse3.terminate()
+                return
+
+    def _cleanup(self) -> None:
+        for path in (self.info, self.socket):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    # control socket ----------------------------------------------------------------------------
+    async def _client(self, stream) -> None:
+        try:
+            async with stream:
+                buf = b""
+                while not buf.endswith(b"\n") and len(buf) < MAX_REQUEST:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buf += data
+                try:
+                    request = json.loads(buf)
+                    op, args = request["op"], request.get("args") or {}
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    op, args = None, {}
+                # an unmount ends the loop (cancelling this task) just before its answer is sent
+                with trio.CancelScope(shield=op == "unmount"):
+                    answer = await self._answer(op, args)
+                    await stream.send_all(json.dumps(answer).encode() + b"\n")
+        except (trio.BrokenResourceError, OSError) as e:
+            log.info("control client went away: %s", e)
+
+    async def _answer(self, op: str, args: dict) -> dict:
+        try:
+            if op == "unmount":
+                return {"ok": True, "result": await self._unmount()}
+            if op not in ACTIONS or not isinstance(args, dict):
+                raise UsageError(f"malformed daemon request (operation {op!r})")
+            action = getattr(self.actions, op)
+            try:
+                inspect.signature(action).bind(**args)
+            except TypeError as e:
+                raise UsageError(f"bad arguments for {op}: {e}") from None
+            result, entries = await action(**args)
+            await invalidate(entries)
+            return {"ok": True, "result": result}
+        except Exception as e:
+            if not isinstance(e, ArtfsError):
+                log.exception("control request %s failed", op)
+            return control.encode_error(e)
+
+    async def _unmount(self) -> None:
+        """Unmount like ``fusermount3 -u`` (refused while busy); the FUSE loop then ends."""
+        run = functools.partial(subprocess.run, ["fusermount3", "-u", self.mountpoint],
+                                capture_output=True, text=True)
+        proc = await trio.to_thread.run_sync(run)
+        if proc.returncode != 0:
+            raise MountError(f"cannot unmount {self.mountpoint}: {proc.stderr.strip()}")

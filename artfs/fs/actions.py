@@ -1,0 +1,96 @@
+"""What the CLI and API ask of a running daemon over the control socket (client: artfs/control.py).
+
+Each action returns ``(result, entries)``: the JSON-able result for the caller, and the
+(directory inode, name) kernel entries that changed and must be invalidated before the caller is
+answered. Heavy or writing work runs in a worker thread with the Repo call (and so its LMDB
+transaction) inside that thread; staging changes of an artifact are serialized with its commit
+and reset by the artifact's lock.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import trio
+
+from ..commit import commit
+from ..errors import NotFound
+from ..names import STAGING
+from .inodes import ROOT_INODE
+from .model import Filesystem
+from .nodes import ArtifactState
+
+Entries = list[tuple[int, bytes]]
+
+
+def _thread(fn, *args, **kwargs):
+    return trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+class Actions:
+    def __init__(self, fs: Filesystem):
+        self.fs, self.repo = fs, fs.repo
+
+    def _changed(self, art: ArtifactState, staging: bool = False) -> Entries:
+        """The changed names of an artifact's directory; ``staging``: its staging was renumbered."""
+        names = set(art.refresh()) | ({STAGING.encode()} if staging else set())
+        return [(art.ino, name) for name in sorted(names)]
+
+    async def commit(self, name: str, aliases=(), message: str = "", metadata=None):
+        art = self.fs.artifact(name)
+        staging = self.fs.staging_of(art)
+        async with art.lock:
+            staging.check_no_writers("commit")
+            info, created = await _thread(commit, self.repo, name, aliases=list(aliases),
+                                          message=message, metadata=metadata)
+        result = {"version": info.label if info else None, "created": created}
+        return result, self._changed(art, staging=True)
+
+    async def reset(self, name: str):
+        art = self.fs.artifact(name)
+        staging = self.fs.staging_of(art)
+        async with art.lock:
+            staging.check_no_writers("reset")
+            await _thread(staging.model.reset)
+        return None, self._changed(art, staging=True)
+
+    async def status(self, name: str):
+        return await _thread(self.fs.staging_of(self.fs.artifact(name)).model.status), []
+
+    async def alias(self, name: str, ref: str, alias: str):
+        art = self.fs.artifact(name)
+        v = await _thread(self.repo.alias, name, ref, alias)
+        return {"version": v.label}, self._changed(art)
+
+    async def unalias(self, name: str, alias: str):
+        art = self.fs.artifact(name)
+        await _thread(self.repo.unalias, name, alias)
+        return None, self._changed(art)
+
+    async def delete_version(self, name: str, ref: str, force: bool = False):
+        art = self.fs.artifact(name)
+        v = await _thread(self.repo.delete_version, name, ref, force=force, pinned=self.fs.files.pinned)
+        return {"version": v.label}, self._changed(art)
+
+    async def delete_artifact(self, name: str):
+        art = self.fs.artifact(name)
+        staging = self.fs.staging_of(art)
+        async with art.lock:
+            staging.check_no_writers("delete")
+            count = await _thread(self.repo.delete_artifact, name, pinned=self.fs.files.pinned)
+            art.deleted = True
+        return {"versions": count}, [(ROOT_INODE, name.encode())]
+
+    async def changed(self, name: str):
+        """Another process changed NAME (``put``): show it, and drop what the kernel has cached."""
+        before = self.fs.artifacts.get(name)
+        try:
+            art = self.fs.artifact(name)
+        except NotFound:
+            if before is None:
+                return None, []
+            before.deleted = True
+            return None, [(ROOT_INODE, name.encode())]
+        if before is not None and before is not art:
+            return None, [(ROOT_INODE, name.encode())]
+        return None, self._changed(art)

@@ -1,0 +1,59 @@
+"""Inode numbers of the mount: stable identities mapped to small integers, with lookup counts.
+
+An inode number is allocated the first time an *identity key* is seen and is never given to other
+content while the daemon runs. Keys are plain tuples chosen by fs/nodes.py:
+
+    ("A", name, created)                 an artifact directory (re-created artifact: new inode)
+    ("d", parent inode, name)            a directory inside a version (and a version root ``vN``)
+    ("f", file id, mode, mtime_ns)       a version file: the same file in v3 and v4 is ONE inode,
+                                         so its page cache survives commits (like a hard link)
+    ("l", target, mode, mtime_ns)        a symlink inside a version
+    ("a", artifact inode, alias, vN)     an alias symlink; moving the alias gives a new inode
+    ("s", artifact key, staging ino)     a staging entry
+
+The kernel's lookup count per inode is honoured: a node object is kept while the kernel knows its
+inode and dropped on the last ``forget``; the small key -> inode map is kept for the whole mount so
+a later lookup of the same identity gets the same number back.
+"""
+
+from __future__ import annotations
+
+from ..errors import NotFound
+
+ROOT_INODE = 1  # pyfuse3.ROOT_INODE (fs/ops.py asserts it)
+
+
+class InodeTable:
+    def __init__(self, root):
+        self._ids: dict[tuple, int] = {}
+        self._nodes: dict[int, object] = {ROOT_INODE: root}
+        self._lookups: dict[int, int] = {}
+        self._next = ROOT_INODE + 1
+
+    def inode(self, key: tuple) -> int:
+        """The inode number of an identity, allocated on first sight."""
+        ino = self._ids.get(key)
+        if ino is None:
+            ino = self._ids[key] = self._next
+            self._next += 1
+        return ino
+
+    def node(self, ino: int):
+        try:
+            return self._nodes[ino]
+        except KeyError:
+            raise NotFound(f"inode {ino} is not known (forgotten or never looked up)") from None
+
+    def remember(self, node) -> None:
+        """The kernel learned of ``node`` (lookup, create or a readdirplus entry): count it."""
+        self._nodes[node.ino] = node
+        self._lookups[node.ino] = self._lookups.get(node.ino, 0) + 1
+
+    def forget(self, ino: int, count: int) -> None:
+        left = self._lookups.get(ino, 0) - count
+        if left > 0:
+            self._lookups[ino] = left
+            return
+        self._lookups.pop(ino, None)
+        if ino != ROOT_INODE:
+            self._nodes.pop(ino, None)

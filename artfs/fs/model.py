@@ -1,0 +1,212 @@
+"""The mount as fs/ops.py sees it, FUSE-free: requests by inode and handle, answers as Attr/bytes.
+
+Dispatch only: which node, staging or not, read-only or not. The nodes (fs/nodes.py,
+fs/staged.py) and open files (fs/files.py) do the work; every error is an ArtfsError that the
+adapter maps to an errno in one place.
+
+Rules for what cannot be done (docs/SEMANTICS.md):
+  outside staging   every change is ReadOnly (EROFS), except ``mkdir MOUNT/NAME`` (new artifact)
+  rename            within one staging: yes; between a staging and anything else: CrossDevice
+  hard links, mknod in staging: NotPermitted (EPERM); xattrs in staging: not supported
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import trio
+
+from ..commit import create_artifact
+from ..errors import ArtfsError, CrossDevice, InvalidInput, NotFound, NotPermitted
+from ..names import check_artifact
+from .files import OpenFiles, VersionHandle
+from .inodes import InodeTable
+from .nodes import ArtifactState, Attr, Listing, Node, Root, VersionFile
+from .staged import StagedNode, StagingState
+
+
+class NotSupported(ArtfsError):
+    errno = errno.EOPNOTSUPP
+
+
+class Filesystem:
+    def __init__(self, repo):
+        self.repo = repo
+        self.uid, self.gid = os.getuid(), os.getgid()   # owner of everything outside staging
+        self.root = Root(self, time.time_ns())
+        self.inodes = InodeTable(self.root)
+        self.files = OpenFiles(repo)
+        self.artifacts: dict[str, ArtifactState] = {}
+        self._dirs: dict[int, Listing] = {}
+        self._next_dir = 1
+
+    # nodes -------------------------------------------------------------------------------------
+    def artifact(self, name: bytes | str) -> ArtifactState:
+        """The state of a live artifact (a deleted and re-created one gets a fresh state)."""
+        text = name.decode(errors="replace") if isinstance(name, bytes) else name
+        try:
+            record = self.repo.artifact(check_artifact(text))
+        except InvalidInput:
+            raise NotFound(f"no artifact named {text!r}") from None
+        state = self.artifacts.get(text)
+        if state is None or state.created != record["created"]:
+            if state is not None:
+                state.deleted = True
+            state = self.artifacts[text] = ArtifactState(self, text, record)
+        return state
+
+    def staging_of(self, art: ArtifactState) -> StagingState:
+        if art.staging is None:
+            art.staging = StagingState(self, art)
+            aliases, versions, _ = art.view   # nothing under staging/ was shown before this
+            art.view = aliases, versions, art.staging.base()
+        return art.staging
+
+    def _learn(self, node: Node) -> Attr:
+        attr = node.attr()
+        self.inodes.remember(node)
+        return attr
+
+    def _staged(self, ino: int, what: str) -> StagedNode:
+        node = self.inodes.node(ino)
+        if node.staging is None:
+            raise node.read_only(what)
+        return node
+
+    # lookups, attributes, listings -------------------------------------------------------------
+    def lookup(self, parent: int, name: bytes) -> Attr:
+        return self._learn(self.inodes.node(parent).lookup(name))
+
+    def getattr(self, ino: int) -> Attr:
+        return self.inodes.node(ino).fresh().attr()
+
+    def forget(self, ino: int, count: int) -> None:
+        self.inodes.forget(ino, count)
+
+    def remember(self, node: Node) -> None:
+        self.inodes.remember(node)
+
+    def readlink(self, ino: int) -> bytes:
+        return self.inodes.node(ino).readlink()
+
+    def opendir(self, ino: int) -> int:
+        listing = self.inodes.node(ino).fresh().listing()
+        dh, self._next_dir = self._next_dir, self._next_dir + 1
+        self._dirs[dh] = listing
+        return dh
+
+    def readdir(self, dh: int, start: int):
+        """Yield (next offset, name, attr, node) from index ``start`` of the opendir snapshot."""
+        listing = self._dirs[dh]
+        for i in range(start, listing.length):
+            name, node = listing.entry(i)
+            yield i + 1, name, node.attr(), node
+
+    def releasedir(self, dh: int) -> None:
+        self._dirs.pop(dh, None)
+
+    def access(self, ino: int, mode: int) -> None:
+        node = self.inodes.node(ino)
+        if mode & os.W_OK and node.staging is None and node is not self.root:
+            raise node.read_only()
+
+    def statfs(self) -> os.statvfs_result:
+        return os.statvfs(self.repo.path)
+
+    # changes -----------------------------------------------------------------------------------
+    async def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Attr:
+        if parent == self.root.ino:
+            return self._learn(await self._create_artifact(name))
+        p = self._staged(parent, "written")
+        return self._learn(await p.staging.mkdir(p, name, mode & 0o7777, uid, gid))
+
+    async def _create_artifact(self, name: bytes) -> Node:
+        text = name.decode(errors="replace")
+        await trio.to_thread.run_sync(create_artifact, self.repo, check_artifact(text))
+        return self.artifact(text).dir()
+
+    async def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> Attr:
+        p = self._staged(parent, "written")
+        return self._learn(await p.staging.symlink(p, name, target, uid, gid))
+
+    async def unlink(self, parent: int, name: bytes) -> None:
+        p = self._staged(parent, "changed")
+        await p.staging.unlink(p, name)
+
+    async def rmdir(self, parent: int, name: bytes) -> None:
+        p = self._staged(parent, "changed")
+        await p.staging.rmdir(p, name)
+
+    async def rename(self, old: int, old_name: bytes, new: int, new_name: bytes, flags: int) -> None:
+        a, b = self.inodes.node(old), self.inodes.node(new)
+        if a.staging is None and b.staging is None:
+            raise a.read_only("renamed")
+        if a.staging is not b.staging:
+            raise CrossDevice(f"cannot move {old_name!r} from {a.where()} to {b.where()}: "
+                              "rename only works within one artifact's staging")
+        await a.staging.rename(a, old_name, b, new_name, flags)
+
+    def link(self, parent: int) -> None:
+        p = self.inodes.node(parent)
+        if p.staging is not None:
+            raise NotPermitted("hard links are not supported in staging")
+        raise p.read_only("linked into")
+
+    def mknod(self, parent: int) -> None:
+        p = self.inodes.node(parent)
+        if p.staging is not None:
+            raise NotPermitted("staging holds only files, directories and symlinks")
+        raise p.read_only("written")
+
+    def setxattr(self, ino: int) -> None:
+        node = self.inodes.node(ino)
+        if node.staging is not None:
+            raise NotSupported("extended attributes are not versioned")
+        raise node.read_only()
+
+    async def setattr(self, ino: int, **changes) -> Attr:
+        node = self._staged(ino, "changed")
+        return (await node.staging.setattr(node, **changes)).attr()
+
+    # files -------------------------------------------------------------------------------------
+    async def open(self, ino: int, flags: int) -> tuple[int, bool]:
+        """A new file handle and whether the kernel may keep its page cache (immutable files)."""
+        node = self.inodes.node(ino)
+        write = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
+        if node.staging is not None:
+            handle = await node.staging.open(node, write, truncate=bool(flags & os.O_TRUNC))
+            return self.files.add(handle), False
+        if write:
+            raise node.read_only("opened for writing")
+        if not isinstance(node, VersionFile):
+            raise NotPermitted(f"{node.where()}: not a regular file")
+        return self.files.add(VersionHandle(self, node.entry.ref)), True
+
+    async def create(self, parent: int, name: bytes, mode: int, flags: int, uid: int,
+                     gid: int) -> tuple[int, Attr]:
+        p = self._staged(parent, "written")
+        write = (flags & os.O_ACCMODE) != os.O_RDONLY
+        node, handle = await p.staging.create(p, name, mode & 0o7777, uid, gid, write)
+        return self.files.add(handle), self._learn(node)
+
+    def read(self, fh: int, offset: int, size: int) -> bytes:
+        return self.files.get(fh).read(offset, size)
+
+    def write(self, fh: int, offset: int, data) -> int:
+        return self.files.get(fh).write(offset, data)
+
+    async def fsync(self, fh: int) -> None:
+        handle = self.files.get(fh)
+        if handle.writable and handle.file.fd is not None:
+            await trio.to_thread.run_sync(os.fsync, handle.file.fd)
+
+    async def release(self, fh: int) -> None:
+        await self.unpin(self.files.pop(fh).close())
+
+    async def unpin(self, fid: bytes | None) -> None:
+        """One open of a stored file ended; the last close of a deleted one frees it."""
+        if fid is not None and self.files.unhold(fid):
+            await trio.to_thread.run_sync(self.repo.release_zombie, fid)
+

@@ -1,0 +1,287 @@
+"""The mount's tree, FUSE-free: root / artifact directory / version tree / alias symlink.
+
+    MOUNT/                 Root: one directory per artifact; ``mkdir`` creates an artifact
+    MOUNT/NAME/            ArtifactDir: ``vN`` directories, alias symlinks (``latest -> vN``),
+                           and ``staging/`` (fs/staged.py)
+    MOUNT/NAME/vN/...      VersionDir / VersionFile / VersionLink: immutable, read-only
+
+Nodes answer attributes, lookups and listings; every mutation of something outside staging is
+ReadOnly (EROFS). Version entries are immutable, so they carry a long cache timeout; artifact
+directories and aliases change, so they carry a short one and are also invalidated by the daemon
+when they change (see ArtifactState.refresh).
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from ..catalog.objects import DIR, FILE, Entry
+from ..errors import InvalidInput, NotADirectory, NotFound, ReadOnly
+from ..names import STAGING, version_number
+from .inodes import ROOT_INODE
+
+SHORT = 1.0        # seconds: artifact dirs, aliases, staging (also invalidated on change)
+LONG = 86400.0     # seconds: version entries never change
+DIR_MODE = 0o755   # mode of the root, artifact dirs and version roots (no committed mode)
+
+
+@dataclass(slots=True)
+class Attr:
+    ino: int
+    mode: int          # full st_mode
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    nlink: int
+    uid: int
+    gid: int
+    timeout: float
+
+
+class Listing:
+    """One opendir's entries in a fixed order; a readdir offset is an index into it."""
+
+    __slots__ = ("length", "entry")
+
+    def __init__(self, length: int, entry: Callable[[int], tuple[bytes, "Node"]]):
+        self.length, self.entry = length, entry
+
+    @classmethod
+    def of(cls, pairs: list[tuple[bytes, "Node"]]) -> "Listing":
+        return cls(len(pairs), pairs.__getitem__)
+
+
+class Node:
+    """Base: a read-only node that is neither a directory nor a symlink."""
+
+    ino: int
+    staging = None     # the Staging this node belongs to (fs/staged.py), None outside staging
+
+    def attr(self) -> Attr:
+        raise NotImplementedError
+
+    def fresh(self) -> "Node":
+        """This node with its state re-read (staging entries change; everything else is fixed)."""
+        return self
+
+    def lookup(self, name: bytes) -> "Node":
+        raise NotADirectory("not a directory")
+
+    def listing(self) -> Listing:
+        raise NotADirectory("not a directory")
+
+    def readlink(self) -> bytes:
+        raise InvalidInput("not a symbolic link")
+
+    def where(self) -> str:
+        return "a version tree"
+
+    def read_only(self, what: str = "changed") -> ReadOnly:
+        return ReadOnly(f"{self.where()} is read-only and cannot be {what}; write in NAME/staging/")
+
+
+def _dir_attr(fs, ino: int, size: int, mtime_ns: int, nlink: int, timeout: float,
+              mode: int = DIR_MODE) -> Attr:
+    return Attr(ino, stat.S_IFDIR | mode, size, mtime_ns, mtime_ns, nlink, fs.uid, fs.gid, timeout)
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+class Root(Node):
+    ino = ROOT_INODE
+
+    def __init__(self, fs, mtime_ns: int):
+        self.fs, self.mtime_ns = fs, mtime_ns
+
+    def where(self) -> str:
+        return "the mount's top level"
+
+    def attr(self) -> Attr:
+        n = len(self.fs.repo.artifacts())
+        return _dir_attr(self.fs, self.ino, n, self.mtime_ns, 2 + n, SHORT)
+
+    def lookup(self, name: bytes) -> Node:
+        return self.fs.artifact(name).dir()
+
+    def listing(self) -> Listing:
+        pairs = []
+        for name in self.fs.repo.artifacts():
+            try:
+                pairs.append((name.encode(), self.fs.artifact(name).dir()))
+            except NotFound:
+                pass   # deleted meanwhile
+        return Listing.of(pairs)
+
+
+class ArtifactState:
+    """What the daemon keeps per artifact: identity, staging, the commit lock, the last view.
+
+    ``view`` is the (aliases, versions, staging base) the mount last showed; ``refresh`` compares
+    it with the catalog and returns the names whose kernel entries must be invalidated.
+    """
+
+    def __init__(self, fs, name: str, record: dict):
+        self.fs, self.name, self.created = fs, name, record["created"]
+        self.ino = fs.inodes.inode(("A", name, self.created))
+        self.lock = trio.Lock()          # staging mutations vs. commit/reset of this artifact
+        self.deleted = False
+        self.deleted_versions: set[int] = set()
+        self.staging = None              # fs/staged.py StagingState, made on first use
+        self.view = self._snapshot()
+
+    def dir(self) -> "ArtifactDir":
+        return ArtifactDir(self.fs, self)
+
+    def alive(self, number: int) -> None:
+        if self.deleted or number in self.deleted_versions:
+            raise NotFound(f"{self.name}:v{number} was deleted")
+
+    def _snapshot(self) -> tuple[dict[str, int], frozenset[int], object]:
+        aliases = self.fs.repo.aliases(self.name)
+        versions = frozenset(v.number for v in self.fs.repo.versions(self.name))
+        base = self.staging.base() if self.staging is not None else None
+        return aliases, versions, base
+
+    def refresh(self) -> list[bytes]:
+        """Names in this artifact's directory that changed since the last view (to invalidate)."""
+        (old_aliases, old_versions, old_base), self.view = self.view, self._snapshot()
+        aliases, versions, base = self.view
+        self.deleted_versions = set(range(self.fs.repo.artifact(self.name)["next"])) - versions
+        names = [a for a in old_aliases.keys() | aliases.keys() if old_aliases.get(a) != aliases.get(a)]
+        names += [f"v{n}" for n in old_versions - versions]
+        if base != old_base:
+            names.append(STAGING)
+        return sorted(n.encode() for n in names)
+
+
+class ArtifactDir(Node):
+    def __init__(self, fs, state: ArtifactState):
+        self.fs, self.state, self.ino = fs, state, state.ino
+
+    def where(self) -> str:
+        return f"artifact directory {self.state.name}/"
+
+    def attr(self) -> Attr:
+        versions = self.fs.repo.versions(self.state.name)
+        mtime = versions[-1].created if versions else self.state.created
+        return _dir_attr(self.fs, self.ino, len(versions), _ns(mtime), 3 + len(versions), SHORT)
+
+    def lookup(self, name: bytes) -> Node:
+        text = name.decode(errors="replace")
+        if text == STAGING:
+            return self.fs.staging_of(self.state).root()
+        number = version_number(text)
+        if number is not None:
+            return self.version(number)
+        aliases = self.fs.repo.aliases(self.state.name)
+        if text not in aliases:
+            raise NotFound(f"{self.state.name} has no {text!r}")
+        return AliasLink(self.fs, self.state, text, aliases[text])
+
+    def version(self, number: int) -> "VersionDir":
+        self.state.alive(number)
+        return self._version(self.fs.repo.resolve(self.state.name, f"v{number}"))
+
+    def _version(self, v) -> "VersionDir":
+        ino = self.fs.inodes.inode(("d", self.ino, v.label.encode()))
+        return VersionDir(self.fs, self.state, v.number, v.root, ino, DIR_MODE, 0, _ns(v.created))
+
+    def listing(self) -> Listing:
+        versions = self.fs.repo.versions(self.state.name)
+        numbers = {v.number for v in versions}
+        pairs = [(v.label.encode(), self._version(v)) for v in versions]
+        pairs += [(a.encode(), AliasLink(self.fs, self.state, a, n))
+                  for a, n in sorted(self.fs.repo.aliases(self.state.name).items()) if n in numbers]
+        pairs.append((STAGING.encode(), self.fs.staging_of(self.state).root()))
+        return Listing.of(pairs)
+
+
+class AliasLink(Node):
+    """``alias -> vN``; a moved alias is another inode (the key holds the version number)."""
+
+    def __init__(self, fs, state: ArtifactState, alias: str, number: int):
+        self.fs, self.state, self.alias, self.target = fs, state, alias, f"v{number}".encode()
+        self.ino = fs.inodes.inode(("a", state.ino, alias, number))
+
+    def where(self) -> str:
+        return f"alias {self.state.name}/{self.alias}"
+
+    def attr(self) -> Attr:
+        return Attr(self.ino, stat.S_IFLNK | 0o777, len(self.target), _ns(self.state.created),
+                    _ns(self.state.created), 1, self.fs.uid, self.fs.gid, SHORT)
+
+    def readlink(self) -> bytes:
+        return self.target
+
+
+class VersionDir(Node):
+    """A directory of a version: its tree is immutable (and cached by the Repo).
+
+    Its link count is 2: counting subdirectories would read every child tree for one ``ls -l``.
+    """
+
+    def __init__(self, fs, state: ArtifactState, number: int, tid: bytes, ino: int, mode: int,
+                 size: int, mtime_ns: int):
+        self.fs, self.state, self.number, self.tid = fs, state, number, tid
+        self.ino, self.mode, self.size, self.mtime_ns = ino, mode, size, mtime_ns
+
+    def where(self) -> str:
+        return f"{self.state.name}/v{self.number}"
+
+    def _tree(self):
+        self.state.alive(self.number)
+        return self.fs.repo.tree(self.tid)
+
+    def attr(self) -> Attr:
+        return _dir_attr(self.fs, self.ino, self.size, self.mtime_ns, 2, LONG, self.mode)
+
+    def child(self, e: Entry) -> Node:
+        if e.kind == DIR:
+            ino = self.fs.inodes.inode(("d", self.ino, e.name))
+            return VersionDir(self.fs, self.state, self.number, e.ref, ino, e.mode, e.size, e.mtime_ns)
+        if e.kind == FILE:
+            return VersionFile(self.fs, e)
+        return VersionLink(self.fs, e)
+
+    def lookup(self, name: bytes) -> Node:
+        e = self._tree().lookup(name)
+        if e is None:
+            raise NotFound(f"{self.where()} has no {name!r}")
+        return self.child(e)
+
+    def listing(self) -> Listing:
+        entries = self._tree().entries
+        return Listing(len(entries), lambda i: (entries[i].name, self.child(entries[i])))
+
+
+class VersionFile(Node):
+    """A file of a version; its inode is its entry identity, shared by every version holding it."""
+
+    def __init__(self, fs, e: Entry):
+        self.fs, self.entry = fs, e
+        self.ino = fs.inodes.inode(("f", e.ref, e.mode, e.mtime_ns))
+
+    def attr(self) -> Attr:
+        e = self.entry
+        return Attr(self.ino, stat.S_IFREG | e.mode, e.size, e.mtime_ns, e.mtime_ns, 1,
+                    self.fs.uid, self.fs.gid, LONG)
+
+
+class VersionLink(Node):
+    def __init__(self, fs, e: Entry):
+        self.fs, self.entry = fs, e
+        self.ino = fs.inodes.inode(("l", e.ref, e.mode, e.mtime_ns))
+
+    def attr(self) -> Attr:
+        e = self.entry
+        return Attr(self.ino, stat.S_IFLNK | e.mode, len(e.ref), e.mtime_ns, e.mtime_ns, 1,
+                    self.fs.uid, self.fs.gid, LONG)
+
+    def readlink(self) -> bytes:
+        return self.entry.ref

@@ -1,0 +1,161 @@
+"""Fixtures for tests on a real FUSE mount: a foreground daemon in a subprocess, always torn down.
+
+Teardown never trusts the daemon: ``fusermount3 -u`` (then ``-u -z`` if busy or dead), then wait,
+terminate, kill - by the PID this fixture started - so a failed or crashed test leaves no mount
+and no process behind. Tests marked ``fuse`` are skipped with the reason when the machine cannot
+mount FUSE.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from artfs.repo import Repo
+from artfs.verify import verify
+from tests.helpers import run_cli
+
+
+def fuse_unavailable() -> str | None:
+    if not os.path.exists("/dev/fuse"):
+        return "needs /dev/fuse (FUSE kernel module)"
+    if shutil.which("fusermount3") is None:
+        return "needs fusermount3 (fuse3 package)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = fuse_unavailable()
+    if reason:
+        for item in items:
+            if item.get_closest_marker("fuse"):
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def in_mount_table(path) -> bool:
+    """Listed in /proc/mounts, even when dead (os.path.ismount is False for ENOTCONN)."""
+    path = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1].replace("\\040", " ") == path for line in f)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class Mount:
+    """One store served at one mount point by ``python -m artfs mount --foreground``."""
+
+    def __init__(self, store, mnt, log):
+        self.store, self.mnt, self.log = str(store), str(mnt), str(log)
+        self.proc: subprocess.Popen | None = None   # a foreground daemon we started
+        self.daemon: int | None = None               # the PID of a daemonized one we started
+        os.makedirs(self.mnt, exist_ok=True)
+
+    def path(self, *parts) -> str:
+        return os.path.join(self.mnt, *parts)
+
+    def cli(self, *args, check: bool = True):
+        return run_cli(self.store, *args, check=check)
+
+    def start(self, timeout: float = 30.0) -> "Mount":
+        cmd = [sys.executable, "-m", "artfs", "--store", self.store, "mount", self.mnt, "--foreground"]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not (os.path.ismount(self.mnt) and self._info_pid() == self.proc.pid):
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the daemon exited with {self.proc.returncode}: {self.log_text()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"mount not ready after {timeout} s: {self.log_text()}")
+            time.sleep(0.02)
+        return self
+
+    def start_daemonized(self) -> subprocess.CompletedProcess:
+        """``artfs mount`` without --foreground: returns once the forked daemon is ready."""
+        proc = run_cli(self.store, "mount", self.mnt)
+        if proc.returncode == 0:
+            self.daemon = self._info_pid()
+        return proc
+
+    def log_text(self) -> str:
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def _info_pid(self) -> int | None:
+        """The PID in STORE/daemon.json: written once the mount is ready (may be stale)."""
+        try:
+            with open(os.path.join(self.store, "daemon.json")) as f:
+                return json.load(f)["pid"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def stop(self) -> None:
+        """Leave no mount and no daemon, whatever state they are in."""
+        if in_mount_table(self.mnt):
+            if subprocess.run(["fusermount3", "-u", self.mnt], capture_output=True).returncode:
+                subprocess.run(["fusermount3", "-u", "-z", self.mnt], capture_output=True)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.proc = None
+        if self.daemon is not None:   # daemonized: not our child, so wait for it by PID
+            for sig in (None, signal.SIGTERM, signal.SIGKILL):
+                if sig is not None and pid_alive(self.daemon):
+                    os.kill(self.daemon, sig)
+                deadline = time.monotonic() + 10
+                while pid_alive(self.daemon) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if not pid_alive(self.daemon):
+                    break
+            self.daemon = None
+
+    def verify(self) -> None:
+        with Repo(self.store) as repo:
+            report = verify(repo)
+        assert report.ok, report.problems
+
+
+@pytest.fixture
+def mount_factory(tmp_path):
+    """Make Mount objects (not started); every one is stopped at teardown."""
+    made: list[Mount] = []
+
+    def make(store=None, mnt=None) -> Mount:
+        n = len(made)
+        m = Mount(store or tmp_path / "store", mnt or tmp_path / f"mnt{n}", tmp_path / f"daemon{n}.log")
+        made.append(m)
+        return m
+    yield make
+    for m in made:
+        m.stop()
+    for m in made:
+        assert not in_mount_table(m.mnt), f"{m.mnt} is still mounted"
+
+
+@pytest.fixture
+def mounted(mount_factory):
+    """A started mount of an empty store in tmp_path; the store must verify clean at the end."""
+    m = mount_factory().start()
+    yield m
+    m.stop()
+    m.verify()

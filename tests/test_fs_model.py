@@ -1,0 +1,120 @@
+"""The mount's tree model (fs/model.py, fs/nodes.py, fs/inodes.py) in-process, without FUSE."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from artfs.commit import commit
+from artfs.errors import CrossDevice, NotFound, NotPermitted, ReadOnly
+from artfs.fs.inodes import ROOT_INODE
+from artfs.fs.model import Filesystem
+from artfs.repo import Repo
+from artfs.verify import verify
+from tests.helpers import write
+
+
+@pytest.fixture
+def fs(tmp_path):
+    src = tmp_path / "src"
+    write(str(src / "same.txt"), b"same", mtime_ns=10**18)
+    write(str(src / "changes.txt"), b"one")
+    for i in range(50):
+        write(str(src / "many" / f"f{i:02}"), b"%d" % i)
+    with Repo(str(tmp_path / "store")) as repo:
+        repo.put("a", str(src))
+        write(str(src / "changes.txt"), b"two")
+        repo.put("a", str(src))
+        yield Filesystem(repo)
+        assert verify(repo).ok
+
+
+def walk(fs, *names) -> int:
+    ino = ROOT_INODE
+    for name in names:
+        ino = fs.lookup(ino, name.encode()).ino
+    return ino
+
+
+def test_a_file_is_one_inode_in_every_version_that_holds_it(fs):
+    assert walk(fs, "a", "v0", "same.txt") == walk(fs, "a", "v1", "same.txt")
+    assert walk(fs, "a", "v0", "changes.txt") != walk(fs, "a", "v1", "changes.txt")
+    assert walk(fs, "a", "v0", "many") != walk(fs, "a", "v1", "many")   # directories: per version
+    a = fs.getattr(walk(fs, "a", "v0", "same.txt"))
+    assert (stat.S_ISREG(a.mode), a.size, a.mtime_ns, a.ctime_ns) == (True, 4, 10**18, 10**18)
+    assert (a.uid, a.gid, a.nlink) == (os.getuid(), os.getgid(), 1)
+
+
+def test_forget_honours_lookup_counts_and_identities_keep_their_inode(fs):
+    ino = walk(fs, "a", "v0", "same.txt")
+    fs.lookup(walk(fs, "a", "v1"), b"same.txt")        # second lookup of the same inode
+    fs.forget(ino, 1)
+    assert fs.getattr(ino).ino == ino                  # still known: one lookup left
+    fs.forget(ino, 1)
+    with pytest.raises(NotFound):
+        fs.getattr(ino)
+    assert walk(fs, "a", "v0", "same.txt") == ino      # same identity, same number
+
+
+def test_readdir_offsets_never_skip_or_repeat(fs):
+    dh = fs.opendir(walk(fs, "a", "v1", "many"))
+    names, start = [], 0
+    while True:
+        batch = list(fs.readdir(dh, start))[:7]        # the kernel's buffer takes 7 at a time
+        if not batch:
+            break
+        names += [name for _, name, _, _ in batch]
+        start = batch[-1][0]
+    fs.releasedir(dh)
+    assert names == [b"f%02d" % i for i in range(50)]
+
+
+def test_artifact_directory_and_alias_identity(fs):
+    dh = fs.opendir(walk(fs, "a"))
+    listing = {}
+    for _, name, attr, node in fs.readdir(dh, 0):
+        fs.remember(node)                              # what ops.readdir does per entry sent
+        listing[name] = attr
+    assert list(listing) == [b"v0", b"v1", b"latest", b"staging"]
+    assert fs.readlink(listing[b"latest"].ino) == b"v1"
+    assert fs.getattr(walk(fs, "a")).nlink == 2 + 2 + 1
+    fs.repo.alias("a", "v0", "best")
+    best_v0 = walk(fs, "a", "best")
+    fs.repo.alias("a", "v1", "best")
+    assert walk(fs, "a", "best") != best_v0            # a moved alias is another inode
+    assert fs.artifact("a").refresh() == [b"best"]
+
+
+async def test_what_may_change_where(fs):
+    v0 = walk(fs, "a", "v0")
+    staging = walk(fs, "a", "staging")
+    with pytest.raises(ReadOnly):
+        await fs.mkdir(v0, b"d", 0o755, 0, 0)
+    with pytest.raises(ReadOnly):
+        await fs.open(walk(fs, "a", "v0", "same.txt"), os.O_RDWR)
+    with pytest.raises(CrossDevice):
+        await fs.rename(v0, b"same.txt", staging, b"x", 0)
+    with pytest.raises(NotPermitted):
+        fs.link(staging)
+    with pytest.raises(NotPermitted):
+        fs.mknod(staging)
+    await fs.mkdir(ROOT_INODE, b"b", 0o755, 0, 0)
+    with pytest.raises(CrossDevice):
+        await fs.rename(staging, b"same.txt", walk(fs, "b", "staging"), b"same.txt", 0)
+    await fs.rename(staging, b"same.txt", staging, b"renamed.txt", 0)
+    assert fs.getattr(walk(fs, "a", "staging", "renamed.txt")).size == 4
+
+
+async def test_staging_file_handles(fs):
+    staging = walk(fs, "a", "staging")
+    fh, attr = await fs.create(staging, b"new", 0o640, os.O_WRONLY, 0, 0)
+    assert fs.write(fh, 0, b"hello") == 5
+    assert fs.getattr(attr.ino).size == 5
+    await fs.release(fh)
+    fh, _ = await fs.open(walk(fs, "a", "staging", "same.txt"), os.O_RDONLY)
+    assert fs.read(fh, 0, 100) == b"same"
+    await fs.release(fh)
+    info, created = commit(fs.repo, "a")
+    assert (info.label, created) == ("v2", True)

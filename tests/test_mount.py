@@ -1,0 +1,426 @@
+"""The mount, for real: a daemon in a subprocess, used with ordinary system calls and the CLI.
+
+Every test leaves no mount and no daemon behind (conftest.Mount.stop) and, unless it damages the
+store on purpose, ends with ``verify`` clean (the ``mounted`` fixture).
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import json
+import mmap
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import artfs
+from artfs.repo import Repo
+from tests.conftest import in_mount_table, pid_alive
+from tests.helpers import MiB, cli_json, run_cli, write
+
+pytestmark = pytest.mark.fuse
+
+# Chunk-format overhead allowed in byte accounting (file chunk lists, trees); chunks are exact.
+SLACK = 64 * 1024
+
+
+def oserror(fn, *args, **kwargs) -> int:
+    with pytest.raises(OSError) as e:
+        fn(*args, **kwargs)
+    return e.value.errno
+
+
+def read(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def put_file(path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def committed(m, name: str, *extra) -> str:
+    return m.cli("commit", name, *extra).stdout.strip()
+
+
+@pytest.fixture
+def animals(mounted, tmp_path):
+    """MNT/animals with v0 = cat.png (2 MiB) + dog.png (1 MiB), committed through the mount."""
+    src = {"cat.png": os.urandom(2 * MiB), "dog.png": os.urandom(1 * MiB)}
+    os.mkdir(mounted.path("animals"))
+    for name, data in src.items():
+        write(str(tmp_path / "src" / name), data)
+        shutil.copy2(tmp_path / "src" / name, mounted.path("animals", "staging", name))
+    assert committed(mounted, "animals") == "animals:v0"
+    return mounted, src
+
+
+def test_seed_scenario(animals, tmp_path):
+    m, src = animals
+    rat = os.urandom(3 * MiB)
+    write(str(tmp_path / "src" / "rat.png"), rat)
+    shutil.copyfile(tmp_path / "src" / "rat.png", m.path("animals", "staging", "rat.png"))
+    assert committed(m, "animals") == "animals:v1"
+
+    assert sorted(os.listdir(m.path("animals"))) == ["latest", "staging", "v0", "v1"]
+    assert sorted(os.listdir(m.path("animals", "v0"))) == ["cat.png", "dog.png"]
+    assert sorted(os.listdir(m.path("animals", "v1"))) == ["cat.png", "dog.png", "rat.png"]
+    assert os.readlink(m.path("animals", "latest")) == "v1"
+    for name, data in {**src, "rat.png": rat}.items():
+        assert read(m.path("animals", "v1", name)) == data
+        assert read(m.path("animals", "latest", name)) == data
+        assert read(m.path("animals", "staging", name)) == data
+    for name, data in src.items():
+        assert read(m.path("animals", "v0", name)) == data
+        st = os.stat(m.path("animals", "v0", name))
+        assert st.st_ino == os.stat(m.path("animals", "v1", name)).st_ino  # one inode per content
+        orig = os.stat(tmp_path / "src" / name)
+        assert (st.st_mtime_ns, st.st_mode, st.st_size) == (orig.st_mtime_ns, orig.st_mode, len(data))
+    du = {v["version"]: v for v in cli_json(m.store, "du", "animals")["artifacts"][0]["versions"]}
+    assert du["v1"]["logical_bytes"] == 6 * MiB
+    assert abs(du["v1"]["unique_bytes"] - 3 * MiB) <= SLACK
+    assert run_cli(m.store, "status", "animals", check=True).stdout == ""
+
+
+def test_daemonized_mount_and_unmount(mount_factory):
+    m = mount_factory()
+    proc = m.start_daemonized()
+    assert proc.returncode == 0, proc.stderr
+    assert os.path.ismount(m.mnt)
+    info_path = os.path.join(m.store, "daemon.json")
+    info = json.loads(read(info_path))
+    assert info["mountpoint"] == m.mnt and pid_alive(info["pid"])
+    assert os.stat(info_path).st_mode & 0o777 == 0o600
+    assert os.listdir(m.mnt) == []
+    proc = run_cli(m.store, "unmount", m.mnt)
+    assert proc.returncode == 0, proc.stderr
+    assert not in_mount_table(m.mnt) and not pid_alive(info["pid"])
+    assert not os.path.exists(info_path) and not os.path.exists(info["socket"])
+
+
+def test_mount_errors(mount_factory, tmp_path):
+    m = mount_factory().start()
+    missing = run_cli(m.store, "mount", tmp_path / "nope")
+    assert missing.returncode == 8 and "does not exist" in missing.stderr
+    write(str(tmp_path / "file"), b"x")
+    not_dir = run_cli(m.store, "mount", tmp_path / "file")
+    assert not_dir.returncode == 8 and "not a directory" in not_dir.stderr
+    again = mount_factory(store=tmp_path / "other-store", mnt=m.mnt).start_daemonized()
+    assert again.returncode == 8 and "already a mount point" in again.stderr
+    twice = mount_factory(mnt=tmp_path / "second").start_daemonized()   # found in the forked child
+    assert twice.returncode == 8 and "already mounted" in twice.stderr
+    assert not os.path.ismount(tmp_path / "second")
+    assert len(twice.stderr.strip().splitlines()) == 1
+
+
+def test_unmount_refused_while_busy(mount_factory):
+    m = mount_factory().start()
+    os.mkdir(m.path("a"))
+    put_file(m.path("a", "staging", "f"), b"data")
+    with open(m.path("a", "staging", "f"), "rb"):
+        busy = run_cli(m.store, "unmount", m.mnt)
+        assert busy.returncode == 8 and "busy" in busy.stderr.lower()
+        assert os.path.ismount(m.mnt)
+    assert run_cli(m.store, "unmount", m.mnt).returncode == 0
+    assert m.proc.wait(timeout=10) == 0 and not in_mount_table(m.mnt)
+
+
+def test_teardown_after_sigkill_leaves_nothing(mount_factory):
+    m = mount_factory().start()
+    pid = m.proc.pid
+    os.kill(pid, signal.SIGKILL)
+    m.proc.wait(timeout=10)
+    assert oserror(os.listdir, m.mnt) == errno.ENOTCONN   # dead, not silently unmounted
+    m.stop()
+    assert not in_mount_table(m.mnt) and not pid_alive(pid)
+
+
+def test_sigterm_unmounts_cleanly(mount_factory):
+    m = mount_factory().start()
+    m.proc.send_signal(signal.SIGTERM)
+    assert m.proc.wait(timeout=10) == 0
+    assert not in_mount_table(m.mnt)
+    assert not os.path.exists(os.path.join(m.store, "daemon.json"))
+
+
+def test_versions_are_read_only(animals):
+    m, _ = animals
+    v0 = m.path("animals", "v0")
+    cat = os.path.join(v0, "cat.png")
+    assert oserror(open, cat, "r+b") == errno.EROFS
+    assert oserror(open, cat, "ab") == errno.EROFS
+    assert oserror(open, os.path.join(v0, "new"), "wb") == errno.EROFS
+    assert oserror(os.mkdir, os.path.join(v0, "d")) == errno.EROFS
+    assert oserror(os.unlink, cat) == errno.EROFS
+    assert oserror(os.rename, cat, os.path.join(v0, "x.png")) == errno.EROFS
+    assert oserror(os.chmod, cat, 0o600) == errno.EROFS
+    assert oserror(os.utime, cat, None) == errno.EROFS
+    assert oserror(os.truncate, cat, 0) == errno.EROFS
+    assert oserror(os.symlink, "cat.png", os.path.join(v0, "l")) == errno.EROFS
+    assert oserror(os.link, cat, os.path.join(v0, "hard")) == errno.EROFS
+    assert oserror(os.setxattr, cat, "user.x", b"1") == errno.EROFS
+    assert oserror(os.unlink, m.path("animals", "latest")) == errno.EROFS
+    assert oserror(os.mkdir, m.path("animals", "v9")) == errno.EROFS
+    assert oserror(os.rmdir, m.path("animals", "v0")) == errno.EROFS
+    assert not os.access(cat, os.W_OK) and os.access(cat, os.R_OK)
+
+
+def test_rename_across_artifacts_or_out_of_staging_is_exdev(animals):
+    m, _ = animals
+    os.mkdir(m.path("birds"))
+    put_file(m.path("animals", "staging", "x"), b"x")
+    assert oserror(os.rename, m.path("animals", "staging", "x"), m.path("birds", "staging", "x")) == errno.EXDEV
+    assert oserror(os.rename, m.path("animals", "v0", "cat.png"), m.path("animals", "staging", "c")) == errno.EXDEV
+    os.rename(m.path("animals", "staging", "x"), m.path("animals", "staging", "y"))
+    assert read(m.path("animals", "staging", "y")) == b"x"
+    shutil.move(m.path("animals", "staging", "y"), m.path("birds", "staging", "y"))  # mv copies
+    assert read(m.path("birds", "staging", "y")) == b"x"
+
+
+def test_staging_semantics(animals):
+    m, src = animals
+    s = m.path("animals", "staging")
+    assert oserror(os.link, os.path.join(s, "cat.png"), os.path.join(s, "hard")) == errno.EPERM
+    assert oserror(os.mkfifo, os.path.join(s, "fifo")) == errno.EPERM
+    os.makedirs(os.path.join(s, "a", "b"))
+    os.symlink("../cat.png", os.path.join(s, "a", "link"))
+    assert os.readlink(os.path.join(s, "a", "link")) == "../cat.png"
+    with open(os.path.join(s, "dog.png"), "r+b") as f:       # copy-up on write, in place
+        f.seek(10)
+        f.write(b"WOOF")
+    dog = src["dog.png"][:10] + b"WOOF" + src["dog.png"][14:]
+    assert read(os.path.join(s, "dog.png")) == dog
+    with open(os.path.join(s, "dog.png"), "ab") as f:
+        f.write(b"tail")
+    assert os.stat(os.path.join(s, "dog.png")).st_size == len(dog) + 4
+    os.truncate(os.path.join(s, "cat.png"), 100)
+    assert read(os.path.join(s, "cat.png")) == src["cat.png"][:100]
+    os.chmod(os.path.join(s, "cat.png"), 0o600)
+    os.utime(os.path.join(s, "cat.png"), ns=(10**18, 10**18))
+    st = os.stat(os.path.join(s, "cat.png"))
+    assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o600, 10**18)
+    with open(os.path.join(s, "gone"), "w+b") as f:          # unlinked while open: still usable
+        f.write(b"abc")
+        os.unlink(os.path.join(s, "gone"))
+        assert "gone" not in os.listdir(s)
+        f.write(b"def")
+        f.seek(0)
+        assert f.read() == b"abcdef" and os.fstat(f.fileno()).st_size == 6
+    assert oserror(os.rmdir, os.path.join(s, "a")) == errno.ENOTEMPTY
+    status = cli_json(m.store, "status", "animals")
+    assert {"a/", "a/link"} <= set(status["added"]) and "gone" not in status["added"]
+    assert (status["modified"], status["deleted"]) == (["cat.png", "dog.png"], [])
+    assert committed(m, "animals") == "animals:v1"
+    assert read(m.path("animals", "v1", "dog.png")) == dog + b"tail"
+    assert os.stat(m.path("animals", "v1", "cat.png")).st_mtime_ns == 10**18
+
+
+def test_mmap_seek_walk_glob(animals):
+    m, src = animals
+    with open(m.path("animals", "v0", "cat.png"), "rb") as f:
+        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
+            assert mm[:] == src["cat.png"]
+            assert mm[MiB:MiB + 7] == src["cat.png"][MiB:MiB + 7]
+        f.seek(12345)
+        assert f.read(100) == src["cat.png"][12345:12445]
+        f.seek(-10, os.SEEK_END)
+        assert f.read() == src["cat.png"][-10:]
+    walked = sorted(os.path.relpath(os.path.join(top, n), m.mnt)
+                    for top, dirs, files in os.walk(m.mnt) for n in files)
+    assert walked == ["animals/staging/cat.png", "animals/staging/dog.png",
+                      "animals/v0/cat.png", "animals/v0/dog.png"]
+    assert sorted(glob.glob(m.path("animals", "*", "*.png"))) == sorted(
+        m.path("animals", d, f) for d in ("latest", "staging", "v0") for f in ("cat.png", "dog.png"))
+
+
+def test_reader_keeps_its_version_while_latest_moves(animals):
+    m, src = animals
+    with open(m.path("animals", "latest", "cat.png"), "rb") as reader:
+        first = reader.read(MiB)
+        for i in range(2):
+            put_file(m.path("animals", "staging", "cat.png"), bytes([i]) * (2 * MiB))
+            assert committed(m, "animals") == f"animals:v{i + 1}"
+        assert first + reader.read() == src["cat.png"]
+        assert os.readlink(m.path("animals", "latest")) == "v2"
+    assert read(m.path("animals", "latest", "cat.png")) == b"\1" * (2 * MiB)
+
+
+def test_put_alias_and_rm_through_the_cli_show_at_once(animals, tmp_path):
+    m, src = animals
+    assert sorted(os.listdir(m.path("animals"))) == ["latest", "staging", "v0"]
+    assert os.readlink(m.path("animals", "latest")) == "v0"
+    write(str(tmp_path / "new" / "x"), b"x")
+    m.cli("put", "animals", tmp_path / "new")               # another process: daemon is told
+    assert os.readlink(m.path("animals", "latest")) == "v1"
+    assert os.listdir(m.path("animals", "staging")) == ["x"]
+    m.cli("alias", "animals:v0", "best")
+    assert os.readlink(m.path("animals", "best")) == "v0"
+    m.cli("alias", "animals:v1", "best")
+    assert os.readlink(m.path("animals", "best")) == "v1"
+    m.cli("alias", "--delete", "animals", "best")
+    assert not os.path.lexists(m.path("animals", "best"))
+    m.cli("rm", "animals:v1")
+    assert os.readlink(m.path("animals", "latest")) == "v0"
+    assert sorted(os.listdir(m.path("animals"))) == ["latest", "staging", "v0"]
+    with artfs.Store(m.store) as store:
+        assert store.get("animals:v0").path == m.path("animals", "v0")
+    assert oserror(os.stat, m.path("birds")) == errno.ENOENT
+    m.cli("put", "birds", tmp_path / "new")                 # a new artifact appears at once
+    assert os.listdir(m.path("birds", "v0")) == ["x"]
+    m.cli("rm", "birds")
+    assert sorted(os.listdir(m.mnt)) == ["animals"]
+    assert oserror(os.stat, m.path("birds", "v0")) == errno.ENOENT
+    os.mkdir(m.path("birds"))                               # re-created: empty, new inode
+    assert sorted(os.listdir(m.path("birds"))) == ["staging"]
+
+
+def test_commit_without_a_daemon(mount_factory):
+    m = mount_factory().start()
+    os.mkdir(m.path("a"))
+    put_file(m.path("a", "staging", "f"), b"one")
+    m.stop()
+    assert committed(m, "a") == "a:v0"                         # on the unmounted store
+    assert run_cli(m.store, "commit", "a", check=True).stderr.startswith("artfs: no changes")
+    m.start()
+    assert read(m.path("a", "v0", "f")) == b"one"
+    m.stop()
+    m.verify()
+
+
+def test_staging_survives_sigkill_and_remount(mount_factory):
+    m = mount_factory().start()
+    os.mkdir(m.path("a"))
+    data = os.urandom(3 * MiB + 17)
+    put_file(m.path("a", "staging", "big"), data)
+    os.makedirs(m.path("a", "staging", "d", "e"))
+    put_file(m.path("a", "staging", "d", "e", "small"), b"small")
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait(timeout=10)
+    m.stop()
+    m.start()
+    assert read(m.path("a", "staging", "big")) == data
+    assert read(m.path("a", "staging", "d", "e", "small")) == b"small"
+    assert committed(m, "a") == "a:v0"
+    assert read(m.path("a", "v0", "big")) == data
+    m.stop()
+    m.verify()
+
+
+def reading_offset(pid: int, prefix: str) -> int:
+    """How far process PID has read a file whose path starts with PREFIX (0: none open)."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(prefix):
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    return int(f.readline().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return 0
+
+
+def test_sigkill_during_a_commit_loses_nothing(mount_factory):
+    m = mount_factory().start()
+    os.mkdir(m.path("a"))
+    data = os.urandom(96 * MiB)
+    put_file(m.path("a", "staging", "big"), data)
+    cmd = [sys.executable, "-m", "artfs", "--store", m.store, "commit", "a"]
+    committing = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    staged = os.path.join(m.store, "staging", "a") + "/"
+    deadline = time.monotonic() + 30
+    while reading_offset(m.proc.pid, staged) == 0:       # the commit is chunking the data file
+        assert time.monotonic() < deadline and committing.poll() is None
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait(timeout=10)
+    assert committing.communicate(timeout=60) and committing.returncode == 8
+    m.stop()
+    m.verify()                                           # nothing half-written, nothing leaked
+    m.start()
+    assert not os.path.exists(m.path("a", "v0"))
+    assert read(m.path("a", "staging", "big")) == data   # the staging is intact: commit again
+    assert committed(m, "a") == "a:v0"
+    assert read(m.path("a", "v0", "big")) == data
+    m.stop()
+    m.verify()
+
+
+def test_status_and_reset(animals):
+    m, src = animals
+    s = m.path("animals", "staging")
+    put_file(os.path.join(s, "new"), b"n")
+    os.unlink(os.path.join(s, "dog.png"))
+    put_file(os.path.join(s, "cat.png"), b"c")
+    out = run_cli(m.store, "status", "animals", check=True).stdout.splitlines()
+    assert out == ["A new", "M cat.png", "D dog.png"]
+    m.cli("reset", "animals")
+    assert sorted(os.listdir(s)) == ["cat.png", "dog.png"]
+    assert read(os.path.join(s, "cat.png")) == src["cat.png"]
+    assert cli_json(m.store, "status", "animals") == {"added": [], "modified": [], "deleted": []}
+
+
+def test_commit_refused_while_a_staging_file_is_open_for_writing(animals):
+    m, _ = animals
+    with open(m.path("animals", "staging", "open.txt"), "wb") as f:
+        f.write(b"partial")
+        refused = run_cli(m.store, "commit", "animals")
+        assert refused.returncode == 5
+        assert "animals/staging/open.txt is open for writing" in refused.stderr
+    assert committed(m, "animals") == "animals:v1"
+    assert read(m.path("animals", "v1", "open.txt")) == b"partial"
+
+
+def test_delete_a_version_while_its_file_is_open(animals):
+    m, src = animals
+    os.unlink(m.path("animals", "staging", "cat.png"))
+    assert committed(m, "animals") == "animals:v1"          # cat.png only in v0 now
+    with open(m.path("animals", "v0", "cat.png"), "rb") as reader:
+        head = reader.read(1000)
+        m.cli("rm", "animals:v0")
+        assert oserror(os.stat, m.path("animals", "v0")) == errno.ENOENT
+        assert oserror(os.stat, m.path("animals", "v0", "dog.png")) == errno.ENOENT
+        assert "v0" not in os.listdir(m.path("animals"))
+        assert head + reader.read() == src["cat.png"]     # the zombie is still readable
+        assert zombies(m.store) == 1
+    deadline = time.monotonic() + 10                      # RELEASE reaches the daemon after close
+    while zombies(m.store) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert zombies(m.store) == 0
+    assert run_cli(m.store, "verify", check=True).returncode == 0
+
+
+def zombies(store) -> int:
+    with Repo(store) as repo, repo.db.read() as txn:
+        return len(repo.objects.zombies(txn))
+
+
+def test_corrupted_chunk_reads_as_eio(mount_factory, tmp_path):
+    m = mount_factory()
+    data = os.urandom(8 * MiB)
+    write(str(tmp_path / "src" / "f"), data)
+    m.cli("put", "a", tmp_path / "src")
+    mdb = os.path.join(m.store, "db", "data.mdb")
+    raw = bytearray(read(mdb))
+    at = raw.find(data[6 * MiB:6 * MiB + 64])    # a chunk's bytes, as stored in the LMDB file
+    assert at >= 0 and raw.find(data[6 * MiB:6 * MiB + 64], at + 1) < 0
+    raw[at + 10] ^= 0xFF
+    put_file(mdb, bytes(raw))
+    m.start()
+    with open(m.path("a", "v0", "f"), "rb") as f:
+        assert f.read(4096) == data[:4096]      # other chunks still read fine
+        f.seek(6 * MiB)
+        assert oserror(f.read, 4096) == errno.EIO
+    assert "fails its hash check" in m.log_text()
+    assert run_cli(m.store, "verify").returncode == 7
+
+
+def test_statfs_reports_the_store_filesystem(mounted):
+    sv = os.statvfs(mounted.mnt)
+    assert sv.f_blocks > 0 and sv.f_bsize > 0 and sv.f_bavail > 0
+    df = subprocess.run(["df", "-P", mounted.mnt], capture_output=True, text=True, check=True)
+    assert "artfs" in df.stdout
