@@ -209,8 +209,8 @@ class Repo:
             return v
         return self.db.write(action)
 
-    def delete_artifact(self, name: str, *, pinned=None, also=None) -> int:
-        """Delete an artifact with all its versions; ``also(txn)`` drops what others keep for it."""
+    def delete_artifact(self, name: str, *, pinned=None) -> int:
+        """Delete an artifact with all its versions, aliases and staging."""
         def action(txn):
             self.catalog.require_artifact(txn, check_artifact(name))
             versions = self.catalog.versions(txn, name)
@@ -219,8 +219,6 @@ class Repo:
             for v in versions:
                 self.catalog.drop_version(txn, name, v.number)
                 self.objects.decref_tree(txn, v.root, pinned)
-            if also is not None:
-                also(txn)
             self._staging(name).drop(txn)
             self.catalog.drop_artifact(txn, name)
             self.catalog.event(txn, "artifact.delete", name, versions=[v.label for v in versions])

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 artfs() { .venv/bin/artfs "$@"; }
-run() { printf '\n$ %s\n' "$*"; "$@"; }
+run() { printf '\n$'; printf ' %q' "$@"; printf '\n'; "$@"; }
 
 MNT=${1:-${ARTFS_MOUNT:-$HOME/artifacts}}
 mkdir -p "$MNT"
