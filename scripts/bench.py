@@ -12,7 +12,7 @@ table with the ratios artfs/native and artfs/passthrough.
 
 Workloads are listed in WORKLOADS (see docs/benchmarks.md). No timing
 assertions anywhere: an error in one (workload, target) cell is recorded in
-the table and the run goes on.
+the table and the run goes on (exit status 1 if any cell failed).
 """
 from __future__ import annotations
 
@@ -134,8 +134,8 @@ def bdi_path(path: Path) -> Path:
 
 def read_ahead(path: Path, set_kb: int | None = None) -> int | None:
     """Read (and optionally set) the read_ahead_kb of path's backing bdi."""
-    p = bdi_path(path)
     try:
+        p = bdi_path(path)
         if set_kb is not None:
             p.write_text(f"{set_kb}\n")
         return int(p.read_text())
@@ -148,16 +148,20 @@ def proc_status(pid: int) -> dict[str, int]:
     with contextlib.suppress(OSError):
         for line in open(f"/proc/{pid}/status"):
             k, _, v = line.partition(":")
-            if k in ("VmHWM", "VmRSS"):
+            if k in ("VmHWM", "VmRSS", "RssAnon"):
                 out[k] = int(v.split()[0]) * KiB
     return out
 
 
 def find_daemon_pid(mountpoint: Path, store: Path | None, popen_pid: int | None) -> int | None:
-    """The FUSE daemon of mountpoint: STORE/daemon.pid, our Popen, or a /proc scan."""
+    """The FUSE daemon of mountpoint: STORE/daemon.json or .pid, our Popen, or a /proc scan."""
     alive = lambda pid: pid and os.path.exists(f"/proc/{pid}")  # noqa: E731
     if store is not None:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            pid = int(json.loads((store / "daemon.json").read_text())["pid"])
+            if alive(pid):
+                return pid
+        with contextlib.suppress(OSError, ValueError, IndexError):
             pid = int((store / "daemon.pid").read_text().split()[0])
             if alive(pid):
                 return pid
@@ -184,8 +188,9 @@ class FuseMount:
         self.ra_kb = ra_kb
         self.store, self.timeout = store, timeout
         self.proc: subprocess.Popen | None = None
-        self.peak_rss = 0
+        self.peak_rss = self.peak_anon = 0
         self.read_ahead: dict = {}
+        self._stop_sampling = threading.Event()
 
     def __enter__(self) -> "FuseMount":
         self.mnt.mkdir(parents=True, exist_ok=True)
@@ -205,12 +210,22 @@ class FuseMount:
                 if time.monotonic() > deadline:
                     raise BenchError(f"{self.label} mount not ready after {self.timeout:.0f}s")
                 time.sleep(0.05)
+            while self.store and time.monotonic() < deadline and not any(
+                    (self.store / f).exists() for f in ("daemon.json", "daemon.pid")):
+                time.sleep(0.05)   # artfs: control socket up (commit goes to the daemon)
             before = read_ahead(self.mnt)
             self.read_ahead = {"default_kb": before, "kb": read_ahead(self.mnt, self.ra_kb)}
         except BaseException:
             self.stop()
             raise
+        self._stop_sampling.clear()
+        threading.Thread(target=self._sampler, daemon=True).start()
         return self
+
+    def _sampler(self) -> None:
+        while not self._stop_sampling.wait(0.2):
+            with contextlib.suppress(Exception):
+                self.sample_rss()
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -226,6 +241,7 @@ class FuseMount:
         pid = self.pid
         st = proc_status(pid) if pid else {}
         self.peak_rss = max(self.peak_rss, st.get("VmHWM", 0), st.get("VmRSS", 0))
+        self.peak_anon = max(self.peak_anon, st.get("RssAnon", 0))
         return self.peak_rss
 
     def log_tail(self, n: int = 3) -> str:
@@ -242,6 +258,7 @@ class FuseMount:
     def stop(self) -> None:
         if self.proc is None:
             return
+        self._stop_sampling.set()
         with contextlib.suppress(Exception):
             self.sample_rss()
         if os.path.ismount(self.mnt):
@@ -338,18 +355,20 @@ class Target:
         self.ctx = ctx
         self.error: str | None = None   # set when setup failed: every cell shows it
         self.mount: FuseMount | None = None
-        self.peak_rss = 0
+        self.peak_rss = self.peak_anon = 0
         self.read_ahead: dict = {}
-        self.ra_kb: int | None = 1024   # read_ahead_kb for new mounts (None: default)
+        self.ra_kb = 1024   # read_ahead_kb for new mounts
 
-    def set_read_ahead(self, kb: int | None) -> None:
+    def set_read_ahead(self, kb: int) -> None:
         self.ra_kb = kb
         if self.mount:
-            read_ahead(self.mount.mnt, kb if kb is not None else self.mount.read_ahead.get("default_kb"))
+            read_ahead(self.mount.mnt, kb)
 
     def setup(self, datasets: set[str]) -> None: ...
     def root(self, dataset: str) -> Path: raise NotImplementedError
-    def make_cold(self) -> None: ...
+    def evict(self) -> None:
+        """Without root: drop the backing files' clean pages (fadvise)."""
+
     def new_mount(self) -> FuseMount: raise NotImplementedError
 
     def remount(self) -> None:
@@ -357,14 +376,14 @@ class Target:
         m = self.new_mount()
         m.ra_kb = self.ra_kb
         self.mount = m.__enter__()
-        if self.ra_kb is not None or not self.read_ahead:
+        if self.ra_kb == 1024 or not self.read_ahead:
             self.read_ahead = self.mount.read_ahead
 
     def teardown(self) -> None:
         if self.mount:
-            with contextlib.suppress(Exception):
-                self.peak_rss = max(self.peak_rss, self.mount.sample_rss())
             self.mount.stop()
+            self.peak_rss = max(self.peak_rss, self.mount.peak_rss)
+            self.peak_anon = max(self.peak_anon, self.mount.peak_anon)
             self.mount = None
 
     def abort(self) -> None:
@@ -384,9 +403,8 @@ class Native(Target):
     def root(self, dataset: str) -> Path:
         return self.ctx.data / dataset
 
-    def make_cold(self) -> None:
-        if not self.ctx.can_drop:
-            fadvise_dontneed(self.ctx.data)
+    def evict(self) -> None:
+        fadvise_dontneed(self.ctx.data)
 
 
 class Passthrough(Target):
@@ -401,10 +419,8 @@ class Passthrough(Target):
     def root(self, dataset):
         return self.mount.mnt / dataset
 
-    def make_cold(self):
-        if not self.ctx.can_drop:   # fresh mount drops the FUSE page cache
-            self.teardown()
-            fadvise_dontneed(self.ctx.data)
+    def evict(self):
+        fadvise_dontneed(self.ctx.data)
 
 
 def artfs_cmd(store: Path, *args: str) -> list[str]:
@@ -456,10 +472,8 @@ class Artfs(Target):
                 return cand
         raise BenchError(f"{vdir} does not contain {probe}")
 
-    def make_cold(self):
-        if not self.ctx.can_drop:
-            self.teardown()
-            fadvise_dontneed(self.store)
+    def evict(self):
+        fadvise_dontneed(self.store)
 
 
 # --------------------------------------------------------------------------
@@ -473,7 +487,6 @@ class Row:
     higher_better: bool = True
     samples: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
-    note: str = ""
 
     def median(self, t: str) -> float | None:
         s = self.samples.get(t)
@@ -485,7 +498,7 @@ class Row:
 
     def to_json(self) -> dict:
         return {"id": self.id, "title": self.title, "unit": self.unit,
-                "higher_is_better": self.higher_better, "note": self.note,
+                "higher_is_better": self.higher_better,
                 "median": {t: self.median(t) for t in self.samples},
                 "samples": self.samples, "errors": self.errors,
                 "ratio": {"artfs/native": self.ratio("artfs", "native"),
@@ -510,10 +523,21 @@ class Bench:
         return self.rows[rid]
 
     def cold(self, target: Target) -> None:
+        """Empty caches before a cold measurement on target.
+
+        FUSE targets get a fresh daemon too: drop_caches cannot evict pages a
+        process has mapped (artfs maps its LMDB store), and a new mount also
+        starts with an empty page cache for its inodes (the no-root method)."""
+        if target.needs_mount:
+            target.teardown()
         if self.can_drop:
             drop_caches()
+        else:
+            target.evict()
+        if target.needs_mount:
+            target.remount()
+        if self.can_drop:
             time.sleep(self.sz.settle)
-        target.make_cold()
 
     def measure(self, rows: dict[str, Row], targets: list[str],
                 fn: Callable[[Target], dict[str, float]], cold: bool = False,
@@ -570,14 +594,13 @@ def timed_read(path: Path, expect: int) -> float:
 def w_seq(b: Bench) -> None:
     sz = b.sz
     r1 = b.row("1", f"cold sequential read {human(sz.big)} (ra 1024 KiB)", "MB/s")
-    r1b = b.row("1b", "  same, FUSE read_ahead_kb left at default", "MB/s")
+    r1b = b.row("1b", "  same, FUSE mounts at the kernel's default read_ahead_kb 128", "MB/s")
     r2 = b.row("2", f"warm re-read {human(sz.big)} (page cache)", "MB/s")
     seq = lambda t: {"x": timed_read(t.root("big") / "data.bin", sz.big)}  # noqa: E731
     b.measure({"x": r1}, list(TARGETS), seq, cold=True)
     fuse = [t for t in ("passthrough", "artfs") if t in b.targets and b.targets[t].read_ahead]
-    r1b.title += " (" + ", ".join(f"{t} {b.targets[t].read_ahead.get('default_kb')}" for t in fuse) + ")"
-    for name in fuse:   # temporarily back to the default read-ahead
-        b.targets[name].set_read_ahead(None)
+    for name in fuse:
+        b.targets[name].set_read_ahead(128)
     try:
         b.measure({"x": r1b}, fuse, seq, cold=True)
     finally:
@@ -691,6 +714,7 @@ def w_ingest(b: Bench) -> None:
         dst = ing / "native"
         shutil.rmtree(dst, ignore_errors=True)
         dst.mkdir(parents=True)
+        read_file(src)   # the source is read from page cache in every cell
         cp = timed_cmd(["cp", str(src), str(dst / "data.bin")], sz.timeout)
         sync = timed_cmd(["sync", str(dst / "data.bin")], sz.timeout)
         shutil.rmtree(dst)
@@ -701,13 +725,15 @@ def w_ingest(b: Bench) -> None:
         shutil.rmtree(store, ignore_errors=True)
         with artfs_mount(store, mnt, b.work / "logs" / "artfs-ingest.log") as m:
             (mnt / "ing").mkdir()
+            read_file(src)
             cp = timed_cmd(["cp", str(src), str(mnt / "ing" / "staging" / "data.bin")], sz.timeout)
             commit = timed_cmd(artfs_cmd(store, "commit", "ing", "-m", "bench"), sz.timeout)
-            m.sample_rss()
-        b.extra["ingest_daemon_peak_rss"] = max(b.extra.get("ingest_daemon_peak_rss", 0), m.peak_rss)
+        old = b.extra.get("ingest_rss", (0, 0))
+        b.extra["ingest_rss"] = (max(old[0], m.peak_rss), max(old[1], m.peak_anon))
         shutil.rmtree(store, ignore_errors=True)
         store = ing / "store-put"
         shutil.rmtree(store, ignore_errors=True)
+        read_file(src)
         t0 = time.perf_counter()
         artfs_put(store, "ing", src.parent)
         put = time.perf_counter() - t0
@@ -780,18 +806,26 @@ def w_versions(b: Bench) -> None:
 
 
 def w_rss(b: Bench) -> None:
-    row = b.row("8a", "daemon peak RSS during read workloads (VmHWM)", "MiB", higher_better=False)
+    row = b.row("8a", "daemon peak RSS, read workloads (VmHWM, incl. mmap'd store pages)", "MiB", False)
+    anon = b.row("8b", "  same, peak anonymous RSS (RssAnon, sampled every 0.2 s)", "MiB", False)
     for name in ("passthrough", "artfs"):
         t = b.targets.get(name)
         if t is None:
             continue
         if t.error:
-            row.errors[name] = t.error[:300]
-        elif peak := max(t.peak_rss, t.mount.sample_rss() if t.mount else 0):
+            row.errors[name] = anon.errors[name] = t.error[:300]
+            continue
+        if t.mount:
+            t.mount.sample_rss()
+        peak = max(t.peak_rss, t.mount.peak_rss if t.mount else 0)
+        peak_anon = max(t.peak_anon, t.mount.peak_anon if t.mount else 0)
+        if peak:
             row.samples[name] = [peak / MiB]
-    if "ingest_daemon_peak_rss" in b.extra:
-        b.row("8b", "daemon peak RSS during ingest (5)", "MiB", higher_better=False).samples["artfs"] = \
-            [b.extra["ingest_daemon_peak_rss"] / MiB]
+            anon.samples[name] = [peak_anon / MiB]
+    if "ingest_rss" in b.extra:
+        rss, anon_b = b.extra["ingest_rss"]
+        b.row("8c", "daemon peak RSS during ingest (5): VmHWM", "MiB", False).samples["artfs"] = [rss / MiB]
+        b.row("8d", "  same, RssAnon", "MiB", False).samples["artfs"] = [anon_b / MiB]
 
 
 # id, name, function, data sets it reads
@@ -933,6 +967,7 @@ def main(argv=None) -> int:
     b.extra["machine"] = machine_info() | {"drop_caches": b.can_drop, "workdir": str(work)}
     print(f"workdir {work}; drop_caches {'works' if b.can_drop else 'unavailable'}", flush=True)
     t_all = time.perf_counter()
+    interrupted = False
     try:
         datasets = set().union(*(w[3] for w in workloads))
         for ds in sorted(datasets):
@@ -955,6 +990,9 @@ def main(argv=None) -> int:
             except (Exception, subprocess.TimeoutExpired) as e:   # keep going: record and report
                 b.row(wid + "!", f"{wname}: failed", "-").errors["native"] = f"{type(e).__name__}: {e}"[:300]
             b.setup_times[f"workload {wid}"] = round(time.perf_counter() - t, 1)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: cleaning up, partial results follow", flush=True)
     finally:
         for t in b.targets.values():
             with contextlib.suppress(Exception):
@@ -964,7 +1002,8 @@ def main(argv=None) -> int:
     b.extra["total_s"] = round(time.perf_counter() - t_all, 1)
     print()
     print(render(b))
-    print(f"total {b.extra['total_s']} s")
+    failed = sum(len(r.errors) for r in b.rows.values())
+    print(f"total {b.extra['total_s']} s" + (f"; {failed} failed cell(s)" if failed else ""))
     if args.json:
         doc = {"machine": b.extra["machine"], "sizes": sizes.__dict__, "read_ahead_kb": {
                    "native": b.extra.get("native_read_ahead_kb"),
@@ -972,7 +1011,7 @@ def main(argv=None) -> int:
                "rows": [r.to_json() for r in b.rows.values()],
                "versions": b.extra.get("versions"), "setup_s": b.setup_times, "total_s": b.extra["total_s"]}
         Path(args.json).write_text(json.dumps(doc, indent=2))
-    return 0
+    return 130 if interrupted else 1 if failed else 0
 
 
 if __name__ == "__main__":
