@@ -159,6 +159,8 @@ class Store:
         return _du(self._repo, name)
 
     def verify(self, spec: str | None = None, progress=None):
+        """Collect what interrupted ingests left, then check (see artfs.verify)."""
+        self._repo.collect_abandoned()
         if spec is None:
             return _verify(self._repo, progress=progress)
         name, ref = parse_ref(spec, default=None)

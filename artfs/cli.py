@@ -182,10 +182,10 @@ def cmd_verify(store: Store, args) -> int:
         report = store.verify(args.target, progress=p)
     if args.json:
         _emit_json({"ok": report.ok, "objects": report.objects, "bytes": report.bytes,
-                    "problems": report.problems})
+                    "problems": report.problems, "notes": report.notes})
     else:
-        for problem in report.problems:
-            print(problem)
+        for line in report.problems + report.notes:
+            print(line)
         print(f"{'ok' if report.ok else 'DAMAGED'}: checked {report.objects} objects, "
               f"{_human(report.bytes)}; {len(report.problems)} problems")
     return 0 if report.ok else 7

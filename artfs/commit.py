@@ -14,7 +14,7 @@ import os
 
 from .catalog.objects import DIR, FILE, Entry
 from .catalog.staging_index import ROOT
-from .errors import CorruptData, Exists
+from .errors import Conflict, CorruptData, Exists
 from .ingest import Ingest
 from .names import LATEST, check_alias, check_artifact
 from .repo import Repo, check_metadata
@@ -32,19 +32,45 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
     Staging made on an older base while latest moved commits that base plus its changes (the
     last writer wins). Afterwards staging shows the new latest with nothing pending.
 
-    Local files are chunked inside the transaction (holding the store's write lock), so a caller
-    on an event loop should run this in a worker thread, with staging writes paused.
+    Modified files are chunked and their chunks stored first, in bounded transactions held by an
+    ingest session (memory stays bounded); then one transaction builds the trees, records the
+    version and clears staging. A caller on an event loop should run this in a worker thread,
+    with staging writes paused (a data file that changes in between makes the commit fail).
     """
     check_artifact(name)
     aliases = [check_alias(a) for a in aliases]
     metadata = check_metadata(metadata)
     staging = Staging(repo, name)
+    with Ingest(repo, progress=progress) as ingest:
+        chunked = _chunk_local_files(staging, ingest)
 
-    def action(txn):
-        return _commit(staging, txn, aliases, message, metadata, progress)
-    result = repo.db.write(action)
+        def action(txn):
+            result = _commit(staging, txn, ingest, dict(chunked), aliases, message, metadata)
+            ingest.finish(txn)
+            return result
+        result = repo.db.write(action)
     staging.clean_data()
     return result
+
+
+def _chunk_local_files(staging: Staging, ingest: Ingest) -> dict[int, tuple]:
+    """Phase 1: chunk every staging data file; ino -> (chunk list, size, mtime_ns)."""
+    with staging.repo.db.read() as txn:
+        inos = sorted(staging.index.local_inos(txn))
+    chunked = {}
+    for ino in inos:
+        path = staging.files.path(ino)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise CorruptData(f"staging data file {path} is missing") from None
+        try:
+            st = os.fstat(fd)
+            chunked[ino] = (ingest.add_file(fd, st.st_size, path), st.st_size, st.st_mtime_ns)
+        finally:
+            os.close(fd)
+    ingest.flush()
+    return chunked
 
 
 def create_artifact(repo: Repo, name: str, type: str | None = None) -> None:
@@ -58,13 +84,16 @@ def create_artifact(repo: Repo, name: str, type: str | None = None) -> None:
     repo.db.write(action)
 
 
-def _commit(staging: Staging, txn, aliases, message, metadata, progress):
+def _commit(staging: Staging, txn, ingest: Ingest, chunked: dict, aliases, message, metadata):
     repo, name = staging.repo, staging.name
     base = staging.base(txn)
     root = staging.resolve(txn, base, ROOT)
-    if not root.stored and base.root is None:
+    tree = _Builder(staging, txn, base, ingest, chunked).root(root) if root.stored or base.root else None
+    for chunks, _, _ in chunked.values():   # data files of nodes no longer in staging
+        for cid, _ in chunks:
+            repo.objects.decref_chunk(txn, cid)
+    if tree is None:
         return None, False
-    tree = _Builder(staging, txn, base, progress).root(root)
     files, size = _totals(staging, txn, base)
     staging.index.clear(txn)
     if tree.size == 0 and LATEST not in repo.catalog.aliases(txn, name):
@@ -91,10 +120,10 @@ def _totals(staging: Staging, txn, base) -> tuple[int, int]:
 class _Builder:
     """Stores what staging changed, inside the commit transaction, and reuses the rest."""
 
-    def __init__(self, staging: Staging, txn, base, progress):
+    def __init__(self, staging: Staging, txn, base, ingest: Ingest, chunked: dict):
         self.staging, self.txn, self.base = staging, txn, base
         self.objects = staging.repo.objects
-        self.ingest = Ingest(txn, self.objects, warn=None, progress=progress)
+        self.ingest, self.chunked = ingest, chunked
 
     def root(self, root) -> Entry:
         """The root's entry, with one reference held. Recorded directories are rebuilt bottom-up
@@ -128,14 +157,14 @@ class _Builder:
         return e
 
     def _local_file(self, node) -> Entry:
+        """A modified file from its phase-1 chunk list (consumed here, so leftovers are known)."""
         path = self.staging.files.path(node.ino)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise CorruptData(f"staging data file {path} is missing") from None
-        try:
-            st = os.fstat(fd)
-            fid = self.ingest.file_fd(fd, st.st_size, path)
-        finally:
-            os.close(fd)
-        return Entry(node.name, FILE, node.mode, st.st_size, st.st_mtime_ns, fid)
+            chunks, size, mtime_ns = self.chunked.pop(node.ino)
+            st = os.stat(path)
+        except (KeyError, FileNotFoundError):
+            raise Conflict(f"staging file {path} appeared or vanished during the commit; retry") from None
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+            raise Conflict(f"staging file {path} changed during the commit; retry")
+        fid = self.ingest.file_object(self.txn, chunks)
+        return Entry(node.name, FILE, node.mode, size, mtime_ns, fid)

@@ -204,7 +204,7 @@ class Daemon:
         return fd
 
     def _serve(self, repo: Repo, on_ready) -> int:
-        repo.release_all_zombies()
+        repo.recover()
         fs = Filesystem(repo)
         self.actions = Actions(fs)
         options = {"fsname=artfs", "subtype=artfs"}

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from .catalog.db import Database, counter
 from .catalog.objects import FileObj, Objects, Tree
+from .catalog.sessions import Sessions
 from .catalog.staging_index import StagingIndex, staging_dir
 from .catalog.versions import Catalog, VersionInfo, whoami
 from .diff import trees_equal
@@ -50,6 +51,7 @@ class Repo:
         chunks = LmdbChunkStore(self.db.dbs["blobs"], **({"hasher": hasher} if hasher else {}))
         self.objects = Objects(self.db.dbs, chunks)
         self.catalog = Catalog(self.db.dbs)
+        self.sessions = Sessions(self.db.dbs, self.objects)
         self._trees = _LRU(4096)
         self._files = _LRU(16384)
 
@@ -129,13 +131,20 @@ class Repo:
         aliases = [check_alias(a) for a in aliases]
         metadata = check_metadata(metadata)
 
-        def action(txn):
-            self.catalog.ensure_artifact(txn, name, type)
-            ingest = Ingest(txn, self.objects, warn, progress)
-            root, _ = ingest.root(path)
-            return self.add_version(txn, name, root, ingest.files, ingest.bytes, aliases=aliases,
-                                    message=message, metadata=metadata)
-        return self.db.write(action)
+        with self.db.read() as txn:   # fail on a wrong type before reading any input
+            rec = self.catalog.artifact(txn, name)
+        if rec is not None and type and type != rec["type"]:
+            raise InvalidInput(f"artifact {name!r} has type {rec['type']!r}, not {type!r}")
+        with Ingest(self, warn, progress) as ingest:
+            pending = ingest.scan(path)
+
+            def action(txn):
+                self.catalog.ensure_artifact(txn, name, type)
+                root = ingest.build(txn, pending).ref
+                ingest.finish(txn)
+                return self.add_version(txn, name, root, ingest.files, ingest.bytes,
+                                        aliases=aliases, message=message, metadata=metadata)
+            return self.db.write(action)
 
     def add_version(self, txn, name: str, root: bytes, files: int, size: int, *, aliases=(),
                     message: str = "", metadata: dict | None = None) -> tuple[VersionInfo, bool]:
@@ -233,11 +242,26 @@ class Repo:
     def release_zombie(self, fid: bytes) -> None:
         self.db.write(lambda txn: self.objects.release_zombie(txn, fid))
 
-    def release_all_zombies(self) -> None:
+    def collect_abandoned(self) -> int:
+        """Release the references of ingests whose process died; returns how many there were."""
+        with self.db.read() as txn:
+            if not self.sessions.abandoned(txn):
+                return 0
+
+        def action(txn):
+            tokens = self.sessions.abandoned(txn)
+            for token in tokens:
+                self.sessions.release(txn, token)
+            return len(tokens)
+        return self.db.write(action)
+
+    def recover(self) -> None:
+        """At mount start: free zombies (nothing is open yet) and abandoned ingests."""
         def action(txn):
             for fid in self.objects.zombies(txn):
                 self.objects.release_zombie(txn, fid)
         self.db.write(action)
+        self.collect_abandoned()
 
 
 def check_metadata(metadata) -> dict:

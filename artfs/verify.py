@@ -20,6 +20,7 @@ from .names import LATEST
 @dataclass
 class Report:
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     objects: int = 0
     bytes: int = 0
 
@@ -102,6 +103,9 @@ def verify(repo, name: str | None = None, ref: str | None = None, progress=None)
         for v in versions:
             checker.version(v)
         if name is None:
+            for token in repo.sessions.abandoned(txn):
+                report.notes.append(f"an interrupted ingest (pid {repo.sessions.owner(token)}) "
+                                    "holds chunks that the next write frees")
             _check_catalog(repo, txn, report)
             _check_references(repo, txn, report, versions)
     return report
@@ -141,6 +145,9 @@ def _check_references(repo, txn, report: Report, versions) -> None:
                     chunks.add(cid)
         except ArtfsError:
             continue  # already reported as damaged by the version walk
+    for _token, cid in repo.sessions.held(txn):          # an ingest in progress, or abandoned
+        expected[cid] += 1
+        chunks.add(cid)
     stored: dict[bytes, int] = {}
     with txn.cursor(db=dbs["refs"]) as cur:
         for k, v in cur:

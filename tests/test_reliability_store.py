@@ -100,3 +100,22 @@ def test_full_disk_fails_cleanly_and_recovers(tmp_path, small_fs):
         repo.put("big", str(big))                         # usable again once it fits
         assert verify(repo).ok
         assert sorted(repo.artifacts()) == ["big", "keep"]
+
+
+@pytest.mark.slow
+def test_put_memory_stays_bounded(tmp_path):
+    """Chunks are stored in bounded batches: a put's peak RSS does not grow with the input."""
+    d = tmp_path / "d"
+    os.makedirs(d)
+    with open(d / "big.bin", "wb") as f:
+        for _ in range(48):
+            f.write(os.urandom(8 * MiB))                  # 384 MiB that does not deduplicate
+    script = ("import resource, sys; from artfs.cli import main; rc = main(sys.argv[1:]); "
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", script, "--store", str(tmp_path / "s"), "put", "big", str(d)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    peak_mib = int(proc.stderr.split()[-1]) // 1024
+    assert peak_mib < 300, f"put of 384 MiB peaked at {peak_mib} MiB RSS"
+    with Repo(str(tmp_path / "s")) as repo:
+        assert verify(repo).ok

@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from artfs.accounting import du
 from artfs.catalog.objects import DIR, FILE, LINK, Entry
-from artfs.commit import _commit, commit, create_artifact
+from artfs.commit import commit, create_artifact
 from artfs.errors import (Conflict, Exists, InvalidInput, IsADirectory, NameTooLong, NotADirectory,
                           NotEmpty, NotFound)
 from artfs.repo import Repo
@@ -479,13 +479,15 @@ def test_commit_cost_is_proportional_to_the_change(tmp_path):
         assert_verified(repo)
 
 
-def test_crash_between_commit_and_data_cleanup(repo, based):
+def test_crash_between_commit_and_data_cleanup(repo, based, monkeypatch):
     write(based, ino_of(based, b"a.txt"), b"new alpha")
     add_file(based, ROOT, b"z", b"zulu")
     copying = os.path.join(based.files.dir, f"8.{os.getpid()}.abc.tmp")  # a live copy-up
     for tmp in (copying, os.path.join(based.files.dir, f"7.{_dead_pid()}.abc.tmp")):
         open(tmp, "wb").close()
-    v, created = repo.db.write(lambda txn: _commit(based, txn, [], "", {}, None))  # no cleanup
+    monkeypatch.setattr(Staging, "clean_data", lambda self: None)  # the crash: no cleanup runs
+    v, created = commit(repo, "ds")
+    monkeypatch.undo()
     assert created and len(os.listdir(based.files.dir)) == 4
     assert_verified(repo)
     s = Staging(repo, "ds")  # the next open deletes what no index entry references

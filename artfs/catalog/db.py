@@ -30,6 +30,7 @@ DATABASES = (
     b"blobs",      # id -> immutable object bytes (chunks, file chunk lists, trees)
     b"refs",       # id -> u64 reference count
     b"zombies",    # file id -> b"" : unreferenced but held open by a mount; freed on last close
+    b"sessions",   # ingest in progress -> the chunk references it holds (catalog/sessions.py)
     b"meta",       # counters: chunk bytes/count, generation, event sequence
     b"artifacts",  # name -> json record
     b"versions",   # name \0 u32 number -> json record
