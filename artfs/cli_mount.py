@@ -12,6 +12,7 @@ import sys
 
 from . import control
 from .commit import commit
+from .names import check_artifact
 from .staging import Staging
 
 _STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"))
@@ -30,6 +31,8 @@ def cmd_unmount(args) -> int:
 
 
 def cmd_commit(store, args) -> int:
+    check_artifact(args.name)   # the same error with and without a daemon
+
     def local(name, aliases, message):
         info, created = commit(store._repo, name, aliases=aliases, message=message)
         return {"version": info.label if info else None, "created": created}
@@ -47,6 +50,7 @@ def cmd_commit(store, args) -> int:
 
 
 def cmd_status(store, args) -> int:
+    check_artifact(args.name)
     status = control.call_or_local(store.path, "status",
                                    lambda name: Staging(store._repo, name).status(), name=args.name)
     if args.json:
@@ -60,6 +64,7 @@ def cmd_status(store, args) -> int:
 
 
 def cmd_reset(store, args) -> int:
+    check_artifact(args.name)
     control.call_or_local(store.path, "reset", lambda name: Staging(store._repo, name).reset(),
                           name=args.name)
     print(f"reset the staging of {args.name} to its latest version")

@@ -1,7 +1,7 @@
 """The control channel between the CLI / API and a running mount daemon.
 
 A daemon serving a store writes ``STORE/daemon.json`` ({"pid", "mountpoint", "socket"}) and listens
-on a unix socket (``STORE/daemon.sock``, mode 0600). A request is one JSON line
+on a unix socket (``STORE/daemon.sock``, owner-only: srwx------). A request is one JSON line
 ``{"op": NAME, "args": {...}}``; the answer is one JSON line ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error": ERROR_CLASS, "message": TEXT}``, re-raised here as the same ArtfsError.
 

@@ -31,13 +31,14 @@ import stat
 import time
 from dataclasses import dataclass
 
+from . import staging_paths
 from .catalog.objects import DIR, FILE, LINK, Tree
 from .catalog.staging_index import ROOT, WHITEOUT, Base, Node, StagingIndex, staging_dir
 from .errors import (Exists, InvalidInput, IsADirectory, NameTooLong, NotADirectory, NotEmpty,
                      NotFound)
 from .names import LATEST, check_artifact
 from .staging_changes import changes
-from .staging_data import DataFiles, remove
+from .staging_data import DataFiles, MissingDataFile, remove
 from .staging_inodes import BaseNumbering, base_offset, in_base
 
 __all__ = ["ROOT", "RENAME_NOREPLACE", "RENAME_EXCHANGE", "SEntry", "Staging", "check_name"]
@@ -147,6 +148,38 @@ class Staging:
         for paths in out.values():
             paths.sort()
         return out
+
+    def paths(self, inos) -> dict[int, bytes]:
+        """Where these inodes are: ino -> path (names joined by b"/", b"" for the root); inodes
+        that no longer exist are left out (staging_paths.py)."""
+        return self._read(lambda txn, base: staging_paths.paths(self, txn, base, inos))
+
+    def base_paths(self, inos, number: int | None) -> dict[int, bytes]:
+        """Where these inodes were while staging had no changes and showed version ``number``
+        (None: no version), which latest has since moved away from."""
+        def get(txn, base):
+            v = self.repo.catalog.version(txn, self.name, number) if number is not None else None
+            old = Base(number, v.root if v else None, 0)
+            return staging_paths.base_paths(self, old, set(inos))
+        return self._read(get)
+
+    def entries(self, paths) -> dict[bytes, SEntry]:
+        """What is at these paths now; paths that do not exist are left out."""
+        def get(txn, base):
+            found = staging_paths.nodes_at(self, txn, base, paths)
+            return {path: self.sentry(node) for path, node in found.items()}
+        return self._read(get)
+
+    def readdir_at(self, path: bytes) -> list[SEntry]:
+        """``readdir`` of the directory at a path, in one read."""
+        def get(txn, base):
+            node = staging_paths.nodes_at(self, txn, base, [path]).get(path)
+            if node is None:
+                raise NotFound(f"staging of {self.name} has no {path!r}")
+            if node.kind != DIR:
+                raise NotADirectory(f"{path!r} in staging of {self.name} is not a directory")
+            return [self.sentry(n) for n in self.children(txn, base, node)]
+        return self._read(get)
 
     # changing ----------------------------------------------------------------------------------
     def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> SEntry:
@@ -278,7 +311,7 @@ class Staging:
         if ino == ROOT:
             return self._root(base)
         path = self._base_path(base, ino)
-        if path is None or not self._alive(txn, path):
+        if path is None or self._anchor(txn, path) is None:
             raise NotFound(f"staging inode {ino} of {self.name} no longer exists")
         return path[-1]
 
@@ -318,8 +351,13 @@ class Staging:
 
     # transactions ------------------------------------------------------------------------------
     def _read(self, fn):
-        with self.repo.db.read() as txn:
-            return fn(txn, self.base(txn))
+        for again in (True, False):
+            try:
+                with self.repo.db.read() as txn:
+                    return fn(txn, self.base(txn))
+            except MissingDataFile:   # removed after this read began (a commit landed): again
+                if not again:
+                    raise
 
     def _write(self, fn):
         return self.repo.db.write(lambda txn: fn(txn, self.base(txn)))
@@ -358,14 +396,15 @@ class Staging:
             path.append(self._from_entry(e, offset + index, path[-1].ino))
         return path
 
-    def _alive(self, txn, path: list[Node]) -> bool:
-        """Whether an unrecorded base node (path[-1]) still exists: below its deepest recorded
-        ancestor on its base path, the overlay must not have replaced or removed the next name."""
+    def _anchor(self, txn, path: list[Node]) -> int | None:
+        """Where an unrecorded base node (path[-1]) hangs: the position in ``path`` of its deepest
+        recorded ancestor (0: the root), or None if it no longer exists (below that ancestor, the
+        overlay replaced or removed the next name)."""
         if not self.index.has(txn, ROOT):
-            return True  # nothing recorded: staging shows its base unchanged
-        parent, child = next((p, c) for p, c in zip(path[-2::-1], path[:0:-1], strict=True)
-                             if p.ino == ROOT or self.index.has(txn, p.ino))
-        return self.index.dirent(txn, parent.ino, child.name) is None
+            return 0  # nothing recorded: staging shows its base unchanged
+        at = next(i for i in range(len(path) - 2, -1, -1)
+                  if path[i].ino == ROOT or self.index.has(txn, path[i].ino))
+        return at if self.index.dirent(txn, path[at].ino, path[at + 1].name) is None else None
 
     # recording changes -------------------------------------------------------------------------
     def _record(self, txn, base: Base, node: Node) -> None:
@@ -438,7 +477,10 @@ class Staging:
             if self.child(txn, base, directory, name) is not None:
                 raise Exists(f"{name!r} already exists in staging of {self.name}")
             now = time.time_ns()
-            node = Node(self.index.new_ino(txn), kind, stat.S_IMODE(mode), uid, gid, now, now,
+            group, bits = gid, stat.S_IMODE(mode)
+            if directory.mode & stat.S_ISGID:  # setgid directory: its group, setgid subdirs (ext4)
+                group, bits = directory.gid, bits | (stat.S_ISGID if kind == DIR else 0)
+            node = Node(self.index.new_ino(txn), kind, bits, uid, group, now, now,
                         len(target), directory.ino, name, target, local=kind == FILE)
             self._record(txn, base, directory)
             self._link(txn, directory, node)

@@ -20,6 +20,11 @@ from .export import write_file
 _TMP = ".tmp"
 
 
+class MissingDataFile(CorruptData):
+    """A data file the staging index names is not there: corrupt, unless a commit, reset or unlink
+    that removed it landed after the reading transaction began (Staging._read then reads again)."""
+
+
 class DataFiles:
     def __init__(self, directory: str):
         self.dir = directory
@@ -31,7 +36,7 @@ class DataFiles:
         try:
             return os.stat(self.path(ino))
         except FileNotFoundError:
-            raise CorruptData(f"staging data file {self.path(ino)} is missing") from None
+            raise MissingDataFile(f"staging data file {self.path(ino)} is missing") from None
 
     def create(self, ino: int) -> None:
         """An empty data file (replacing a stray of the same number)."""

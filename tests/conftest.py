@@ -57,8 +57,9 @@ def pid_alive(pid: int) -> bool:
 class Mount:
     """One store served at one mount point by ``python -m artfs mount --foreground``."""
 
-    def __init__(self, store, mnt, log):
+    def __init__(self, store, mnt, log, allow_other: bool = False):
         self.store, self.mnt, self.log = str(store), str(mnt), str(log)
+        self.allow_other = allow_other              # --allow-other: other users get in
         self.proc: subprocess.Popen | None = None   # a foreground daemon we started
         self.daemon: int | None = None               # the PID of a daemonized one we started
         os.makedirs(self.mnt, exist_ok=True)
@@ -71,6 +72,8 @@ class Mount:
 
     def start(self, timeout: float = 30.0) -> "Mount":
         cmd = [sys.executable, "-m", "artfs", "--store", self.store, "mount", self.mnt, "--foreground"]
+        if self.allow_other:
+            cmd.append("--allow-other")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -140,9 +143,10 @@ def mount_factory(tmp_path):
     """Make Mount objects (not started); every one is stopped at teardown."""
     made: list[Mount] = []
 
-    def make(store=None, mnt=None) -> Mount:
+    def make(store=None, mnt=None, allow_other: bool = False) -> Mount:
         n = len(made)
-        m = Mount(store or tmp_path / "store", mnt or tmp_path / f"mnt{n}", tmp_path / f"daemon{n}.log")
+        m = Mount(store or tmp_path / "store", mnt or tmp_path / f"mnt{n}", tmp_path / f"daemon{n}.log",
+                  allow_other)
         made.append(m)
         return m
     yield make
@@ -152,10 +156,20 @@ def mount_factory(tmp_path):
         assert not in_mount_table(m.mnt), f"{m.mnt} is still mounted"
 
 
-@pytest.fixture
-def mounted(mount_factory):
-    """A started mount of an empty store in tmp_path; the store must verify clean at the end."""
-    m = mount_factory().start()
+def _started(mount_factory, **options):
+    m = mount_factory(**options).start()
     yield m
     m.stop()
     m.verify()
+
+
+@pytest.fixture
+def mounted(mount_factory):
+    """A started mount of an empty store in tmp_path; the store must verify clean at the end."""
+    yield from _started(mount_factory)
+
+
+@pytest.fixture
+def mounted_allow_other(mount_factory):
+    """``mounted`` with ``--allow-other``: other users get in and the kernel checks the modes."""
+    yield from _started(mount_factory, allow_other=True)

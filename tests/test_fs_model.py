@@ -9,6 +9,7 @@ import pytest
 
 from artfs.commit import commit
 from artfs.errors import CrossDevice, NotFound, NotPermitted, ReadOnly
+from artfs.fs.actions import Actions
 from artfs.fs.inodes import ROOT_INODE
 from artfs.fs.model import Filesystem
 from artfs.repo import Repo
@@ -118,3 +119,67 @@ async def test_staging_file_handles(fs):
     await fs.release(fh)
     info, created = commit(fs.repo, "a")
     assert (info.label, created) == ("v2", True)
+
+
+async def test_staging_keeps_its_inode_numbers_when_renumbered(fs):
+    """fs/moves.py: a commit gives staging's nodes new staging inodes, but every number the mount
+    handed out stays with its path - also for names looked up while the commit runs, before or
+    after it lands - and ``staging`` itself is not invalidated; after a reset, what is gone is."""
+    actions, art = Actions(fs), fs.artifact("a")
+    new = (await fs.mkdir(walk(fs, "a", "staging"), b"new", 0o755, 0, 0)).ino
+    fh, made = await fs.create(new, b"f", 0o644, os.O_WRONLY, 0, 0)
+    fs.write(fh, 0, b"x")
+    await fs.release(fh)
+    paths = [("new",), ("new", "f"), ("many",), ("many", "f01"), ("same.txt",), ()]
+    numbers = {p: walk(fs, "a", "staging", *p) for p in paths}
+    result, entries = await actions.commit("a")
+    assert result == {"version": "v2", "created": True} and entries == [(art.ino, b"latest")]
+    assert {p: walk(fs, "a", "staging", *p) for p in paths} == numbers
+    assert fs.getattr(numbers[("new", "f")]).size == 1
+
+    fh, _ = await fs.open(numbers[("same.txt",)], os.O_WRONLY | os.O_TRUNC)   # a change
+    await fs.release(fh)
+    staging = fs.staging_of(art)
+    await staging._start()                                 # what follow() does around a commit
+    early = walk(fs, "a", "staging", "many", "f02")         # learned before the commit lands
+    commit(fs.repo, "a")
+    late = walk(fs, "a", "staging", "many", "f03")          # ... and after, by the same path
+    assert walk(fs, "a", "staging", "many", "f02") == early
+    assert fs.getattr(numbers[("many", "f01")]).size == 1   # found by its path meanwhile
+    assert await staging._settle() == []
+    numbers |= {("many", "f02"): early, ("many", "f03"): late}
+    assert {p: walk(fs, "a", "staging", *p) for p in numbers} == numbers
+    assert len(set(numbers.values())) == len(numbers)
+
+    gone = (await fs.mkdir(new, b"gone", 0o755, 0, 0)).ino
+    _, entries = await actions.reset("a")
+    assert (new, b"gone") in entries
+    with pytest.raises(NotFound):
+        fs.getattr(gone)
+    assert {p: walk(fs, "a", "staging", *p) for p in numbers} == numbers
+
+
+async def test_staging_follows_latest_moved_by_a_put_or_rm_keeping_inode_numbers(fs, tmp_path):
+    """A staging without changes shows latest: when a put from another process (the daemon is
+    told: ``changed``) or ``rm`` of latest moves it, the paths that remain keep their numbers;
+    what the new latest lacks is gone."""
+    actions, art = Actions(fs), fs.artifact("a")
+    paths = [(), ("same.txt",), ("changes.txt",), ("many",), ("many", "f07")]
+    numbers = {p: walk(fs, "a", "staging", *p) for p in paths}
+    f49 = walk(fs, "a", "staging", "many", "f49")
+    write(str(tmp_path / "next" / "same.txt"), b"same", mtime_ns=10**18)
+    write(str(tmp_path / "next" / "many" / "f07"), b"seven")
+    write(str(tmp_path / "next" / "changes.txt"), b"three")
+    fs.repo.put("a", str(tmp_path / "next"))                 # "another process": v2
+    _, entries = await actions.changed("a")
+    staging = walk(fs, "a", "staging")
+    assert {(walk(fs, "a", "staging", "many"), b"f07"), (staging, b"changes.txt"),
+            (walk(fs, "a", "staging", "many"), b"f49")} <= set(entries)
+    assert {p: walk(fs, "a", "staging", *p) for p in paths} == numbers
+    assert fs.getattr(numbers[("many", "f07")]).size == 5
+    with pytest.raises(NotFound):
+        fs.getattr(f49)
+    _, entries = await actions.delete_version("a", "v2")     # latest back to v1
+    assert {p: walk(fs, "a", "staging", *p) for p in paths} == numbers
+    assert fs.getattr(numbers[("changes.txt",)]).size == 3
+    assert walk(fs, "a", "staging", "many", "f49") not in {f49, *numbers.values()}   # back: anew

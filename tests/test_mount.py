@@ -11,6 +11,7 @@ import glob
 import json
 import mmap
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -424,3 +425,145 @@ def test_statfs_reports_the_store_filesystem(mounted):
     assert sv.f_blocks > 0 and sv.f_bsize > 0 and sv.f_bavail > 0
     df = subprocess.run(["df", "-P", mounted.mnt], capture_output=True, text=True, check=True)
     assert "artfs" in df.stdout
+
+
+# staging keeps its inode numbers across commit, reset and a moved latest -------------------------
+def staging_numbers(m) -> dict[str, int]:
+    """path under NAME/staging ('.' for itself) -> st_ino, for everything in animals' staging."""
+    s = m.path("animals", "staging")
+    out = {".": os.stat(s).st_ino}
+    for top, dirs, files in os.walk(s):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            out[os.path.relpath(path, s)] = os.lstat(path).st_ino
+    return out
+
+
+def listdir_fd(fd: int) -> list[str]:
+    """The directory open as ``fd`` listed afresh (os.listdir(fd) rewinds fd's own listing)."""
+    again = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    try:
+        return sorted(os.listdir(again))
+    finally:
+        os.close(again)
+
+
+def test_a_working_directory_in_staging_survives_commit(animals):
+    """The shell scenario: cd into a staging subdirectory, commit from there, and keep working."""
+    m, _ = animals
+    artfs_cli = f"{shlex.quote(sys.executable)} -m artfs --store {shlex.quote(m.store)}"
+    script = (f"cd {shlex.quote(m.path('animals', 'staging'))} && mkdir sub && cd sub && "
+              f"echo hi > a.txt && {artfs_cli} commit animals && ls && /bin/pwd && cat a.txt && "
+              f"mkdir more && echo x > more/y && {artfs_cli} commit animals && ls && cd more && "
+              f"{artfs_cli} commit animals && ls && cat y")
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["animals:v1", "a.txt", m.path("animals", "staging", "sub"),
+                                   "hi", "animals:v2", "a.txt", "more", "animals:v2", "y", "x"]
+
+
+def test_directories_and_open_files_in_staging_survive_commit(animals):
+    """A process whose working directory is in staging, a directory fd and files open for reading
+    (unmodified, modified, new) all keep working across a commit, with the same inode numbers."""
+    m, src = animals
+    s = m.path("animals", "staging")
+    os.makedirs(os.path.join(s, "sub", "deep"))
+    put_file(os.path.join(s, "sub", "deep", "f"), b"new file")
+    put_file(os.path.join(s, "dog.png"), b"woof")
+    sitter = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys; sys.stdin.readline(); "
+                               "print(sorted(os.listdir('.'))); print(os.getcwd())"],
+        cwd=os.path.join(s, "sub", "deep"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    dfd = os.open(os.path.join(s, "sub"), os.O_RDONLY | os.O_DIRECTORY)
+    want = {"cat.png": src["cat.png"], "dog.png": b"woof", "sub/deep/f": b"new file"}
+    readers = {rel: open(os.path.join(s, rel), "rb") for rel in want}
+    try:
+        first = {rel: f.read(3) for rel, f in readers.items()}
+        before = staging_numbers(m)
+        assert committed(m, "animals") == "animals:v1"
+        out, _ = sitter.communicate("go\n", timeout=60)
+        assert out.splitlines() == ["['f']", os.path.join(s, "sub", "deep")]
+        assert listdir_fd(dfd) == ["deep"] and os.fstat(dfd).st_ino == before["sub"]
+        for rel, f in readers.items():
+            assert first[rel] + f.read() == want[rel]
+            assert os.fstat(f.fileno()).st_ino == before[rel]
+        assert staging_numbers(m) == before
+    finally:
+        os.close(dfd)
+        for f in readers.values():
+            f.close()
+
+
+def test_staging_inode_numbers_follow_paths_across_commits_and_resets(animals):
+    """A staging node keeps its st_ino across commits and resets (if it still exists) and a
+    rename through the mount; a number never stands for two paths, at once or over time."""
+    m, _ = animals
+    s = m.path("animals", "staging")
+    owner: dict[int, str] = {}
+
+    def check() -> dict[str, int]:
+        now = staging_numbers(m)
+        assert len(set(now.values())) == len(now)
+        for rel, ino in now.items():
+            assert owner.setdefault(ino, rel) == rel, (ino, rel, owner[ino])
+        return now
+
+    check()
+    for r in range(3):
+        os.makedirs(os.path.join(s, f"d{r}", "e"))
+        put_file(os.path.join(s, f"d{r}", "e", "f"), b"%d" % r)
+        put_file(os.path.join(s, "dog.png"), b"dog %d" % r)
+        os.symlink("dog.png", os.path.join(s, f"link{r}"))
+        before = check()
+        assert committed(m, "animals") == f"animals:v{r + 1}"
+        assert check() == before
+        os.rename(os.path.join(s, f"d{r}"), os.path.join(s, f"moved{r}"))   # keeps the numbers
+        for rel in [rel for rel in owner.values() if rel.split("/")[0] == f"d{r}"]:
+            owner[before[rel]] = f"moved{r}" + rel[len(f"d{r}"):]
+        renamed = check()
+        os.makedirs(os.path.join(s, "tmp", "x"))                              # reset: gone again
+        put_file(os.path.join(s, "cat.png"), b"short")
+        os.unlink(os.path.join(s, f"link{r}"))
+        m.cli("reset", "animals")
+        after = check()
+        assert {rel: after[rel] for rel in renamed if rel in after} == \
+            {rel: ino for rel, ino in renamed.items() if not rel.startswith(f"moved{r}")}
+        assert os.stat(os.path.join(s, "cat.png")).st_size == 2 * MiB   # the reset shows at once
+        assert "tmp" not in after and f"link{r}" in after
+
+
+def test_reset_and_a_put_with_working_directories_in_staging(animals, tmp_path):
+    """After a reset, a directory that still exists keeps working and its number; one made since
+    the last commit no longer exists, so using it fails with ENOENT, like any removed directory.
+    A put from another process moves latest under a staging without changes: the directories
+    the new version still has keep working and show its content; the others are gone (ENOENT)."""
+    m, src = animals
+    s = m.path("animals", "staging")
+    os.makedirs(os.path.join(s, "keep", "inner"))
+    put_file(os.path.join(s, "keep", "inner", "k"), b"k")
+    assert committed(m, "animals") == "animals:v1"
+    os.mkdir(os.path.join(s, "keep", "fresh"))
+    put_file(os.path.join(s, "dog.png"), b"changed")
+    keep = os.open(os.path.join(s, "keep"), os.O_RDONLY | os.O_DIRECTORY)
+    fresh = os.open(os.path.join(s, "keep", "fresh"), os.O_RDONLY | os.O_DIRECTORY)
+    inner = os.open(os.path.join(s, "keep", "inner"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        numbers = staging_numbers(m)
+        m.cli("reset", "animals")
+        assert listdir_fd(keep) == ["inner"] and os.fstat(keep).st_ino == numbers["keep"]
+        assert oserror(listdir_fd, fresh) == errno.ENOENT
+        assert read(os.path.join(s, "dog.png")) == src["dog.png"]
+        assert os.stat(os.path.join(s, "dog.png")).st_ino == numbers["dog.png"]
+        write(str(tmp_path / "new" / "keep" / "inner" / "k2"), b"k2")
+        write(str(tmp_path / "new" / "other"), b"o")
+        m.cli("put", "animals", tmp_path / "new")
+        assert os.readlink(m.path("animals", "latest")) == "v2"
+        assert listdir_fd(keep) == ["inner"] and os.fstat(keep).st_ino == numbers["keep"]
+        assert listdir_fd(inner) == ["k2"] and os.fstat(inner).st_ino == numbers["keep/inner"]
+        assert sorted(os.listdir(s)) == ["keep", "other"]
+        assert oserror(os.stat, os.path.join(s, "dog.png")) == errno.ENOENT
+        assert staging_numbers(m)["keep/inner"] == numbers["keep/inner"]
+    finally:
+        for fd in (keep, fresh, inner):
+            os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -261,6 +262,59 @@ def test_unmodified_lookups_write_nothing_and_inodes_are_stable(repo, based):
         {p: inos[p] for p in (b"a.txt", b"b.txt", b"sub", b"sub/c.txt")}
     with pytest.raises(NotFound):
         s.lookup(inos[b"sub"], b"deep")
+
+
+def test_paths_and_entries_follow_renames_and_removals(repo, based):
+    """Staging.paths (inode -> path now), Staging.entries (path -> entry now) and base_paths (where
+    a staging without changes on a version had its inodes): what the mount uses to keep inode
+    numbers across a commit, a reset or a moved latest."""
+    s = based
+    every = [b"", b"a.txt", b"b.txt", b"sub", b"sub/c.txt", b"sub/deep", b"sub/deep/d.txt"]
+    inos = {p: ino_of(s, p) for p in every}
+    assert s.paths(inos.values()) == {i: p for p, i in inos.items()}          # clean staging
+    assert s.base_paths(inos.values(), 0) == {i: p for p, i in inos.items()}
+    assert {p: e.ino for p, e in s.entries(every + [b"nope", b"a.txt/x"]).items()} == inos
+    new = s.mkdir(inos[b"sub/deep"], b"new", 0o755, UID, GID).ino
+    s.rename(inos[b"sub"], b"deep", ROOT, b"moved")          # a recorded directory moves ...
+    s.unlink(ROOT, b"b.txt")
+    s.rename(ROOT, b"a.txt", inos[b"sub"], b"a2")
+    got = s.paths(list(inos.values()) + [new, 999])
+    assert got == {ROOT: b"", inos[b"a.txt"]: b"sub/a2", inos[b"sub"]: b"sub",
+                   inos[b"sub/c.txt"]: b"sub/c.txt", inos[b"sub/deep"]: b"moved",
+                   inos[b"sub/deep/d.txt"]: b"moved/d.txt", new: b"moved/new"}  # ... with children
+    assert {p: e.ino for p, e in s.entries(got.values()).items()} == {p: i for i, p in got.items()}
+    assert s.entries([b"b.txt", b"a.txt", b"sub/deep", b"moved/d.txt/x"]) == {}
+    assert s.base_paths(inos.values(), 0) == {i: p for p, i in inos.items()}  # by the tree alone
+    assert s.base_paths(inos.values(), 7) == s.base_paths(inos.values(), None) == {ROOT: b""}
+    commit(repo, "ds")                                       # renumbered; the paths stay
+    assert {p: e.kind for p, e in s.entries(got.values()).items()} == \
+        {b"": DIR, b"sub/a2": FILE, b"sub": DIR, b"sub/c.txt": FILE, b"moved": DIR,
+         b"moved/d.txt": FILE, b"moved/new": DIR}
+    assert s.paths(inos.values()) == {ROOT: b""}
+    assert [e.name for e in s.readdir_at(b"moved")] == [b"d.txt", b"new"]
+    with pytest.raises(NotFound):
+        s.readdir_at(b"nope")
+    with pytest.raises(NotADirectory):
+        s.readdir_at(b"moved/d.txt")
+
+
+def test_a_read_that_began_before_a_commit_landed_reads_again(repo, based, monkeypatch):
+    """A read transaction may still show a modified file whose data file a commit (or reset)
+    has just deleted: the read is done again instead of reporting corruption."""
+    s = based
+    write(s, ino_of(s, b"a.txt"), b"changed")
+    old = repo.db.env.begin(buffers=True)             # the state before the commit
+    commit(repo, "ds")
+    real, reads = repo.db.read, []
+
+    def stale_first():
+        reads.append(1)
+        if len(reads) == 1:
+            return contextlib.nullcontext(old)
+        return real()
+    monkeypatch.setattr(repo.db, "read", stale_first)
+    assert {e.name: e.size for e in s.readdir(ROOT)}[b"a.txt"] == 7 and len(reads) >= 2
+    old.abort()
 
 
 # operations ------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Each action returns ``(result, entries)``: the JSON-able result for the caller, 
 (directory inode, name) kernel entries that changed and must be invalidated before the caller is
 answered. Heavy or writing work runs in a worker thread with the Repo call (and so its LMDB
 transaction) inside that thread; staging changes of an artifact are serialized with its commit
-and reset by the artifact's lock.
+and reset by the artifact's lock. What renumbers staging (commit, reset, deleting or putting
+latest) keeps the inode numbers of staging's nodes (fs/moves.py), so ``staging`` itself is never
+invalidated: only the entries of nodes that are gone or whose attributes changed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import trio
 
 from ..commit import commit
 from ..errors import NotFound
-from ..names import STAGING
 from .inodes import ROOT_INODE
 from .model import Filesystem
 from .nodes import ArtifactState
@@ -31,28 +32,28 @@ class Actions:
     def __init__(self, fs: Filesystem):
         self.fs, self.repo = fs, fs.repo
 
-    def _changed(self, art: ArtifactState, staging: bool = False) -> Entries:
-        """The changed names of an artifact's directory; ``staging``: its staging was renumbered."""
-        names = set(art.refresh()) | ({STAGING.encode()} if staging else set())
-        return [(art.ino, name) for name in sorted(names)]
+    def _changed(self, art: ArtifactState) -> Entries:
+        """The changed names (versions, aliases) of an artifact's directory."""
+        return [(art.ino, name) for name in art.refresh()]
 
     async def commit(self, name: str, aliases=(), message: str = "", metadata=None):
         art = self.fs.artifact(name)
         staging = self.fs.staging_of(art)
+        run = functools.partial(commit, self.repo, name, aliases=list(aliases), message=message,
+                                metadata=metadata)
         async with art.lock:
             staging.check_no_writers("commit")
-            info, created = await _thread(commit, self.repo, name, aliases=list(aliases),
-                                          message=message, metadata=metadata)
+            (info, created), stale = await staging.follow(run)
         result = {"version": info.label if info else None, "created": created}
-        return result, self._changed(art, staging=True)
+        return result, self._changed(art) + stale
 
     async def reset(self, name: str):
         art = self.fs.artifact(name)
         staging = self.fs.staging_of(art)
         async with art.lock:
             staging.check_no_writers("reset")
-            await _thread(staging.model.reset)
-        return None, self._changed(art, staging=True)
+            _, stale = await staging.follow(staging.model.reset)
+        return None, self._changed(art) + stale
 
     async def status(self, name: str):
         return await _thread(self.fs.staging_of(self.fs.artifact(name)).model.status), []
@@ -69,8 +70,14 @@ class Actions:
 
     async def delete_version(self, name: str, ref: str, force: bool = False):
         art = self.fs.artifact(name)
-        v = await _thread(self.repo.delete_version, name, ref, force=force, pinned=self.fs.files.pinned)
-        return {"version": v.label}, self._changed(art)
+        run = functools.partial(self.repo.delete_version, name, ref, force=force,
+                                pinned=self.fs.files.pinned)
+        if art.staging is None:
+            v, stale = await _thread(run), []
+        else:   # deleting latest moves what a staging without changes shows
+            async with art.lock:
+                v, stale = await art.staging.follow(run)
+        return {"version": v.label}, self._changed(art) + stale
 
     async def delete_artifact(self, name: str):
         art = self.fs.artifact(name)
@@ -93,4 +100,5 @@ class Actions:
             return None, [(ROOT_INODE, name.encode())]
         if before is not None and before is not art:
             return None, [(ROOT_INODE, name.encode())]
-        return None, self._changed(art)
+        stale = await art.staging.rebased() if art.staging is not None else []
+        return None, self._changed(art) + stale

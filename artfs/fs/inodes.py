@@ -9,7 +9,9 @@ content while the daemon runs. Keys are plain tuples chosen by fs/nodes.py:
                                          so its page cache survives commits (like a hard link)
     ("l", target, mode, mtime_ns)        a symlink inside a version
     ("a", artifact inode, alias, vN)     an alias symlink; moving the alias gives a new inode
-    ("s", artifact key, staging ino)     a staging entry
+    ("s", artifact key, staging ino)     a staging entry; when a commit, reset or moved latest
+                                         renumbers staging, each number the kernel knows moves
+                                         to the staging ino now at its path (fs/moves.py)
 
 The kernel's lookup count per inode is honoured: a node object is kept while the kernel knows its
 inode and dropped on the last ``forget``; the small key -> inode map is kept for the whole mount so
@@ -34,9 +36,23 @@ class InodeTable:
         """The inode number of an identity, allocated on first sight."""
         ino = self._ids.get(key)
         if ino is None:
-            ino = self._ids[key] = self._next
-            self._next += 1
+            ino = self._ids[key] = self.allocate()
         return ino
+
+    def allocate(self) -> int:
+        """A number never handed out before (not tied to an identity yet)."""
+        ino, self._next = self._next, self._next + 1
+        return ino
+
+    def rekey(self, moves: list[tuple[int, tuple | None, tuple | None]]) -> None:
+        """Staging was renumbered (fs/moves.py): each (inode, old key, new key) gives an inode
+        number the identity of what is now at its path; a new key None leaves it none (gone)."""
+        for ino, old, _ in moves:
+            if old is not None and self._ids.get(old) == ino:
+                del self._ids[old]
+        for ino, _, new in moves:
+            if new is not None:
+                self._ids[new] = ino
 
     def node(self, ino: int):
         try:

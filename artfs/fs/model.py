@@ -60,8 +60,6 @@ class Filesystem:
     def staging_of(self, art: ArtifactState) -> StagingState:
         if art.staging is None:
             art.staging = StagingState(self, art)
-            aliases, versions, _ = art.view   # nothing under staging/ was shown before this
-            art.view = aliases, versions, art.staging.base()
         return art.staging
 
     def _learn(self, node: Node) -> Attr:

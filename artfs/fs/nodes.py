@@ -122,8 +122,9 @@ class Root(Node):
 class ArtifactState:
     """What the daemon keeps per artifact: identity, staging, the commit lock, the last view.
 
-    ``view`` is the (aliases, versions, staging base) the mount last showed; ``refresh`` compares
-    it with the catalog and returns the names whose kernel entries must be invalidated.
+    ``view`` is the (aliases, versions) the mount last showed; ``refresh`` compares it with the
+    catalog and returns the names whose kernel entries must be invalidated (``staging`` keeps its
+    inode numbers when it is renumbered: fs/staged.py).
     """
 
     def __init__(self, fs, name: str, record: dict):
@@ -142,21 +143,18 @@ class ArtifactState:
         if self.deleted or number in self.deleted_versions:
             raise NotFound(f"{self.name}:v{number} was deleted")
 
-    def _snapshot(self) -> tuple[dict[str, int], frozenset[int], object]:
+    def _snapshot(self) -> tuple[dict[str, int], frozenset[int]]:
         aliases = self.fs.repo.aliases(self.name)
         versions = frozenset(v.number for v in self.fs.repo.versions(self.name))
-        base = self.staging.base() if self.staging is not None else None
-        return aliases, versions, base
+        return aliases, versions
 
     def refresh(self) -> list[bytes]:
         """Names in this artifact's directory that changed since the last view (to invalidate)."""
-        (old_aliases, old_versions, old_base), self.view = self.view, self._snapshot()
-        aliases, versions, base = self.view
+        (old_aliases, old_versions), self.view = self.view, self._snapshot()
+        aliases, versions = self.view
         self.deleted_versions = set(range(self.fs.repo.artifact(self.name)["next"])) - versions
         names = [a for a in old_aliases.keys() | aliases.keys() if old_aliases.get(a) != aliases.get(a)]
         names += [f"v{n}" for n in old_versions - versions]
-        if base != old_base:
-            names.append(STAGING)
         return sorted(n.encode() for n in names)
 
 

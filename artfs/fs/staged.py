@@ -6,6 +6,10 @@ and a write transaction waits for any other writer (a commit in progress), which
 the trio loop that serves every other request. Lookups, attributes and listings are short reads on
 the trio thread. Writes go straight to the data file through one fd per open inode; size and
 mtime of a modified file are read back from that file (staging.py), so a close needs no call.
+
+There is one node object per inode number (StagingState.nodes), so that when a commit, a reset or
+a moved latest renumbers staging, every holder - the kernel's inode, an open file, a directory
+listing, a request waiting for the lock - sees the node's new staging inode (fs/moves.py).
 """
 
 from __future__ import annotations
@@ -14,33 +18,60 @@ import dataclasses
 import functools
 import os
 import stat
+import weakref
 
 import trio
 
 from ..errors import Conflict, NotFound
 from ..staging import ROOT, Staging
+from ..staging_paths import join
 from .files import StagedFile, StagedHandle
+from .moves import Move, Stale
 from .nodes import SHORT, Attr, Listing, Node
 
 _FMT = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK}
+GONE = 0   # the staging inode of a node that no longer exists (no staging node has 0)
 
 
 class StagedNode(Node):
-    def __init__(self, st: "StagingState", entry, path: str):
-        self.staging, self.entry, self.path = st, entry, path
-        self.ino = st.fs.inodes.inode(("s", st.art.ino, entry.ino))
+    """Made only by StagingState.node (one object per inode number)."""
+
+    def __init__(self, st: "StagingState", entry, ino: int):
+        self.staging, self.entry, self.ino = st, entry, ino
+
+    def sino(self) -> int:
+        """This node's staging inode now."""
+        if self._moving() is not None:
+            self.fresh()
+        return self.entry.ino
+
+    def _moving(self) -> bytes | None:
+        """While staging is renumbered (fs/moves.py), the path of this node, by which requests
+        find it then - its staging inode may change under them. Each such request reads once."""
+        move = self.staging.moving
+        seen = move.seen.get(self.ino) if move is not None else None
+        return seen.path if seen is not None else None
+
+    def _at(self, path: bytes, kind: str):
+        e = self.staging.model.entries([path]).get(path)
+        if e is None or e.kind != kind:
+            raise NotFound(f"{self.staging.art.name}/staging has no {os.fsdecode(path)!r} now")
+        return e
 
     def where(self) -> str:
-        return "/".join(p for p in (self.staging.art.name, "staging", self.path) if p)
+        path = self.staging.model.paths([self.entry.ino]).get(self.entry.ino, self.entry.name)
+        return "/".join(p for p in (self.staging.art.name, "staging", os.fsdecode(path)) if p)
 
     def fresh(self) -> "StagedNode":
         try:
-            self.entry = self.staging.model.getattr(self.entry.ino)
+            path = self._moving()
+            self.entry = (self.staging.model.getattr(self.entry.ino) if path is None
+                          else self._at(path, self.entry.kind))
         except NotFound:
-            f = self.staging.opened.get(self.entry.ino)
+            f = self.staging.opened.get(self.ino)
             if f is None:
                 raise
-            # unlinked (or renumbered by a commit) while open: the open file is what remains
+            # unlinked (or gone in a reset) while open: the open file is what remains
             st = f.stat()
             if st is not None:
                 self.entry = dataclasses.replace(self.entry, size=st.st_size,
@@ -53,17 +84,36 @@ class StagedNode(Node):
                     2 if e.kind == "d" else 1, e.uid, e.gid, SHORT)
 
     def child(self, entry) -> "StagedNode":
-        return StagedNode(self.staging, entry, f"{self.path}/{os.fsdecode(entry.name)}".lstrip("/"))
+        return self.staging.node(entry, self)
 
     def lookup(self, name: bytes) -> Node:
-        return self.child(self.staging.model.lookup(self.entry.ino, name))
+        path = self._moving()
+        if path is None:
+            return self.child(self.staging.model.lookup(self.entry.ino, name))
+        e = self.staging.model.entries([join(path, name)]).get(join(path, name))
+        if e is None:
+            raise NotFound(f"{self.where()} has no {name!r}")
+        return self.child(e)
 
     def listing(self) -> Listing:
-        entries = self.staging.model.readdir(self.entry.ino)
-        return Listing(len(entries), lambda i: (entries[i].name, self.child(entries[i])))
+        path, epoch = self._moving(), self.staging.epoch
+        model = self.staging.model
+        entries = model.readdir(self.entry.ino) if path is None else model.readdir_at(path)
+
+        def entry(i: int):
+            if self.staging.epoch != epoch:   # renumbered since opendir: the name's node now
+                try:
+                    return entries[i].name, self.lookup(entries[i].name)
+                except NotFound:
+                    pass                      # gone since: listed as the snapshot had it
+            return entries[i].name, self.child(entries[i])
+        return Listing(len(entries), entry)
 
     def readlink(self) -> bytes:
-        return self.staging.model.readlink(self.entry.ino)
+        path = self._moving()
+        if path is None:
+            return self.staging.model.readlink(self.entry.ino)
+        return self._at(path, "l").target
 
 
 class StagingState:
@@ -72,17 +122,40 @@ class StagingState:
     def __init__(self, fs, art):
         self.fs, self.art = fs, art
         self.model = Staging(fs.repo, art.name)
-        self.opened: dict[int, StagedFile] = {}     # staging ino -> shared open state
+        self.nodes: weakref.WeakValueDictionary[int, StagedNode] = weakref.WeakValueDictionary()
+        self.opened: dict[int, StagedFile] = {}     # inode number -> shared open state
         self.writers: set[StagedHandle] = set()   # handles open for writing (commit refuses)
+        self.moving: Move | None = None             # a renumbering in flight (follow)
+        self.epoch = 0                              # renumberings so far
+        self.shown = self.base()                    # the version staging was numbered by
 
     def root(self) -> StagedNode:
-        return StagedNode(self, self.model.getattr(ROOT), "")
+        return self.node(self.model.getattr(ROOT), None)
+
+    def node(self, entry, parent: StagedNode | None) -> StagedNode:
+        """The node of an entry looked up in ``parent`` (None: the staging root)."""
+        key = self._key(entry.ino)
+        move = self.moving
+        ino = self.fs.inodes.inode(key) if move is None else move.place(
+            self.fs.inodes, key, entry, parent.ino if parent is not None else None)
+        node = self.nodes.get(ino)
+        if node is None:
+            node = self.nodes[ino] = StagedNode(self, entry, ino)
+        else:
+            node.entry = entry
+        return node
+
+    def _key(self, sino: int) -> tuple:
+        return ("s", self.art.ino, sino)
 
     def base(self) -> int | None:
         return self.model.base_version()
 
     async def _mutate(self, fn, *args, **kwargs):
+        """fn(*args) under the artifact's lock; node arguments become their staging inodes there
+        (after a commit that the request waited for, not before)."""
         async with self.art.lock:
+            args = [a.sino() if isinstance(a, StagedNode) else a for a in args]
             return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
     def check_no_writers(self, action: str) -> None:
@@ -93,25 +166,31 @@ class StagingState:
 
     # tree changes ------------------------------------------------------------------------------
     async def mkdir(self, parent: StagedNode, name: bytes, mode: int, uid: int, gid: int):
-        return parent.child(await self._mutate(self.model.mkdir, parent.entry.ino, name, mode, uid, gid))
+        return parent.child(await self._mutate(self.model.mkdir, parent, name, mode, uid, gid))
 
     async def symlink(self, parent: StagedNode, name: bytes, target: bytes, uid: int, gid: int):
-        return parent.child(await self._mutate(self.model.symlink, parent.entry.ino, name, target,
+        return parent.child(await self._mutate(self.model.symlink, parent, name, target,
                                                uid, gid))
 
     async def unlink(self, parent: StagedNode, name: bytes) -> None:
-        await self._mutate(self.model.unlink, parent.entry.ino, name)
+        await self._mutate(self.model.unlink, parent, name)
 
     async def rmdir(self, parent: StagedNode, name: bytes) -> None:
-        await self._mutate(self.model.rmdir, parent.entry.ino, name)
+        await self._mutate(self.model.rmdir, parent, name)
 
     async def rename(self, old: StagedNode, old_name: bytes, new: StagedNode, new_name: bytes,
                      flags: int) -> None:
-        await self._mutate(self.model.rename, old.entry.ino, old_name, new.entry.ino, new_name, flags)
+        await self._mutate(self.model.rename, old, old_name, new, new_name, flags)
 
     async def setattr(self, node: StagedNode, **changes) -> StagedNode:
-        node.entry = entry = await self._mutate(self.model.setattr, node.entry.ino, **changes)
-        f = self.opened.get(entry.ino)
+        try:
+            node.entry = entry = await self._mutate(self.model.setattr, node, **changes)
+        except NotFound:
+            f = self.opened.get(node.ino)
+            if f is None:
+                raise
+            return _set_unlinked(node, f, **changes)
+        f = self.opened.get(node.ino)
         if f is not None and entry.data is not None:
             f.copy_up(entry.data)   # truncated: readers of the base now read the data file
         return node
@@ -120,7 +199,7 @@ class StagingState:
     async def create(self, parent: StagedNode, name: bytes, mode: int, uid: int, gid: int,
                      write: bool):
         async with self.art.lock:
-            entry = await trio.to_thread.run_sync(self.model.create, parent.entry.ino, name, mode, uid, gid)
+            entry = await trio.to_thread.run_sync(self.model.create, parent.sino(), name, mode, uid, gid)
             node = parent.child(entry)
             return node, await self._open(node, write, truncate=False)
 
@@ -132,9 +211,9 @@ class StagingState:
             return await self._open(node, write, truncate)
 
     async def _open(self, node: StagedNode, write: bool, truncate: bool) -> StagedHandle:
-        f = self.opened.get(node.entry.ino)
+        f = self.opened.get(node.ino)
         if f is None:
-            f = self.opened[node.entry.ino] = StagedFile(self.fs, node.entry)
+            f = self.opened[node.ino] = StagedFile(self.fs, node.entry)
         f.refs += 1   # before any await: a concurrent last release must not close it
         try:
             if write and (f.fd is None or truncate):
@@ -142,7 +221,7 @@ class StagingState:
                     functools.partial(self.model.open_data, node.entry.ino, truncate=truncate))
                 f.copy_up(path)
         except BaseException:
-            await self.fs.unpin(self._unref(node.entry.ino, f))
+            await self.fs.unpin(self._unref(node.ino, f))
             raise
         handle = StagedHandle(self, node, f, write)
         if write:
@@ -151,13 +230,109 @@ class StagingState:
 
     def close_file(self, handle: StagedHandle) -> bytes | None:
         self.writers.discard(handle)
-        return self._unref(handle.node.entry.ino, handle.file)
+        return self._unref(handle.node.ino, handle.file)
 
-    def _unref(self, sino: int, f: StagedFile) -> bytes | None:
+    def _unref(self, ino: int, f: StagedFile) -> bytes | None:
         """Drop one user of an open file; on the last, close it and return its pinned file id."""
         f.refs -= 1
         if f.refs > 0:
             return None
-        if self.opened.get(sino) is f:
-            del self.opened[sino]
+        if self.opened.get(ino) is f:   # else set apart by a renumbering (_rebind)
+            del self.opened[ino]
         return f.close()
+
+    # renumbering (fs/moves.py) -----------------------------------------------------------------
+    async def follow(self, change):
+        """Run ``change``, a blocking call that renumbers staging (a commit, a reset, deleting the
+        version a staging without changes shows), in a worker thread - the caller holds the
+        artifact's lock - keeping the inode number of every node whose path survives it. Returns
+        its result and the kernel entries to invalidate."""
+        await self._start()
+        try:
+            result = await trio.to_thread.run_sync(change)
+        finally:
+            with trio.CancelScope(shield=True):
+                stale = await self._settle()
+        return result, stale
+
+    async def rebased(self) -> list[Stale]:
+        """After a put from another process: if staging (without changes) now shows another
+        latest, its nodes follow their paths into it, as in ``follow``."""
+        if self.base() == self.shown:
+            return []   # what it showed (a staging with changes keeps its base)
+        async with self.art.lock:
+            await self._start()
+            return await self._settle()
+
+    async def _start(self) -> None:
+        held = dict(self.nodes.items())
+        sinos = {n.entry.ino for n in held.values()}
+        where, was = await trio.to_thread.run_sync(self._survey, sinos)
+        late = {ino: n for ino, n in list(self.nodes.items()) if ino not in held}  # made meanwhile
+        if late:
+            more, also = self._survey({n.entry.ino for n in late.values()} - where.keys())
+            where, was = where | more, was | also
+        move = Move()
+        for ino, node in {**held, **late}.items():
+            path = where.get(node.entry.ino)
+            move.add(ino, path, self._key(node.entry.ino), was.get(path, node.entry))
+        self.moving = move
+
+    def _survey(self, sinos: set[int]) -> tuple[dict[int, bytes], dict]:
+        """Where staging inodes are and what is there - or, for a staging without changes whose
+        latest moved on under it (a put), where they were in the version it showed (what is there
+        is then what the kernel was last told)."""
+        found = self.model.paths(sinos)
+        if self.model.base_version() == self.shown:
+            return found, self.model.entries(set(found.values()))
+        found.update(self.model.base_paths(sinos - found.keys(), self.shown))
+        return found, {}
+
+    async def _settle(self) -> list[Stale]:
+        move = self.moving
+        try:
+            asked = move.paths()
+            found = await trio.to_thread.run_sync(self.model.entries, asked)
+            found.update(self.model.entries(move.paths() - asked))   # placed meanwhile: few
+            stale = self._rebind(move, found)
+            self.shown = self.base()
+            return stale
+        finally:
+            self.moving, self.epoch = None, self.epoch + 1
+
+    def _rebind(self, move: Move, found: dict) -> list[Stale]:
+        """Each node takes the staging inode now at its path, or is gone."""
+        keys, stale = [], []
+        for ino, seen, now in move.outcome(found):
+            keys.append((ino, seen.key, self._key(now.ino) if now is not None else None))
+            node = self.nodes.get(ino)
+            if node is not None:
+                node.entry = now if now is not None else dataclasses.replace(node.entry, ino=GONE)
+            f = self.opened.get(ino)
+            if f is not None and now is not None and not (f.fd is None and now.data is None
+                                                          and f.fid == now.base):
+                del self.opened[ino]   # other bytes now: its handles keep theirs, opens start anew
+            entry = move.stale(seen, now)
+            if entry is not None:
+                stale.append(entry)
+        self.fs.inodes.rekey(keys)
+        return stale
+
+
+def _set_unlinked(node: StagedNode, f: StagedFile, *, mode=None, uid=None, gid=None, size=None,
+                  atime_ns=None, mtime_ns=None) -> StagedNode:
+    """ftruncate/fchmod/fchown/futimens of a file unlinked while open apply to the open file, as on
+    ext4: size and mtime to its data file, the rest to the entry it keeps until its last close."""
+    if f.fd is not None:
+        if size is not None:
+            os.ftruncate(f.fd, size)
+        if mtime_ns is not None:
+            os.utime(f.fd, ns=(atime_ns or mtime_ns, mtime_ns))
+    elif size is not None:
+        raise NotFound(f"{node.where()} was unlinked")   # not reachable: a reader cannot truncate
+    e = node.fresh().entry
+    node.entry = dataclasses.replace(e, mode=e.mode if mode is None else stat.S_IMODE(mode),
+                                     uid=e.uid if uid is None else uid,
+                                     gid=e.gid if gid is None else gid,
+                                     mtime_ns=e.mtime_ns if mtime_ns is None else mtime_ns)
+    return node
