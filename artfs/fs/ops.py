@@ -30,7 +30,7 @@ from .nodes import Attr
 assert pyfuse3.ROOT_INODE == ROOT_INODE
 
 log = logging.getLogger("artfs.fs")
-BLKSIZE = 128 * 1024   # st_blksize: stdio and Python buffer reads in this size
+BLKSIZE = 1 << 20   # st_blksize: cp, stdio and Python size their I/O by it (1 MiB FUSE requests)
 _logged: set[str] = set()
 
 
