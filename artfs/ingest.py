@@ -30,7 +30,7 @@ from .store.chunker import hashed_chunks
 
 Warn = Callable[[str], None]
 Progress = Callable[[int], None]
-BATCH_BYTES = 64 << 20
+BATCH_BYTES = 32 << 20
 
 
 @dataclass
@@ -75,7 +75,7 @@ class Ingest:
         """Chunk an open file from its start; returns its chunk list (ids filled by flushes)."""
         chunks, total = [], 0
         os.lseek(fd, 0, os.SEEK_SET)
-        for digest, data in hashed_chunks(fd):
+        for digest, data in hashed_chunks(fd, size):
             slot = [None, len(data)]
             chunks.append(slot)
             self._queue.append((digest, data, slot))

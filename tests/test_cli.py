@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -219,3 +221,21 @@ def test_path_of_4000_bytes_2000_directories_deep(store, tmp_path):
     out = tmp_path / "out"
     run_cli(store, "get", "deep", out, check=True)
     assert open(os.path.join(str(out), *(["d"] * 2000), "g"), "rb").read() == b"second"
+
+
+def test_a_store_being_created_is_waited_for(tmp_path):
+    """A process meeting a store that another process is still creating waits for it (flock on
+    the directory) instead of calling the half-made store "not an artfs store"."""
+    store = tmp_path / "fresh"
+    store.mkdir()
+    fd = os.open(store, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)                      # as the creating process holds it
+    (store / "ARTFS-STORE.tmp").write_text("{")
+    proc = subprocess.Popen([sys.executable, "-m", "artfs", "--store", str(store), "ls"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert proc.poll() is None, proc.stderr.read()      # waiting, not failing
+    (store / "ARTFS-STORE").write_text('{"format": 1}')
+    (store / "ARTFS-STORE.tmp").unlink()
+    os.close(fd)                                        # creation done: the lock goes
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()

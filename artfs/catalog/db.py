@@ -14,6 +14,7 @@ thread; nothing keeps a transaction across requests.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 from collections.abc import Callable
@@ -52,13 +53,27 @@ def default_store_path() -> str:
 
 
 def _prepare_dir(path: str) -> None:
-    marker = os.path.join(path, MARKER)
-    if os.path.isdir(path) and os.listdir(path) and not os.path.exists(marker):
-        raise StoreError(f"{path} is not an artfs store (no {MARKER} marker) and is not empty")
+    """Create the store on first use, or check it is one this artfs can read.
+
+    Processes creating the same store at once take turns on an flock of the directory, so none
+    sees another's half-made store as "not an artfs store".
+    """
     if os.path.exists(path) and not os.path.isdir(path):
         raise StoreError(f"{path} is not a directory")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _check_or_mark(path)
+    finally:
+        os.close(fd)
+
+
+def _check_or_mark(path: str) -> None:
+    marker = os.path.join(path, MARKER)
     if not os.path.exists(marker):
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        if os.listdir(path):
+            raise StoreError(f"{path} is not an artfs store (no {MARKER} marker) and is not empty")
         os.chmod(path, 0o700)
         tmp = marker + ".tmp"
         with open(tmp, "w") as f:
@@ -111,8 +126,11 @@ class Database:
         """Run ``fn(txn)`` in one write transaction; commit on return, abort on exception.
 
         The map grows transparently when full (the whole action is re-run in a fresh transaction),
-        and a full disk becomes NoSpace with nothing written.
+        and a full disk becomes NoSpace with nothing written. LMDB reuses the pages a transaction
+        freed only two transactions later (the previous snapshot must stay intact), so on a full
+        disk right after a delete one empty transaction is committed and the action tried again.
         """
+        settled = False
         while True:
             try:
                 with self.env.begin(write=True, buffers=True) as txn:
@@ -122,7 +140,15 @@ class Database:
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
             except lmdb.Error as e:
-                raise self._write_error(e) from None
+                error = self._write_error(e)
+                if settled or not isinstance(error, NoSpace):
+                    raise error from None
+                settled = True
+                try:
+                    with self.env.begin(write=True) as txn:
+                        bump(txn, self.dbs["meta"], b"generation", 1)
+                except lmdb.Error:
+                    raise error from None
 
     def _write_error(self, e: Exception) -> Exception:
         """LMDB reports a short write on a full disk as EIO; tell the two apart by free space."""
