@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import lmdb
+import pytest
 
 MiB = 1 << 20
 
@@ -20,6 +21,25 @@ def write(path, data: bytes, mode: int | None = None, mtime_ns: int | None = Non
         os.chmod(path, mode)
     if mtime_ns is not None:
         os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def oserror(fn, *args, **kwargs) -> int:
+    """The errno of the OSError that ``fn(*args)`` must raise."""
+    with pytest.raises(OSError) as e:
+        fn(*args, **kwargs)
+    return e.value.errno
+
+
+def read(path, dir_fd=None) -> bytes:
+    fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
+    with open(fd, "rb") as f:
+        return f.read()
+
+
+def put_file(path, data: bytes, dir_fd=None) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
+    with open(fd, "wb") as f:
+        f.write(data)
 
 
 def seed_files(d, rat: bool = False) -> None:

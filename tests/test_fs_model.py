@@ -163,7 +163,7 @@ async def test_staging_follows_latest_moved_by_a_put_or_rm_keeping_inode_numbers
     """A staging without changes shows latest: when a put from another process (the daemon is
     told: ``changed``) or ``rm`` of latest moves it, the paths that remain keep their numbers;
     what the new latest lacks is gone."""
-    actions, art = Actions(fs), fs.artifact("a")
+    actions = Actions(fs)
     paths = [(), ("same.txt",), ("changes.txt",), ("many",), ("many", "f07")]
     numbers = {p: walk(fs, "a", "staging", *p) for p in paths}
     f49 = walk(fs, "a", "staging", "many", "f49")

@@ -23,28 +23,12 @@ import pytest
 import artfs
 from artfs.repo import Repo
 from tests.conftest import in_mount_table, pid_alive
-from tests.helpers import MiB, cli_json, run_cli, write
+from tests.helpers import MiB, cli_json, oserror, put_file, read, run_cli, write
 
 pytestmark = pytest.mark.fuse
 
 # Chunk-format overhead allowed in byte accounting (file chunk lists, trees); chunks are exact.
 SLACK = 64 * 1024
-
-
-def oserror(fn, *args, **kwargs) -> int:
-    with pytest.raises(OSError) as e:
-        fn(*args, **kwargs)
-    return e.value.errno
-
-
-def read(path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def put_file(path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 def committed(m, name: str, *extra) -> str:

@@ -36,7 +36,7 @@ import artfs
 import artfs.cli
 from artfs import control
 from artfs.errors import InvalidInput, NotFound
-from tests.helpers import cli_json, run_cli
+from tests.helpers import cli_json, oserror, put_file, read, run_cli
 
 pytestmark = pytest.mark.fuse
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="becoming uid 65534 (nobody) needs root")
@@ -50,24 +50,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 # helpers ---------------------------------------------------------------------------------------
-def oserror(fn, *args, **kwargs) -> int:
-    with pytest.raises(OSError) as e:
-        fn(*args, **kwargs)
-    return e.value.errno
-
-
-def read(path, dir_fd=None) -> bytes:
-    fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
-    with open(fd, "rb") as f:
-        return f.read()
-
-
-def put_file(path, data: bytes, dir_fd=None) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
-    with open(fd, "wb") as f:
-        f.write(data)
-
-
 def committed(m, name: str) -> str:
     return m.cli("commit", name).stdout.strip()
 

@@ -27,7 +27,7 @@ from artfs.catalog.staging_index import StagingIndex, staging_dir
 from artfs.errors import NoSpace
 from artfs.repo import Repo
 from tests.conftest import in_mount_table
-from tests.helpers import MiB, cli_json, damage_blob, run_cli, tree_snapshot, write
+from tests.helpers import MiB, cli_json, damage_blob, oserror, put_file, read, run_cli, tree_snapshot, write
 
 pytestmark = pytest.mark.fuse
 
@@ -35,22 +35,6 @@ PY = sys.executable
 
 
 # helpers -------------------------------------------------------------------------------------
-def read(path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def put_file(path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-
-
-def oserror(fn, *args) -> int:
-    with pytest.raises(OSError) as e:
-        fn(*args)
-    return e.value.errno
-
-
 def data_for(key: str, size: int) -> bytes:
     """Deterministic bytes for KEY: the test re-creates what a writer subprocess wrote."""
     return random.Random(key).randbytes(size)
