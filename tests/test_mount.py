@@ -551,3 +551,24 @@ def test_reset_and_a_put_with_working_directories_in_staging(animals, tmp_path):
     finally:
         for fd in (keep, fresh, inner):
             os.close(fd)
+
+
+def test_python_api_uses_the_mount(animals, tmp_path):
+    """Version.path is the version's directory in the running mount, download() returns it
+    instead of copying, and a put through the API is visible in the mount when it returns."""
+    m, src = animals
+    with artfs.Store(m.store) as store:
+        v0 = store.get("animals:v0")
+        assert v0.path == m.path("animals", "v0")
+        assert v0.download() == m.path("animals", "v0")
+        assert read(os.path.join(v0.download(), "cat.png")) == src["cat.png"]
+        copy = v0.download(str(tmp_path / "copy"))           # an explicit DEST still copies
+        assert copy == str(tmp_path / "copy") and read(os.path.join(copy, "dog.png")) == src["dog.png"]
+        write(str(tmp_path / "more" / "x.bin"), b"x" * 1000)
+        v1 = store.put("animals", str(tmp_path / "more"), aliases=["best"])
+        assert os.readlink(m.path("animals", "latest")) == "v1" == v1.version
+        assert os.readlink(m.path("animals", "best")) == "v1"
+        assert os.listdir(m.path("animals", "v1")) == ["x.bin"]
+    m.stop()
+    with artfs.Store(m.store) as store:
+        assert store.get("animals:v0").path is None           # not mounted any more
