@@ -27,7 +27,7 @@ def unique_bytes(objects, txn, root: bytes) -> int:
         elif kind == FILE:
             stack.extend(("c", cid) for cid in objects.file(txn, oid).chunks)
         else:
-            freed += len(objects.store.get_raw(txn, oid) or b"")
+            freed += objects.store.size(txn, oid)
     return freed
 
 

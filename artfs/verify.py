@@ -42,7 +42,7 @@ class _Checker:
             self.status[oid] = problem
             self.report.objects += 1
             if problem is None:
-                n = len(self.store.get_raw(self.txn, oid))
+                n = self.store.size(self.txn, oid)
                 self.report.bytes += n
                 self.progress(n)
         return self.status[oid]
@@ -160,7 +160,7 @@ def _check_references(repo, txn, report: Report, versions) -> None:
     for oid in objects.store.ids(txn):
         if oid not in live:
             report.problems.append(f"object {oid.hex()} is stored but nothing references it")
-    sizes = [len(raw) for raw in (objects.store.get_raw(txn, c) for c in chunks) if raw is not None]
+    sizes = [n for n in (objects.store.size(txn, c) for c in chunks) if n]
     meta = dbs["meta"]
     stated = (counter(txn, meta, b"chunk_count"), counter(txn, meta, b"chunk_bytes"))
     if stated != (len(sizes), sum(sizes)):

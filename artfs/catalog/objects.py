@@ -215,7 +215,7 @@ class Objects:
 
     def decref_chunk(self, txn, cid: bytes) -> None:
         if self._decref(txn, cid):
-            size = len(self.store.get_raw(txn, cid) or b"")
+            size = self.store.size(txn, cid)
             self.store.delete(txn, cid)
             meta = self.dbs["meta"]
             bump(txn, meta, b"chunk_bytes", -size)

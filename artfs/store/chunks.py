@@ -22,9 +22,14 @@ ID_LEN = HASH_LEN + 1
 
 
 class ChunkStore(Protocol):
+    """What the catalog needs from a chunk store. ``txn`` is the unit of atomicity the store
+    shares with the catalog (an LMDB transaction here; a remote store would batch by it)."""
+
     def get(self, txn, cid: bytes): ...  # -> verified bytes-like, valid while txn lives
     def put(self, txn, data, digest: bytes | None = None) -> tuple[bytes, bool]: ...  # (id, new)
     def delete(self, txn, cid: bytes) -> None: ...
+    def size(self, txn, cid: bytes) -> int: ...  # 0 when missing
+    def verify_one(self, txn, cid: bytes) -> str | None: ...  # None, "missing" or "corrupt"
     def ids(self, txn): ...  # iterate every stored id
 
 
@@ -42,9 +47,9 @@ class LmdbChunkStore:
             raise CorruptData(f"object {cid.hex()} fails its hash check")
         return data
 
-    def get_raw(self, txn, cid: bytes):
-        """Unverified stored bytes (None when missing): for verify, which reports, not raises."""
-        return txn.get(cid, db=self._db)
+    def size(self, txn, cid: bytes) -> int:
+        data = txn.get(cid, db=self._db)
+        return 0 if data is None else len(data)
 
     def verify_one(self, txn, cid: bytes) -> str | None:
         """None when ``cid`` is present and hashes right, else 'missing' or 'corrupt'."""
