@@ -23,7 +23,7 @@ from ..errors import ArtfsError, CrossDevice, InvalidInput, NotFound, NotPermitt
 from ..names import check_artifact
 from .files import OpenFiles, VersionHandle
 from .inodes import InodeTable
-from .nodes import ArtifactState, Attr, Listing, Node, Root, VersionFile
+from .nodes import ArtifactState, Attr, Listing, Node, Root, VersionEntry
 from .staged import StagedNode, StagingState
 
 
@@ -178,7 +178,7 @@ class Filesystem:
             return self.files.add(handle), False
         if write:
             raise node.read_only("opened for writing")
-        if not isinstance(node, VersionFile):
+        if not (isinstance(node, VersionEntry) and node.is_file):
             raise NotPermitted(f"{node.where()}: not a regular file")
         return self.files.add(VersionHandle(self, node.entry.ref)), True
 

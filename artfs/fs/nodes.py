@@ -3,7 +3,7 @@
     MOUNT/                 Root: one directory per artifact; ``mkdir`` creates an artifact
     MOUNT/NAME/            ArtifactDir: ``vN`` directories, alias symlinks (``latest -> vN``),
                            and ``staging/`` (fs/staged.py)
-    MOUNT/NAME/vN/...      VersionDir / VersionFile / VersionLink: immutable, read-only
+    MOUNT/NAME/vN/...      VersionDir / VersionEntry (files, symlinks): immutable, read-only
 
 Nodes answer attributes, lookups and listings; every mutation of something outside staging is
 ReadOnly (EROFS). Version entries are immutable, so they carry a long cache timeout; artifact
@@ -243,9 +243,7 @@ class VersionDir(Node):
         if e.kind == DIR:
             ino = self.fs.inodes.inode(("d", self.ino, e.name))
             return VersionDir(self.fs, self.state, self.number, e.ref, ino, e.mode, e.size, e.mtime_ns)
-        if e.kind == FILE:
-            return VersionFile(self.fs, e)
-        return VersionLink(self.fs, e)
+        return VersionEntry(self.fs, e)
 
     def lookup(self, name: bytes) -> Node:
         e = self._tree().lookup(name)
@@ -258,28 +256,24 @@ class VersionDir(Node):
         return Listing(len(entries), lambda i: (entries[i].name, self.child(entries[i])))
 
 
-class VersionFile(Node):
-    """A file of a version; its inode is its entry identity, shared by every version holding it."""
+class VersionEntry(Node):
+    """A file or symlink of a version; its inode is its entry identity (kind, content, mode,
+    mtime), so the same file in every version holding it is one kernel inode."""
 
     def __init__(self, fs, e: Entry):
         self.fs, self.entry = fs, e
-        self.ino = fs.inodes.inode(("f", e.ref, e.mode, e.mtime_ns))
+        self.ino = fs.inodes.inode((e.kind, e.ref, e.mode, e.mtime_ns))
+
+    @property
+    def is_file(self) -> bool:
+        return self.entry.kind == FILE
 
     def attr(self) -> Attr:
         e = self.entry
-        return Attr(self.ino, stat.S_IFREG | e.mode, e.size, e.mtime_ns, e.mtime_ns, 1,
-                    self.fs.uid, self.fs.gid, LONG)
-
-
-class VersionLink(Node):
-    def __init__(self, fs, e: Entry):
-        self.fs, self.entry = fs, e
-        self.ino = fs.inodes.inode(("l", e.ref, e.mode, e.mtime_ns))
-
-    def attr(self) -> Attr:
-        e = self.entry
-        return Attr(self.ino, stat.S_IFLNK | e.mode, len(e.ref), e.mtime_ns, e.mtime_ns, 1,
-                    self.fs.uid, self.fs.gid, LONG)
+        size = e.size if self.is_file else len(e.ref)
+        return Attr(self.ino, e.st_mode, size, e.mtime_ns, e.mtime_ns, 1, self.fs.uid, self.fs.gid, LONG)
 
     def readlink(self) -> bytes:
+        if self.is_file:
+            return super().readlink()
         return self.entry.ref
