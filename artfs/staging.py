@@ -276,9 +276,6 @@ class Staging:
             if tmp is not None:
                 remove(tmp)
 
-    def touch(self, ino: int) -> None:
-        """Nothing to do: size and mtime of a modified file are read from its data file."""
-
     def reset(self) -> None:
         """Discard every change: staging shows latest again."""
         self._write(lambda txn, base: self.index.clear(txn))

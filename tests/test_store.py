@@ -9,15 +9,24 @@ import pytest
 from artfs.catalog.objects import FileObj
 from artfs.errors import CorruptData
 from artfs.repo import Repo
-from artfs.store.chunker import AVG_SIZE, MAX_SIZE, chunk_buffer
+from artfs.store.chunker import AVG_SIZE, MAX_SIZE, chunk_fd
 from artfs.verify import verify
 from tests.helpers import MiB, damage_blob, write
 
 
-def test_chunker_is_content_defined():
+def _chunks(path, data: bytes) -> list[bytes]:
+    write(path, data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return [bytes(c) for c in chunk_fd(fd)]
+    finally:
+        os.close(fd)
+
+
+def test_chunker_is_content_defined(tmp_path):
     data = os.urandom(4 * MiB)
-    a = [bytes(c) for c in chunk_buffer(data)]
-    b = [bytes(c) for c in chunk_buffer(data[:2 * MiB] + b"x" + data[2 * MiB:])]
+    a = _chunks(tmp_path / "a", data)
+    b = _chunks(tmp_path / "b", data[:2 * MiB] + b"x" + data[2 * MiB:])
     assert b"".join(a) == data
     assert all(len(c) <= MAX_SIZE for c in a)
     assert AVG_SIZE / 2 < len(data) / len(a) < AVG_SIZE * 3

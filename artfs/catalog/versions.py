@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidInput, NotFound
 from ..names import LATEST, version_number
-from .db import bump, counter
+from .db import bump
 
 
 @dataclass
@@ -194,6 +194,3 @@ class Catalog:
                 if name is None or rec["artifact"] == name:
                     out.append(rec)
         return out
-
-    def event_count(self, txn) -> int:
-        return counter(txn, self.dbs["meta"], b"event_seq")

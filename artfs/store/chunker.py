@@ -31,14 +31,6 @@ def _cdc() -> FastCDC:
     return FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE)
 
 
-def chunk_buffer(data) -> Iterator[memoryview]:
-    """Split a buffer into content-defined chunks (views into ``data``)."""
-    if len(data) == 0:
-        return
-    for chunk in _cdc().cut_buf(data):
-        yield chunk.data
-
-
 def chunk_fd(fd: int) -> Iterator[memoryview]:
     """Split an open file, read from its current offset to EOF, into content-defined chunks.
 
