@@ -68,6 +68,8 @@ class Version:
         self.metadata = dict(info.metadata)
         self.message = info.message
         self.created = info.created
+        self.file_count = info.files    # regular files in the version
+        self.size = info.bytes          # their logical bytes
 
     def __repr__(self):
         return f"<Version {self.name}:{self.version} {self.digest[:12]}>"
@@ -140,6 +142,9 @@ class Store:
     def artifacts(self) -> list[str]:
         return self._repo.artifacts()
 
+    def artifact_type(self, name: str) -> str:
+        return self._repo.artifact(name)["type"]
+
     def versions(self, name: str) -> list[Version]:
         return [self._version(v) for v in self._repo.versions(name)]
 
@@ -181,8 +186,8 @@ class Store:
 
     def alias(self, spec: str, alias: str) -> Version:
         name, ref = parse_ref(spec)
-        info = control.call_or_local(self.path, "alias", self._repo.alias, name=name, ref=ref, alias=alias)
-        return self._version(info) if isinstance(info, VersionInfo) else self.get(f"{name}:{alias}")
+        control.call_or_local(self.path, "alias", self._repo.alias, name=name, ref=ref, alias=alias)
+        return self.get(f"{name}:{alias}")
 
     def unalias(self, name: str, alias: str) -> None:
         control.call_or_local(self.path, "unalias", self._repo.unalias, name=name, alias=alias)

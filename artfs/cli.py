@@ -63,7 +63,7 @@ def progress_bar(description: str, total: int | None):
 def _version_row(v) -> dict:
     return {"version": v.version, "aliases": v.aliases, "digest": v.digest, "type": v.type,
             "message": v.message, "metadata": v.metadata, "created": v.created,
-            "files": v._info.files, "bytes": v._info.bytes}
+            "files": v.file_count, "bytes": v.size}
 
 
 # commands --------------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def cmd_put(store: Store, args) -> int:
 
 def cmd_get(store: Store, args) -> int:
     v = store.get(args.ref)
-    with progress_bar(f"get {v.name}:{v.version}", v._info.bytes) as p:
+    with progress_bar(f"get {v.name}:{v.version}", v.size) as p:
         dest = v.download(args.dest, progress=p)
     print(dest)
     return 0
@@ -94,7 +94,7 @@ def cmd_ls(store: Store, args) -> int:
         rows = []
         for name in store.artifacts():
             versions = store.versions(name)
-            rows.append({"name": name, "type": store._repo.artifact(name)["type"],
+            rows.append({"name": name, "type": store.artifact_type(name),
                          "versions": len(versions),
                          "latest": next((v.version for v in versions if "latest" in v.aliases), None)})
         if args.json:

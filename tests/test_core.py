@@ -39,6 +39,7 @@ def test_seed_scenario(store, tmp_path):
     write(d / "rat.png", os.urandom(3 * MiB))
     v1 = store.put("animals", str(d))
     assert v1.version == "v1" and store.get("animals:latest").version == "v1"
+    assert (v1.file_count, v1.size) == (3, 6 * MiB)
     assert store.get("animals:v0").aliases == []
     assert sorted(store.get("animals:v0").files()) == ["cat.png", "dog.png"]
     assert store.get("animals").files() == ["cat.png", "dog.png", "rat.png"]
