@@ -54,6 +54,16 @@ def committed(m, name: str) -> str:
     return m.cli("commit", name).stdout.strip()
 
 
+def artifact_v0(m, name: str, files: dict[str, bytes]) -> str:
+    """MNT/NAME with FILES put into staging and committed as v0; returns the staging path."""
+    os.mkdir(m.path(name))
+    s = m.path(name, "staging")
+    for fname, data in files.items():
+        put_file(os.path.join(s, fname), data)
+    assert committed(m, name) == f"{name}:v0"
+    return s
+
+
 def renameat2(old, new, flags: int) -> None:
     """renameat2(2), which Python does not wrap (1: RENAME_NOREPLACE, 2: RENAME_EXCHANGE)."""
     if _libc.renameat2(-100, os.fsencode(old), -100, os.fsencode(new), flags) != 0:
@@ -475,11 +485,7 @@ def test_renames_follow_rename2_like_ext4(mounted, tmp_path):
 
 def test_unlinked_open_file_stays_readable_and_writable_until_closed(mounted):
     m = mounted
-    os.mkdir(m.path("ul"))
-    s = m.path("ul", "staging")
-    put_file(os.path.join(s, "base"), b"0123456789")
-    put_file(os.path.join(s, "ro"), b"read only")
-    assert committed(m, "ul") == "ul:v0"
+    s = artifact_v0(m, "ul", {"base": b"0123456789", "ro": b"read only"})
     ro = os.open(os.path.join(s, "ro"), os.O_RDONLY)         # unmodified: reads the version
     rw = os.open(os.path.join(s, "base"), os.O_RDWR)         # copied up into a data file
     new = os.open(os.path.join(s, "new"), os.O_RDWR | os.O_CREAT, 0o644)
@@ -551,11 +557,7 @@ def test_symlinks_are_stored_as_given_and_never_followed(mounted, tmp_path):
 # 3. unsupported operations ---------------------------------------------------------------------
 def test_unsupported_operations_fail_with_the_documented_errno(mounted):
     m = mounted
-    os.mkdir(m.path("un"))
-    s = m.path("un", "staging")
-    put_file(os.path.join(s, "f"), b"f")
-    put_file(os.path.join(s, "g"), b"g")
-    assert committed(m, "un") == "un:v0"
+    s = artifact_v0(m, "un", {"f": b"f", "g": b"g"})
     before = snapshot(s)
     link_errno = getattr(errno, documented_errno("hard links"))
     mknod_errno = getattr(errno, documented_errno("`mknod`"))
@@ -595,11 +597,8 @@ def test_random_io_matches_a_bytearray_model(mounted, tmp_path):
     DONTNEED, per file: /proc/sys/vm/drop_caches would disturb everything else running on the
     machine), which must reach the daemon. Then commit: the version equals the model."""
     m, rng = mounted, random.Random(0x5EED)
-    os.mkdir(m.path("io"))
-    s = m.path("io", "staging")
     first = rng.randbytes(700 * KiB)
-    put_file(os.path.join(s, "base"), first)
-    assert committed(m, "io") == "io:v0"
+    s = artifact_v0(m, "io", {"base": first})
     model = {"base": bytearray(first), "new": bytearray(), "sparse": bytearray()}
     paths = {name: os.path.join(s, name) for name in model}
     fds = {name: os.open(path, os.O_RDWR | os.O_CREAT, 0o644) for name, path in paths.items()}
