@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from artfs.repo import Repo
-from artfs.verify import verify
+from artfs.repo.facade import Repo
+from artfs.repo.verify import verify
 from tests.helpers import run_cli
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from artfs.errors import Conflict, CorruptData, Exists, InvalidInput, NotFound, StoreError
-from artfs.repo import Repo
+from artfs.repo.facade import Repo
 from tests.helpers import MiB, cli_json, damage_blob, run_cli, seed_files, tree_snapshot, write
 
 

@@ -9,8 +9,8 @@ import pytest
 
 import artfs
 from artfs.errors import Conflict, Exists, InvalidInput, NotFound, StoreError
-from artfs.repo import Repo
-from artfs.verify import verify
+from artfs.repo.facade import Repo
+from artfs.repo.verify import verify
 from tests.helpers import MiB, seed_files, tree_snapshot, write
 
 # Chunk-format overhead allowed in byte accounting: file chunk lists and trees are a few hundred

@@ -16,9 +16,9 @@ import pytest
 
 from artfs import errors
 from artfs.errors import ArtfsError, CorruptData
-from artfs.fs.model import Filesystem
-from artfs.fs.ops import Operations, fuse_error
-from artfs.repo import Repo
+from artfs.mount.model import Filesystem
+from artfs.mount.ops import Operations, fuse_error
+from artfs.repo.facade import Repo
 from tests.helpers import write
 
 CTX = types.SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umask=0o022)
@@ -48,13 +48,13 @@ def test_os_errors_keep_their_errno_and_fuse_errors_pass_through():
 
 
 def test_unexpected_exceptions_are_eio_and_logged(caplog):
-    with caplog.at_level(logging.ERROR, logger="artfs.fs"):
+    with caplog.at_level(logging.ERROR, logger="artfs.mount"):
         assert fuse_error(ZeroDivisionError("bug")).errno == errno.EIO
     assert "internal error" in caplog.text and "ZeroDivisionError" in caplog.text
 
 
 def test_corruption_is_eio_and_logged_once(caplog):
-    with caplog.at_level(logging.ERROR, logger="artfs.fs"):
+    with caplog.at_level(logging.ERROR, logger="artfs.mount"):
         for _ in range(3):
             assert fuse_error(CorruptData("object abc fails its hash check")).errno == errno.EIO
     assert caplog.text.count("fails its hash check") == 1
@@ -102,7 +102,7 @@ async def test_a_bug_in_the_model_is_eio_not_a_crash(ops, caplog, monkeypatch):
     def broken(*args):
         raise KeyError("bug")
     monkeypatch.setattr(ops.fs, "lookup", broken)
-    with caplog.at_level(logging.ERROR, logger="artfs.fs"), pytest.raises(pyfuse3.FUSEError) as e:
+    with caplog.at_level(logging.ERROR, logger="artfs.mount"), pytest.raises(pyfuse3.FUSEError) as e:
         await ops.lookup(pyfuse3.ROOT_INODE, b"animals", None)
     assert _errno_of(e) == errno.EIO
     assert "KeyError" in caplog.text

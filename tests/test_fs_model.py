@@ -7,13 +7,13 @@ import stat
 
 import pytest
 
-from artfs.commit import commit
+from artfs.staging.commit import commit
 from artfs.errors import CrossDevice, NotFound, NotPermitted, ReadOnly
-from artfs.fs.actions import Actions
-from artfs.fs.inodes import ROOT_INODE
-from artfs.fs.model import Filesystem
-from artfs.repo import Repo
-from artfs.verify import verify
+from artfs.mount.actions import Actions
+from artfs.mount.inodes import ROOT_INODE
+from artfs.mount.model import Filesystem
+from artfs.repo.facade import Repo
+from artfs.repo.verify import verify
 from tests.helpers import write
 
 

@@ -21,7 +21,7 @@ import time
 import pytest
 
 import artfs
-from artfs.repo import Repo
+from artfs.repo.facade import Repo
 from tests.conftest import in_mount_table, pid_alive
 from tests.helpers import MiB, cli_json, oserror, put_file, read, run_cli, write
 

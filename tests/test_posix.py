@@ -34,7 +34,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 
 import artfs
 import artfs.cli
-from artfs import control
+from artfs.mount import control
 from artfs.errors import InvalidInput, NotFound
 from tests.helpers import cli_json, oserror, put_file, read, run_cli
 

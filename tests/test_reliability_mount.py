@@ -25,7 +25,7 @@ import pytest
 import artfs
 from artfs.catalog.staging_index import StagingIndex, staging_dir
 from artfs.errors import NoSpace
-from artfs.repo import Repo
+from artfs.repo.facade import Repo
 from tests.conftest import in_mount_table
 from tests.helpers import MiB, cli_json, damage_blob, oserror, put_file, read, run_cli, tree_snapshot, write
 

@@ -13,8 +13,8 @@ import pytest
 
 import artfs.catalog.db
 from artfs.errors import NoSpace
-from artfs.repo import Repo
-from artfs.verify import verify
+from artfs.repo.facade import Repo
+from artfs.repo.verify import verify
 from tests.helpers import MiB, run_cli, tree_snapshot, write
 
 

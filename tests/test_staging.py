@@ -16,15 +16,15 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from artfs.accounting import du
+from artfs.repo.accounting import du
 from artfs.catalog.objects import DIR, FILE, LINK, Entry
-from artfs.commit import commit, create_artifact
+from artfs.staging.commit import commit, create_artifact
 from artfs.errors import (Conflict, Exists, InvalidInput, IsADirectory, NameTooLong, NotADirectory,
                           NotEmpty, NotFound)
-from artfs.repo import Repo
-from artfs.staging import RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT, Staging
+from artfs.repo.facade import Repo
+from artfs.staging.overlay import RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT, Staging
 from artfs.store.chunker import chunk_hash
-from artfs.verify import verify
+from artfs.repo.verify import verify
 
 MiB = 1 << 20
 UID, GID = os.getuid(), os.getgid()
@@ -557,8 +557,8 @@ def _dead_pid() -> int:
 
 _CHILD = """
 import sys
-from artfs.repo import Repo
-from artfs.commit import commit
+from artfs.repo.facade import Repo
+from artfs.staging.commit import commit
 with Repo(sys.argv[1]) as repo:
     print("go", flush=True)
     commit(repo, "ds")

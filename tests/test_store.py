@@ -8,9 +8,9 @@ import pytest
 
 from artfs.catalog.objects import FileObj
 from artfs.errors import CorruptData
-from artfs.repo import Repo
+from artfs.repo.facade import Repo
 from artfs.store.chunker import AVG_SIZE, MAX_SIZE, chunk_fd
-from artfs.verify import verify
+from artfs.repo.verify import verify
 from tests.helpers import MiB, damage_blob, write
 
 

@@ -1,0 +1,1 @@
+"""Bytes at rest: the chunker, content ids, the object-store interface and its backends."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .catalog.db import counter
-from .catalog.objects import DIR, FILE, LINK
+from ..catalog.db import counter
+from ..catalog.objects import DIR, FILE, LINK
 from .diff import join_path
-from .errors import ArtfsError
-from .names import LATEST
+from ..errors import ArtfsError
+from ..names import LATEST
 
 
 @dataclass

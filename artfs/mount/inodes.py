@@ -1,7 +1,7 @@
 """Inode numbers of the mount: stable identities mapped to small integers, with lookup counts.
 
 An inode number is allocated the first time an *identity key* is seen and is never given to other
-content while the daemon runs. Keys are plain tuples chosen by fs/nodes.py:
+content while the daemon runs. Keys are plain tuples chosen by mount/nodes.py:
 
     ("A", name, created)                 an artifact directory (re-created artifact: new inode)
     ("d", parent inode, name)            a directory inside a version (and a version root ``vN``)
@@ -11,7 +11,7 @@ content while the daemon runs. Keys are plain tuples chosen by fs/nodes.py:
     ("a", artifact inode, alias, vN)     an alias symlink; moving the alias gives a new inode
     ("s", artifact key, staging ino)     a staging entry; when a commit, reset or moved latest
                                          renumbers staging, each number the kernel knows moves
-                                         to the staging ino now at its path (fs/moves.py)
+                                         to the staging ino now at its path (mount/moves.py)
 
 The kernel's lookup count per inode is honoured: a node object is kept while the kernel knows its
 inode and dropped on the last ``forget``; the small key -> inode map is kept for the whole mount so
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from ..errors import NotFound
 
-ROOT_INODE = 1  # pyfuse3.ROOT_INODE (fs/ops.py asserts it)
+ROOT_INODE = 1  # pyfuse3.ROOT_INODE (mount/ops.py asserts it)
 
 
 class InodeTable:
@@ -45,7 +45,7 @@ class InodeTable:
         return ino
 
     def rekey(self, moves: list[tuple[int, tuple | None, tuple | None]]) -> None:
-        """Staging was renumbered (fs/moves.py): each (inode, old key, new key) gives an inode
+        """Staging was renumbered (mount/moves.py): each (inode, old key, new key) gives an inode
         number the identity of what is now at its path; a new key None leaves it none (gone)."""
         for ino, old, _ in moves:
             if old is not None and self._ids.get(old) == ino:

@@ -16,8 +16,8 @@ import json
 import os
 import socket
 
-from . import errors
-from .errors import ArtfsError, MountError
+from .. import errors
+from ..errors import ArtfsError, MountError
 
 INFO = "daemon.json"
 SOCKET = "daemon.sock"

@@ -11,8 +11,8 @@ import os
 import shutil
 import tempfile
 
-from .catalog.objects import DIR, FILE, LINK
-from .errors import Exists, InvalidInput
+from ..catalog.objects import DIR, FILE, LINK
+from ..errors import Exists, InvalidInput
 
 
 def export_tree(repo, root: bytes, dest: str, progress=None) -> str:

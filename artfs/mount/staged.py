@@ -1,4 +1,4 @@
-"""``NAME/staging/`` in the mount: the artifact's copy-on-write staging (artfs/staging.py) as nodes.
+"""``NAME/staging/`` in the mount: the artifact's copy-on-write staging (artmount/staging.py) as nodes.
 
 Every mutation of one artifact's staging holds that artifact's lock (so it is serialized against
 its commit and reset) and runs in a worker thread: a staging change is an LMDB write transaction,
@@ -9,7 +9,7 @@ mtime of a modified file are read back from that file (staging.py), so a close n
 
 There is one node object per inode number (StagingState.nodes), so that when a commit, a reset or
 a moved latest renumbers staging, every holder - the kernel's inode, an open file, a directory
-listing, a request waiting for the lock - sees the node's new staging inode (fs/moves.py).
+listing, a request waiting for the lock - sees the node's new staging inode (mount/moves.py).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import weakref
 import trio
 
 from ..errors import Conflict, NotFound
-from ..staging import ROOT, Staging
-from ..staging_paths import join
+from ..staging.overlay import ROOT, Staging
+from ..staging.paths import join
 from .files import StagedFile, StagedHandle
 from .moves import Move, Stale
 from .nodes import SHORT, Attr, Listing, Node
@@ -46,7 +46,7 @@ class StagedNode(Node):
         return self.entry.ino
 
     def _moving(self) -> bytes | None:
-        """While staging is renumbered (fs/moves.py), the path of this node, by which requests
+        """While staging is renumbered (mount/moves.py), the path of this node, by which requests
         find it then - its staging inode may change under them. Each such request reads once."""
         move = self.staging.moving
         seen = move.seen.get(self.ino) if move is not None else None
@@ -241,7 +241,7 @@ class StagingState:
             del self.opened[ino]
         return f.close()
 
-    # renumbering (fs/moves.py) -----------------------------------------------------------------
+    # renumbering (mount/moves.py) -----------------------------------------------------------------
     async def follow(self, change):
         """Run ``change``, a blocking call that renumbers staging (a commit, a reset, deleting the
         version a staging without changes shows), in a worker thread - the caller holds the

@@ -1,4 +1,4 @@
-"""The pyfuse3 adapter, and nothing else: unpack a request, call fs/model.py, pack the answer.
+"""The pyfuse3 adapter, and nothing else: unpack a request, call mount/model.py, pack the answer.
 
 Errors are mapped in ONE place, ``fuse_error``: an ArtfsError becomes its errno; an OSError from a
 staging data file keeps its errno; anything else is a bug, logged with its traceback and answered
@@ -29,7 +29,7 @@ from .nodes import Attr
 
 assert pyfuse3.ROOT_INODE == ROOT_INODE
 
-log = logging.getLogger("artfs.fs")
+log = logging.getLogger("artfs.mount")
 BLKSIZE = 1 << 20   # st_blksize: cp, stdio and Python size their I/O by it (1 MiB FUSE requests)
 _logged: set[str] = set()
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import tempfile
 
-from .errors import CorruptData
-from .export import write_file
+from ..errors import CorruptData
+from ..repo.export import write_file
 
 _TMP = ".tmp"
 

@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .catalog.objects import DIR, Entry, Tree
+from ..catalog.objects import DIR, Entry, Tree
 
 BASE_SHIFT = 40  # inodes below 2**40 are for nodes made in staging
 

@@ -2,7 +2,7 @@
 
 Staging shows a *base* version with changes on top. Nothing is copied or written until something
 changes: an unmodified node is read straight from the base tree and numbered by its position in
-it (staging_inodes.py). A change records the node and its ancestors in the staging index
+it (staging/inodes.py). A change records the node and its ancestors in the staging index
 (catalog/staging_index.py); a directory's index entries list only what changed in it (added,
 replaced, moved or removed children), so creating one file in a 100,000-entry directory writes a
 handful of keys. A file's bytes are copied from the store into a *data file*,
@@ -31,15 +31,15 @@ import stat
 import time
 from dataclasses import dataclass
 
-from . import staging_paths
-from .catalog.objects import DIR, FILE, LINK, Tree
-from .catalog.staging_index import ROOT, WHITEOUT, Base, Node, StagingIndex, staging_dir
-from .errors import (Exists, InvalidInput, IsADirectory, NameTooLong, NotADirectory, NotEmpty,
+from . import paths as staging_paths
+from ..catalog.objects import DIR, FILE, LINK, Tree
+from ..catalog.staging_index import ROOT, WHITEOUT, Base, Node, StagingIndex, staging_dir
+from ..errors import (Exists, InvalidInput, IsADirectory, NameTooLong, NotADirectory, NotEmpty,
                      NotFound)
-from .names import LATEST, check_artifact
-from .staging_changes import changes
-from .staging_data import DataFiles, MissingDataFile, remove
-from .staging_inodes import BaseNumbering, base_offset, in_base
+from ..names import LATEST, check_artifact
+from .changes import changes
+from .data import DataFiles, MissingDataFile, remove
+from .inodes import BaseNumbering, base_offset, in_base
 
 __all__ = ["ROOT", "RENAME_NOREPLACE", "RENAME_EXCHANGE", "SEntry", "Staging", "check_name"]
 
@@ -151,7 +151,7 @@ class Staging:
 
     def paths(self, inos) -> dict[int, bytes]:
         """Where these inodes are: ino -> path (names joined by b"/", b"" for the root); inodes
-        that no longer exist are left out (staging_paths.py)."""
+        that no longer exist are left out (staging/paths.py)."""
         return self._read(lambda txn, base: staging_paths.paths(self, txn, base, inos))
 
     def base_paths(self, inos, number: int | None) -> dict[int, bytes]:
@@ -289,7 +289,7 @@ class Staging:
         if self._read(strays):
             self._write(lambda txn, base: [remove(path) for path in strays(txn, base)])
 
-    # used by commit.py, inside the caller's transaction -----------------------------------------
+    # used by staging/commit.py, inside the caller's transaction -----------------------------------------
     def base(self, txn) -> Base:
         staged = self.index.header(txn)
         if staged is not None:

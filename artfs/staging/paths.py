@@ -1,16 +1,16 @@
 """Staging inodes to paths and back: what the mount needs to keep its inode numbers when a commit,
-a reset or a moved ``latest`` renumbers staging (fs/staged.py).
+a reset or a moved ``latest`` renumbers staging (mount/staged.py).
 
 A path is the names from the staging root joined by b"/" (b"" is the root). Finding one costs a
 walk up the recorded parents (each recorded node has its current parent and name) and, for an
-unmodified node, one walk down its base tree (staging_inodes.py); finding many in one call shares
+unmodified node, one walk down its base tree (staging/inodes.py); finding many in one call shares
 the walks of common ancestors.
 """
 
 from __future__ import annotations
 
-from .catalog.objects import DIR
-from .catalog.staging_index import ROOT, Base, Node
+from ..catalog.objects import DIR
+from ..catalog.staging_index import ROOT, Base, Node
 
 
 def join(parent: bytes, name: bytes) -> bytes:

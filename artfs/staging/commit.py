@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import os
 
-from .catalog.objects import DIR, FILE, Entry
-from .catalog.staging_index import ROOT
-from .errors import Conflict, CorruptData, Exists
-from .ingest import Ingest
-from .names import LATEST, check_alias, check_artifact
-from .repo import Repo, check_metadata
-from .staging import Staging
-from .staging_changes import changes
+from ..catalog.objects import DIR, FILE, Entry
+from ..catalog.staging_index import ROOT
+from ..errors import Conflict, CorruptData, Exists
+from ..repo.ingest import Ingest
+from ..names import LATEST, check_alias, check_artifact
+from ..repo.facade import Repo, check_metadata
+from .overlay import Staging
+from .changes import changes
 
 
 def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,

@@ -10,22 +10,22 @@ from __future__ import annotations
 import json
 import sys
 
-from . import control
-from .commit import commit
-from .names import check_artifact
-from .staging import Staging
+from ..mount import control
+from ..staging.commit import commit
+from ..names import check_artifact
+from ..staging.overlay import Staging
 
 _STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"))
 
 
 def cmd_mount(args) -> int:
-    from . import daemon  # pyfuse3 and trio: imported only by the commands that need them
+    from ..mount import daemon  # pyfuse3 and trio: imported only by the commands that need them
     return daemon.mount(args.store, args.mountpoint, foreground=args.foreground,
                         allow_other=args.allow_other)
 
 
 def cmd_unmount(args) -> int:
-    from . import daemon
+    from ..mount import daemon
     daemon.unmount(args.store, args.mountpoint)
     return 0
 

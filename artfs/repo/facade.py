@@ -13,16 +13,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .catalog.db import Database, counter
-from .catalog.objects import FileObj, Objects, Tree
-from .catalog.sessions import Sessions
-from .catalog.staging_index import StagingIndex, staging_dir
-from .catalog.versions import Catalog, VersionInfo, whoami
+from ..catalog.db import Database, counter
+from ..catalog.objects import FileObj, Objects, Tree
+from ..catalog.sessions import Sessions
+from ..catalog.staging_index import StagingIndex, staging_dir
+from ..catalog.versions import Catalog, VersionInfo, whoami
 from .diff import trees_equal
-from .errors import Conflict, InvalidInput, NotFound
+from ..errors import Conflict, InvalidInput, NotFound
 from .ingest import Ingest
-from .names import LATEST, check_alias, check_artifact
-from .store.chunks import LmdbChunkStore
+from ..names import LATEST, check_alias, check_artifact
+from ..store.chunks import LmdbChunkStore
 
 
 def _stderr_warn(msg: str) -> None:

@@ -34,12 +34,12 @@ import pyfuse3
 import trio
 
 from . import control
-from .catalog.db import default_store_path
-from .errors import ArtfsError, MountError, UsageError
-from .fs.actions import Actions
-from .fs.model import Filesystem
-from .fs.ops import Operations, invalidate
-from .repo import Repo
+from ..catalog.db import default_store_path
+from ..errors import ArtfsError, MountError, UsageError
+from .actions import Actions
+from .model import Filesystem
+from .ops import Operations, invalidate
+from ..repo.facade import Repo
 
 log = logging.getLogger("artfs.daemon")
 LOCK = "daemon.lock"

@@ -1,7 +1,7 @@
-"""The mount as fs/ops.py sees it, FUSE-free: requests by inode and handle, answers as Attr/bytes.
+"""The mount as mount/ops.py sees it, FUSE-free: requests by inode and handle, answers as Attr/bytes.
 
-Dispatch only: which node, staging or not, read-only or not. The nodes (fs/nodes.py,
-fs/staged.py) and open files (fs/files.py) do the work; every error is an ArtfsError that the
+Dispatch only: which node, staging or not, read-only or not. The nodes (mount/nodes.py,
+mount/staged.py) and open files (mount/files.py) do the work; every error is an ArtfsError that the
 adapter maps to an errno in one place.
 
 Rules for what cannot be done (docs/SEMANTICS.md):
@@ -18,7 +18,7 @@ import time
 
 import trio
 
-from ..commit import create_artifact
+from ..staging.commit import create_artifact
 from ..errors import ArtfsError, CrossDevice, InvalidInput, NotFound, NotPermitted
 from ..names import check_artifact
 from .files import OpenFiles, VersionHandle

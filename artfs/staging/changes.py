@@ -11,9 +11,9 @@ in no particular order.
 
 from __future__ import annotations
 
-from .catalog.objects import DIR, Tree
-from .catalog.staging_index import ROOT, Base, Node
-from .diff import join_path
+from ..catalog.objects import DIR, Tree
+from ..catalog.staging_index import ROOT, Base, Node
+from ..repo.diff import join_path
 
 _EMPTY = Tree([])
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from .catalog.objects import DIR, FILE
+from ..catalog.objects import DIR, FILE
 
 
 def unique_bytes(objects, txn, root: bytes) -> int:

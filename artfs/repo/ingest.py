@@ -23,10 +23,10 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .catalog.objects import DIR, FILE, LINK, Entry
-from .catalog.sessions import new_token
-from .errors import InvalidInput
-from .store.chunker import hashed_chunks
+from ..catalog.objects import DIR, FILE, LINK, Entry
+from ..catalog.sessions import new_token
+from ..errors import InvalidInput
+from ..store.chunker import hashed_chunks
 
 Warn = Callable[[str], None]
 Progress = Callable[[int], None]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .catalog.objects import DIR, Entry, Objects
+from ..catalog.objects import DIR, Entry, Objects
 
 
 def join_path(prefix: str, name: bytes) -> str:

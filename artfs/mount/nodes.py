@@ -2,7 +2,7 @@
 
     MOUNT/                 Root: one directory per artifact; ``mkdir`` creates an artifact
     MOUNT/NAME/            ArtifactDir: ``vN`` directories, alias symlinks (``latest -> vN``),
-                           and ``staging/`` (fs/staged.py)
+                           and ``staging/`` (mount/staged.py)
     MOUNT/NAME/vN/...      VersionDir / VersionEntry (files, symlinks): immutable, read-only
 
 Nodes answer attributes, lookups and listings; every mutation of something outside staging is
@@ -59,7 +59,7 @@ class Node:
     """Base: a read-only node that is neither a directory nor a symlink."""
 
     ino: int
-    staging = None     # the Staging this node belongs to (fs/staged.py), None outside staging
+    staging = None     # the Staging this node belongs to (mount/staged.py), None outside staging
 
     def attr(self) -> Attr:
         raise NotImplementedError
@@ -124,7 +124,7 @@ class ArtifactState:
 
     ``view`` is the (aliases, versions) the mount last showed; ``refresh`` compares it with the
     catalog and returns the names whose kernel entries must be invalidated (``staging`` keeps its
-    inode numbers when it is renumbered: fs/staged.py).
+    inode numbers when it is renumbered: mount/staged.py).
     """
 
     def __init__(self, fs, name: str, record: dict):
@@ -133,7 +133,7 @@ class ArtifactState:
         self.lock = trio.Lock()          # staging mutations vs. commit/reset of this artifact
         self.deleted = False
         self.deleted_versions: set[int] = set()
-        self.staging = None              # fs/staged.py StagingState, made on first use
+        self.staging = None              # mount/staged.py StagingState, made on first use
         self.view = self._snapshot()
 
     def dir(self) -> "ArtifactDir":

@@ -14,11 +14,11 @@ import sys
 import time
 from contextlib import contextmanager
 
-from . import cli_mount
-from .api import Store
-from .errors import ArtfsError, InvalidInput
-from .ingest import scan_bytes
-from .names import parse_ref
+from . import mount as cli_mount
+from ..api.store import Store
+from ..errors import ArtfsError, InvalidInput
+from ..repo.ingest import scan_bytes
+from ..names import parse_ref
 
 
 def _emit_json(value) -> None:

@@ -1,11 +1,11 @@
-"""What the CLI and API ask of a running daemon over the control socket (client: artfs/control.py).
+"""What the CLI and API ask of a running daemon over the control socket (client: artmount/control.py).
 
 Each action returns ``(result, entries)``: the JSON-able result for the caller, and the
 (directory inode, name) kernel entries that changed and must be invalidated before the caller is
 answered. Heavy or writing work runs in a worker thread with the Repo call (and so its LMDB
 transaction) inside that thread; staging changes of an artifact are serialized with its commit
 and reset by the artifact's lock. What renumbers staging (commit, reset, deleting or putting
-latest) keeps the inode numbers of staging's nodes (fs/moves.py), so ``staging`` itself is never
+latest) keeps the inode numbers of staging's nodes (mount/moves.py), so ``staging`` itself is never
 invalidated: only the entries of nodes that are gone or whose attributes changed.
 """
 
@@ -15,7 +15,7 @@ import functools
 
 import trio
 
-from ..commit import commit
+from ..staging.commit import commit
 from ..errors import NotFound
 from .inodes import ROOT_INODE
 from .model import Filesystem

@@ -16,16 +16,16 @@ import io
 import os
 import tempfile
 
-from . import control
-from .accounting import du as _du
-from .catalog.objects import DIR
-from .catalog.versions import VersionInfo
-from .diff import diff_trees, walk_files
-from .errors import IsADirectory, NotFound
-from .export import export_tree
-from .names import parse_ref
-from .repo import Repo
-from .verify import verify as _verify
+from ..mount import control
+from ..repo.accounting import du as _du
+from ..catalog.objects import DIR
+from ..catalog.versions import VersionInfo
+from ..repo.diff import diff_trees, walk_files
+from ..errors import IsADirectory, NotFound
+from ..repo.export import export_tree
+from ..names import parse_ref
+from ..repo.facade import Repo
+from ..repo.verify import verify as _verify
 
 
 class _ChunkReader(io.RawIOBase):
@@ -164,7 +164,7 @@ class Store:
         return _du(self._repo, name)
 
     def verify(self, spec: str | None = None, progress=None):
-        """Collect what interrupted ingests left, then check (see artfs.verify)."""
+        """Collect what interrupted ingests left, then check (see artfs.repo.verify)."""
         self._repo.collect_abandoned()
         if spec is None:
             return _verify(self._repo, progress=progress)

@@ -1,7 +1,7 @@
-"""Keeping the mount's inode numbers while staging is renumbered (StagingState.follow, fs/staged.py).
+"""Keeping the mount's inode numbers while staging is renumbered (StagingState.follow, mount/staged.py).
 
 A commit, a reset, or a put that moves the latest version a staging without changes shows, gives
-staging's nodes new staging inodes (staging_inodes.py). The mount keeps its own inode numbers:
+staging's nodes new staging inodes (staging/inodes.py). The mount keeps its own inode numbers:
 while such a change runs (the artifact's lock keeps staging's own changes out, so every path means
 the same node before and after it), each staging node the kernel knows is addressed by its path,
 and a node the kernel learns meanwhile is numbered by its path too. Afterwards each takes the
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..staging_paths import join
+from ..staging.paths import join
 
 Stale = tuple[int, bytes]   # a kernel entry to invalidate: (directory inode, name)
 
@@ -21,7 +21,7 @@ Stale = tuple[int, bytes]   # a kernel entry to invalidate: (directory inode, na
 @dataclass(slots=True)
 class Seen:
     path: bytes | None   # where the node is (None: nowhere, e.g. unlinked while open)
-    key: tuple | None    # the identity its inode number was allocated for (fs/inodes.py)
+    key: tuple | None    # the identity its inode number was allocated for (mount/inodes.py)
     entry: object        # the SEntry at its path before (else the last one the kernel got)
 
 

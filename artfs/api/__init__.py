@@ -1,0 +1,1 @@
+"""The Python API: ``artfs.Store`` and ``artfs.Version``."""

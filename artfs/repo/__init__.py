@@ -1,0 +1,1 @@
+"""Store operations with no transactions in their signatures: put, get, alias, delete, diff, du, verify."""
