@@ -81,10 +81,16 @@ def tree_snapshot(root) -> dict:
     return out
 
 
+def objects_env(store) -> str:
+    """The directory of the store's object environment (its data.mdb holds every object's bytes)."""
+    with open(os.path.join(str(store), "ARTFS-STORE")) as f:
+        return os.path.join(str(store), json.load(f)["data"], "objects")
+
+
 def damage_blob(store, key: bytes, how: str) -> None:
     """Flip a byte of a stored object ('corrupt') or remove it ('missing'), behind artfs's back."""
-    env = lmdb.open(os.path.join(str(store), "db"), max_dbs=16)
-    db = env.open_db(b"blobs")
+    env = lmdb.open(objects_env(store), max_dbs=16)
+    db = env.open_db(b"objects")
     with env.begin(write=True, db=db) as txn:
         if how == "missing":
             txn.delete(key)

@@ -245,10 +245,18 @@ def test_not_a_store(tmp_path):
 
 
 def test_store_files_are_private(tmp_path):
-    artfs.Store(str(tmp_path / "s")).close()
-    assert stat.S_IMODE(os.stat(tmp_path / "s").st_mode) == 0o700
-    for name in ("ARTFS-STORE", "db/data.mdb", "db/lock.mdb"):
-        assert stat.S_IMODE(os.stat(tmp_path / "s" / name).st_mode) == 0o600, name
+    old = os.umask(0o022)
+    try:
+        artfs.Store(str(tmp_path / "s")).close()
+    finally:
+        os.umask(old)
+    files = []
+    for top, dirs, names in os.walk(tmp_path / "s"):
+        assert stat.S_IMODE(os.stat(top).st_mode) == 0o700, top
+        files += [os.path.join(top, n) for n in names]
+    assert {os.path.basename(f) for f in files} >= {"ARTFS-STORE", "store.lock", "data.mdb", "lock.mdb"}
+    for f in files:
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
 
 
 def test_metadata_and_message(store, tmp_path):
@@ -256,7 +264,7 @@ def test_metadata_and_message(store, tmp_path):
     v = store.put("d", str(tmp_path / "d"), message="first cut", metadata={"rows": 3})
     v = store.get("d:v0")
     assert (v.message, v.metadata, v.type) == ("first cut", {"rows": 3}, "dataset")
-    assert len(v.digest) == 34
+    assert len(v.digest) == 32
 
 
 def test_edit_in_the_middle_stores_only_changed_chunks(store, tmp_path):

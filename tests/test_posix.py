@@ -1018,7 +1018,7 @@ def test_store_files_are_private(mount_factory, tmp_path):
             else:
                 assert stat.S_ISSOCK(st_.st_mode) and st_.st_mode & 0o077 == 0, rel
             assert st_.st_uid == os.getuid(), rel
-    for rel in ("daemon.json", "daemon.sock", "daemon.log", "daemon.lock", "db/data.mdb", "staging/p"):
+    for rel in ("daemon.json", "daemon.sock", "daemon.log", "daemon.lock", "data.0/objects/data.mdb", "staging/p"):
         assert rel in kinds, sorted(kinds)
     assert len(staging_files(m, "p")) == 2               # the data files of f and open
     assert in_child(lambda: os.listdir("."), m.store, NOBODY) == ERR("EACCES")

@@ -59,12 +59,12 @@ def test_put_killed_at_random_instants(tmp_path):
 
 
 def test_map_full_grows_transparently(tmp_path, monkeypatch):
-    monkeypatch.setattr(artfs.catalog.db, "INITIAL_MAP", 2 * MiB)
+    monkeypatch.setenv("ARTFS_MAP_SIZE", str(2 * MiB))
     d = tmp_path / "d"
     write(d / "a", os.urandom(12 * MiB))
     with Repo(str(tmp_path / "s")) as repo:
         v = repo.put("ds", str(d))[0]
-        assert repo.db.env.info()["map_size"] > 12 * MiB
+        assert repo.db.objects.env.map_size() > 12 * MiB
         assert repo.read(repo.file(repo.tree(v.root).entries[0].ref), 0, 12 * MiB) == (d / "a").read_bytes()
         assert verify(repo).ok
 

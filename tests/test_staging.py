@@ -23,7 +23,8 @@ from artfs.errors import (Conflict, Exists, InvalidInput, IsADirectory, NameTooL
                           NotEmpty, NotFound)
 from artfs.repo.facade import Repo
 from artfs.staging.overlay import RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT, Staging
-from artfs.store.chunker import chunk_hash
+from artfs.store.backend import Obj
+from artfs.store.ids import object_id, strong_digest
 from artfs.repo.verify import verify
 
 MiB = 1 << 20
@@ -303,7 +304,7 @@ def test_a_read_that_began_before_a_commit_landed_reads_again(repo, based, monke
     has just deleted: the read is done again instead of reporting corruption."""
     s = based
     write(s, ino_of(s, b"a.txt"), b"changed")
-    old = repo.db.env.begin(buffers=True)             # the state before the commit
+    old = repo.db.catalog_env.env.begin(buffers=True)             # the state before the commit
     commit(repo, "ds")
     real, reads = repo.db.read, []
 
@@ -487,7 +488,10 @@ def _big_artifact(repo: Repo, name: str, dirs: int, per_dir: int, flat: int) -> 
         fids = []
         for k in range(4):
             data = b"content %d" % k
-            fids.append(objects.put_file(txn, [(objects.put_chunk(txn, data), len(data))]))
+            cid = repo.objects.store.object_id(data)
+            objects.hold_chunks(txn, [(cid, len(data))])
+            objects.store.put_many([Obj(cid, strong_digest(data), data)])
+            fids.append(objects.put_file(txn, [(cid, len(data))]))
 
         def tree(n: int) -> Entry:
             entries = [Entry(b"f%06d" % i, FILE, 0o644, 9, 0, fids[i % 4]) for i in range(n)]
@@ -509,7 +513,7 @@ def test_commit_cost_is_proportional_to_the_change(tmp_path):
 
     def counting_hash(data):
         hashed.append(len(data))
-        return chunk_hash(data)
+        return object_id(data)
 
     with Repo(str(tmp_path / "store"), hasher=counting_hash) as repo:
         _big_artifact(repo, "big", dirs=100, per_dir=1000, flat=100_000)
@@ -520,12 +524,10 @@ def test_commit_cost_is_proportional_to_the_change(tmp_path):
         assert s.lookup(ino_of(s, b"flat"), b"f099999").ino == listing[-1].ino
         assert repo.db.generation() == generation
         write(s, ino_of(s, b"tree/d057/f000123"), b"changed bytes", truncate=True)
-        with repo.db.read() as txn:
-            before = set(repo.objects.store.ids(txn))
+        before = set(repo.objects.store.ids())
         hashed.clear()
         v, created = commit(repo, "big")
-        with repo.db.read() as txn:
-            written = set(repo.objects.store.ids(txn)) - before
+        written = set(repo.objects.store.ids()) - before
         # one chunk, one file object, three trees (d057, tree, root); nothing else hashed
         assert created and len(written) == 5 and len(hashed) < 30
         assert (v.files, v.bytes) == (200_000, 13 - 9)

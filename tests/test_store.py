@@ -9,6 +9,7 @@ import pytest
 from artfs.catalog.objects import FileObj
 from artfs.errors import CorruptData
 from artfs.repo.facade import Repo
+from artfs.store.ids import object_id
 from artfs.store.chunker import AVG_SIZE, MAX_SIZE, chunk_fd
 from artfs.repo.verify import verify
 from tests.helpers import MiB, damage_blob, write
@@ -33,18 +34,22 @@ def test_chunker_is_content_defined(tmp_path):
     assert len(set(a) - set(b)) <= 2                    # one insert disturbs one or two chunks
 
 
-def test_forced_collision_never_aliases(tmp_path):
-    """With a hash that maps everything to one value, different bytes must still stay apart."""
-    with Repo(str(tmp_path / "s"), hasher=lambda data: b"\x00" * 16) as repo:
+def test_forced_collision_is_refused_not_aliased(tmp_path):
+    """With a hash that maps everything to one value, a put whose bytes collide with stored ones
+    fails with a clear error and records nothing; the stored bytes stay intact."""
+    def colliding(data) -> bytes:
+        return b"\x00" * 16 if bytes(data) in (b"alpha" * 10, b"bravo" * 10) else object_id(data)
+
+    with Repo(str(tmp_path / "s"), hasher=colliding) as repo:
         d = tmp_path / "d"
         write(d / "a", b"alpha" * 10)
-        write(d / "b", b"bravo" * 10)
         v = repo.put("c", str(d), warn=print)[0]
+        write(d / "b", b"bravo" * 10)
+        with pytest.raises(CorruptData, match="collision"):
+            repo.put("c", str(d), warn=print)
+        assert [x.label for x in repo.versions("c")] == ["v0"]
         tree = repo.tree(v.root)
-        got = {e.name: repo.read(repo.file(e.ref), 0, 100) for e in tree.entries}
-        assert got == {b"a": b"alpha" * 10, b"b": b"bravo" * 10}
-        ids = {e.ref for e in tree.entries}
-        assert len(ids) == 2
+        assert repo.read(repo.file(tree.entries[0].ref), 0, 100) == b"alpha" * 10
         assert verify(repo).ok
 
 
@@ -82,9 +87,9 @@ def test_verify_names_damage_and_affected_paths(tmp_path, how):
 
 
 def test_file_object_spans():
-    f = FileObj([(b"a" * 17, 10), (b"b" * 17, 5), (b"c" * 17, 7)])
+    f = FileObj([(b"a" * 16, 10), (b"b" * 16, 5), (b"c" * 16, 7)])
     assert f.size == 22
-    assert list(f.span(8, 5)) == [(b"a" * 17, 8, 10), (b"b" * 17, 0, 3)]
-    assert list(f.span(15, 100)) == [(b"c" * 17, 0, 7)]
+    assert list(f.span(8, 5)) == [(b"a" * 16, 8, 10), (b"b" * 16, 0, 3)]
+    assert list(f.span(15, 100)) == [(b"c" * 16, 0, 7)]
     assert list(f.span(22, 10)) == []
     assert FileObj.decode(f.encode()).chunks == f.chunks

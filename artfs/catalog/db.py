@@ -1,35 +1,44 @@
-"""The store directory and its LMDB environment.
+"""The store directory: its marker, its lock, the catalog's LMDB environment and the object store.
 
 Layout of a store directory (created private, 0700):
 
-    ARTFS-STORE        marker: {"format": 1}; a directory without it is not an artfs store
-    db/                the LMDB environment (data.mdb, lock.mdb), files 0600
-    staging/           data files of modified staging files (see staging.py)
+    ARTFS-STORE        marker: {"format": 2, "data": "data.N"}; a directory without it is not a store
+    store.lock         flock: shared by every process using the store, exclusive to compact/migrate
+    data.N/catalog/    the catalog's LMDB environment (this module's named databases), files 0600
+    data.N/objects/    the local object store (store/local.py), its own LMDB environment
+    sessions/          one lock file per ingest in progress (catalog/sessions.py)
+    staging/           data files of modified staging files (staging/overlay.py)
 
-One environment holds every named database, so a user action is one write transaction.
-Transactions are short: ``read()`` and ``write(fn)`` open, use and close them on the calling
-thread; nothing keeps a transaction across requests.
+``artfs compact`` writes compacted copies into ``data.N+1/`` and then atomically replaces the
+marker, so a crash at any instant leaves the old store or the new one, never neither. A format-1
+store (one environment in ``db/``) is migrated the same way when first opened (catalog/migrate.py).
+
+One process opens a store once: every ``Database.open`` of the same path in a process shares the
+environments (LMDB refuses a second one), and a forked child opens its own.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
+import re
+import shutil
+import threading
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import TypeVar
 
-import lmdb
+from ..errors import Conflict, NoSpace, StoreError
+from ..store.lmdb_env import Env, fsync_path, os_error
+from ..store.local import LocalObjectStore
+from ..store.ids import object_id
 
-from ..errors import NoSpace, StoreError
-
-FORMAT = 1
+FORMAT = 2
 MARKER = "ARTFS-STORE"
+LOCK = "store.lock"
 DATABASES = (
-    b"blobs",      # id -> immutable object bytes (chunks, file chunk lists, trees)
-    b"refs",       # id -> u64 reference count
+    b"refs",       # id -> u64 reference count, u32 size (catalog/objects.py)
+    b"trash",      # id -> b"": unreferenced, to be deleted from the object store by the next purge
     b"zombies",    # file id -> b"" : unreferenced but held open by a mount; freed on last close
     b"sessions",   # ingest in progress -> the chunk references it holds (catalog/sessions.py)
     b"meta",       # counters: chunk bytes/count, generation, event sequence
@@ -40,6 +49,8 @@ DATABASES = (
     b"staging",    # staging index (see catalog/staging_index.py)
 )
 INITIAL_MAP = 1 << 36  # 64 GiB of address space; the file grows only as pages are used
+PURGE_BATCH = 10_000   # trashed ids deleted per transaction
+_DATA = re.compile(r"data\.(\d+)")
 
 T = TypeVar("T")
 
@@ -64,108 +75,295 @@ def _prepare_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        _check_or_mark(path)
+        if not os.path.exists(os.path.join(path, MARKER)):
+            if os.listdir(path):
+                raise StoreError(f"{path} is not an artfs store (no {MARKER} marker) and is not empty")
+            os.chmod(path, 0o700)
+            write_marker(path, {"format": FORMAT, "data": "data.0"})
     finally:
         os.close(fd)
 
 
-def _check_or_mark(path: str) -> None:
-    marker = os.path.join(path, MARKER)
-    if not os.path.exists(marker):
-        if os.listdir(path):
-            raise StoreError(f"{path} is not an artfs store (no {MARKER} marker) and is not empty")
-        os.chmod(path, 0o700)
-        tmp = marker + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"format": FORMAT}, f)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, marker)
-        return
+def read_marker(path: str) -> dict:
     try:
-        with open(marker) as f:
-            fmt = json.load(f)["format"]
+        with open(os.path.join(path, MARKER)) as f:
+            marker = json.load(f)
+        fmt = marker["format"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise StoreError(f"{path}: unreadable store marker {MARKER}: {e}") from None
     if not isinstance(fmt, int) or fmt > FORMAT:
         raise StoreError(f"{path} has store format {fmt}; this artfs reads format {FORMAT}: upgrade artfs")
+    if fmt == FORMAT and not _DATA.fullmatch(str(marker.get("data"))):
+        raise StoreError(f"{path}: store marker {MARKER} names no data directory")
+    return marker
+
+
+def write_marker(path: str, marker: dict) -> None:
+    """Replace the marker atomically and durably: the switch between two data directories."""
+    tmp = os.path.join(path, MARKER + ".tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
+        json.dump(marker, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(path, MARKER))
+    fsync_path(path)
+
+
+def lock_holders(path: str) -> list[int]:
+    """PIDs (as this process sees them) holding an flock on ``path``, from /proc/locks."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = set()
+    for line in lines:
+        fields = line.split()
+        if "FLOCK" in fields and ident in fields:
+            pid = fields[fields.index(ident) - 1]
+            if pid.isdigit() and int(pid) != os.getpid():
+                pids.add(int(pid))
+    return sorted(pids)
+
+
+def _describe(pids: list[int]) -> str:
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            cmd = "?"
+        out.append(f"pid {pid} ({cmd[:80]})")
+    return ", ".join(out) or "a process in another namespace"
+
+
+_registry: dict[str, "Database"] = {}
+_registry_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked child must not use its parent's environments: it opens its own."""
+    global _registry_lock
+    _registry.clear()
+    _registry_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class Database:
-    """An open store: the LMDB environment and its named databases."""
+    """An open store: the catalog environment, its named databases, and the object store."""
 
-    def __init__(self, path: str | None = None, *, readonly: bool = False):
-        self.path = os.path.abspath(path or default_store_path())
+    @classmethod
+    def open(cls, path: str | None = None, *, hasher=None) -> "Database":
+        path = os.path.abspath(path or default_store_path())
+        with _registry_lock:
+            db = _registry.get(path)
+            if db is None or hasher is not None:
+                db = cls(path, hasher=hasher or object_id)
+                if hasher is None:
+                    _registry[path] = db
+            db._users += 1
+            return db
+
+    def __init__(self, path: str, *, hasher=object_id):
+        self.path = path
+        self._users = 0
+        self._lockfd = None
         try:
-            _prepare_dir(self.path)
-            os.makedirs(os.path.join(self.path, "db"), mode=0o700, exist_ok=True)
-            os.makedirs(os.path.join(self.path, "staging"), mode=0o700, exist_ok=True)
-            self.env = lmdb.open(
-                os.path.join(self.path, "db"),
-                map_size=INITIAL_MAP,
-                max_dbs=len(DATABASES) + 1,
-                mode=0o600,
-                max_readers=1024,
-                readonly=readonly,
-            )
+            _prepare_dir(path)
+            for sub in ("staging", "sessions"):
+                os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
+            self._lockfd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._lockfd, fcntl.LOCK_SH)
+            marker = read_marker(path)
+            if marker["format"] < FORMAT:
+                marker = self._migrate()
+            self.data = marker["data"]
+            self._clean_stale()
+            self.catalog_env = Env(self._dir("catalog"), DATABASES, initial_map=INITIAL_MAP)
+            self.objects = LocalObjectStore(self._dir("objects"), hasher)
         except OSError as e:
-            raise _os_error(self.path, e) from None
-        except lmdb.Error as e:
-            raise StoreError(f"{self.path}: cannot open the store database: {e}") from None
-        self.dbs = {name.decode(): self.env.open_db(name) for name in DATABASES}
+            self._unlock()
+            raise os_error(path, e) from None
+        except BaseException:
+            self._unlock()
+            raise
+        self.dbs = self.catalog_env.dbs
+        self.pending: dict[bytes, object] = {}   # objects the running write created (catalog/objects.py)
+
+    def _dir(self, name: str, data: str | None = None) -> str:
+        top = os.path.join(self.path, data or self.data)
+        os.makedirs(top, mode=0o700, exist_ok=True)
+        os.makedirs(os.path.join(top, name), mode=0o700, exist_ok=True)
+        return os.path.join(top, name)
+
+    def _unlock(self) -> None:
+        if self._lockfd is not None:
+            os.close(self._lockfd)
+            self._lockfd = None
 
     def close(self) -> None:
-        self.env.close()
+        with _registry_lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            if _registry.get(self.path) is self:
+                del _registry[self.path]
+        self.objects.close()
+        self.catalog_env.close()
+        self._unlock()
 
-    @contextmanager
+    # transactions ------------------------------------------------------------------------------
     def read(self):
-        """A short read-only transaction whose values are zero-copy buffers."""
-        with self.env.begin(buffers=True) as txn:
-            yield txn
+        """A short read-only transaction of the catalog (values are views valid inside it)."""
+        return self.catalog_env.read()
+
+    def read_batches(self):
+        """A long catalog scan in bounded transactions (store/lmdb_env.py Batches)."""
+        return self.catalog_env.read_batches()
+
+    def _touch(self, txn) -> None:
+        bump(txn, self.dbs["meta"], b"generation", 1)
 
     def write(self, fn: Callable[[object], T]) -> T:
-        """Run ``fn(txn)`` in one write transaction; commit on return, abort on exception.
+        """Run ``fn(txn)`` as one catalog write transaction (see store/lmdb_env.py Env.write).
 
-        The map grows transparently when full (the whole action is re-run in a fresh transaction),
-        and a full disk becomes NoSpace with nothing written. LMDB reuses the pages a transaction
-        freed only two transactions later (the previous snapshot must stay intact), so on a full
-        disk right after a delete one empty transaction is committed and the action tried again.
+        File and tree objects the action created (``pending``, catalog/objects.py) are put into
+        the object store before the transaction commits; what it left unreferenced (``trash``) is
+        deleted from the object store by a following transaction (``purge``).
         """
-        settled = False
-        while True:
-            try:
-                with self.env.begin(write=True, buffers=True) as txn:
-                    result = fn(txn)
-                    bump(txn, self.dbs["meta"], b"generation", 1)
-                return result
-            except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
-            except lmdb.Error as e:
-                error = self._write_error(e)
-                if settled or not isinstance(error, NoSpace):
-                    raise error from None
-                settled = True
-                try:
-                    with self.env.begin(write=True) as txn:
-                        bump(txn, self.dbs["meta"], b"generation", 1)
-                except lmdb.Error:
-                    raise error from None
+        def action(txn):
+            self.pending.clear()
+            result = fn(txn)
+            self.objects.put_many(list(self.pending.values()))
+            return result, txn.stat(self.dbs["trash"])["entries"] > 0
+        try:
+            result, trashed = self.catalog_env.write(action, self._touch)
+        finally:
+            self.pending.clear()
+        if trashed:
+            self.purge()
+        return result
 
-    def _write_error(self, e: Exception) -> Exception:
-        """LMDB reports a short write on a full disk as EIO; tell the two apart by free space."""
-        st = os.statvfs(self.path)
-        free = st.f_bavail * st.f_frsize
-        if "No space left" in str(e) or free < max(64 << 20, st.f_blocks * st.f_frsize // 100):
-            return NoSpace(f"{self.path}: no space left on the store's filesystem "
-                           f"({free >> 20} MiB free); nothing was written")
-        return StoreError(f"{self.path}: the store database failed: {e}; nothing was written")
+    def purge(self) -> None:
+        """Delete from the object store every trashed object that is still unreferenced."""
+        trash, refs = self.dbs["trash"], self.dbs["refs"]
+
+        def action(txn):
+            with txn.cursor(db=trash) as cur:
+                ids = [bytes(k) for k, _ in zip(cur.iternext(keys=True, values=False), range(PURGE_BATCH))]
+            self.objects.delete([oid for oid in ids if txn.get(oid, db=refs) is None])
+            for oid in ids:
+                txn.delete(oid, db=trash)
+            return len(ids) == PURGE_BATCH
+        while self.catalog_env.write(action, self._touch):
+            pass
+
+    def sweep(self) -> int:
+        """Delete objects nothing references, parks or trashes: what a write killed between
+        putting its objects and committing left behind. Only safe while no write can run
+        (compaction holds the store alone); returns how many were deleted."""
+        refs, zombies = self.dbs["refs"], self.dbs["zombies"]
+        orphans = []
+        with self.read_batches() as batch:
+            for oid in self.objects.ids():
+                batch.step()
+                if batch.txn.get(oid, db=refs) is None and batch.txn.get(oid, db=zombies) is None:
+                    orphans.append(oid)
+        for i in range(0, len(orphans), PURGE_BATCH):
+            self.objects.delete(orphans[i:i + PURGE_BATCH])
+        return len(orphans)
 
     def generation(self) -> int:
         """A number that changes with every committed write transaction (any process)."""
-        with self.env.begin() as txn:
+        with self.read() as txn:
             return counter(txn, self.dbs["meta"], b"generation")
 
-    def sync(self) -> None:
-        self.env.sync(True)
+    def file_bytes(self) -> int:
+        """Bytes the store's databases take on disk."""
+        return self.catalog_env.file_bytes() + self.objects.env.file_bytes()
+
+    # exclusive work: migration, compaction -----------------------------------------------------
+    def _exclusive(self, wait: bool) -> None:
+        """Turn this process's shared store lock exclusive; Conflict naming the other users."""
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            others = lock_holders(os.path.join(self.path, LOCK))
+            fcntl.flock(self._lockfd, fcntl.LOCK_SH)   # the failed conversion dropped it
+            raise Conflict(f"the store {self.path} is in use by {_describe(others)}: let it finish "
+                           "or stop it, then try again") from None
+
+    def _shared(self) -> None:
+        fcntl.flock(self._lockfd, fcntl.LOCK_SH)
+
+    def _migrate(self) -> dict:
+        from .migrate import migrate_format1
+        self._exclusive(wait=True)
+        try:
+            marker = read_marker(self.path)
+            if marker["format"] < FORMAT:
+                marker = {"format": FORMAT, "data": "data.0"}
+                migrate_format1(self.path, os.path.join(self.path, marker["data"]))
+                write_marker(self.path, marker)
+            return marker
+        finally:
+            self._shared()
+
+    def _clean_stale(self) -> None:
+        """Remove data directories a compaction or migration left behind (only when alone)."""
+        stale = [n for n in os.listdir(self.path) if (_DATA.fullmatch(n) and n != self.data) or n == "db"]
+        if not stale:
+            return
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._shared()   # the failed conversion dropped it
+            return           # another process uses the store: a later open cleans up
+        try:
+            for name in stale:
+                shutil.rmtree(os.path.join(self.path, name), ignore_errors=True)
+        finally:
+            self._shared()
+
+    def compact(self) -> tuple[int, int]:
+        """Rewrite both databases without free pages; returns (bytes before, bytes after).
+
+        Needs the store to itself in this process's hands (other processes: Conflict naming
+        them). Writes of this process wait meanwhile; reads go on, and pause only for the switch.
+        Trashed and orphaned objects are deleted first, so the copy holds only what is live.
+        """
+        self._exclusive(wait=False)
+        try:
+            cat, obj = self.catalog_env, self.objects.env
+            with cat.gate, obj.gate:
+                old = self.file_bytes()
+                self.purge()
+                self.sweep()
+                number = int(_DATA.fullmatch(self.data).group(1)) + 1
+                new = f"data.{number}"
+                shutil.rmtree(os.path.join(self.path, new), ignore_errors=True)
+                try:
+                    cat.copy_compact(self._dir("catalog", new))
+                    obj.copy_compact(self._dir("objects", new))
+                    fsync_path(os.path.join(self.path, new))
+                except (OSError, NoSpace, StoreError) as e:
+                    shutil.rmtree(os.path.join(self.path, new), ignore_errors=True)
+                    if isinstance(e, OSError):
+                        raise os_error(self.path, e) from None
+                    raise
+                write_marker(self.path, {"format": FORMAT, "data": new})
+                previous, self.data = self.data, new
+                cat.reopen(self._dir("catalog"))
+                obj.reopen(self._dir("objects"))
+                shutil.rmtree(os.path.join(self.path, previous), ignore_errors=True)
+                return old, self.file_bytes()
+        finally:
+            self._shared()
 
 
 def counter(txn, db, key: bytes) -> int:
@@ -177,10 +375,3 @@ def bump(txn, db, key: bytes, delta: int) -> int:
     value = counter(txn, db, key) + delta
     txn.put(key, value.to_bytes(8, "big"), db=db)
     return value
-
-
-
-def _os_error(path: str, e: OSError):
-    if e.errno == errno.ENOSPC:
-        return NoSpace(f"{path}: no space left on device")
-    return StoreError(f"{path}: {e.strerror or e}")

@@ -1,4 +1,4 @@
-"""Content-addressed trees and files, and their reference counts.
+"""Content-addressed trees and files, their reference counts, and when objects may be deleted.
 
 Like git: a *file object* is the ordered list of its chunk ids and lengths; a *tree object* is the
 sorted list of entries (name, kind, mode, size, mtime, ref) where ref is a file object id, a tree
@@ -7,9 +7,20 @@ Unchanged subtrees keep their ids, so a commit stores only what changed and a di
 subtrees.
 
 Reference counts make reclaim exact: an object's count is the number of places that point at it
-(tree entries, file chunk lists, version roots). When a count reaches zero the object is deleted
-and its children are released, all inside the caller's transaction. A file object still open in a
-mount is parked in ``zombies`` instead, and freed when its last handle closes.
+(tree entries, file chunk lists, version roots, ingest sessions). The counts live in the catalog
+(``refs``: count and size per id); the bytes live in the object store (store/backend.py), which has
+no transactions of its own. Two rules keep the two consistent whatever crashes:
+
+- *reference before bytes*: a chunk is referenced (in a committed catalog transaction, held by an
+  ingest session) before it is put; file and tree objects a transaction creates are put into the
+  object store at the end of that transaction, before it commits (``Database.write``);
+- *unreferenced before deleted*: when a count reaches zero the object's children are released
+  and its id goes to ``trash`` in the same transaction; only a later transaction (``purge``) deletes
+  trashed ids whose count is still zero from the object store. Referencing a trashed id again takes
+  it out of the trash, so a purge can never delete an object that a newer transaction uses.
+
+A file object still open in a mount is parked in ``zombies`` instead of the trash, and freed when
+its last handle closes (or when the next mount starts).
 """
 
 from __future__ import annotations
@@ -21,8 +32,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..errors import CorruptData
-from ..store.chunks import ID_LEN, LmdbChunkStore
-from .db import bump, counter
+from ..store.backend import Obj
+from ..store.ids import ID_LEN, strong_digest
+from .db import bump
 
 FILE, DIR, LINK = "f", "d", "l"
 _KIND_BYTE = {FILE: b"f", DIR: b"d", LINK: b"l"}
@@ -89,6 +101,13 @@ class Tree:
         return cls(entries)
 
 
+_REF = struct.Struct(">QI")    # reference count, object size
+
+
+def encode_ref(count: int, size: int) -> bytes:
+    return _REF.pack(count, size)
+
+
 class FileObj:
     """A parsed file object: chunk ids with their byte offsets."""
 
@@ -132,32 +151,66 @@ class FileObj:
 
 
 class Objects:
-    """The reference-counted object graph over a chunk store, used inside one transaction."""
+    """The reference-counted object graph over an object store. Methods that take ``txn`` work
+    inside the caller's catalog write transaction (``Database.write``)."""
 
-    def __init__(self, dbs, chunks: LmdbChunkStore):
-        self.dbs = dbs
-        self.store = chunks
+    def __init__(self, db):
+        self.db = db
+        self.dbs = db.dbs
+        self.store = db.objects
 
     # reading -----------------------------------------------------------------------------------
-    def tree(self, txn, tid: bytes) -> Tree:
-        return Tree.decode(self.store.get(txn, tid))
+    def raw(self, oid: bytes) -> bytes:
+        """An object's bytes, also when the running write created it and has not put it yet."""
+        pending = self.db.pending.get(oid)
+        return pending.data if pending is not None else self.store.get_many([oid])[0]
 
-    def file(self, txn, fid: bytes) -> FileObj:
-        return FileObj.decode(self.store.get(txn, fid))
+    def tree(self, tid: bytes) -> Tree:
+        return Tree.decode(self.raw(tid))
+
+    def file(self, fid: bytes) -> FileObj:
+        return FileObj.decode(self.raw(fid))
+
+    def ref(self, txn, oid: bytes) -> tuple[int, int]:
+        """(reference count, size) of an object; (0, 0) when unreferenced."""
+        raw = txn.get(oid, db=self.dbs["refs"])
+        return _REF.unpack(raw) if raw is not None else (0, 0)
+
+    @staticmethod
+    def decode_ref(raw) -> tuple[int, int]:
+        return _REF.unpack(raw)
 
     def refcount(self, txn, oid: bytes) -> int:
-        return counter(txn, self.dbs["refs"], oid)
+        return self.ref(txn, oid)[0]
 
-    # writing -----------------------------------------------------------------------------------
-    def put_chunk(self, txn, data, digest: bytes | None = None) -> bytes:
-        """Store a data chunk (if new) and take one reference to it."""
-        cid, new = self.store.put(txn, data, digest)
-        if new:
-            meta = self.dbs["meta"]
-            bump(txn, meta, b"chunk_bytes", len(data))
-            bump(txn, meta, b"chunk_count", 1)
-        self.incref(txn, cid)
-        return cid
+    # referencing -------------------------------------------------------------------------------
+    def _take(self, txn, oid: bytes, size: int | None = None) -> bool:
+        """One more reference to ``oid``; True when its children must be referenced anew: it was
+        new, or unreferenced in the trash (taken out of it). A parked zombie still holds its
+        children, so taking it back is not new."""
+        count, stored = self.ref(txn, oid)
+        txn.put(oid, _REF.pack(count + 1, stored if size is None else size), db=self.dbs["refs"])
+        if count:
+            return False
+        if txn.pop(oid, db=self.dbs["zombies"]) is not None:
+            return False
+        txn.delete(oid, db=self.dbs["trash"])
+        return True
+
+    def hold_chunks(self, txn, chunks) -> None:
+        """One reference to each (chunk id, size): an ingest's, before it puts the bytes."""
+        meta = self.dbs["meta"]
+        for cid, size in chunks:
+            if self._take(txn, cid, size):
+                bump(txn, meta, b"chunk_bytes", size)
+                bump(txn, meta, b"chunk_count", 1)
+
+    def _put_object(self, txn, data: bytes) -> tuple[bytes, bool]:
+        """Reference a file or tree object and queue its bytes for the end of the transaction
+        (also when it exists: the object store then compares them, so a collision is caught)."""
+        oid = self.store.object_id(data)
+        self.db.pending[oid] = Obj(oid, strong_digest(data), data)
+        return oid, self._take(txn, oid, len(data))
 
     def put_file(self, txn, chunks: list[tuple[bytes, int]]) -> bytes:
         """Store a file object whose chunks the caller already holds one reference each to.
@@ -165,11 +218,10 @@ class Objects:
         Returns the file id with one reference taken for the caller. If an equal file object
         already existed, the caller's chunk references are handed back.
         """
-        fid, new = self.store.put(txn, FileObj(chunks).encode())
+        fid, new = self._put_object(txn, FileObj(chunks).encode())
         if not new:
             for cid, _ in chunks:
                 self.decref_chunk(txn, cid)
-        self.incref(txn, fid)
         return fid
 
     def put_tree(self, txn, entries: list[Entry]) -> bytes:
@@ -179,21 +231,37 @@ class Objects:
         when the tree already existed), and the caller gets one reference to the tree.
         """
         entries = sorted(entries, key=lambda e: e.name)
-        tid, new = self.store.put(txn, Tree(entries).encode())
+        tid, new = self._put_object(txn, Tree(entries).encode())
         if not new:
             for e in entries:
                 self.release_entry(txn, e)
-        self.incref(txn, tid)
         return tid
 
     def incref(self, txn, oid: bytes) -> None:
-        if bump(txn, self.dbs["refs"], oid, 1) == 1:
-            txn.delete(oid, db=self.dbs["zombies"])
+        """One more reference to an object that is referenced (or parked as a zombie)."""
+        if self._take(txn, oid):
+            raise CorruptData(f"object {oid.hex()} was referenced after it was released")
 
     def hold_entry(self, txn, e: Entry) -> None:
         """Take one more reference to what an entry points at (reusing it in a new tree)."""
         if e.kind != LINK:
             self.incref(txn, e.ref)
+
+    # releasing ---------------------------------------------------------------------------------
+    def _drop(self, txn, oid: bytes) -> int | None:
+        """Drop one reference; the object's size when it was the last, else None."""
+        refs = self.dbs["refs"]
+        count, size = self.ref(txn, oid)
+        if count <= 0:
+            raise CorruptData(f"reference count of {oid.hex()} would go negative")
+        if count > 1:
+            txn.put(oid, _REF.pack(count - 1, size), db=refs)
+            return None
+        txn.delete(oid, db=refs)
+        return size
+
+    def _trash(self, txn, oid: bytes) -> None:
+        txn.put(oid, b"", db=self.dbs["trash"])
 
     def release_entry(self, txn, e: Entry, pinned=None) -> None:
         if e.kind == FILE:
@@ -201,46 +269,42 @@ class Objects:
         elif e.kind == DIR:
             self.decref_tree(txn, e.ref, pinned)
 
-    def _decref(self, txn, oid: bytes) -> bool:
-        """Drop one reference; True when it was the last."""
-        refs = self.dbs["refs"]
-        left = counter(txn, refs, oid) - 1
-        if left < 0:
-            raise CorruptData(f"reference count of {oid.hex()} would go negative")
-        if left == 0:
-            txn.delete(oid, db=refs)
-            return True
-        txn.put(oid, left.to_bytes(8, "big"), db=refs)
-        return False
-
     def decref_chunk(self, txn, cid: bytes) -> None:
-        if self._decref(txn, cid):
-            size = self.store.size(txn, cid)
-            self.store.delete(txn, cid)
+        size = self._drop(txn, cid)
+        if size is not None:
+            self._trash(txn, cid)
             meta = self.dbs["meta"]
             bump(txn, meta, b"chunk_bytes", -size)
             bump(txn, meta, b"chunk_count", -1)
 
     def decref_file(self, txn, fid: bytes, pinned=None) -> None:
-        if self._decref(txn, fid):
+        if self._drop(txn, fid) is not None:
             if pinned is not None and pinned(fid):
                 txn.put(fid, b"", db=self.dbs["zombies"])
             else:
                 self.free_file(txn, fid)
 
     def free_file(self, txn, fid: bytes) -> None:
-        fobj = self.file(txn, fid)
-        self.store.delete(txn, fid)
+        fobj = self.file(fid)
+        self._trash(txn, fid)
         txn.delete(fid, db=self.dbs["zombies"])
         for cid in fobj.chunks:
             self.decref_chunk(txn, cid)
 
     def decref_tree(self, txn, tid: bytes, pinned=None) -> None:
-        if self._decref(txn, tid):
-            tree = self.tree(txn, tid)
-            self.store.delete(txn, tid)
+        """Release one reference to a tree; the last frees it and releases its entries (any depth)."""
+        stack = [tid]
+        while stack:
+            tid = stack.pop()
+            if self._drop(txn, tid) is None:
+                continue
+            tree = self.tree(tid)
+            self._trash(txn, tid)
             for e in tree.entries:
-                self.release_entry(txn, e, pinned)
+                if e.kind == DIR:
+                    stack.append(e.ref)
+                elif e.kind == FILE:
+                    self.decref_file(txn, e.ref, pinned)
 
     def release_zombie(self, txn, fid: bytes) -> None:
         """Free a parked file object once nothing holds it open (unless re-referenced since)."""

@@ -4,52 +4,75 @@ A big ingest stores its chunks in many bounded transactions (so neither the writ
 LMDB's dirty pages grow with the input), before the one transaction that records the version.
 Until then each chunk it stored or found is referenced by its *session*, so a concurrent delete
 cannot free it, and no version can see it. The final transaction hands the references over to
-the file objects it creates and drops the session.
+the file objects it creates and drops the session; it fails if the session's records are gone.
 
-A process killed mid-ingest leaves its session behind. Sessions are keyed by the owner's pid and
-process start time; one whose owner is gone is *abandoned*, and the next writer (put, commit, a
-mount starting, ``artfs verify``) releases its references, which frees every chunk nothing else
-uses. Until then verify counts them as held, not leaked.
+Liveness comes from the kernel, not from process ids (which PID namespaces reuse and disguise):
+a session is a random token plus a lock file ``STORE/sessions/<token>`` on which its owner holds
+an exclusive flock for the session's life. The kernel drops that lock when the owner dies, in
+whatever namespace or container it ran; a session whose lock can be taken is *abandoned*, and the
+next writer (put, commit, a mount starting, ``artfs verify``) releases its references, which frees
+every chunk nothing else uses. That decision is made inside a write transaction, so an owner
+cannot finish (drop its records) and be judged abandoned at once.
 
-Keys: token (pid u32, start time u64, sequence u32) + batch number u32 -> concatenated chunk ids.
+Keys: token (16 random bytes) + batch number u32 -> concatenated chunk ids.
 """
 
 from __future__ import annotations
 
-import itertools
+import fcntl
 import os
 import struct
 
-from ..store.chunks import ID_LEN
+from ..store.ids import ID_LEN
 
-_TOKEN = struct.Struct(">IQI")
-_counter = itertools.count()
+TOKEN_LEN = 16
 
 
-def _start_time(pid: int) -> int | None:
-    """A process's start time in clock ticks since boot (None when it is gone)."""
+class Session:
+    """The owner's side: the token and the lock that says the owner is alive."""
+
+    def __init__(self, store_path: str):
+        self.token = os.urandom(TOKEN_LEN)
+        self.path = lock_path(store_path, self.token)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        os.write(self._fd, f"{os.getpid()}\n".encode())   # for people reading the directory
+
+    def end(self) -> None:
+        """After the session's records are gone (finished or released): drop the lock file."""
+        if self._fd is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+
+
+def lock_path(store_path: str, token: bytes) -> str:
+    return os.path.join(store_path, "sessions", token.hex())
+
+
+def _alive(store_path: str, token: bytes) -> bool:
+    """Whether the session's owner still holds its lock (a missing lock file: it never will)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return int(stat.rsplit(b")", 1)[1].split()[19])
-
-
-def new_token() -> bytes:
-    pid = os.getpid()
-    return _TOKEN.pack(pid, _start_time(pid) or 0, next(_counter))
-
-
-def _alive(token: bytes) -> bool:
-    pid, start, _ = _TOKEN.unpack(token)
-    return _start_time(pid) == start
+        fd = os.open(lock_path(store_path, token), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 class Sessions:
-    def __init__(self, dbs, objects):
+    def __init__(self, dbs, objects, store_path: str):
         self.db = dbs["sessions"]
         self.objects = objects
+        self.store_path = store_path
 
     def hold(self, txn, token: bytes, batch: int, ids: list[bytes]) -> None:
         """Record that the session holds one reference to each of ``ids`` (already taken)."""
@@ -65,10 +88,13 @@ class Sessions:
                 yield key, bytes(cur.value())
                 found = cur.next()
 
-    def close(self, txn, token: bytes) -> None:
-        """Drop the session's records; its references now belong to what the caller built."""
-        for key, _ in list(self._records(txn, token)):
+    def close(self, txn, token: bytes) -> int:
+        """Drop the session's records (its references now belong to what the caller built);
+        returns how many batches it had."""
+        keys = [key for key, _ in self._records(txn, token)]
+        for key in keys:
             txn.delete(key, db=self.db)
+        return len(keys)
 
     def release(self, txn, token: bytes) -> None:
         """Give back every reference the session holds (an ingest that failed or was killed)."""
@@ -78,17 +104,20 @@ class Sessions:
             txn.delete(key, db=self.db)
 
     def tokens(self, txn) -> set[bytes]:
-        return {key[:_TOKEN.size] for key, _ in self._records(txn)}
+        return {key[:TOKEN_LEN] for key, _ in self._records(txn)}
 
     def abandoned(self, txn) -> list[bytes]:
-        return [t for t in self.tokens(txn) if not _alive(t)]
+        return [t for t in self.tokens(txn) if not _alive(self.store_path, t)]
+
+    def forget(self, token: bytes) -> None:
+        """Remove the lock file of a released abandoned session."""
+        try:
+            os.unlink(lock_path(self.store_path, token))
+        except FileNotFoundError:
+            pass
 
     def held(self, txn):
         """(token, chunk id) for every reference held by any session."""
         for key, ids in self._records(txn):
             for i in range(0, len(ids), ID_LEN):
-                yield key[:_TOKEN.size], ids[i:i + ID_LEN]
-
-    @staticmethod
-    def owner(token: bytes) -> int:
-        return _TOKEN.unpack(token)[0]
+                yield key[:TOKEN_LEN], ids[i:i + ID_LEN]

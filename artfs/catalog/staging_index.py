@@ -77,6 +77,16 @@ class Base:
     mtime_ns: int
 
 
+def decode_head(raw) -> Base:
+    raw = bytes(raw)
+    number, mtime = _HEAD.unpack_from(raw)
+    return Base(None if number < 0 else number, raw[_HEAD.size:] or None, mtime)
+
+
+def encode_head(base: Base) -> bytes:
+    return _HEAD.pack(-1 if base.number is None else base.number, base.mtime_ns) + (base.root or b"")
+
+
 def staging_dir(store_path: str, name: str) -> str:
     """Where the data files of NAME's modified staging files live (named by inode number)."""
     return os.path.join(store_path, "staging", name)
@@ -92,15 +102,10 @@ class StagingIndex:
     # header and counter ------------------------------------------------------------------------
     def header(self, txn) -> Base | None:
         raw = txn.get(self.prefix + b"H", db=self.db)
-        if raw is None:
-            return None
-        raw = bytes(raw)
-        number, mtime = _HEAD.unpack_from(raw)
-        return Base(None if number < 0 else number, raw[_HEAD.size:] or None, mtime)
+        return None if raw is None else decode_head(raw)
 
     def set_header(self, txn, base: Base) -> None:
-        number = -1 if base.number is None else base.number
-        txn.put(self.prefix + b"H", _HEAD.pack(number, base.mtime_ns) + (base.root or b""), db=self.db)
+        txn.put(self.prefix + b"H", encode_head(base), db=self.db)
 
     def new_ino(self, txn) -> int:
         key = self.prefix + b"C"

@@ -17,7 +17,7 @@ def join_path(prefix: str, name: bytes) -> str:
 
 def walk_files(objects: Objects, txn, tid: bytes, prefix: str = ""):
     """Yield (path, entry) for every non-directory entry under a tree."""
-    for e in objects.tree(txn, tid).entries:
+    for e in objects.tree(tid).entries:
         path = join_path(prefix, e.name)
         if e.kind == DIR:
             yield from walk_files(objects, txn, e.ref, path)
@@ -36,8 +36,8 @@ def diff_trees(objects: Objects, txn, old: bytes, new: bytes, prefix: str = "") 
 def _diff(objects, txn, old: bytes, new: bytes, prefix: str, out) -> None:
     if old == new:
         return
-    a = {e.name: e for e in objects.tree(txn, old).entries}
-    b = {e.name: e for e in objects.tree(txn, new).entries}
+    a = {e.name: e for e in objects.tree(old).entries}
+    b = {e.name: e for e in objects.tree(new).entries}
     for name in a.keys() | b.keys():
         ea, eb = a.get(name), b.get(name)
         path = join_path(prefix, name)
@@ -64,18 +64,18 @@ def _all(objects, txn, e: Entry, path: str, into: list[str]) -> None:
         into.append(path)
 
 
-def trees_equal(objects: Objects, txn, old: bytes, new: bytes) -> bool:
+def trees_equal(objects, old: bytes, new: bytes) -> bool:
     """Equal content (see module doc), without building the full diff where subtrees match."""
     if old == new:
         return True
-    a, b = objects.tree(txn, old).entries, objects.tree(txn, new).entries
+    a, b = objects.tree(old).entries, objects.tree(new).entries
     if len(a) != len(b):
         return False
     for ea, eb in zip(a, b):
         if ea.name != eb.name or ea.kind != eb.kind or ea.mode != eb.mode:
             return False
         if ea.kind == DIR:
-            if not trees_equal(objects, txn, ea.ref, eb.ref):
+            if not trees_equal(objects, ea.ref, eb.ref):
                 return False
         elif ea.ref != eb.ref:
             return False

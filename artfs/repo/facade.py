@@ -1,8 +1,9 @@
-"""Repo: every store operation, on the local store, with no knowledge of mounts.
+"""Repo: every store operation, with no transactions in its signatures, and no knowledge of mounts.
 
 The CLI (without a daemon), the Python API and the daemon all call these. Each user action is one
-write transaction; reads open short read transactions and cache only immutable objects (trees and
-file chunk lists, keyed by content id).
+catalog write transaction (plus, for big inputs, the bounded ingest transactions before it);
+reads open short transactions and cache only immutable objects (trees and file chunk lists,
+keyed by content id, bounded by bytes).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from .diff import trees_equal
 from ..errors import Conflict, InvalidInput, NotFound
 from .ingest import Ingest
 from ..names import LATEST, check_alias, check_artifact
-from ..store.chunks import LmdbChunkStore
+
+TREE_CACHE_BYTES = 64 << 20
+FILE_CACHE_BYTES = 32 << 20
 
 
 def _stderr_warn(msg: str) -> None:
@@ -30,30 +33,35 @@ def _stderr_warn(msg: str) -> None:
 
 
 class _LRU:
-    def __init__(self, capacity: int):
-        self.capacity, self.items = capacity, OrderedDict()
+    """Parsed immutable objects by id, least recently used dropped first, bounded by an estimate
+    of their memory (a parsed object takes a few times its encoded size)."""
 
-    def get(self, key, make):
+    def __init__(self, budget: int):
+        self.budget, self.used, self.items = budget, 0, OrderedDict()
+
+    def get(self, key, load: Callable[[], tuple[object, int]]):
         try:
             self.items.move_to_end(key)
-            return self.items[key]
+            return self.items[key][0]
         except KeyError:
-            value = self.items[key] = make()
-            if len(self.items) > self.capacity:
-                self.items.popitem(last=False)
+            value, encoded = load()
+            cost = 4 * encoded + 256
+            self.items[key] = (value, cost)
+            self.used += cost
+            while self.used > self.budget and len(self.items) > 1:
+                self.used -= self.items.popitem(last=False)[1][1]
             return value
 
 
 class Repo:
     def __init__(self, path: str | None = None, *, hasher=None):
-        self.db = Database(path)
+        self.db = Database.open(path, hasher=hasher)
         self.path = self.db.path
-        chunks = LmdbChunkStore(self.db.dbs["blobs"], **({"hasher": hasher} if hasher else {}))
-        self.objects = Objects(self.db.dbs, chunks)
+        self.objects = Objects(self.db)
         self.catalog = Catalog(self.db.dbs)
-        self.sessions = Sessions(self.db.dbs, self.objects)
-        self._trees = _LRU(4096)
-        self._files = _LRU(16384)
+        self.sessions = Sessions(self.db.dbs, self.objects, self.path)
+        self._trees = _LRU(TREE_CACHE_BYTES)
+        self._files = _LRU(FILE_CACHE_BYTES)
 
     def close(self) -> None:
         self.db.close()
@@ -93,30 +101,29 @@ class Repo:
             return self.catalog.events(txn, name)
 
     def tree(self, tid: bytes) -> Tree:
+        """A tree by id (immutable: cached)."""
         def load():
-            with self.db.read() as txn:
-                return self.objects.tree(txn, tid)
+            data = self.objects.raw(tid)
+            return Tree.decode(data), len(data)
         return self._trees.get(tid, load)
 
     def file(self, fid: bytes) -> FileObj:
+        """A file object by id (immutable: cached)."""
         def load():
-            with self.db.read() as txn:
-                return self.objects.file(txn, fid)
+            data = self.objects.raw(fid)
+            return FileObj.decode(data), len(data)
         return self._files.get(fid, load)
 
     def read(self, fobj: FileObj, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of a file, every chunk hash-checked (CorruptData if not)."""
-        parts = []
-        with self.db.read() as txn:
-            for cid, start, end in fobj.span(offset, size):
-                parts.append(bytes(self.objects.store.get(txn, cid)[start:end]))
-        return b"".join(parts)
+        return self.objects.store.read_ranges(list(fobj.span(offset, size)))
 
     def stats(self) -> dict:
         with self.db.read() as txn:
             meta = self.db.dbs["meta"]
             return {"stored_bytes": counter(txn, meta, b"chunk_bytes"),
-                    "chunks": counter(txn, meta, b"chunk_count")}
+                    "chunks": counter(txn, meta, b"chunk_count"),
+                    "file_bytes": self.db.file_bytes()}
 
     # writing -----------------------------------------------------------------------------------
     def put(self, name: str, path: str, *, type: str | None = None, aliases=(), message: str = "",
@@ -153,7 +160,7 @@ class Repo:
         latest = self.catalog.aliases(txn, name).get(LATEST)
         if latest is not None:
             current = self.catalog.version(txn, name, latest)
-            if trees_equal(self.objects, txn, current.root, root):
+            if trees_equal(self, current.root, root):
                 self.objects.decref_tree(txn, root)
                 for alias in aliases:
                     self._set_alias(txn, name, alias, current.number)
@@ -252,16 +259,25 @@ class Repo:
             tokens = self.sessions.abandoned(txn)
             for token in tokens:
                 self.sessions.release(txn, token)
-            return len(tokens)
-        return self.db.write(action)
+            return tokens
+        tokens = self.db.write(action)
+        for token in tokens:
+            self.sessions.forget(token)
+        return len(tokens)
 
     def recover(self) -> None:
-        """At mount start: free zombies (nothing is open yet) and abandoned ingests."""
+        """At mount start: free zombies (nothing is open yet), abandoned ingests, the trash."""
         def action(txn):
             for fid in self.objects.zombies(txn):
                 self.objects.release_zombie(txn, fid)
         self.db.write(action)
         self.collect_abandoned()
+        self.db.purge()
+
+    def compact(self) -> tuple[int, int]:
+        """Give free space back to the filesystem (catalog/db.py Database.compact)."""
+        self.collect_abandoned()
+        return self.db.compact()
 
 
 def check_metadata(metadata) -> dict:

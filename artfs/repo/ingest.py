@@ -2,14 +2,16 @@
 
 An ingest has two phases, so memory stays bounded whatever the input size:
 
-1. ``scan`` / ``add_file`` read and chunk the input, storing chunks in transactions of at most
-   BATCH_BYTES; an ingest session (catalog/sessions.py) holds a reference to every chunk stored or
-   found, and the result is a ``Pending`` tree in memory (names, modes and chunk lists only).
+1. ``scan`` / ``add_file`` read and chunk the input; every BATCH_BYTES, one catalog transaction
+   references the batch's chunks for the ingest session (catalog/sessions.py), and then the object
+   store gets the bytes it lacks (reference before bytes: catalog/objects.py). The result is a
+   ``Pending`` tree in memory (names, modes and chunk lists only).
 2. ``build`` runs inside the caller's final transaction: it creates the file and tree objects,
-   which take over the session's references, and ``finish`` drops the session.
+   which take over the session's references, and ``finish`` drops the session (failing if another
+   process released it: then nothing is recorded).
 
 If the ingest fails, leaving the ``with`` block releases the session's references at once; if
-the process dies, the next writer does (abandoned sessions).
+the process dies, the kernel drops its session lock and the next writer releases them.
 
 The walk uses directory file descriptors and O_NOFOLLOW throughout, so deep trees are not limited
 by PATH_MAX and symlinks inside PATH are stored as symlinks, never followed. Sockets, FIFOs and
@@ -24,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..catalog.objects import DIR, FILE, LINK, Entry
-from ..catalog.sessions import new_token
-from ..errors import InvalidInput
+from ..catalog.sessions import Session
+from ..errors import InvalidInput, StoreError
+from ..store.backend import Obj
 from ..store.chunker import hashed_chunks
 
 Warn = Callable[[str], None]
@@ -53,32 +56,35 @@ class Ingest:
         self.progress = progress or (lambda n: None)
         self.files = 0
         self.bytes = 0
-        self._token = new_token()
+        self._session: Session | None = None
         self._batches = 0
-        self._queue: list[tuple[bytes, bytes, list]] = []   # (digest, data, slot to fill)
+        self._queue: list[tuple[Obj, list]] = []   # (chunk, slot to fill with its id)
         self._queued = 0
 
     def __enter__(self):
         self.repo.collect_abandoned()
+        self._session = Session(self.repo.path)
         return self
 
     def __exit__(self, exc_type, exc, tb):
         """On failure give the session's references back now (else the next writer will)."""
-        if exc_type is not None and self._batches:
-            try:
-                self.repo.db.write(lambda txn: self.repo.sessions.release(txn, self._token))
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
+        try:
+            if exc_type is not None and self._batches:
+                token = self._session.token
+                self.repo.db.write(lambda txn: self.repo.sessions.release(txn, token))
+        except Exception:  # noqa: BLE001 - the original error matters more; the next writer retries
+            return
+        self._session.end()
 
     # phase 1: reading and storing chunks --------------------------------------------------------
     def add_file(self, fd: int, size: int, display: str) -> list[list]:
         """Chunk an open file from its start; returns its chunk list (ids filled by flushes)."""
         chunks, total = [], 0
         os.lseek(fd, 0, os.SEEK_SET)
-        for digest, data in hashed_chunks(fd, size):
-            slot = [None, len(data)]
+        for cid, digest, data in hashed_chunks(fd, size, self.repo.objects.store.object_id):
+            slot = [cid, len(data)]
             chunks.append(slot)
-            self._queue.append((digest, data, slot))
+            self._queue.append((Obj(cid, digest, data), slot))
             self._queued += len(data)
             total += len(data)
             if self._queued >= BATCH_BYTES:
@@ -91,19 +97,19 @@ class Ingest:
         return chunks
 
     def flush(self) -> None:
-        """Store the queued chunks in one transaction, each referenced by the session."""
+        """Reference the queued chunks for the session (one transaction), then store their bytes."""
         if not self._queue:
             return
         queue, self._queue, self._queued = self._queue, [], 0
         batch, self._batches = self._batches, self._batches + 1
-        objects, sessions = self.repo.objects, self.repo.sessions
+        objects, sessions, token = self.repo.objects, self.repo.sessions, self._session.token
+        chunks = [obj for obj, _ in queue]
 
         def action(txn):
-            ids = [objects.put_chunk(txn, data, digest) for digest, data, _ in queue]
-            sessions.hold(txn, self._token, batch, ids)
-            return ids
-        for (_, _, slot), cid in zip(queue, self.repo.db.write(action)):
-            slot[0] = cid
+            objects.hold_chunks(txn, [(c.id, len(c.data)) for c in chunks])
+            sessions.hold(txn, token, batch, [c.id for c in chunks])
+        self.repo.db.write(action)
+        objects.store.put_many(chunks)
 
     def scan(self, path: str) -> Pending:
         """Read PATH (a directory, or one file) into a pending root directory."""
@@ -113,11 +119,7 @@ class Ingest:
             raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
         root = Pending(b"", DIR, 0o755, 0, st.st_mtime_ns)
         if stat.S_ISDIR(st.st_mode):
-            fd = _open(None, os.fsencode(path), path, os.O_DIRECTORY, follow=True)
-            try:
-                root.children = self._dir(fd, path)
-            finally:
-                os.close(fd)
+            self._walk(_open(None, os.fsencode(path), path, os.O_DIRECTORY, follow=True), path, root)
         elif stat.S_ISREG(st.st_mode):
             fd = _open(None, os.fsencode(path), path, 0, follow=True)
             try:
@@ -131,19 +133,31 @@ class Ingest:
         self.flush()
         return root
 
-    def _dir(self, dir_fd: int, display: str) -> list[Pending]:
+    def _walk(self, top: int, display: str, root: Pending) -> None:
+        """Read the directory open at ``top`` into ``root.children``, depth first with an explicit
+        stack (any depth); closes every descriptor it opened, and ``top``."""
+        stack = [(top, display, root, _names(top, display))]
         try:
-            names = sorted(os.fsencode(n) for n in os.listdir(dir_fd))
-        except OSError as e:
-            raise InvalidInput(f"cannot list {display}: {e.strerror}") from None
-        out = []
-        for name in names:
-            p = self._entry(dir_fd, name, os.path.join(display, os.fsdecode(name)))
-            if p is not None:
-                out.append(p)
-        return out
+            while stack:
+                fd, where, node, names = stack[-1]
+                name = next(names, None)
+                if name is None:
+                    stack.pop()
+                    os.close(fd)
+                    node.size = len(node.children) if node is not root else 0
+                    continue
+                child_display = os.path.join(where, os.fsdecode(name))
+                p, child_fd = self._entry(fd, name, child_display)
+                if p is not None:
+                    node.children.append(p)
+                if child_fd is not None:
+                    stack.append((child_fd, child_display, p, _names(child_fd, child_display)))
+        finally:
+            for fd, *_ in stack:
+                os.close(fd)
 
-    def _entry(self, dir_fd: int, name: bytes, display: str) -> Pending | None:
+    def _entry(self, dir_fd: int, name: bytes, display: str) -> tuple[Pending | None, int | None]:
+        """The pending node of one directory entry, and an open descriptor when it is a directory."""
         try:
             st = os.lstat(name, dir_fd=dir_fd)
         except OSError as e:
@@ -159,35 +173,52 @@ class Ingest:
             finally:
                 os.close(fd)
         elif stat.S_ISDIR(st.st_mode):
-            fd = _open(dir_fd, name, display, os.O_DIRECTORY)
-            try:
-                p.kind, p.children = DIR, self._dir(fd, display)
-            finally:
-                os.close(fd)
-            p.size = len(p.children)
+            p.kind = DIR
+            return p, _open(dir_fd, name, display, os.O_DIRECTORY)
         else:
             self.warn(f"skipped {display}: not a regular file, directory or symlink")
-            return None
-        return p
+            return None, None
+        return p, None
 
     # phase 2: inside the final transaction ------------------------------------------------------
     def file_object(self, txn, chunks: list[list]) -> bytes:
         """The file object of a chunk list from phase 1 (taking over the session's references)."""
         return self.repo.objects.put_file(txn, [(cid, n) for cid, n in chunks])
 
-    def build(self, txn, p: Pending) -> Entry:
-        """The entry of a pending node, its objects created, with one reference held."""
-        if p.kind == FILE:
-            ref = self.file_object(txn, p.chunks)
-        elif p.kind == DIR:
-            ref = self.repo.objects.put_tree(txn, [self.build(txn, c) for c in p.children])
-        else:
-            ref = p.target
-        return Entry(p.name, p.kind, p.mode, p.size, p.mtime_ns, ref)
+    def build(self, txn, root: Pending) -> Entry:
+        """The entry of a pending directory, its objects created bottom-up (any depth), with one
+        reference held."""
+        objects = self.repo.objects
+        stack = [(root, iter(root.children), [])]
+        while True:
+            node, children, built = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                done = Entry(node.name, DIR, node.mode, node.size, node.mtime_ns, objects.put_tree(txn, built))
+                if not stack:
+                    return done
+                stack[-1][2].append(done)
+            elif child.kind == DIR:
+                stack.append((child, iter(child.children), []))
+            else:
+                ref = self.file_object(txn, child.chunks) if child.kind == FILE else child.target
+                built.append(Entry(child.name, child.kind, child.mode, child.size, child.mtime_ns, ref))
 
     def finish(self, txn) -> None:
-        """Drop the session in the final transaction: its references now belong to the objects."""
-        self.repo.sessions.close(txn, self._token)
+        """Drop the session in the final transaction: its references now belong to the objects.
+        If the session lost records (released by another process), nothing may be recorded."""
+        if self.repo.sessions.close(txn, self._session.token) != self._batches:
+            raise StoreError("this ingest's chunk references were released by another process while "
+                             "it ran; nothing was recorded: run the command again")
+
+
+def _names(fd: int, display: str):
+    try:
+        return iter(sorted(os.fsencode(n) for n in os.listdir(fd)))
+    except OSError as e:
+        os.close(fd)
+        raise InvalidInput(f"cannot list {display}: {e.strerror}") from None
 
 
 def _open(dir_fd, name, display: str, flags: int, follow: bool = False) -> int:

@@ -1,8 +1,12 @@
 """``verify``: re-hash every object a version uses and check every reference.
 
-For the whole store it also recomputes every reference count from the version roots (and the
-parked zombies) and compares it with the stored counts, finds objects nothing references, checks
+Every object is checked by its id (xxh3-128) and its SHA-256 digest (store/ids.py). For the whole
+store it also recomputes every reference count from the version roots, the parked zombies and the
+ingest sessions and compares it with the stored counts, finds objects nothing references, checks
 the chunk byte counters, and checks that aliases point at versions and ``latest`` at the newest.
+
+All walks use explicit stacks (any depth) and bounded transactions: a verify of a huge store never
+holds one snapshot for long, so writers keep reusing freed pages meanwhile.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from dataclasses import dataclass, field
 
 from ..catalog.db import counter
 from ..catalog.objects import DIR, FILE, LINK
-from .diff import join_path
 from ..errors import ArtfsError
 from ..names import LATEST
+from .diff import join_path
+
+BATCH = 256   # objects checked per object-store call
 
 
 @dataclass
@@ -30,84 +36,106 @@ class Report:
 
 
 class _Checker:
-    def __init__(self, repo, txn, report: Report, progress):
-        self.repo, self.txn, self.report, self.progress = repo, txn, report, progress
-        self.store = repo.objects.store
+    def __init__(self, repo, report: Report, progress):
+        self.repo, self.report, self.progress = repo, report, progress
+        self.objects = repo.objects
         self.status: dict[bytes, str | None] = {}    # object id -> None (ok) or the problem
         self.tree_ok: dict[bytes, bool] = {}
 
-    def obj(self, oid: bytes) -> str | None:
-        if oid not in self.status:
-            problem = self.store.verify_one(self.txn, oid)
-            self.status[oid] = problem
-            self.report.objects += 1
-            if problem is None:
-                n = self.store.size(self.txn, oid)
-                self.report.bytes += n
-                self.progress(n)
-        return self.status[oid]
+    def check(self, ids) -> None:
+        """Deep-check the ids not checked yet, BATCH at a time."""
+        todo = list(dict.fromkeys(i for i in ids if i not in self.status))
+        store = self.objects.store
+        for i in range(0, len(todo), BATCH):
+            batch = todo[i:i + BATCH]
+            for oid, problem, size in zip(batch, store.check(batch), store.sizes(batch)):
+                self.status[oid] = problem
+                self.report.objects += 1
+                if problem is None:
+                    self.report.bytes += size
+                    self.progress(size)
 
     def file_ok(self, fid: bytes) -> bool:
-        if self.obj(fid):
+        self.check([fid])
+        if self.status[fid]:
             return False
-        fobj = self.repo.objects.file(self.txn, fid)
-        return all(self.obj(cid) is None for cid in fobj.chunks)
+        chunks = self.objects.file(fid).chunks
+        self.check(chunks)
+        return all(self.status[c] is None for c in chunks)
 
-    def tree(self, tid: bytes) -> bool:
-        if tid not in self.tree_ok:
-            ok = self.obj(tid) is None
-            if ok:
-                for e in self.repo.objects.tree(self.txn, tid).entries:
-                    if e.kind == DIR:
-                        ok &= self.tree(e.ref)
-                    elif e.kind == FILE:
-                        ok &= self.file_ok(e.ref)
-            self.tree_ok[tid] = ok
-        return self.tree_ok[tid]
-
-    def bad_paths(self, tid: bytes, prefix: str = ""):
-        """(path, problem) for every damaged object under a damaged tree."""
-        if self.status.get(tid):
-            yield (prefix or "/"), f"tree {tid.hex()} is {self.status[tid]}"
-            return
-        for e in self.repo.objects.tree(self.txn, tid).entries:
-            path = join_path(prefix, e.name)
-            if e.kind == DIR and not self.tree_ok.get(e.ref, True):
-                yield from self.bad_paths(e.ref, path)
-            elif e.kind == FILE:
-                if self.status.get(e.ref):
-                    yield path, f"file object {e.ref.hex()} is {self.status[e.ref]}"
+    def tree(self, root: bytes) -> bool:
+        """Whether a tree and everything under it is intact (post-order, explicit stack)."""
+        stack, entries = [root], {}
+        while stack:
+            tid = stack[-1]
+            if tid in self.tree_ok:
+                stack.pop()
+                continue
+            if tid not in entries:
+                self.check([tid])
+                if self.status[tid]:
+                    self.tree_ok[tid] = False
                     continue
-                for cid in self.repo.objects.file(self.txn, e.ref).chunks:
-                    if self.status.get(cid):
-                        yield path, f"chunk {cid.hex()} is {self.status[cid]}"
+                entries[tid] = self.objects.tree(tid).entries
+                stack.extend(e.ref for e in entries[tid] if e.kind == DIR and e.ref not in self.tree_ok)
+                continue
+            stack.pop()
+            own = entries.pop(tid)
+            self.check([e.ref for e in own if e.kind == FILE])
+            ok = True
+            for e in own:
+                if e.kind == DIR:
+                    ok &= self.tree_ok[e.ref]
+                elif e.kind == FILE:
+                    ok &= self.file_ok(e.ref)
+            self.tree_ok[tid] = ok
+        return self.tree_ok[root]
+
+    def bad_paths(self, root: bytes):
+        """(path, problem) for every damaged object under a damaged tree."""
+        stack = [(root, "")]
+        while stack:
+            tid, prefix = stack.pop()
+            if self.status.get(tid):
+                yield (prefix or "/"), f"tree {tid.hex()} is {self.status[tid]}"
+                continue
+            for e in self.objects.tree(tid).entries:
+                path = join_path(prefix, e.name)
+                if e.kind == DIR and not self.tree_ok.get(e.ref, True):
+                    stack.append((e.ref, path))
+                elif e.kind == FILE:
+                    if self.status.get(e.ref):
+                        yield path, f"file object {e.ref.hex()} is {self.status[e.ref]}"
+                        continue
+                    for cid in self.objects.file(e.ref).chunks:
+                        if self.status.get(cid):
+                            yield path, f"chunk {cid.hex()} is {self.status[cid]}"
 
     def version(self, v) -> None:
         if not self.tree(v.root):
-            for path, problem in self.bad_paths(v.root):
+            for path, problem in sorted(self.bad_paths(v.root)):
                 self.report.problems.append(f"{v.name}:{v.label} {path}: {problem}")
 
 
 def verify(repo, name: str | None = None, ref: str | None = None, progress=None) -> Report:
     report = Report()
     progress = progress or (lambda n: None)
-    with repo.db.read() as txn:
-        checker = _Checker(repo, txn, report, progress)
-        if name is not None and ref is not None:
-            versions = [repo.catalog.resolve(txn, name, ref)]
-        elif name is not None:
-            repo.catalog.require_artifact(txn, name)
-            versions = repo.catalog.versions(txn, name)
-        else:
-            versions = [v for n in repo.catalog.artifact_names(txn) for v in repo.catalog.versions(txn, n)]
-        for v in versions:
-            checker.version(v)
-        if name is None:
+    checker = _Checker(repo, report, progress)
+    if name is not None and ref is not None:
+        versions = [repo.resolve(name, ref)]
+    elif name is not None:
+        versions = repo.versions(name)
+    else:
+        versions = [v for n in repo.artifacts() for v in repo.versions(n)]
+    for v in versions:
+        checker.version(v)
+    if name is None:
+        with repo.db.read() as txn:
             for token in repo.sessions.abandoned(txn):
-                report.notes.append(f"an interrupted ingest (pid {repo.sessions.owner(token)}) "
-                                    "holds chunks that the next write frees")
+                report.notes.append(f"an interrupted ingest (session {token.hex()[:12]}) holds chunks "
+                                    "that the next write frees")
             _check_catalog(repo, txn, report)
-            _check_references(repo, txn, report, versions)
+        _check_references(repo, report, versions)
     return report
 
 
@@ -122,12 +150,20 @@ def _check_catalog(repo, txn, report: Report) -> None:
             report.problems.append(f"{n}: latest is not the newest version v{max(numbers)}")
 
 
-def _check_references(repo, txn, report: Report, versions) -> None:
-    objects, dbs = repo.objects, repo.db.dbs
+def _records(repo, name: str):
+    with repo.db.read_batches() as batch:
+        yield from batch.cursor_items(repo.db.dbs[name])
+
+
+def _check_references(repo, report: Report, versions) -> None:
+    objects = repo.objects
     expected: Counter = Counter(v.root for v in versions)
     seen: set[bytes] = set()
     chunks: set[bytes] = set()
-    stack = [(DIR, v.root) for v in versions] + [(FILE, z) for z in objects.zombies(txn)]
+    with repo.db.read() as txn:
+        zombies = objects.zombies(txn)
+        held = list(repo.sessions.held(txn))
+    stack = [(DIR, v.root) for v in versions] + [(FILE, z) for z in zombies]
     while stack:
         kind, oid = stack.pop()
         if oid in seen:
@@ -135,34 +171,38 @@ def _check_references(repo, txn, report: Report, versions) -> None:
         seen.add(oid)
         try:
             if kind == DIR:
-                for e in objects.tree(txn, oid).entries:
+                for e in objects.tree(oid).entries:
                     if e.kind != LINK:
                         expected[e.ref] += 1
                         stack.append((e.kind, e.ref))
             else:
-                for cid in objects.file(txn, oid).chunks:
+                for cid in objects.file(oid).chunks:
                     expected[cid] += 1
                     chunks.add(cid)
         except ArtfsError:
             continue  # already reported as damaged by the version walk
-    for _token, cid in repo.sessions.held(txn):          # an ingest in progress, or abandoned
+    for _token, cid in held:          # an ingest in progress, or abandoned
         expected[cid] += 1
         chunks.add(cid)
-    stored: dict[bytes, int] = {}
-    with txn.cursor(db=dbs["refs"]) as cur:
-        for k, v in cur:
-            stored[bytes(k)] = int.from_bytes(v, "big")
+    stored: dict[bytes, tuple[int, int]] = {}
+    for key, value in _records(repo, "refs"):
+        stored[key] = objects.decode_ref(value)
     for oid in expected.keys() | stored.keys():
-        if expected.get(oid, 0) != stored.get(oid, 0):
-            report.problems.append(f"object {oid.hex()}: reference count {stored.get(oid, 0)}, "
+        if expected.get(oid, 0) != stored.get(oid, (0, 0))[0]:
+            report.problems.append(f"object {oid.hex()}: reference count {stored.get(oid, (0, 0))[0]}, "
                                    f"but {expected.get(oid, 0)} references exist")
+    trash = {key for key, _ in _records(repo, "trash")}
+    for oid in trash & stored.keys():
+        report.problems.append(f"object {oid.hex()} is referenced but waits in the trash")
     live = seen | chunks
-    for oid in objects.store.ids(txn):
-        if oid not in live:
-            report.problems.append(f"object {oid.hex()} is stored but nothing references it")
-    sizes = [n for n in (objects.store.size(txn, c) for c in chunks) if n]
-    meta = dbs["meta"]
-    stated = (counter(txn, meta, b"chunk_count"), counter(txn, meta, b"chunk_bytes"))
+    orphans = [oid for oid in objects.store.ids() if oid not in live and oid not in trash]
+    if orphans:
+        report.notes.append(f"{len(orphans)} objects are stored but unreferenced (left by an interrupted "
+                            "write); artfs compact removes them")
+    sizes = [stored[c][1] for c in chunks if c in stored]
+    with repo.db.read() as txn:
+        meta = repo.db.dbs["meta"]
+        stated = (counter(txn, meta, b"chunk_count"), counter(txn, meta, b"chunk_bytes"))
     if stated != (len(sizes), sum(sizes)):
         report.problems.append(f"chunk counters say {stated[0]} chunks / {stated[1]} bytes, "
-                               f"the store holds {len(sizes)} / {sum(sizes)}")
+                               f"the references hold {len(sizes)} / {sum(sizes)}")

@@ -1,4 +1,4 @@
-"""Content-defined chunking (FastCDC 2020 via pyfastcdc) and chunk ids (xxh3-128).
+"""Content-defined chunking (FastCDC 2020 via pyfastcdc), hashing each chunk as it is cut.
 
 Average chunk size 64 KiB (pyfastcdc's effective average is avg + min, about 80 KiB): small enough
 that an insert in the middle of a file costs one or two chunks (see docs/benchmarks.md, workload 7),
@@ -11,20 +11,15 @@ import queue
 import threading
 from collections.abc import Iterator
 
-import xxhash
 from pyfastcdc import FastCDC
+
+from .ids import object_id, strong_digest
 
 AVG_SIZE = 64 * 1024
 MIN_SIZE = 16 * 1024
 MAX_SIZE = 256 * 1024
 
-HASH_LEN = 16
 THREAD_MIN_SIZE = 4 << 20   # files at least this big are chunked in a helper thread
-
-
-def chunk_hash(data) -> bytes:
-    """The 16-byte xxh3-128 digest of a chunk's raw bytes (bytes or any buffer)."""
-    return xxhash.xxh3_128_digest(data)
 
 
 def _cdc() -> FastCDC:
@@ -42,8 +37,8 @@ def chunk_fd(fd: int) -> Iterator[memoryview]:
             yield chunk.data
 
 
-def hashed_chunks(fd: int, size: int, depth: int = 64) -> Iterator[tuple[bytes, bytes]]:
-    """(digest, bytes) of each chunk of an open file of ``size`` bytes.
+def hashed_chunks(fd: int, size: int, hasher=object_id, depth: int = 64) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """(id, digest, bytes) of each chunk of an open file of ``size`` bytes (store/ids.py).
 
     For big files the chunks are cut and hashed in a helper thread: chunking and hashing release
     the GIL, so they overlap with the caller storing the previous chunks (about 20% faster ingest
@@ -53,7 +48,7 @@ def hashed_chunks(fd: int, size: int, depth: int = 64) -> Iterator[tuple[bytes, 
     if size < THREAD_MIN_SIZE:
         for view in chunk_fd(fd):
             data = bytes(view)
-            yield chunk_hash(data), data
+            yield hasher(data), strong_digest(data), data
         return
     q: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
@@ -62,7 +57,7 @@ def hashed_chunks(fd: int, size: int, depth: int = 64) -> Iterator[tuple[bytes, 
         try:
             for view in chunk_fd(fd):
                 data = bytes(view)
-                q.put((chunk_hash(data), data))
+                q.put((hasher(data), strong_digest(data), data))
                 if stop.is_set():
                     return
             q.put(None)

@@ -1,0 +1,323 @@
+"""One LMDB environment, safe to use from many threads while its map grows.
+
+LMDB maps the whole database file; a value read in a transaction is a view into that map. Growing
+the map (``set_mapsize``) re-maps it, so no transaction of this process may be alive then, or a
+thread still hashing a view reads unmapped memory (segfault). Every transaction here therefore
+holds a shared *map lock*; growing takes it exclusively. Two ways the map needs to grow:
+
+- this process fills it (MapFullError in a write): the action is aborted, the map doubled, the
+  action re-run in a fresh transaction;
+- another process grew it (MapResizedError when a transaction begins): the map is re-read from the
+  file (``set_mapsize(0)``) and the transaction begun again.
+
+The initial map is large (address space only: the file grows as pages are used), so growth is
+rare; ``ARTFS_MAP_SIZE`` (bytes) overrides it, for tests that force growth with a tiny map.
+
+Every write transaction needs free pages (LMDB copies on write), even one that deletes. So that
+deleting still works when the filesystem is full, the data file is kept allocated (fallocate)
+RESERVE bytes past its last used page: a full disk can always take a release, a purge, a delete.
+
+Transactions are short: ``read()`` opens one for a ``with`` block; long scans use
+``read_batches()``, which renews its transaction every few thousand steps so a long verify or du
+never pins old pages (a long reader stops LMDB from reusing freed pages). Reader slots of killed
+processes are cleared (``reader_check``) when the environment opens and every few hundred writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import lmdb
+
+from ..errors import NoSpace, StoreError
+
+T = TypeVar("T")
+MAP_SIZE_ENV = "ARTFS_MAP_SIZE"
+MIN_MAP = 1 << 20
+READER_CHECK_EVERY = 256     # writes between clearing stale reader slots
+RESERVE = 4 << 20            # bytes allocated past the used pages, for writes on a full disk
+BATCH_STEPS = 4096           # steps of a batched read between two transactions
+
+
+def map_size(default: int) -> int:
+    raw = os.environ.get(MAP_SIZE_ENV)
+    if not raw:
+        return default
+    try:
+        size = int(raw)
+    except ValueError:
+        raise StoreError(f"{MAP_SIZE_ENV}={raw!r} is not a number of bytes") from None
+    return max(size, MIN_MAP)
+
+
+class MapLock:
+    """Shared for transactions, exclusive for re-mapping; re-entrant for a thread's shared holds
+    (a thread may open a transaction while it holds another), writer-preferring otherwise."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0
+        self._mine = threading.local()
+
+    def _held(self) -> int:
+        return getattr(self._mine, "n", 0)
+
+    @contextmanager
+    def shared(self):
+        held = self._held()
+        with self._cond:
+            while self._exclusive or (self._waiting and not held):
+                self._cond.wait()
+            self._shared += 1
+        self._mine.n = held + 1
+        try:
+            yield
+        finally:
+            self._mine.n = held
+            with self._cond:
+                self._shared -= 1
+                if not self._shared:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self):
+        if self._held():
+            raise RuntimeError("cannot re-map the store while this thread holds a transaction")
+        with self._cond:
+            self._waiting += 1
+            while self._exclusive or self._shared:
+                self._cond.wait()
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class Env:
+    """An LMDB environment with named databases, map growth and short transactions."""
+
+    def __init__(self, path: str, names: tuple[bytes, ...], *, initial_map: int):
+        self.lock = MapLock()
+        self.gate = threading.RLock()   # one writer of this process at a time; compaction holds it
+        self._names, self._initial = names, initial_map
+        self._writes = 0
+        self._open(path)
+
+    def _open(self, path: str) -> None:
+        self.path = path
+        size = map_size(self._initial)
+        while True:
+            try:
+                self.env = lmdb.open(path, map_size=size, max_dbs=len(self._names) + 1, mode=0o600,
+                                     max_readers=1024, subdir=True)
+                break
+            except lmdb.MemoryError:   # address space limited (ulimit -v): take less
+                if size <= MIN_MAP:
+                    raise
+                size //= 2
+        self.dbs = {name.decode(): self.env.open_db(name) for name in self._names}
+        self._page = self.env.stat()["psize"]
+        self.env.reader_check()
+
+    def reopen(self, path: str) -> None:
+        """Switch to the environment at ``path`` (a compacted copy); the caller holds ``gate``."""
+        with self.lock.exclusive():
+            self.env.close()
+            self._open(path)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def _begin(self, write: bool):
+        while True:
+            try:
+                return self.env.begin(write=write, buffers=True)
+            except lmdb.MapResizedError:
+                pass
+            with self.lock.exclusive():
+                self.env.set_mapsize(0)   # adopt the size another process grew the map to
+
+    @contextmanager
+    def read(self):
+        """A short read-only transaction whose values are zero-copy views, valid inside it."""
+        with self.lock.shared():
+            txn = self._begin(False)
+            try:
+                yield txn
+            finally:
+                txn.abort()
+
+    def read_batches(self, steps: int = BATCH_STEPS) -> "Batches":
+        return Batches(self, steps)
+
+    def write(self, fn: Callable[[object], T], touch: Callable[[object], None]) -> T:
+        """Run ``fn(txn)`` in one write transaction; commit on return, abort on exception.
+
+        A full map is grown and the action re-run from the start in a fresh transaction. A full
+        disk becomes NoSpace with nothing written; since LMDB reuses pages a transaction freed only
+        two transactions later, after a delete on a full disk one empty transaction is committed
+        and the action tried once more. ``touch(txn)`` makes one small write that every committed
+        transaction carries (a generation counter), so even an empty action commits.
+        """
+        with self.gate:
+            return self._write(fn, touch)
+
+    def _write(self, fn, touch):
+        settled = False
+        self._writes += 1
+        if self._writes % READER_CHECK_EVERY == 0:
+            self.env.reader_check()
+        while True:
+            grow = False
+            try:
+                with self.lock.shared():
+                    txn = self._begin(True)
+                    try:
+                        result = fn(txn)
+                        touch(txn)
+                        txn.commit()
+                    except BaseException:
+                        txn.abort()
+                        raise
+                self._keep_reserve()
+                return result
+            except lmdb.MapFullError:
+                grow = True
+            except lmdb.Error as e:
+                error = self._write_error(e)
+                if settled or not isinstance(error, NoSpace):
+                    raise error from None
+                settled = True
+                try:
+                    with self.lock.shared():
+                        with self._begin(True) as txn:
+                            touch(txn)
+                except lmdb.Error:
+                    raise error from None
+            if grow:
+                self.grow()
+
+    def _keep_reserve(self) -> None:
+        used = (self.env.info()["last_pgno"] + 1) * self._page
+        data = os.path.join(self.path, "data.mdb")
+        try:
+            size = os.path.getsize(data)
+            if size - used >= RESERVE // 2:
+                return
+            fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                os.posix_fallocate(fd, size, used + RESERVE - size)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass   # a full disk: keep what is allocated; the write itself succeeded
+
+    def map_size(self) -> int:
+        return self.env.info()["map_size"]
+
+    def grow(self) -> None:
+        with self.lock.exclusive():
+            self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def _write_error(self, e: Exception) -> Exception:
+        """LMDB reports a short write on a full disk as EIO; tell the two apart by free space."""
+        st = os.statvfs(self.path)
+        free = st.f_bavail * st.f_frsize
+        if "No space left" in str(e) or free < max(64 << 20, st.f_blocks * st.f_frsize // 100):
+            return NoSpace(f"{self.path}: no space left on the store's filesystem "
+                           f"({free >> 20} MiB free); nothing was written")
+        return StoreError(f"{self.path}: the store database failed: {e}; nothing was written")
+
+    def copy_compact(self, dest: str) -> None:
+        """Write a compacted copy of the environment into the empty directory ``dest``, durably.
+        Readers go on meanwhile; the caller holds ``gate`` so no write of this process is lost."""
+        with self.lock.shared():
+            try:
+                self.env.copy(dest, compact=True)
+            except lmdb.Error as e:
+                raise self._write_error(e) from None
+        fsync_path(os.path.join(dest, "data.mdb"))
+        fsync_path(dest)
+
+    def file_bytes(self) -> int:
+        try:
+            return os.path.getsize(os.path.join(self.path, "data.mdb"))
+        except OSError:
+            return 0
+
+
+class Batches:
+    """A read that renews its transaction every ``steps`` steps: ``txn`` is valid until the next
+    ``step()``; values must be copied out before it."""
+
+    def __init__(self, env: Env, steps: int):
+        self.env, self.steps, self._n = env, steps, 0
+        self._cm = None
+        self.txn = None
+
+    def __enter__(self):
+        self._open()
+        return self
+
+    def __exit__(self, *exc):
+        self._close()
+
+    def _open(self):
+        self._cm = self.env.read()
+        self.txn = self._cm.__enter__()
+
+    def _close(self):
+        if self._cm is not None:
+            cm, self._cm, self.txn = self._cm, None, None
+            cm.__exit__(None, None, None)
+
+    def step(self) -> None:
+        self._n += 1
+        if self._n % self.steps == 0:
+            self._close()
+            self._open()
+
+    def cursor_items(self, db, values: bool = True) -> Iterator[tuple[bytes, bytes | None]]:
+        """(key, value) copies of every record of ``db`` (value None unless ``values``), in a new
+        transaction every ``steps`` records."""
+        last = None
+        while True:
+            batch = []
+            with self.txn.cursor(db=db) as cur:
+                found = cur.first() if last is None else cur.set_range(last)
+                if found and last is not None and bytes(cur.key()) == last:
+                    found = cur.next()
+                while found and len(batch) < self.steps:
+                    batch.append((bytes(cur.key()), bytes(cur.value()) if values else None))
+                    found = cur.next()
+            yield from batch
+            if not found:
+                return
+            last = batch[-1][0]
+            self._close()
+            self._open()
+
+
+def fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def os_error(path: str, e: OSError):
+    if e.errno == errno.ENOSPC:
+        return NoSpace(f"{path}: no space left on device")
+    return StoreError(f"{path}: {e.strerror or e}")
