@@ -80,7 +80,7 @@ def versions(store, name: str) -> dict[int, bytes]:
 def stray_data_files(store, name: str) -> set[str]:
     """Files in STORE/staging/NAME that the staging index does not reference."""
     with Repo(str(store)) as repo, repo.db.read() as txn:
-        live = StagingIndex(repo.db.dbs["staging"], name).local_inos(txn)
+        live = StagingIndex(repo.db.dbs, name).local_inos(txn)
     try:
         names = set(os.listdir(staging_dir(str(store), name)))
     except FileNotFoundError:
@@ -470,7 +470,7 @@ def test_writes_in_a_staging_subdirectory_while_commits_land(mounted, tmp_path):
     plan = [(f"sub/deeper/w{j:03d}", 1000 + j, "new") for j in range(150)]
     plan_path, log_path = tmp_path / "plan.json", tmp_path / "closed"
     plan_path.write_text(json.dumps(plan))
-    writer = launch("-c", WRITER, m.path("a", "staging"), str(plan_path), str(log_path), "t", "0.002")
+    writer = launch("-c", WRITER, m.path("a", "staging"), str(plan_path), str(log_path), "t", "0.01")
     commits = 0
     try:
         while writer.poll() is None:

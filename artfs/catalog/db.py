@@ -144,14 +144,14 @@ _registry: dict[str, "Database"] = {}
 _registry_lock = threading.Lock()
 
 
-def _forget_after_fork() -> None:
-    """A forked child must not use its parent's environments: it opens its own."""
+def _after_fork() -> None:
+    """A forked child keeps sharing its parent's Database objects; each environment reopens
+    itself on first use in the child (store/lmdb_env.py). Only the registry's lock is new."""
     global _registry_lock
-    _registry.clear()
     _registry_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_after_fork)
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class Database:

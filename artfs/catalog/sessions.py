@@ -70,9 +70,13 @@ def _alive(store_path: str, token: bytes) -> bool:
 
 class Sessions:
     def __init__(self, dbs, objects, store_path: str):
-        self.db = dbs["sessions"]
+        self.dbs = dbs
         self.objects = objects
         self.store_path = store_path
+
+    @property
+    def db(self):
+        return self.dbs["sessions"]
 
     def hold(self, txn, token: bytes, batch: int, ids: list[bytes]) -> None:
         """Record that the session holds one reference to each of ``ids`` (already taken)."""

@@ -95,9 +95,13 @@ def staging_dir(store_path: str, name: str) -> str:
 class StagingIndex:
     """The index of one artifact's staging; every method works inside the caller's transaction."""
 
-    def __init__(self, db, name: str):
-        self.db = db
+    def __init__(self, dbs, name: str):
+        self.dbs = dbs
         self.prefix = name.encode() + b"\0"
+
+    @property
+    def db(self):
+        return self.dbs["staging"]   # looked up each time: the environment may be reopened
 
     # header and counter ------------------------------------------------------------------------
     def header(self, txn) -> Base | None:

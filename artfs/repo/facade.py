@@ -244,7 +244,7 @@ class Repo:
         return count
 
     def _staging(self, name: str) -> StagingIndex:
-        return StagingIndex(self.db.dbs["staging"], name)
+        return StagingIndex(self.db.dbs, name)
 
     def release_zombie(self, fid: bytes) -> None:
         self.db.write(lambda txn: self.objects.release_zombie(txn, fid))

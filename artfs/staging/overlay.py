@@ -100,7 +100,7 @@ class Staging:
     def __init__(self, repo, name: str):
         self.repo = repo
         self.name = check_artifact(name)
-        self.index = StagingIndex(repo.db.dbs["staging"], name)
+        self.index = StagingIndex(repo.db.dbs, name)
         self.numbering = BaseNumbering(repo.tree)
         self.files = DataFiles(staging_dir(repo.path, name))
         self._uid, self._gid = os.getuid(), os.getgid()

@@ -66,30 +66,29 @@ class MapLock:
         self._waiting = 0
         self._mine = threading.local()
 
-    def _held(self) -> int:
+    def held(self) -> int:
         return getattr(self._mine, "n", 0)
 
-    @contextmanager
-    def shared(self):
-        held = self._held()
+    def acquire_shared(self) -> None:
+        held = self.held()
         with self._cond:
             while self._exclusive or (self._waiting and not held):
                 self._cond.wait()
             self._shared += 1
         self._mine.n = held + 1
-        try:
-            yield
-        finally:
-            self._mine.n = held
-            with self._cond:
-                self._shared -= 1
-                if not self._shared:
-                    self._cond.notify_all()
+
+    def release_shared(self) -> None:
+        self._mine.n = self.held() - 1
+        with self._cond:
+            self._shared -= 1
+            if not self._shared:
+                self._cond.notify_all()
 
     @contextmanager
     def exclusive(self):
-        if self._held():
-            raise RuntimeError("cannot re-map the store while this thread holds a transaction")
+        if self.held():
+            raise StoreError("the store's map must be re-mapped while this thread holds a "
+                             "transaction; try again")
         with self._cond:
             self._waiting += 1
             while self._exclusive or self._shared:
@@ -108,14 +107,16 @@ class Env:
     """An LMDB environment with named databases, map growth and short transactions."""
 
     def __init__(self, path: str, names: tuple[bytes, ...], *, initial_map: int):
-        self.lock = MapLock()
-        self.gate = threading.RLock()   # one writer of this process at a time; compaction holds it
         self._names, self._initial = names, initial_map
         self._writes = 0
+        self.dbs: dict[str, object] = {}   # one dict for the Env's life: holders see reopens
         self._open(path)
 
     def _open(self, path: str) -> None:
         self.path = path
+        self._pid = os.getpid()
+        self.lock = MapLock()
+        self.gate = threading.RLock()   # one writer of this process at a time; compaction holds it
         size = map_size(self._initial)
         while True:
             try:
@@ -126,7 +127,8 @@ class Env:
                 if size <= MIN_MAP:
                     raise
                 size //= 2
-        self.dbs = {name.decode(): self.env.open_db(name) for name in self._names}
+        self.dbs.clear()
+        self.dbs.update({name.decode(): self.env.open_db(name) for name in self._names})
         self._page = self.env.stat()["psize"]
         self.env.reader_check()
 
@@ -139,24 +141,42 @@ class Env:
     def close(self) -> None:
         self.env.close()
 
+    def _forked(self) -> None:
+        """In a forked child, reopen: the parent's environment must not be used (and py-lmdb
+        refuses a second open of it until the inherited one is closed)."""
+        if self._pid != os.getpid():
+            self.env.close()
+            self._open(self.path)
+
     def _begin(self, write: bool):
+        """A transaction, holding the map lock shared (``_end`` releases both)."""
+        self._forked()
         while True:
+            self.lock.acquire_shared()
             try:
                 return self.env.begin(write=write, buffers=True)
             except lmdb.MapResizedError:
-                pass
+                self.lock.release_shared()
+            except BaseException:
+                self.lock.release_shared()
+                raise
             with self.lock.exclusive():
                 self.env.set_mapsize(0)   # adopt the size another process grew the map to
+
+    def _end(self, txn, commit: bool) -> None:
+        try:
+            txn.commit() if commit else txn.abort()
+        finally:
+            self.lock.release_shared()
 
     @contextmanager
     def read(self):
         """A short read-only transaction whose values are zero-copy views, valid inside it."""
-        with self.lock.shared():
-            txn = self._begin(False)
-            try:
-                yield txn
-            finally:
-                txn.abort()
+        txn = self._begin(False)
+        try:
+            yield txn
+        finally:
+            self._end(txn, False)
 
     def read_batches(self, steps: int = BATCH_STEPS) -> "Batches":
         return Batches(self, steps)
@@ -170,6 +190,7 @@ class Env:
         and the action tried once more. ``touch(txn)`` makes one small write that every committed
         transaction carries (a generation counter), so even an empty action commits.
         """
+        self._forked()
         with self.gate:
             return self._write(fn, touch)
 
@@ -181,15 +202,14 @@ class Env:
         while True:
             grow = False
             try:
-                with self.lock.shared():
-                    txn = self._begin(True)
-                    try:
-                        result = fn(txn)
-                        touch(txn)
-                        txn.commit()
-                    except BaseException:
-                        txn.abort()
-                        raise
+                txn = self._begin(True)
+                committed = False
+                try:
+                    result = fn(txn)
+                    touch(txn)
+                    committed = True
+                finally:
+                    self._end(txn, committed)
                 self._keep_reserve()
                 return result
             except lmdb.MapFullError:
@@ -200,9 +220,11 @@ class Env:
                     raise error from None
                 settled = True
                 try:
-                    with self.lock.shared():
-                        with self._begin(True) as txn:
-                            touch(txn)
+                    txn = self._begin(True)
+                    try:
+                        touch(txn)
+                    finally:
+                        self._end(txn, True)
                 except lmdb.Error:
                     raise error from None
             if grow:
@@ -242,11 +264,10 @@ class Env:
     def copy_compact(self, dest: str) -> None:
         """Write a compacted copy of the environment into the empty directory ``dest``, durably.
         Readers go on meanwhile; the caller holds ``gate`` so no write of this process is lost."""
-        with self.lock.shared():
-            try:
-                self.env.copy(dest, compact=True)
-            except lmdb.Error as e:
-                raise self._write_error(e) from None
+        try:
+            self.env.copy(dest, compact=True)
+        except lmdb.Error as e:
+            raise self._write_error(e) from None
         fsync_path(os.path.join(dest, "data.mdb"))
         fsync_path(dest)
 

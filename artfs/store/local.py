@@ -27,15 +27,17 @@ def _touch(txn, db) -> None:
 class LocalObjectStore:
     def __init__(self, path: str, hasher=object_id):
         self.env = Env(path, DATABASES, initial_map=INITIAL_MAP)
-        self._db = self.env.dbs["objects"]
-        self._meta = self.env.dbs["meta"]
         self.object_id = hasher   # injectable so tests can force collisions
+
+    @property
+    def _db(self):
+        return self.env.dbs["objects"]   # looked up each time: the environment may be reopened
 
     def close(self) -> None:
         self.env.close()
 
     def _write(self, fn):
-        return self.env.write(fn, lambda txn: _touch(txn, self._meta))
+        return self.env.write(fn, lambda txn: _touch(txn, self.env.dbs["meta"]))
 
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
         out = []

@@ -1,0 +1,158 @@
+"""The store's environments under concurrency: map growth with readers, other processes growing
+the map, one environment per process, fork, and the guard on ingest sessions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import artfs
+from artfs.errors import StoreError
+from artfs.repo.facade import Repo
+from artfs.repo.ingest import Ingest
+from artfs.repo.verify import verify
+from tests.helpers import MiB, write
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_map_grows_while_threads_read(tmp_path, monkeypatch):
+    """Growing the map re-maps it: before the map lock, a reader thread hashing a view into the
+    old map crashed the process (segfault in xxhash/memcpy). Readers now pause for the re-map."""
+    monkeypatch.setenv("ARTFS_MAP_SIZE", str(1 * MiB))
+    src = tmp_path / "src"
+    data = os.urandom(3 * MiB)
+    write(src / "f", data)
+    with Repo(str(tmp_path / "s")) as repo:
+        v = repo.put("a", str(src))[0]
+        fobj = repo.file(repo.tree(v.root).entries[0].ref)
+        stop, errors, reads = threading.Event(), [], [0]
+
+        def reader():
+            try:
+                while not stop.is_set():
+                    assert repo.read(fobj, 0, len(data)) == data
+                    reads[0] += 1
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            grown = repo.db.objects.env.map_size()
+            for i in range(6):
+                write(src / f"more{i}", os.urandom(4 * MiB))
+                repo.put("a", str(src))
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert not errors, errors
+        assert repo.db.objects.env.map_size() > grown and reads[0] > 0
+        assert verify(repo).ok
+
+
+_GROW = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from artfs.repo.facade import Repo
+with Repo(sys.argv[2]) as repo:
+    repo.put("b", sys.argv[3])
+"""
+
+
+def test_another_process_growing_the_map(tmp_path, monkeypatch):
+    """A map grown by another process (MapResizedError on the next transaction) is adopted:
+    reads, puts and commits of this process go on; before, every one failed until a restart."""
+    monkeypatch.setenv("ARTFS_MAP_SIZE", str(1 * MiB))
+    first, big = tmp_path / "first", tmp_path / "big"
+    write(first / "f", b"first")
+    write(big / "g", os.urandom(8 * MiB))
+    with Repo(str(tmp_path / "s")) as repo:
+        repo.put("a", str(first))
+        before = repo.db.objects.env.map_size()
+        subprocess.run([sys.executable, "-c", _GROW, HERE, str(tmp_path / "s"), str(big)], check=True,
+                       env={**os.environ, "ARTFS_MAP_SIZE": str(1 * MiB)})
+        v = repo.resolve("b")                                   # a read in the grown map
+        entry = repo.tree(v.root).entries[0]
+        assert repo.read(repo.file(entry.ref), 0, 8 * MiB) == (big / "g").read_bytes()
+        write(first / "h", os.urandom(2 * MiB))
+        repo.put("a", str(first))                               # and a write
+        assert repo.db.objects.env.map_size() > before
+        assert verify(repo).ok
+
+
+def test_two_stores_on_one_path_in_one_process(tmp_path):
+    """LMDB refuses a second environment on one path in a process: Stores share one."""
+    src = tmp_path / "src"
+    write(src / "f", b"shared")
+    a = artfs.Store(str(tmp_path / "s"))
+    b = artfs.Store(str(tmp_path / "s"))
+    a.put("x", str(src))
+    assert b.get("x:latest").files() == ["f"]
+    a.close()
+    with b.get("x:v0").open("f") as f:
+        assert f.read() == b"shared"
+    b.close()
+
+
+def test_a_forked_child_opens_its_own_environment(tmp_path):
+    src = tmp_path / "src"
+    write(src / "f", b"parent")
+    with artfs.Store(str(tmp_path / "s")) as store:
+        store.put("x", str(src))
+        pid = os.fork()
+        if pid == 0:   # the child: its own environment, reading and writing
+            code = 1
+            try:
+                with artfs.Store(str(tmp_path / "s")) as child:
+                    write(src / "g", b"child")
+                    child.put("x", str(src))
+                    code = 0 if child.get("x:v0").files() == ["f"] else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert store.get("x:latest").version == "v1"
+        assert verify(store._repo).ok
+
+
+def test_final_transaction_fails_when_the_session_was_released(tmp_path):
+    """If another process judged the ingest abandoned and released its chunks, the ingest must
+    not record a version whose chunks may be gone."""
+    src = tmp_path / "src"
+    write(src / "f", os.urandom(2 * MiB))
+    with Repo(str(tmp_path / "s")) as repo:
+        with pytest.raises(StoreError, match="released by another process"):
+            with Ingest(repo) as ingest:
+                pending = ingest.scan(str(src))
+                token = ingest._session.token
+                repo.db.write(lambda txn: repo.sessions.release(txn, token))   # as a wrong judge would
+
+                def action(txn):
+                    repo.catalog.ensure_artifact(txn, "a", None)
+                    root = ingest.build(txn, pending).ref
+                    ingest.finish(txn)
+                    return repo.add_version(txn, "a", root, 1, 2 * MiB)
+                repo.db.write(action)
+        assert repo.artifacts() == []
+        assert verify(repo).ok and not os.listdir(tmp_path / "s" / "sessions")
+
+
+def test_sessions_of_live_processes_are_never_abandoned(tmp_path):
+    """Liveness is the session's flock, not a pid: a session this process holds is alive for
+    any observer, and one whose holder closed it is abandoned."""
+    with Repo(str(tmp_path / "s")) as repo:
+        ingest = Ingest(repo).__enter__()
+        token = ingest._session.token
+        repo.db.write(lambda txn: repo.sessions.hold(txn, token, 0, []))
+        with repo.db.read() as txn:
+            assert repo.sessions.abandoned(txn) == []
+        ingest._session.end()   # as if the process died: the kernel drops its lock
+        with repo.db.read() as txn:
+            assert repo.sessions.abandoned(txn) == [token]
+        assert repo.collect_abandoned() == 1
