@@ -156,3 +156,65 @@ def test_sessions_of_live_processes_are_never_abandoned(tmp_path):
         with repo.db.read() as txn:
             assert repo.sessions.abandoned(txn) == [token]
         assert repo.collect_abandoned() == 1
+
+
+def test_compact_gives_space_back_while_reads_go_on(tmp_path):
+    """Deleting frees pages inside the LMDB files, never the files: compact rewrites them; reads
+    in other threads go on during the copy and the switch."""
+    src = tmp_path / "src"
+    keep = os.urandom(2 * MiB)
+    write(src / "keep", keep)
+    with Repo(str(tmp_path / "s")) as repo:
+        v0 = repo.put("a", str(src))[0]
+        for i in range(5):
+            write(src / "big", os.urandom(8 * MiB))
+            repo.put("a", str(src))
+        for v in repo.versions("a")[1:]:
+            repo.delete_version("a", v.label)
+        (entry,) = repo.tree(v0.root).entries
+        fobj = repo.file(entry.ref)
+        stop, errors, reads = threading.Event(), [], [0]
+
+        def reader():
+            try:
+                while not stop.is_set():
+                    assert repo.read(fobj, 0, len(keep)) == keep
+                    reads[0] += 1
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+        t = threading.Thread(target=reader)
+        t.start()
+        try:
+            before, after = repo.compact()
+        finally:
+            stop.set()
+            t.join()
+        assert not errors and reads[0] > 0
+        assert before > 40 * MiB and after < 12 * MiB, (before, after)
+        assert after == repo.db.file_bytes()
+        assert repo.read(fobj, 0, len(keep)) == keep
+        write(src / "new", b"after compaction")
+        repo.put("a", str(src))                          # writes go to the new files
+        assert verify(repo).ok
+    assert sorted(n for n in os.listdir(tmp_path / "s") if n.startswith("data.")) == ["data.1"]
+    with Repo(str(tmp_path / "s")) as repo:
+        assert [v.label for v in repo.versions("a")] == ["v0", "v6"]
+        assert verify(repo).ok
+
+
+def test_compact_refuses_while_another_process_uses_the_store(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, artfs; s = artfs.Store(sys.argv[1]); "
+                               "print('open', flush=True); sys.stdin.read()", str(tmp_path / "s")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=HERE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"
+        with Repo(str(tmp_path / "s")) as repo:
+            with pytest.raises(artfs.errors.Conflict, match=f"pid {holder.pid}"):
+                repo.compact()
+            repo.put("a", str(tmp_path))                 # the store is still usable
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    with Repo(str(tmp_path / "s")) as repo:
+        repo.compact()
+        assert verify(repo).ok
