@@ -171,6 +171,15 @@ class Store:
         name, ref = parse_ref(spec, default=None)
         return _verify(self._repo, name, ref, progress=progress)
 
+    def compact(self) -> tuple[int, int]:
+        """Give the space of deleted versions back to the filesystem: rewrite the store's database
+        files without free pages (through the daemon when mounted). Returns (bytes before, after)."""
+        if control.daemon_info(self.path) is not None:
+            with self._repo.db.stepping_aside():   # the daemon needs the store to itself
+                result = control.request(self.path, "compact")
+            return result["before_bytes"], result["after_bytes"]
+        return self._repo.compact()
+
     # changing ----------------------------------------------------------------------------------
     def put(self, name: str, path: str, *, type: str | None = None, aliases=(), message: str = "",
             metadata: dict | None = None, progress=None) -> Version:

@@ -26,6 +26,7 @@ import re
 import shutil
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import TypeVar
 
 from ..errors import Conflict, NoSpace, StoreError
@@ -133,7 +134,7 @@ def _describe(pids: list[int]) -> str:
     for pid in pids:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                cmd = " ".join(f.read().replace(b"\0", b" ").decode(errors="replace").split())
         except OSError:
             cmd = "?"
         out.append(f"pid {pid} ({cmd[:80]})")
@@ -357,13 +358,34 @@ class Database:
                         raise os_error(self.path, e) from None
                     raise
                 write_marker(self.path, {"format": FORMAT, "data": new})
-                previous, self.data = self.data, new
-                cat.reopen(self._dir("catalog"))
-                obj.reopen(self._dir("objects"))
+                previous = self.data
+                self._switch(new)
                 shutil.rmtree(os.path.join(self.path, previous), ignore_errors=True)
                 return old, self.file_bytes()
         finally:
             self._shared()
+
+    def _switch(self, data: str) -> None:
+        """Use the environments of data directory ``data``; the caller holds both write gates."""
+        self.data = data
+        self.catalog_env.reopen(self._dir("catalog"))
+        self.objects.env.reopen(self._dir("objects"))
+
+    @contextmanager
+    def stepping_aside(self):
+        """Let another process (the daemon compacting) have the store to itself meanwhile: this
+        process's writes wait, its store lock is let go, and afterwards it follows a switch to a
+        new data directory. Reads of this process go on in the old, still mapped files."""
+        cat, obj = self.catalog_env, self.objects.env
+        with cat.gate, obj.gate:
+            fcntl.flock(self._lockfd, fcntl.LOCK_UN)
+            try:
+                yield
+            finally:
+                self._shared()
+                data = read_marker(self.path)["data"]
+                if data != self.data:
+                    self._switch(data)
 
 
 def counter(txn, db, key: bytes) -> int:

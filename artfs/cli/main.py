@@ -166,7 +166,8 @@ def cmd_du(store: Store, args) -> int:
         return 0
     s = report["store"]
     print(f"store: {_human(s['stored_bytes'])} in {s['chunks']} chunks for "
-          f"{_human(s['logical_bytes'])} of versions (database file {_human(s['file_bytes'])})")
+          f"{_human(s['logical_bytes'])} of versions; database files {_human(s['file_bytes'])} on disk"
+          + (" (artfs compact gives the difference back)" if s["file_bytes"] > 2 * s["stored_bytes"] + (64 << 20) else ""))
     rows = [["ARTIFACT", "VERSION", "ALIASES", "FILES", "LOGICAL", "UNIQUE"]]
     for a in report["artifacts"]:
         for v in a["versions"]:
@@ -174,6 +175,16 @@ def cmd_du(store: Store, args) -> int:
                          _human(v["logical_bytes"]), _human(v["unique_bytes"])])
     if len(rows) > 1:
         _table(rows)
+    return 0
+
+
+def cmd_compact(store: Store, args) -> int:
+    before, after = store.compact()
+    if args.json:
+        _emit_json({"before_bytes": before, "after_bytes": after})
+    else:
+        print(f"compacted: database files {_human(before)} -> {_human(after)} "
+              f"({_human(max(before - after, 0))} given back)")
     return 0
 
 
@@ -243,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("name", nargs="?")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_du)
+
+    c = sub.add_parser("compact", help="give the space of deleted versions back to the filesystem "
+                       "(works while mounted; needs free space for a copy of the live data)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_compact)
 
     c = sub.add_parser("verify", help="re-hash every object and check every reference")
     c.add_argument("target", nargs="?", metavar="NAME[:REF]")

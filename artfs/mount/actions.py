@@ -1,4 +1,4 @@
-"""What the CLI and API ask of a running daemon over the control socket (client: artmount/control.py).
+"""What the CLI and API ask of a running daemon over the control socket (client: mount/control.py).
 
 Each action returns ``(result, entries)``: the JSON-able result for the caller, and the
 (directory inode, name) kernel entries that changed and must be invalidated before the caller is
@@ -87,6 +87,12 @@ class Actions:
             count = await _thread(self.repo.delete_artifact, name, pinned=self.fs.files.pinned)
             art.deleted = True
         return {"versions": count}, [(ROOT_INODE, name.encode())]
+
+    async def compact(self):
+        """Give the store's free pages back to the filesystem (catalog/db.py Database.compact);
+        reads go on meanwhile, writes wait."""
+        before, after = await _thread(self.repo.compact)
+        return {"before_bytes": before, "after_bytes": after}, []
 
     async def changed(self, name: str):
         """Another process changed NAME (``put``): show it, and drop what the kernel has cached."""

@@ -47,7 +47,7 @@ LOG = "daemon.log"
 READ_AHEAD_KB = 1024
 MAX_REQUEST = 1 << 20
 ACTIONS = ("commit", "reset", "status", "alias", "unalias", "delete_version", "delete_artifact",
-           "changed")
+           "changed", "compact")
 
 
 def check_mountpoint(path: str) -> None:

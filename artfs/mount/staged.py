@@ -1,4 +1,4 @@
-"""``NAME/staging/`` in the mount: the artifact's copy-on-write staging (artmount/staging.py) as nodes.
+"""``NAME/staging/`` in the mount: the artifact's copy-on-write staging (staging/overlay.py) as nodes.
 
 Every mutation of one artifact's staging holds that artifact's lock (so it is serialized against
 its commit and reset) and runs in a worker thread: a staging change is an LMDB write transaction,
