@@ -39,33 +39,25 @@ class LocalObjectStore:
     def _write(self, fn):
         return self.env.write(fn, lambda txn: _touch(txn, self.env.dbs["meta"]))
 
+    def _checked(self, txn, oid: bytes):
+        """The stored bytes of ``oid`` (a view valid in ``txn``), checked against the id."""
+        value = txn.get(oid, db=self._db)
+        if value is None:
+            raise CorruptData(f"missing object {oid.hex()}")
+        data = value[DIGEST_LEN:]
+        if self.object_id(data) != oid:
+            raise CorruptData(f"object {oid.hex()} fails its hash check")
+        return data
+
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
-        out = []
         with self.env.read() as txn:
-            for oid in ids:
-                value = txn.get(oid, db=self._db)
-                if value is None:
-                    raise CorruptData(f"missing object {oid.hex()}")
-                data = value[DIGEST_LEN:]
-                if self.object_id(data) != oid:
-                    raise CorruptData(f"object {oid.hex()} fails its hash check")
-                out.append(bytes(data))
-        return out
+            return [bytes(self._checked(txn, oid)) for oid in ids]
 
     def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
         """The concatenation of bytes [start, end) of each (id, start, end), every object checked:
         one copy, straight from the map."""
-        parts = []
         with self.env.read() as txn:
-            for oid, start, end in spans:
-                value = txn.get(oid, db=self._db)
-                if value is None:
-                    raise CorruptData(f"missing object {oid.hex()}")
-                data = value[DIGEST_LEN:]
-                if self.object_id(data) != oid:
-                    raise CorruptData(f"object {oid.hex()} fails its hash check")
-                parts.append(data[start:end])
-            return b"".join(parts)
+            return b"".join(self._checked(txn, oid)[start:end] for oid, start, end in spans)
 
     def put_many(self, objs: Sequence[Obj]) -> int:
         def action(txn):
