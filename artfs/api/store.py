@@ -74,14 +74,9 @@ class Version:
     def __repr__(self):
         return f"<Version {self.name}:{self.version} {self.digest[:12]}>"
 
-    def _entries(self):
-        repo = self._store._repo
-        with repo.db.read() as txn:
-            return list(walk_files(repo.objects, txn, self._info.root))
-
     def files(self) -> list[str]:
         """Relative paths of every file and symlink in the version, sorted."""
-        return sorted(p for p, _ in self._entries())
+        return sorted(p for p, _ in walk_files(self._store._repo.tree, self._info.root))
 
     def _lookup(self, relpath: str):
         tid = self._info.root
@@ -156,9 +151,7 @@ class Store:
         return self._repo.events(name)
 
     def diff(self, a: str, b: str) -> dict[str, list[str]]:
-        va, vb = self.get(a), self.get(b)
-        with self._repo.db.read() as txn:
-            return diff_trees(self._repo.objects, txn, va._info.root, vb._info.root)
+        return diff_trees(self._repo.tree, self.get(a)._info.root, self.get(b)._info.root)
 
     def du(self, name: str | None = None) -> dict:
         return _du(self._repo, name)
