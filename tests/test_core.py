@@ -11,7 +11,9 @@ import artfs
 from artfs.errors import Conflict, Exists, InvalidInput, NotFound, StoreError
 from artfs.repo.facade import Repo
 from artfs.repo.verify import verify
-from tests.helpers import MiB, seed_files, tree_snapshot, write
+from artfs.staging.commit import create_artifact
+from artfs.staging.overlay import ROOT, Staging
+from tests.helpers import MiB, put_file, read, seed_files, tree_snapshot, write
 
 # Chunk-format overhead allowed in byte accounting: file chunk lists and trees are a few hundred
 # bytes per version here; the chunks themselves are stored exactly.
@@ -284,3 +286,82 @@ def test_file_over_4gib(store, tmp_path):
         f.seek(4 << 30)
         assert f.read(10) == b"tail-bytes"
     assert store.du()["store"]["stored_bytes"] < 2 * MiB   # zeros dedup to one chunk
+
+
+# staging: status, commit, reset (through the daemon when mounted) ------------------------------
+NOTHING = {"added": [], "modified": [], "deleted": []}
+
+
+def stage(path, name: str, change) -> None:
+    """Change the staging of NAME without a mount: change(Staging) on a Repo opened for it."""
+    with Repo(str(path)) as repo:
+        change(Staging(repo, name))
+
+
+def remove_a_add_new(s: Staging) -> None:
+    s.unlink(ROOT, b"a")
+    s.mkdir(ROOT, b"new", 0o755, os.getuid(), os.getgid())
+
+
+def test_status_commit_reset_without_a_mount(tmp_path):
+    path, d = tmp_path / "store", tmp_path / "d"
+    write(d / "a", b"a")
+    write(d / "keep", b"keep")
+    with Repo(str(path)) as repo:
+        create_artifact(repo, "empty")
+    with artfs.Store(str(path)) as store:
+        assert store.commit_ex("empty") == (None, False)      # no versions, empty staging
+        assert store.versions("empty") == []
+        store.put("ds", str(d))
+        v, created = store.commit_ex("ds", aliases=["best"])  # nothing staged: latest, aliased
+        assert (v.version, created, sorted(v.aliases)) == ("v0", False, ["best", "latest"])
+        assert store.status("ds") == NOTHING
+    stage(path, "ds", remove_a_add_new)
+    with artfs.Store(str(path)) as store:
+        assert store.status("ds") == {"added": ["new/"], "modified": [], "deleted": ["a"]}
+        store.reset("ds")
+        assert store.status("ds") == NOTHING
+        assert store.get("ds").files() == ["a", "keep"]
+    stage(path, "ds", remove_a_add_new)
+    with artfs.Store(str(path)) as store:
+        v1 = store.commit("ds", message="no a")
+        assert (v1.version, v1.message, v1.aliases, v1.files()) == ("v1", "no a", ["latest"], ["keep"])
+        assert store.diff("ds:v0", "ds:v1") == {"added": ["new/"], "removed": ["a"], "modified": []}
+        assert store.status("ds") == NOTHING
+        for bad in ("a/b", "", ".."):
+            for call in (store.status, store.commit, store.reset):
+                with pytest.raises(InvalidInput):
+                    call(bad)
+        for call in (store.status, store.commit, store.reset):
+            with pytest.raises(NotFound):
+                call("missing")
+    with Repo(str(path)) as repo:
+        assert verify(repo).ok
+
+
+@pytest.mark.fuse
+def test_status_commit_reset_go_through_the_daemon(mounted):
+    """With the store mounted the daemon runs them: the mount shows a commit when it returns, and
+    a commit while a staging file is open for writing is refused with the daemon's Conflict."""
+    m = mounted
+    os.mkdir(m.path("ds"))
+    with artfs.Store(m.store) as store:
+        assert store.commit("ds") is None
+        put_file(m.path("ds", "staging", "a"), b"first")
+        assert store.status("ds") == {"added": ["a"], "modified": [], "deleted": []}
+        v0, created = store.commit_ex("ds", aliases=["best"], message="m")
+        assert (v0.version, created, v0.message, sorted(v0.aliases)) == ("v0", True, "m", ["best", "latest"])
+        assert read(m.path("ds", "v0", "a")) == b"first" and os.readlink(m.path("ds", "best")) == "v0"
+        put_file(m.path("ds", "staging", "b"), b"second")
+        store.reset("ds")
+        assert os.listdir(m.path("ds", "staging")) == ["a"] and store.status("ds") == NOTHING
+        fd = os.open(m.path("ds", "staging", "a"), os.O_WRONLY)
+        try:
+            os.write(fd, b"F")
+            with pytest.raises(Conflict):
+                store.commit("ds")
+        finally:
+            os.close(fd)
+        assert store.status("ds") == {"added": [], "modified": ["a"], "deleted": []}
+        assert store.commit("ds").version == "v1"
+        assert read(m.path("ds", "latest", "a")) == b"First"

@@ -5,6 +5,7 @@
     v = store.get("animals:latest")
     with v.open("cat.png") as f: ...
     path = v.download()                         # the mounted path when the store is mounted
+    store.status("animals"); store.commit("animals", message="...")   # the staging of a mount
 
 Operations that change what a mount shows go through the running daemon when this store is
 mounted (so the mount is refreshed when they return); otherwise they work on the store directly.
@@ -23,9 +24,11 @@ from ..catalog.versions import VersionInfo
 from ..repo.diff import diff_trees, walk_files
 from ..errors import IsADirectory, NotFound
 from ..repo.export import export_tree
-from ..names import parse_ref
+from ..names import check_artifact, parse_ref
 from ..repo.facade import Repo
 from ..repo.verify import verify as _verify
+from ..staging.commit import commit as _commit
+from ..staging.overlay import Staging
 
 
 class _ChunkReader(io.RawIOBase):
@@ -193,3 +196,35 @@ class Store:
         else:
             control.call_or_local(self.path, "delete_version", self._repo.delete_version,
                                   name=name, ref=ref, force=force)
+
+    # staging (what ``STORE/NAME/staging`` of a mount shows; no mount needed) ----------------------
+    def status(self, name: str) -> dict[str, list[str]]:
+        """Paths the staging of NAME added, modified and deleted against its base version (a
+        directory as ``dir/`` followed by its files), each list sorted."""
+        check_artifact(name)
+        return control.call_or_local(self.path, "status", lambda name: Staging(self._repo, name).status(),
+                                     name=name)
+
+    def commit(self, name: str, *, aliases=(), message: str = "") -> Version | None:
+        """Turn the staging of NAME into its next version; see commit_ex."""
+        return self.commit_ex(name, aliases=aliases, message=message)[0]
+
+    def commit_ex(self, name: str, *, aliases=(), message: str = "") -> tuple[Version | None, bool]:
+        """Like commit, also saying whether a new version was made: (latest, False) when staging
+        equals latest (the aliases then move to latest), (None, False) when NAME has no versions
+        and an empty staging. A running daemon refuses while staging files are open for writing."""
+        check_artifact(name)
+
+        def local(name, aliases, message):
+            info, created = _commit(self._repo, name, aliases=aliases, message=message)
+            return {"version": info.label if info else None, "created": created}
+        result = control.call_or_local(self.path, "commit", local, name=name, aliases=list(aliases),
+                                       message=message)
+        if result["version"] is None:
+            return None, False
+        return self.get(f"{name}:{result['version']}"), result["created"]
+
+    def reset(self, name: str) -> None:
+        """Discard every change in the staging of NAME: it shows latest again."""
+        check_artifact(name)
+        control.call_or_local(self.path, "reset", lambda name: Staging(self._repo, name).reset(), name=name)
