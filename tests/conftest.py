@@ -18,9 +18,10 @@ import time
 
 import pytest
 
+from artfs.repo.export import remove_tree
 from artfs.repo.facade import Repo
 from artfs.repo.verify import verify
-from tests.helpers import run_cli
+from tests.helpers import DEEP, run_cli, write
 
 
 def fuse_unavailable() -> str | None:
@@ -29,6 +30,14 @@ def fuse_unavailable() -> str | None:
     if shutil.which("fusermount3") is None:
         return "needs fusermount3 (fuse3 package)"
     return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    """pytest then removes old tmp dirs with shutil.rmtree, which recurses once per directory
+    level: a tree 2000 deep left by an earlier (crashed) session needs more than the default
+    limit. Set after every test has run, so no test sees it."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 12_000))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -173,3 +182,38 @@ def mounted(mount_factory):
 def mounted_allow_other(mount_factory):
     """``mounted`` with ``--allow-other``: other users get in and the kernel checks the modes."""
     yield from _started(mount_factory, allow_other=True)
+
+
+class DeepTree:
+    """SRC holds d/d/.../d/f, DEEP directories deep (paths over 4000 bytes)."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.src = str(tmp_path / "deep")
+        self.made = [self.src]
+        path = self.src
+        os.mkdir(path)
+        for _ in range(DEEP):   # os.makedirs recurses once per level
+            path = os.path.join(path, "d")
+            os.mkdir(path)
+        write(os.path.join(path, "f"), b"bottom")
+
+    def leaf(self, root: str | None = None) -> str:
+        """The deepest directory under ROOT (default SRC)."""
+        return os.path.join(root or self.src, *(["d"] * DEEP))
+
+    def out(self, name: str) -> str:
+        """A path in tmp_path for a copy, removed with SRC at teardown."""
+        self.made.append(str(self.tmp / name))
+        return self.made[-1]
+
+
+@pytest.fixture
+def deep(tmp_path):
+    """A DeepTree in tmp_path. Everything it made is removed at teardown without recursion:
+    pytest removes old tmp dirs with shutil.rmtree, which recurses once per level."""
+    tree = DeepTree(tmp_path)
+    yield tree
+    for path in tree.made:
+        if os.path.lexists(path):
+            remove_tree(path)

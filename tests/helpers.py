@@ -11,6 +11,7 @@ import lmdb
 import pytest
 
 MiB = 1 << 20
+DEEP = 2000   # directory levels of the deep-tree tests: 2 bytes each, paths over 4000 bytes
 
 
 def write(path, data: bytes, mode: int | None = None, mtime_ns: int | None = None) -> None:

@@ -15,7 +15,7 @@ from artfs.errors import Conflict, CorruptData, Exists, InvalidInput, NotFound, 
 from artfs.repo.facade import Repo
 from artfs.staging.commit import create_artifact
 from artfs.staging.overlay import ROOT, Staging
-from tests.helpers import MiB, cli_json, damage_blob, run_cli, seed_files, tree_snapshot, write
+from tests.helpers import DEEP, MiB, cli_json, damage_blob, run_cli, seed_files, tree_snapshot, write
 
 
 @pytest.fixture
@@ -246,18 +246,14 @@ def test_commit_status_reset_without_a_mount(store, tmp_path):
         assert run_cli(store, *args).returncode == NotFound.exit_code
 
 
-def test_path_of_4000_bytes_2000_directories_deep(store, tmp_path):
-    src = tmp_path / "deep"
-    leaf = os.path.join(str(src), *(["d"] * 2000))
-    os.makedirs(leaf)
-    write(os.path.join(leaf, "f"), b"bottom")
-    run_cli(store, "put", "deep", src, check=True)
-    write(os.path.join(leaf, "g"), b"second")
-    run_cli(store, "put", "deep", src, check=True)
-    assert cli_json(store, "diff", "deep:v0", "deep:v1")["added"] == ["/".join(["d"] * 2000 + ["g"])]
-    out = tmp_path / "out"
+def test_path_of_4000_bytes_2000_directories_deep(store, deep):
+    run_cli(store, "put", "deep", deep.src, check=True)
+    write(os.path.join(deep.leaf(), "g"), b"second")
+    run_cli(store, "put", "deep", deep.src, check=True)
+    assert cli_json(store, "diff", "deep:v0", "deep:v1")["added"] == ["/".join(["d"] * DEEP + ["g"])]
+    out = deep.out("out")
     run_cli(store, "get", "deep", out, check=True)
-    assert open(os.path.join(str(out), *(["d"] * 2000), "g"), "rb").read() == b"second"
+    assert open(os.path.join(deep.leaf(out), "g"), "rb").read() == b"second"
 
 
 def test_a_store_being_created_is_waited_for(tmp_path):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
 import artfs
-from artfs.errors import Conflict, Exists, InvalidInput, NotFound, StoreError
+from artfs.errors import Conflict, CorruptData, Exists, InvalidInput, NotFound, StoreError
 from artfs.repo.facade import Repo
 from artfs.repo.verify import verify
 from artfs.staging.commit import create_artifact
 from artfs.staging.overlay import ROOT, Staging
-from tests.helpers import MiB, put_file, read, seed_files, tree_snapshot, write
+from tests.helpers import DEEP, MiB, damage_blob, put_file, read, run_cli, seed_files, tree_snapshot, write
 
 # Chunk-format overhead allowed in byte accounting: file chunk lists and trees are a few hundred
 # bytes per version here; the chunks themselves are stored exactly.
@@ -365,3 +367,123 @@ def test_status_commit_reset_go_through_the_daemon(mounted):
         assert store.status("ds") == {"added": [], "modified": ["a"], "deleted": []}
         assert store.commit("ds").version == "v1"
         assert read(m.path("ds", "latest", "a")) == b"First"
+
+
+# trees 2000 directories deep, at the interpreter's default recursion limit --------------------
+def test_import_and_main_leave_the_recursion_limit_alone(tmp_path):
+    """Importing artfs (or its CLI) must not change the host program's recursion limit, and
+    artfs.cli.main() puts back whatever it raised for itself."""
+    code = ("import sys; before = sys.getrecursionlimit(); import artfs, artfs.cli; "
+            "imported = sys.getrecursionlimit(); artfs.cli.main(['--store', sys.argv[1], 'ls']); "
+            "print(before, imported, sys.getrecursionlimit())")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], capture_output=True,
+                          text=True, check=True)
+    before, imported, after = proc.stdout.split()
+    assert before == imported == after
+
+
+@pytest.fixture
+def default_recursion_limit():
+    """The interpreter's default limit (1000) during the test, whatever ran before in this process."""
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    yield
+    sys.setrecursionlimit(before)
+
+
+@pytest.fixture
+def deep_store(tmp_path, deep):
+    """deep:v0 (.../f) and deep:v1 (.../f, .../g), put by the CLI; verified by the CLI at the end
+    (the CLI process raises its own limit for the walks the lead has still to convert)."""
+    store = tmp_path / "deep-store"
+    run_cli(store, "put", "deep", deep.src, check=True)
+    write(os.path.join(deep.leaf(), "g"), b"second")
+    run_cli(store, "put", "deep", deep.src, check=True)
+    yield str(store)
+    proc = run_cli(store, "verify")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+DEEP_PATH = "/".join(["d"] * DEEP)
+
+
+def test_api_reads_a_tree_2000_directories_deep(deep_store, deep, default_recursion_limit):
+    with artfs.Store(deep_store) as store:
+        v1 = store.get("deep:v1")
+        assert v1.files() == [f"{DEEP_PATH}/f", f"{DEEP_PATH}/g"]
+        assert store.diff("deep:v0", "deep:v1") == {"added": [f"{DEEP_PATH}/g"], "removed": [], "modified": []}
+        assert store.diff("deep:v1", "deep:v0")["removed"] == [f"{DEEP_PATH}/g"]
+        with v1.open(f"{DEEP_PATH}/g") as f:
+            assert f.read() == b"second"
+        out = v1.download(deep.out("out"))
+        assert read(os.path.join(deep.leaf(out), "f")) == b"bottom"
+        assert read(os.path.join(deep.leaf(out), "g")) == b"second"
+
+
+def deep_leaf(s: Staging) -> int:
+    ino = ROOT
+    for _ in range(DEEP):
+        ino = s.lookup(ino, b"d").ino
+    return ino
+
+
+def test_api_commits_a_staging_2000_directories_deep(deep_store, default_recursion_limit):
+    """Status walks the staging's changes; commit compares the new tree with latest all the way
+    down (trees_equal) before making the version."""
+    stage(deep_store, "deep", lambda s: s.unlink(deep_leaf(s), b"g"))
+    with artfs.Store(deep_store) as store:
+        assert store.status("deep") == {"added": [], "modified": [], "deleted": [f"{DEEP_PATH}/g"]}
+        assert store.commit("deep").version == "v2"
+        assert store.diff("deep:v0", "deep:v2") == {"added": [], "removed": [], "modified": []}
+        assert store.status("deep") == NOTHING
+
+
+def test_a_failed_download_of_a_deep_tree_leaves_nothing(tmp_path, deep, default_recursion_limit):
+    """The half-written copy is removed without recursion and the real error is raised."""
+    store = tmp_path / "deep-store"
+    run_cli(store, "put", "deep", deep.src, check=True)
+    with Repo(str(store)) as repo:
+        tid = repo.resolve("deep").root
+        for _ in range(DEEP):
+            tid = repo.tree(tid).lookup(b"d").ref
+        cid = repo.file(repo.tree(tid).lookup(b"f").ref).chunks[0]
+    damage_blob(store, cid, "corrupt")
+    with artfs.Store(str(store)) as s:
+        with pytest.raises(CorruptData):
+            s.get("deep").download(deep.out("out"))
+    assert sorted(os.listdir(tmp_path)) == ["deep", "deep-store"]
+
+
+# The walks below still recurse once per directory level in code the lead is converting: each
+# fails at the default limit until then, and the strict xfail turns into a failure once it works.
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="repo/ingest.py Ingest._dir/_entry/build recurse per level")
+def test_api_puts_a_tree_2000_directories_deep(tmp_path, deep, default_recursion_limit):
+    with artfs.Store(str(tmp_path / "s")) as store:
+        assert store.put("deep", deep.src).files() == [f"{DEEP_PATH}/f"]
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="repo/verify.py _Checker.tree/bad_paths recurse per level")
+def test_api_verifies_a_tree_2000_directories_deep(deep_store, default_recursion_limit):
+    with artfs.Store(deep_store) as store:
+        assert store.verify("deep").ok
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="catalog/objects.py Objects.decref_tree/release_entry recurse per level")
+def test_api_commit_equal_to_latest_2000_directories_deep(deep_store, default_recursion_limit):
+    """Only an mtime changed deep inside: no version, and the new equal tree is released."""
+    stage(deep_store, "deep", lambda s: s.setattr(s.lookup(deep_leaf(s), b"f").ino, mtime_ns=1))
+    with artfs.Store(deep_store) as store:
+        assert store.status("deep") == NOTHING
+        v, created = store.commit_ex("deep")
+        assert (v.version, created) == ("v1", False)
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="catalog/objects.py Objects.decref_tree/release_entry recurse per level")
+def test_api_deletes_a_tree_2000_directories_deep(deep_store, default_recursion_limit):
+    with artfs.Store(deep_store) as store:
+        store.delete("deep:v0")
+        assert [v.version for v in store.versions("deep")] == ["v1"]

@@ -12,6 +12,7 @@ import os
 import resource
 import sys
 import time
+from contextlib import contextmanager
 
 from . import mount as cli_mount
 from ..api.store import Store
@@ -237,20 +238,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _raise_fd_limit() -> None:
-    """Walking a tree 2048 directories deep holds one descriptor per level."""
+    """put (repo/ingest.py) holds one descriptor per level of the tree it reads: 2048 deep."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 16), hard))
+
+
+@contextmanager
+def _deep_recursion():
+    """Until repo/ingest.py (Ingest._dir/_entry/build), repo/verify.py (_Checker.tree/bad_paths)
+    and catalog/objects.py (Objects.decref_tree/release_entry) walk trees with their own stack,
+    they recurse once or twice per directory level: put, verify and rm of a tree 2048 directories
+    deep need more than the default limit of 1000. Raised for this command only, and put back,
+    so a program calling main() keeps its own limit."""
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(before, 12_000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _raise_fd_limit()
     try:
-        if getattr(args, "no_store", False):
-            return args.func(args)
-        with Store(args.store) as store:
-            return args.func(store, args)
+        with _deep_recursion():
+            if getattr(args, "no_store", False):
+                return args.func(args)
+            with Store(args.store) as store:
+                return args.func(store, args)
     except ArtfsError as e:
         print(f"artfs: error: {e}", file=sys.stderr)
         return e.exit_code
