@@ -2,15 +2,14 @@
 
 Teardown never trusts the daemon: ``fusermount3 -u`` (then ``-u -z`` if busy or dead), then wait,
 terminate, kill - by the PID this fixture started - so a failed or crashed test leaves no mount
-and no process behind. Tests marked ``fuse`` are skipped with the reason when the machine cannot
-mount FUSE.
+and no process behind. Tests marked ``fuse`` (or ``root``) are skipped with the reason when the
+machine cannot mount FUSE (or this is not root), and fail under CI=true.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,15 +20,7 @@ import pytest
 from artfs.repo.export import remove_tree
 from artfs.repo.facade import Repo
 from artfs.repo.verify import verify
-from tests.helpers import DEEP, run_cli, write
-
-
-def fuse_unavailable() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "needs /dev/fuse (FUSE kernel module)"
-    if shutil.which("fusermount3") is None:
-        return "needs fusermount3 (fuse3 package)"
-    return None
+from tests.helpers import DEEP, need_fuse, need_root, run_cli, write
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -40,12 +31,19 @@ def pytest_sessionfinish(session):
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 12_000))
 
 
-def pytest_collection_modifyitems(config, items):
-    reason = fuse_unavailable()
-    if reason:
-        for item in items:
-            if item.get_closest_marker("fuse"):
-                item.add_marker(pytest.mark.skip(reason=reason))
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fuse: needs /dev/fuse and fusermount3 (a real mount)")
+    config.addinivalue_line("markers", "root(reason): needs root")
+
+
+def pytest_runtest_setup(item):
+    """Tests marked ``fuse`` need a FUSE mount, ``root(reason)`` root: skipped without, failed
+    under CI=true (tests/helpers.py missing)."""
+    if item.get_closest_marker("fuse"):
+        need_fuse()
+    root = item.get_closest_marker("root")
+    if root is not None:
+        need_root(*root.args)
 
 
 def in_mount_table(path) -> bool:
