@@ -2,15 +2,14 @@
 
 Teardown never trusts the daemon: ``fusermount3 -u`` (then ``-u -z`` if busy or dead), then wait,
 terminate, kill - by the PID this fixture started - so a failed or crashed test leaves no mount
-and no process behind. Tests marked ``fuse`` are skipped with the reason when the machine cannot
-mount FUSE.
+and no process behind. Tests marked ``fuse`` (or ``root``) are skipped with the reason when the
+machine cannot mount FUSE (or this is not root), and fail under CI=true.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,25 +17,33 @@ import time
 
 import pytest
 
+from artfs.repo.export import remove_tree
 from artfs.repo.facade import Repo
 from artfs.repo.verify import verify
-from tests.helpers import run_cli
+from tests.helpers import DEEP, need_fuse, need_root, run_cli, write
 
 
-def fuse_unavailable() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "needs /dev/fuse (FUSE kernel module)"
-    if shutil.which("fusermount3") is None:
-        return "needs fusermount3 (fuse3 package)"
-    return None
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    """pytest then removes old tmp dirs with shutil.rmtree, which recurses once per directory
+    level: a tree 2000 deep left by an earlier (crashed) session needs more than the default
+    limit. Set after every test has run, so no test sees it."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 12_000))
 
 
-def pytest_collection_modifyitems(config, items):
-    reason = fuse_unavailable()
-    if reason:
-        for item in items:
-            if item.get_closest_marker("fuse"):
-                item.add_marker(pytest.mark.skip(reason=reason))
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fuse: needs /dev/fuse and fusermount3 (a real mount)")
+    config.addinivalue_line("markers", "root(reason): needs root")
+
+
+def pytest_runtest_setup(item):
+    """Tests marked ``fuse`` need a FUSE mount, ``root(reason)`` root: skipped without, failed
+    under CI=true (tests/helpers.py missing)."""
+    if item.get_closest_marker("fuse"):
+        need_fuse()
+    root = item.get_closest_marker("root")
+    if root is not None:
+        need_root(*root.args)
 
 
 def in_mount_table(path) -> bool:
@@ -173,3 +180,38 @@ def mounted(mount_factory):
 def mounted_allow_other(mount_factory):
     """``mounted`` with ``--allow-other``: other users get in and the kernel checks the modes."""
     yield from _started(mount_factory, allow_other=True)
+
+
+class DeepTree:
+    """SRC holds d/d/.../d/f, DEEP directories deep (paths over 4000 bytes)."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.src = str(tmp_path / "deep")
+        self.made = [self.src]
+        path = self.src
+        os.mkdir(path)
+        for _ in range(DEEP):   # os.makedirs recurses once per level
+            path = os.path.join(path, "d")
+            os.mkdir(path)
+        write(os.path.join(path, "f"), b"bottom")
+
+    def leaf(self, root: str | None = None) -> str:
+        """The deepest directory under ROOT (default SRC)."""
+        return os.path.join(root or self.src, *(["d"] * DEEP))
+
+    def out(self, name: str) -> str:
+        """A path in tmp_path for a copy, removed with SRC at teardown."""
+        self.made.append(str(self.tmp / name))
+        return self.made[-1]
+
+
+@pytest.fixture
+def deep(tmp_path):
+    """A DeepTree in tmp_path. Everything it made is removed at teardown without recursion:
+    pytest removes old tmp dirs with shutil.rmtree, which recurses once per level."""
+    tree = DeepTree(tmp_path)
+    yield tree
+    for path in tree.made:
+        if os.path.lexists(path):
+            remove_tree(path)

@@ -1,16 +1,47 @@
-"""Shared test helpers: building input trees, running the CLI, damaging a store on purpose."""
+"""Shared test helpers: requirements, building input trees, running the CLI, damaging a store."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import lmdb
 import pytest
 
+from artfs.store.ids import DIGEST_LEN
+
 MiB = 1 << 20
+DEEP = 2000   # directory levels of the deep-tree tests: 2 bytes each, paths over 4000 bytes
+
+
+def missing(reason: str) -> None:
+    """A test's requirement is missing: skip it, but fail it under CI=true, where every test must
+    really run (a skip there would hide that the CI machine lost FUSE or root)."""
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_root(reason: str) -> None:
+    if os.geteuid() != 0:
+        missing(reason)
+
+
+def fuse_unavailable() -> str | None:
+    if not os.path.exists("/dev/fuse"):
+        return "needs /dev/fuse (FUSE kernel module)"
+    if shutil.which("fusermount3") is None:
+        return "needs fusermount3 (fuse3 package)"
+    return None
+
+
+def need_fuse() -> None:
+    reason = fuse_unavailable()
+    if reason:
+        missing(reason)
 
 
 def write(path, data: bytes, mode: int | None = None, mtime_ns: int | None = None) -> None:
@@ -96,6 +127,6 @@ def damage_blob(store, key: bytes, how: str) -> None:
             txn.delete(key)
         else:
             data = bytearray(txn.get(key))
-            data[len(data) // 2] ^= 0xFF
+            data[DIGEST_LEN + (len(data) - DIGEST_LEN) // 2] ^= 0xFF   # a byte of the object, not its digest
             txn.put(key, bytes(data))
     env.close()

@@ -13,7 +13,9 @@ import pytest
 
 from artfs.errors import Conflict, CorruptData, Exists, InvalidInput, NotFound, StoreError
 from artfs.repo.facade import Repo
-from tests.helpers import MiB, cli_json, damage_blob, run_cli, seed_files, tree_snapshot, write
+from artfs.staging.commit import create_artifact
+from artfs.staging.overlay import ROOT, Staging
+from tests.helpers import DEEP, MiB, cli_json, damage_blob, run_cli, seed_files, tree_snapshot, write
 
 
 @pytest.fixture
@@ -209,18 +211,49 @@ def test_progress_bar_only_on_a_terminal(store, tmp_path):
     assert quiet.stderr == ""
 
 
-def test_path_of_4000_bytes_2000_directories_deep(store, tmp_path):
-    src = tmp_path / "deep"
-    leaf = os.path.join(str(src), *(["d"] * 2000))
-    os.makedirs(leaf)
-    write(os.path.join(leaf, "f"), b"bottom")
-    run_cli(store, "put", "deep", src, check=True)
-    write(os.path.join(leaf, "g"), b"second")
-    run_cli(store, "put", "deep", src, check=True)
-    assert cli_json(store, "diff", "deep:v0", "deep:v1")["added"] == ["/".join(["d"] * 2000 + ["g"])]
-    out = tmp_path / "out"
+def test_commit_status_reset_without_a_mount(store, tmp_path):
+    """The exact output of the staging commands when no daemon runs (changes made on Staging)."""
+    write(tmp_path / "d" / "a", b"a")
+    with Repo(str(store)) as repo:
+        create_artifact(repo, "empty")
+    empty = run_cli(store, "commit", "empty", check=True)
+    assert (empty.stdout, empty.stderr) == (
+        "", "artfs: nothing to commit: empty has no versions and an empty staging\n")
+    run_cli(store, "put", "ds", tmp_path / "d", check=True)
+    same = run_cli(store, "commit", "ds", "-a", "best", check=True)
+    assert (same.stdout, same.stderr) == ("ds:v0\n", "artfs: no changes: staging equals ds:v0; no version made\n")
+    assert sorted(cli_json(store, "ls", "ds")[0]["aliases"]) == ["best", "latest"]
+
+    def change():
+        with Repo(str(store)) as repo:
+            s = Staging(repo, "ds")
+            s.unlink(ROOT, b"a")
+            s.mkdir(ROOT, b"new", 0o755, os.getuid(), os.getgid())
+    change()
+    assert run_cli(store, "status", "ds", check=True).stdout == "A new/\nD a\n"
+    assert cli_json(store, "status", "ds") == {"added": ["new/"], "modified": [], "deleted": ["a"]}
+    reset = run_cli(store, "reset", "ds", check=True)
+    assert reset.stdout == "reset the staging of ds to its latest version\n"
+    assert run_cli(store, "status", "ds", check=True).stdout == ""
+    change()
+    made = run_cli(store, "commit", "ds", "-m", "no a", check=True)
+    assert (made.stdout, made.stderr) == ("ds:v1\n", "")
+    assert cli_json(store, "ls", "ds")[1]["message"] == "no a"
+    for args in (("commit", "a/b"), ("status", ".."), ("reset", "")):
+        bad = run_cli(store, *args)
+        assert bad.returncode == InvalidInput.exit_code and bad.stderr.count("\n") == 1, bad.stderr
+    for args in (("commit", "nope"), ("status", "nope"), ("reset", "nope")):
+        assert run_cli(store, *args).returncode == NotFound.exit_code
+
+
+def test_path_of_4000_bytes_2000_directories_deep(store, deep):
+    run_cli(store, "put", "deep", deep.src, check=True)
+    write(os.path.join(deep.leaf(), "g"), b"second")
+    run_cli(store, "put", "deep", deep.src, check=True)
+    assert cli_json(store, "diff", "deep:v0", "deep:v1")["added"] == ["/".join(["d"] * DEEP + ["g"])]
+    out = deep.out("out")
     run_cli(store, "get", "deep", out, check=True)
-    assert open(os.path.join(str(out), *(["d"] * 2000), "g"), "rb").read() == b"second"
+    assert open(os.path.join(deep.leaf(out), "g"), "rb").read() == b"second"
 
 
 def test_a_store_being_created_is_waited_for(tmp_path):

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
 import artfs
-from artfs.errors import Conflict, Exists, InvalidInput, NotFound, StoreError
+from artfs.errors import Conflict, CorruptData, Exists, InvalidInput, NotFound, StoreError
 from artfs.repo.facade import Repo
 from artfs.repo.verify import verify
-from tests.helpers import MiB, seed_files, tree_snapshot, write
+from artfs.staging.commit import create_artifact
+from artfs.staging.overlay import ROOT, Staging
+from tests.helpers import DEEP, MiB, damage_blob, put_file, read, run_cli, seed_files, tree_snapshot, write
 
 # Chunk-format overhead allowed in byte accounting: file chunk lists and trees are a few hundred
 # bytes per version here; the chunks themselves are stored exactly.
@@ -292,3 +296,192 @@ def test_file_over_4gib(store, tmp_path):
         f.seek(4 << 30)
         assert f.read(10) == b"tail-bytes"
     assert store.du()["store"]["stored_bytes"] < 2 * MiB   # zeros dedup to one chunk
+
+
+# staging: status, commit, reset (through the daemon when mounted) ------------------------------
+NOTHING = {"added": [], "modified": [], "deleted": []}
+
+
+def stage(path, name: str, change) -> None:
+    """Change the staging of NAME without a mount: change(Staging) on a Repo opened for it."""
+    with Repo(str(path)) as repo:
+        change(Staging(repo, name))
+
+
+def remove_a_add_new(s: Staging) -> None:
+    s.unlink(ROOT, b"a")
+    s.mkdir(ROOT, b"new", 0o755, os.getuid(), os.getgid())
+
+
+def test_status_commit_reset_without_a_mount(tmp_path):
+    path, d = tmp_path / "store", tmp_path / "d"
+    write(d / "a", b"a")
+    write(d / "keep", b"keep")
+    with Repo(str(path)) as repo:
+        create_artifact(repo, "empty")
+    with artfs.Store(str(path)) as store:
+        assert store.commit_ex("empty") == (None, False)      # no versions, empty staging
+        assert store.versions("empty") == []
+        store.put("ds", str(d))
+        v, created = store.commit_ex("ds", aliases=["best"])  # nothing staged: latest, aliased
+        assert (v.version, created, sorted(v.aliases)) == ("v0", False, ["best", "latest"])
+        assert store.status("ds") == NOTHING
+    stage(path, "ds", remove_a_add_new)
+    with artfs.Store(str(path)) as store:
+        assert store.status("ds") == {"added": ["new/"], "modified": [], "deleted": ["a"]}
+        store.reset("ds")
+        assert store.status("ds") == NOTHING
+        assert store.get("ds").files() == ["a", "keep"]
+    stage(path, "ds", remove_a_add_new)
+    with artfs.Store(str(path)) as store:
+        v1 = store.commit("ds", message="no a")
+        assert (v1.version, v1.message, v1.aliases, v1.files()) == ("v1", "no a", ["latest"], ["keep"])
+        assert store.diff("ds:v0", "ds:v1") == {"added": ["new/"], "removed": ["a"], "modified": []}
+        assert store.status("ds") == NOTHING
+        for bad in ("a/b", "", ".."):
+            for call in (store.status, store.commit, store.reset):
+                with pytest.raises(InvalidInput):
+                    call(bad)
+        for call in (store.status, store.commit, store.reset):
+            with pytest.raises(NotFound):
+                call("missing")
+    with Repo(str(path)) as repo:
+        assert verify(repo).ok
+
+
+@pytest.mark.fuse
+def test_status_commit_reset_go_through_the_daemon(mounted):
+    """With the store mounted the daemon runs them: the mount shows a commit when it returns, and
+    a commit while a staging file is open for writing is refused with the daemon's Conflict."""
+    m = mounted
+    os.mkdir(m.path("ds"))
+    with artfs.Store(m.store) as store:
+        assert store.commit("ds") is None
+        put_file(m.path("ds", "staging", "a"), b"first")
+        assert store.status("ds") == {"added": ["a"], "modified": [], "deleted": []}
+        v0, created = store.commit_ex("ds", aliases=["best"], message="m")
+        assert (v0.version, created, v0.message, sorted(v0.aliases)) == ("v0", True, "m", ["best", "latest"])
+        assert read(m.path("ds", "v0", "a")) == b"first" and os.readlink(m.path("ds", "best")) == "v0"
+        put_file(m.path("ds", "staging", "b"), b"second")
+        store.reset("ds")
+        assert os.listdir(m.path("ds", "staging")) == ["a"] and store.status("ds") == NOTHING
+        fd = os.open(m.path("ds", "staging", "a"), os.O_WRONLY)
+        try:
+            os.write(fd, b"F")
+            with pytest.raises(Conflict):
+                store.commit("ds")
+        finally:
+            os.close(fd)
+        assert store.status("ds") == {"added": [], "modified": ["a"], "deleted": []}
+        assert store.commit("ds").version == "v1"
+        assert read(m.path("ds", "latest", "a")) == b"First"
+
+
+# trees 2000 directories deep, at the interpreter's default recursion limit --------------------
+def test_import_and_main_leave_the_recursion_limit_alone(tmp_path):
+    """Importing artfs (or its CLI) must not change the host program's recursion limit, and
+    artfs.cli.main() puts back whatever it raised for itself."""
+    code = ("import sys; before = sys.getrecursionlimit(); import artfs, artfs.cli; "
+            "imported = sys.getrecursionlimit(); artfs.cli.main(['--store', sys.argv[1], 'ls']); "
+            "print(before, imported, sys.getrecursionlimit())")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], capture_output=True,
+                          text=True, check=True)
+    before, imported, after = proc.stdout.split()
+    assert before == imported == after
+
+
+@pytest.fixture
+def default_recursion_limit():
+    """The interpreter's default limit (1000) during the test, whatever ran before in this process."""
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    yield
+    sys.setrecursionlimit(before)
+
+
+@pytest.fixture
+def deep_store(tmp_path, deep):
+    """deep:v0 (.../f) and deep:v1 (.../f, .../g), put by the CLI; verified by the CLI at the end
+    (the CLI process raises its own limit for the walks the lead has still to convert)."""
+    store = tmp_path / "deep-store"
+    run_cli(store, "put", "deep", deep.src, check=True)
+    write(os.path.join(deep.leaf(), "g"), b"second")
+    run_cli(store, "put", "deep", deep.src, check=True)
+    yield str(store)
+    proc = run_cli(store, "verify")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+DEEP_PATH = "/".join(["d"] * DEEP)
+
+
+def test_api_reads_a_tree_2000_directories_deep(deep_store, deep, default_recursion_limit):
+    with artfs.Store(deep_store) as store:
+        v1 = store.get("deep:v1")
+        assert v1.files() == [f"{DEEP_PATH}/f", f"{DEEP_PATH}/g"]
+        assert store.diff("deep:v0", "deep:v1") == {"added": [f"{DEEP_PATH}/g"], "removed": [], "modified": []}
+        assert store.diff("deep:v1", "deep:v0")["removed"] == [f"{DEEP_PATH}/g"]
+        with v1.open(f"{DEEP_PATH}/g") as f:
+            assert f.read() == b"second"
+        out = v1.download(deep.out("out"))
+        assert read(os.path.join(deep.leaf(out), "f")) == b"bottom"
+        assert read(os.path.join(deep.leaf(out), "g")) == b"second"
+
+
+def deep_leaf(s: Staging) -> int:
+    ino = ROOT
+    for _ in range(DEEP):
+        ino = s.lookup(ino, b"d").ino
+    return ino
+
+
+def test_api_commits_a_staging_2000_directories_deep(deep_store, default_recursion_limit):
+    """Status walks the staging's changes; commit compares the new tree with latest all the way
+    down (trees_equal) before making the version."""
+    stage(deep_store, "deep", lambda s: s.unlink(deep_leaf(s), b"g"))
+    with artfs.Store(deep_store) as store:
+        assert store.status("deep") == {"added": [], "modified": [], "deleted": [f"{DEEP_PATH}/g"]}
+        assert store.commit("deep").version == "v2"
+        assert store.diff("deep:v0", "deep:v2") == {"added": [], "removed": [], "modified": []}
+        assert store.status("deep") == NOTHING
+
+
+def test_a_failed_download_of_a_deep_tree_leaves_nothing(tmp_path, deep, default_recursion_limit):
+    """The half-written copy is removed without recursion and the real error is raised."""
+    store = tmp_path / "deep-store"
+    run_cli(store, "put", "deep", deep.src, check=True)
+    with Repo(str(store)) as repo:
+        tid = repo.resolve("deep").root
+        for _ in range(DEEP):
+            tid = repo.tree(tid).lookup(b"d").ref
+        cid = repo.file(repo.tree(tid).lookup(b"f").ref).chunks[0]
+    damage_blob(store, cid, "corrupt")
+    with artfs.Store(str(store)) as s:
+        with pytest.raises(CorruptData):
+            s.get("deep").download(deep.out("out"))
+    assert sorted(os.listdir(tmp_path)) == ["deep", "deep-store"]
+
+
+def test_api_puts_a_tree_2000_directories_deep(tmp_path, deep, default_recursion_limit):
+    with artfs.Store(str(tmp_path / "s")) as store:
+        assert store.put("deep", deep.src).files() == [f"{DEEP_PATH}/f"]
+
+
+def test_api_verifies_a_tree_2000_directories_deep(deep_store, default_recursion_limit):
+    with artfs.Store(deep_store) as store:
+        assert store.verify("deep").ok
+
+
+def test_api_commit_equal_to_latest_2000_directories_deep(deep_store, default_recursion_limit):
+    """Only an mtime changed deep inside: no version, and the new equal tree is released."""
+    stage(deep_store, "deep", lambda s: s.setattr(s.lookup(deep_leaf(s), b"f").ino, mtime_ns=1))
+    with artfs.Store(deep_store) as store:
+        assert store.status("deep") == NOTHING
+        v, created = store.commit_ex("deep")
+        assert (v.version, created) == ("v1", False)
+
+
+def test_api_deletes_a_tree_2000_directories_deep(deep_store, default_recursion_limit):
+    with artfs.Store(deep_store) as store:
+        store.delete("deep:v0")
+        assert [v.version for v in store.versions("deep")] == ["v1"]

@@ -39,7 +39,7 @@ from artfs.errors import InvalidInput, NotFound
 from tests.helpers import cli_json, oserror, put_file, read, run_cli
 
 pytestmark = pytest.mark.fuse
-as_root = pytest.mark.skipif(os.geteuid() != 0, reason="becoming uid 65534 (nobody) needs root")
+as_root = pytest.mark.root("becoming uid 65534 (nobody) needs root")
 
 NOBODY = 65534
 KiB, MiB = 1 << 10, 1 << 20

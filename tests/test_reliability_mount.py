@@ -27,7 +27,8 @@ from artfs.catalog.staging_index import StagingIndex, staging_dir
 from artfs.errors import NoSpace
 from artfs.repo.facade import Repo
 from tests.conftest import in_mount_table
-from tests.helpers import MiB, cli_json, damage_blob, oserror, put_file, read, run_cli, tree_snapshot, write
+from tests.helpers import (MiB, cli_json, damage_blob, need_root, oserror, put_file, read, run_cli,
+                           tree_snapshot, write)
 
 pytestmark = pytest.mark.fuse
 
@@ -682,8 +683,7 @@ def test_open_deleted_version_survives_a_daemon_crash(mount_factory, tmp_path):
 @pytest.fixture
 def small_store(tmp_path, mount_factory):
     """A Mount (not started) whose store is on a 48 MiB tmpfs; daemon stopped before the umount."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+    need_root("mounting a small tmpfs needs root")
     fs = tmp_path / "small"
     fs.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(fs)], check=True)

@@ -511,9 +511,9 @@ def _big_artifact(repo: Repo, name: str, dirs: int, per_dir: int, flat: int) -> 
 def test_commit_cost_is_proportional_to_the_change(tmp_path):
     hashed = []
 
-    def counting_hash(data):
+    def counting_hash(data, kind=0):
         hashed.append(len(data))
-        return object_id(data)
+        return object_id(data, kind)
 
     with Repo(str(tmp_path / "store"), hasher=counting_hash) as repo:
         _big_artifact(repo, "big", dirs=100, per_dir=1000, flat=100_000)

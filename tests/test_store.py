@@ -37,8 +37,8 @@ def test_chunker_is_content_defined(tmp_path):
 def test_forced_collision_is_refused_not_aliased(tmp_path):
     """With a hash that maps everything to one value, a put whose bytes collide with stored ones
     fails with a clear error and records nothing; the stored bytes stay intact."""
-    def colliding(data) -> bytes:
-        return b"\x00" * 16 if bytes(data) in (b"alpha" * 10, b"bravo" * 10) else object_id(data)
+    def colliding(data, kind=0) -> bytes:
+        return b"\x00" * 16 if bytes(data) in (b"alpha" * 10, b"bravo" * 10) else object_id(data, kind)
 
     with Repo(str(tmp_path / "s"), hasher=colliding) as repo:
         d = tmp_path / "d"
@@ -93,3 +93,26 @@ def test_file_object_spans():
     assert list(f.span(15, 100)) == [(b"c" * 16, 0, 7)]
     assert list(f.span(22, 10)) == []
     assert FileObj.decode(f.encode()).chunks == f.chunks
+
+
+def test_a_chunk_never_shares_an_id_with_a_file_object_or_tree(tmp_path):
+    """Found by the staging state machine: the empty file object encodes as b"F", so a 1-byte
+    file holding "F" had the same id, and the two shared one reference count (chunk counters went
+    wrong; with children, references could be lost). Ids are seeded by kind now."""
+    d = tmp_path / "d"
+    write(d / "empty", b"")
+    write(d / "F", b"F")
+    write(d / "T", b"T\0\0\0\0")             # the bytes of an empty tree
+    (d / "emptydir").mkdir()
+    with Repo(str(tmp_path / "s")) as repo:
+        v0 = repo.put("k", str(d))[0]
+        entries = {e.name: e for e in repo.tree(v0.root).entries}
+        chunk_f = repo.file(entries[b"F"].ref).chunks[0]
+        assert len({entries[b"empty"].ref, chunk_f, entries[b"emptydir"].ref,
+                    repo.file(entries[b"T"].ref).chunks[0]}) == 4
+        assert repo.stats()["stored_bytes"] == 6 and verify(repo).ok
+        (d / "F").unlink()
+        repo.put("k", str(d))
+        repo.delete_version("k", "v0")
+        assert repo.stats()["stored_bytes"] == 5 and verify(repo).ok
+        assert repo.read(repo.file(entries[b"T"].ref), 0, 10) == b"T\0\0\0\0"

@@ -5,6 +5,7 @@
     v = store.get("animals:latest")
     with v.open("cat.png") as f: ...
     path = v.download()                         # the mounted path when the store is mounted
+    store.status("animals"); store.commit("animals", message="...")   # the staging of a mount
 
 Operations that change what a mount shows go through the running daemon when this store is
 mounted (so the mount is refreshed when they return); otherwise they work on the store directly.
@@ -23,9 +24,11 @@ from ..catalog.versions import VersionInfo
 from ..repo.diff import diff_trees, walk_files
 from ..errors import IsADirectory, NotFound
 from ..repo.export import export_tree
-from ..names import parse_ref
+from ..names import check_artifact, parse_ref
 from ..repo.facade import Repo
 from ..repo.verify import verify as _verify
+from ..staging.commit import commit as _commit
+from ..staging.overlay import Staging
 
 
 class _ChunkReader(io.RawIOBase):
@@ -74,14 +77,9 @@ class Version:
     def __repr__(self):
         return f"<Version {self.name}:{self.version} {self.digest[:12]}>"
 
-    def _entries(self):
-        repo = self._store._repo
-        with repo.db.read() as txn:
-            return list(walk_files(repo.objects, txn, self._info.root))
-
     def files(self) -> list[str]:
         """Relative paths of every file and symlink in the version, sorted."""
-        return sorted(p for p, _ in self._entries())
+        return sorted(p for p, _ in walk_files(self._store._repo.tree, self._info.root))
 
     def _lookup(self, relpath: str):
         tid = self._info.root
@@ -156,9 +154,7 @@ class Store:
         return self._repo.events(name)
 
     def diff(self, a: str, b: str) -> dict[str, list[str]]:
-        va, vb = self.get(a), self.get(b)
-        with self._repo.db.read() as txn:
-            return diff_trees(self._repo.objects, txn, va._info.root, vb._info.root)
+        return diff_trees(self._repo.tree, self.get(a)._info.root, self.get(b)._info.root)
 
     def du(self, name: str | None = None) -> dict:
         return _du(self._repo, name)
@@ -209,3 +205,35 @@ class Store:
         else:
             control.call_or_local(self.path, "delete_version", self._repo.delete_version,
                                   name=name, ref=ref, force=force)
+
+    # staging (what ``STORE/NAME/staging`` of a mount shows; no mount needed) ----------------------
+    def status(self, name: str) -> dict[str, list[str]]:
+        """Paths the staging of NAME added, modified and deleted against its base version (a
+        directory as ``dir/`` followed by its files), each list sorted."""
+        check_artifact(name)
+        return control.call_or_local(self.path, "status", lambda name: Staging(self._repo, name).status(),
+                                     name=name)
+
+    def commit(self, name: str, *, aliases=(), message: str = "") -> Version | None:
+        """Turn the staging of NAME into its next version; see commit_ex."""
+        return self.commit_ex(name, aliases=aliases, message=message)[0]
+
+    def commit_ex(self, name: str, *, aliases=(), message: str = "") -> tuple[Version | None, bool]:
+        """Like commit, also saying whether a new version was made: (latest, False) when staging
+        equals latest (the aliases then move to latest), (None, False) when NAME has no versions
+        and an empty staging. A running daemon refuses while staging files are open for writing."""
+        check_artifact(name)
+
+        def local(name, aliases, message):
+            info, created = _commit(self._repo, name, aliases=aliases, message=message)
+            return {"version": info.label if info else None, "created": created}
+        result = control.call_or_local(self.path, "commit", local, name=name, aliases=list(aliases),
+                                       message=message)
+        if result["version"] is None:
+            return None, False
+        return self.get(f"{name}:{result['version']}"), result["created"]
+
+    def reset(self, name: str) -> None:
+        """Discard every change in the staging of NAME: it shows latest again."""
+        check_artifact(name)
+        control.call_or_local(self.path, "reset", lambda name: Staging(self._repo, name).reset(), name=name)

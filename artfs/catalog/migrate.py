@@ -26,6 +26,7 @@ import lmdb
 
 from ..errors import StoreError
 from ..store.backend import Obj
+from ..store import ids
 from ..store.ids import object_id, strong_digest
 from ..store.lmdb_env import Env
 from ..store.local import LocalObjectStore
@@ -67,7 +68,7 @@ class _Converter:
                 continue
             data = self._old(old)
             if kind == _CHUNK:
-                self._store(old, data, [], chunk=True)
+                self._store(old, data, [], ids.CHUNK)
                 continue
             children = _children(kind, data)
             if not expanded:
@@ -76,15 +77,15 @@ class _Converter:
                 continue
             if kind == FILE:
                 chunks = [(self.new_id[c], n) for c, n in _OLD_CHUNK_REF.iter_unpack(data[1:])]
-                self._store(old, FileObj(chunks).encode(), [c for c, _ in chunks])
+                self._store(old, FileObj(chunks).encode(), [c for c, _ in chunks], ids.FILE)
             else:
                 tree = Tree.decode(data)
                 entries = [e if e.kind == LINK else replace(e, ref=self.new_id[e.ref]) for e in tree.entries]
-                self._store(old, Tree(entries).encode(), [e.ref for e in entries if e.kind != LINK])
+                self._store(old, Tree(entries).encode(), [e.ref for e in entries if e.kind != LINK], ids.TREE)
         return self.new_id[oid]
 
-    def _store(self, old: bytes, data: bytes, children: list[bytes], chunk: bool = False) -> None:
-        new = object_id(data)
+    def _store(self, old: bytes, data: bytes, children: list[bytes], kind: int) -> None:
+        new = object_id(data, kind)
         seen = self.origin.setdefault(new, old)
         if seen != old:
             raise StoreError(f"cannot migrate the store: objects {seen.hex()} and {old.hex()} "
@@ -93,7 +94,7 @@ class _Converter:
         if new in self.sizes:
             return
         self.sizes[new] = len(data)
-        if chunk:
+        if kind == ids.CHUNK:
             self.chunks.add(new)
         for child in children:
             self.refs[child] += 1

@@ -33,6 +33,7 @@ from functools import cached_property
 
 from ..errors import CorruptData
 from ..store.backend import Obj
+from ..store import ids
 from ..store.ids import ID_LEN, strong_digest
 from .db import bump
 
@@ -205,10 +206,10 @@ class Objects:
                 bump(txn, meta, b"chunk_bytes", size)
                 bump(txn, meta, b"chunk_count", 1)
 
-    def _put_object(self, txn, data: bytes) -> tuple[bytes, bool]:
+    def _put_object(self, txn, data: bytes, kind: int) -> tuple[bytes, bool]:
         """Reference a file or tree object and queue its bytes for the end of the transaction
         (also when it exists: the object store then compares them, so a collision is caught)."""
-        oid = self.store.object_id(data)
+        oid = self.store.object_id(data, kind)
         self.db.pending[oid] = Obj(oid, strong_digest(data), data)
         return oid, self._take(txn, oid, len(data))
 
@@ -218,7 +219,7 @@ class Objects:
         Returns the file id with one reference taken for the caller. If an equal file object
         already existed, the caller's chunk references are handed back.
         """
-        fid, new = self._put_object(txn, FileObj(chunks).encode())
+        fid, new = self._put_object(txn, FileObj(chunks).encode(), ids.FILE)
         if not new:
             for cid, _ in chunks:
                 self.decref_chunk(txn, cid)
@@ -231,7 +232,7 @@ class Objects:
         when the tree already existed), and the caller gets one reference to the tree.
         """
         entries = sorted(entries, key=lambda e: e.name)
-        tid, new = self._put_object(txn, Tree(entries).encode())
+        tid, new = self._put_object(txn, Tree(entries).encode(), ids.TREE)
         if not new:
             for e in entries:
                 self.release_entry(txn, e)

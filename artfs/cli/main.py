@@ -9,16 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
-from contextlib import contextmanager
 
 from . import mount as cli_mount
 from ..api.store import Store
 from ..errors import ArtfsError, InvalidInput
-from ..repo.ingest import scan_bytes
 from ..names import parse_ref
+from .progress import input_bytes, progress_bar
 
 
 def _emit_json(value) -> None:
@@ -44,22 +42,6 @@ def _table(rows: list[list[str]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-@contextmanager
-def progress_bar(description: str, total: int | None):
-    """A rich progress bar on a terminal; a no-op callback otherwise."""
-    if not sys.stderr.isatty():
-        yield lambda n: None
-        return
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
-                               TransferSpeedColumn)
-    from rich.console import Console
-    columns = [description, BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),
-               TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
 def _version_row(v) -> dict:
     return {"version": v.version, "aliases": v.aliases, "digest": v.digest, "type": v.type,
             "message": v.message, "metadata": v.metadata, "created": v.created,
@@ -72,7 +54,7 @@ def cmd_put(store: Store, args) -> int:
         metadata = json.loads(args.metadata) if args.metadata else None
     except ValueError as e:
         raise InvalidInput(f"--metadata is not valid JSON: {e}") from None
-    with progress_bar(f"put {args.name}", scan_bytes(args.path) if sys.stderr.isatty() else None) as p:
+    with progress_bar(f"put {args.name}", input_bytes(args.path) if sys.stderr.isatty() else None) as p:
         v, created = store.put_ex(args.name, args.path, type=args.type, aliases=args.alias,
                                   message=args.message, metadata=metadata, progress=p)
     if not created:
@@ -269,16 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _raise_fd_limit() -> None:
-    """Walking a tree 2048 directories deep holds one descriptor per level."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 16), hard))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _raise_fd_limit()
     try:
         if getattr(args, "no_store", False):
             return args.func(args)

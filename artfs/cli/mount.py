@@ -1,19 +1,14 @@
 """CLI commands of the mount: mount, unmount, commit, status, reset.
 
-commit, status and reset go through the store's daemon when one is running (it refreshes the
-mount and refuses a commit while staging files are open for writing), else they work on the store
-directly, exactly like the other commands.
+commit, status and reset are artfs.Store's: they go through the store's daemon when one is running
+(it refreshes the mount and refuses a commit while staging files are open for writing), else they
+work on the store directly, exactly like the other commands.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-
-from ..mount import control
-from ..staging.commit import commit
-from ..names import check_artifact
-from ..staging.overlay import Staging
 
 _STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"))
 
@@ -31,42 +26,32 @@ def cmd_unmount(args) -> int:
 
 
 def cmd_commit(store, args) -> int:
-    check_artifact(args.name)   # the same error with and without a daemon
-
-    def local(name, aliases, message):
-        info, created = commit(store._repo, name, aliases=aliases, message=message)
-        return {"version": info.label if info else None, "created": created}
-    result = control.call_or_local(store.path, "commit", local, name=args.name,
-                                   aliases=args.alias, message=args.message)
-    if result["version"] is None:
+    v, created = store.commit_ex(args.name, aliases=args.alias, message=args.message)
+    if v is None:
         print(f"artfs: nothing to commit: {args.name} has no versions and an empty staging",
               file=sys.stderr)
         return 0
-    if not result["created"]:
-        print(f"artfs: no changes: staging equals {args.name}:{result['version']}; no version made",
+    if not created:
+        print(f"artfs: no changes: staging equals {v.name}:{v.version}; no version made",
               file=sys.stderr)
-    print(f"{args.name}:{result['version']}")
+    print(f"{v.name}:{v.version}")
     return 0
 
 
 def cmd_status(store, args) -> int:
-    check_artifact(args.name)
-    status = control.call_or_local(store.path, "status",
-                                   lambda name: Staging(store._repo, name).status(), name=args.name)
+    status = store.status(args.name)
     if args.json:
         json.dump(status, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     for mark, key in _STATUS_MARKS:
-        for path in status.get(key, []):
+        for path in status[key]:
             print(f"{mark} {path}")
     return 0
 
 
 def cmd_reset(store, args) -> int:
-    check_artifact(args.name)
-    control.call_or_local(store.path, "reset", lambda name: Staging(store._repo, name).reset(),
-                          name=args.name)
+    store.reset(args.name)
     print(f"reset the staging of {args.name} to its latest version")
     return 0
 

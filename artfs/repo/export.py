@@ -1,18 +1,20 @@
 """Writing a version's tree to a local directory (``get`` / ``download``), all or nothing.
 
 The tree is written into a hidden sibling of DEST and renamed into place at the end, so DEST
-either holds the complete version or is untouched. Files are written through directory file
-descriptors (no PATH_MAX limit); modes and mtimes are applied after contents, directories last.
+either holds the complete version or is untouched (the sibling is removed on failure). Files are
+written through directory file descriptors (no PATH_MAX limit), one open at a time, with an
+explicit stack (any depth); modes and mtimes are applied after contents, directories last.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 
 from ..catalog.objects import DIR, FILE, LINK
 from ..errors import Exists, InvalidInput
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def export_tree(repo, root: bytes, dest: str, progress=None) -> str:
@@ -25,41 +27,90 @@ def export_tree(repo, root: bytes, dest: str, progress=None) -> str:
     except OSError as e:
         raise InvalidInput(f"cannot write into {parent}: {e.strerror}") from None
     try:
-        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            _write_tree(repo, root, fd, progress or (lambda n: None))
-        finally:
-            os.close(fd)
+        _write_tree(repo, root, tmp, progress or (lambda n: None))
         if os.path.isdir(dest):
             os.rmdir(dest)
         os.chmod(tmp, 0o755)
         os.rename(tmp, dest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            remove_tree(tmp)
+        except OSError:
+            pass  # the original error matters more
         raise
     return dest
 
 
-def _write_tree(repo, tid: bytes, dir_fd: int, progress) -> None:
-    for e in repo.tree(tid).entries:
-        if e.kind == DIR:
-            os.mkdir(e.name, 0o700, dir_fd=dir_fd)
-            sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-            try:
-                _write_tree(repo, e.ref, sub, progress)
-            finally:
-                os.close(sub)
-        elif e.kind == FILE:
-            fd = os.open(e.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
-            try:
-                write_file(repo, e.ref, fd, progress)
-            finally:
-                os.close(fd)
-        else:
-            os.symlink(e.ref, e.name, dir_fd=dir_fd)
-        if e.kind != LINK:
-            os.chmod(e.name, e.mode, dir_fd=dir_fd)
-        os.utime(e.name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+def _write_tree(repo, root: bytes, top: str, progress) -> None:
+    """Depth first with one directory descriptor open at a time: a directory is entered from its
+    parent's descriptor and left through "..", so no limit on recursion or descriptors binds the
+    depth. A directory gets its mode and mtime once its contents are written."""
+    fd = os.open(top, _DIR)
+    stack = [(None, iter(repo.tree(root).entries))]   # (directory's entry, entries left)
+    try:
+        while stack:
+            e = next(stack[-1][1], None)
+            if e is None:
+                finished, _ = stack.pop()
+                if finished is not None:
+                    fd = _enter(fd, "..")
+                    _set_attributes(finished, fd)
+            elif e.kind == DIR:
+                os.mkdir(e.name, 0o700, dir_fd=fd)
+                fd = _enter(fd, e.name)
+                stack.append((e, iter(repo.tree(e.ref).entries)))
+            else:
+                if e.kind == FILE:
+                    out = os.open(e.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                                  dir_fd=fd)
+                    try:
+                        write_file(repo, e.ref, out, progress)
+                    finally:
+                        os.close(out)
+                else:
+                    os.symlink(e.ref, e.name, dir_fd=fd)
+                _set_attributes(e, fd)
+    finally:
+        os.close(fd)
+
+
+def _set_attributes(e, dir_fd: int) -> None:
+    if e.kind != LINK:
+        os.chmod(e.name, e.mode, dir_fd=dir_fd)
+    os.utime(e.name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _enter(dir_fd: int, name) -> int:
+    """The descriptor of directory NAME in DIR_FD (or its parent, ".."); DIR_FD is closed."""
+    fd = os.open(name, _DIR, dir_fd=dir_fd)
+    os.close(dir_fd)
+    return fd
+
+
+def remove_tree(top: str) -> None:
+    """``rm -r TOP`` with one directory descriptor open at a time (shutil.rmtree recurses once
+    per level); directories are made writable before they are emptied."""
+    fd, names = os.open(top, _DIR), []   # names: the path from TOP to the directory of fd
+    try:
+        while True:
+            sub = None
+            for entry in list(os.scandir(fd)):
+                if entry.is_dir(follow_symlinks=False):
+                    sub = entry.name
+                else:
+                    os.unlink(entry.name, dir_fd=fd)
+            if sub is not None:
+                os.chmod(sub, 0o700, dir_fd=fd)
+                fd = _enter(fd, sub)
+                names.append(sub)
+            elif names:
+                fd = _enter(fd, "..")
+                os.rmdir(names.pop(), dir_fd=fd)
+            else:
+                break
+    finally:
+        os.close(fd)
+    os.rmdir(top)
 
 
 def write_file(repo, fid: bytes, fd: int, progress, block: int = 8 << 20) -> None:

@@ -160,7 +160,7 @@ class Repo:
         latest = self.catalog.aliases(txn, name).get(LATEST)
         if latest is not None:
             current = self.catalog.version(txn, name, latest)
-            if trees_equal(self, current.root, root):
+            if trees_equal(self.tree, current.root, root):
                 self.objects.decref_tree(txn, root)
                 for alias in aliases:
                     self._set_alias(txn, name, alias, current.number)

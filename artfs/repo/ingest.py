@@ -135,25 +135,33 @@ class Ingest:
 
     def _walk(self, top: int, display: str, root: Pending) -> None:
         """Read the directory open at ``top`` into ``root.children``, depth first with an explicit
-        stack (any depth); closes every descriptor it opened, and ``top``."""
-        stack = [(top, display, root, _names(top, display))]
+        stack (any depth), holding one directory descriptor at a time: a child is opened from its
+        parent, and the parent reopened through ``..`` (checked to be the same directory) when
+        the child is done. Closes ``top``."""
+        fd = top
         try:
-            while stack:
-                fd, where, node, names = stack[-1]
+            stack = [(display, root, _names(top, display), _ident(top))]
+            while True:
+                where, node, names, _ = stack[-1]
                 name = next(names, None)
                 if name is None:
                     stack.pop()
-                    os.close(fd)
                     node.size = len(node.children) if node is not root else 0
+                    if not stack:
+                        return
+                    done, fd = fd, -1
+                    fd = _parent(done, stack[-1])
                     continue
                 child_display = os.path.join(where, os.fsdecode(name))
                 p, child_fd = self._entry(fd, name, child_display)
                 if p is not None:
                     node.children.append(p)
                 if child_fd is not None:
-                    stack.append((child_fd, child_display, p, _names(child_fd, child_display)))
+                    os.close(fd)
+                    fd = child_fd
+                    stack.append((child_display, p, _names(fd, child_display), _ident(fd)))
         finally:
-            for fd, *_ in stack:
+            if fd >= 0:
                 os.close(fd)
 
     def _entry(self, dir_fd: int, name: bytes, display: str) -> tuple[Pending | None, int | None]:
@@ -217,8 +225,24 @@ def _names(fd: int, display: str):
     try:
         return iter(sorted(os.fsencode(n) for n in os.listdir(fd)))
     except OSError as e:
-        os.close(fd)
         raise InvalidInput(f"cannot list {display}: {e.strerror}") from None
+
+
+def _ident(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _parent(fd: int, frame) -> int:
+    """Close the finished directory ``fd`` and reopen its parent (the frame now on top)."""
+    try:
+        parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if _ident(parent) != frame[3]:
+        os.close(parent)
+        raise InvalidInput(f"{frame[0]} was moved while being read")
+    return parent
 
 
 def _open(dir_fd, name, display: str, flags: int, follow: bool = False) -> int:
@@ -227,22 +251,3 @@ def _open(dir_fd, name, display: str, flags: int, follow: bool = False) -> int:
         return os.open(name, flags, dir_fd=dir_fd)
     except OSError as e:
         raise InvalidInput(f"cannot read {display}: {e.strerror}") from None
-
-
-def scan_bytes(path: str) -> int:
-    """Total size of the regular files under PATH (for a progress bar's total)."""
-    if not os.path.isdir(path):
-        try:
-            return os.stat(path).st_size
-        except OSError:
-            return 0
-    total = 0
-    for top, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                st = os.lstat(os.path.join(top, f))
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                total += st.st_size
-    return total

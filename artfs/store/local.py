@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 
 from ..errors import CorruptData
 from .backend import Obj
-from .ids import DIGEST_LEN, object_id, strong_digest
+from .ids import DIGEST_LEN, id_matches, object_id, strong_digest
 from .lmdb_env import Env
 
 DATABASES = (b"objects", b"meta")
@@ -45,7 +45,7 @@ class LocalObjectStore:
         if value is None:
             raise CorruptData(f"missing object {oid.hex()}")
         data = value[DIGEST_LEN:]
-        if self.object_id(data) != oid:
+        if not id_matches(self.object_id, data, oid):
             raise CorruptData(f"object {oid.hex()} fails its hash check")
         return data
 
@@ -98,7 +98,7 @@ class LocalObjectStore:
                     out.append("missing")
                     continue
                 data = value[DIGEST_LEN:]
-                ok = self.object_id(data) == oid and strong_digest(data) == bytes(value[:DIGEST_LEN])
+                ok = id_matches(self.object_id, data, oid) and strong_digest(data) == bytes(value[:DIGEST_LEN])
                 out.append(None if ok else "corrupt")
         return out
 
