@@ -23,6 +23,7 @@ which shows the manifest and the other checks are wired right.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -157,3 +158,18 @@ def test_migration_killed_at_random_instants(tmp_path, manifest, mount_factory):
         if i % 4 == 0:
             check_staged_files(mount_factory, store, manifest)
     assert interrupted > 0, "every opening finished before its kill: the test proved nothing"
+
+
+def test_a_store_an_older_daemon_serves_is_not_migrated(tmp_path):
+    """An artfs 0.1 daemon holds STORE/daemon.lock while it serves the format-1 store; migrating
+    underneath it would lose its writes, so opening refuses, naming what to do, and changes nothing."""
+    store = unpack(tmp_path / "store")
+    fd = os.open(os.path.join(store, "daemon.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)            # as the old daemon holds it
+        proc = run_cli(store, "ls")
+        assert proc.returncode == 5 and "unmount it" in proc.stderr, proc.stderr
+        assert store_format(store) == 1
+    finally:
+        os.close(fd)
+    assert run_cli(store, "ls").returncode == 0 and store_format(store) == 2

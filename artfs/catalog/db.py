@@ -110,6 +110,22 @@ def write_marker(path: str, marker: dict) -> None:
     fsync_path(path)
 
 
+def flock_held(path: str) -> bool:
+    """Whether a live process holds an exclusive flock on ``path`` (the kernel drops it when its
+    holder dies, in any PID namespace). A missing file is held by nobody."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def lock_holders(path: str) -> list[int]:
     """PIDs (as this process sees them) holding an flock on ``path``, from /proc/locks."""
     try:
@@ -237,15 +253,13 @@ class Database:
         the object store before the transaction commits; what it left unreferenced (``trash``) is
         deleted from the object store by a following transaction (``purge``).
         """
-        def action(txn):
+        def action(txn):   # runs under the catalog's write gate: one writer of this process
             self.pending.clear()
             result = fn(txn)
             self.objects.put_many(list(self.pending.values()))
-            return result, txn.stat(self.dbs["trash"])["entries"] > 0
-        try:
-            result, trashed = self.catalog_env.write(action, self._touch)
-        finally:
             self.pending.clear()
+            return result, txn.stat(self.dbs["trash"])["entries"] > 0
+        result, trashed = self.catalog_env.write(action, self._touch)
         if trashed:
             self.purge()
         return result
@@ -304,6 +318,9 @@ class Database:
 
     def _migrate(self) -> dict:
         from .migrate import migrate_format1
+        if flock_held(os.path.join(self.path, "daemon.lock")):   # mount/daemon.py LOCK
+            raise Conflict(f"{self.path} is a format-1 store that an older artfs still has mounted: "
+                           "unmount it with that artfs, then open it with this one to upgrade it")
         self._exclusive(wait=True)
         try:
             marker = read_marker(self.path)

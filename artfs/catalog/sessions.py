@@ -24,6 +24,7 @@ import os
 import struct
 
 from ..store.ids import ID_LEN
+from .db import flock_held
 
 TOKEN_LEN = 16
 
@@ -55,17 +56,7 @@ def lock_path(store_path: str, token: bytes) -> str:
 
 def _alive(store_path: str, token: bytes) -> bool:
     """Whether the session's owner still holds its lock (a missing lock file: it never will)."""
-    try:
-        fd = os.open(lock_path(store_path, token), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+    return flock_held(lock_path(store_path, token))
 
 
 class Sessions:
