@@ -218,3 +218,31 @@ def test_compact_refuses_while_another_process_uses_the_store(tmp_path):
     with Repo(str(tmp_path / "s")) as repo:
         repo.compact()
         assert verify(repo).ok
+
+
+def test_writers_in_threads_of_one_process(tmp_path):
+    """Writes of threads of one process are serialized by its write gate; every file and tree
+    object each one created is stored and verify is clean."""
+    with Repo(str(tmp_path / "s")) as repo:
+        errors = []
+
+        def writer(k):
+            try:
+                for i in range(12):
+                    src = tmp_path / f"src{k}-{i}"
+                    write(src / "sub" / "f", b"%d-%d" % (k, i))
+                    write(src / "g", os.urandom(1000))
+                    repo.put(f"a{k}", str(src))
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert verify(repo).ok
+        for k in range(4):
+            v = repo.resolve(f"a{k}")
+            sub = repo.tree(repo.tree(v.root).lookup(b"sub").ref)
+            assert repo.read(repo.file(sub.lookup(b"f").ref), 0, 10) == b"%d-11" % k
