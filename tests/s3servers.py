@@ -312,6 +312,9 @@ class S3Server:
                     parts.append(f"[{log}] {tail}")
         return " ".join(parts) or "(no log output)"
 
+    def _mark(self, step: str) -> None:
+        self.timeline.append((step, time.monotonic() - self._t0))
+
     def _run(self, name: str, argv: list[str], deadline: float) -> str:
         """Run a set-up command to completion, watching the daemons; returns its output."""
         p = self._spawn(name, argv)
@@ -323,7 +326,7 @@ class S3Server:
                 raise
             time.sleep(0.01)
         self._procs.remove(p)
-        self.timeline.append((name, time.monotonic() - self._t0))
+        self._mark(name)
         with open(self.path(f"{name}.out"), errors="replace") as f:
             out = f.read()
         if p.returncode:
@@ -338,7 +341,7 @@ class S3Server:
             try:
                 with urllib.request.urlopen(url, timeout=1, context=context) as r:
                     if r.status == 200:
-                        self.timeline.append((f"HTTP {url.split(':')[0]}", time.monotonic() - self._t0))
+                        self._mark(f"HTTP {url.split(':')[0]}")
                         return
             except (urllib.error.URLError, OSError):
                 pass
@@ -427,6 +430,7 @@ class MotoServer(S3Server):
                                          headers={"Content-Type": "text/plain"})   # not a form
         with urllib.request.urlopen(request, timeout=10, context=context) as r:
             r.read()
+        self._mark("users")
 
 
 class RgwServer(S3Server):
