@@ -22,7 +22,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # Versions pinned to the minor: obstore's Python API still changes between 0.x releases.
-if ! .venv/bin/python -c 'import moto.server, obstore, boto3, cryptography' 2>/dev/null; then
+if ! .venv/bin/python -c 'import importlib.util as u, sys
+sys.exit(not all(map(u.find_spec, ["moto", "flask", "flask_cors", "obstore", "boto3", "cryptography"])))'; then
   echo "setup-s3: installing moto[server], obstore, boto3, cryptography into .venv" >&2
   quiet .venv/bin/pip install -q --disable-pip-version-check \
     'moto[server]>=5.1,<6' 'obstore>=0.12,<0.13' 'boto3>=1.34' 'cryptography>=42'

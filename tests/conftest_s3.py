@@ -2,7 +2,7 @@
 ``pytest_plugins``.
 
 Session-scoped, started on first use: ``rgw`` (Ceph radosgw with a TLS endpoint too), ``moto``,
-``moto_tls`` (moto serving https only). ``s3`` runs a test once against each of rgw and moto;
+``moto_tls`` (moto serving https only); ``moto_installed`` for tests that start their own. ``s3`` runs a test once against each of rgw and moto;
 ``s3_tls`` once against each TLS endpoint; ``s3_bucket`` is a fresh bucket on the ``s3`` server.
 Under CI=true a server that is not installed or does not start fails the test; elsewhere a server
 that is not installed skips it with what to install. The start times end the terminal summary.
@@ -22,12 +22,17 @@ _started: list[S3Server] = []
 _bucket_numbers = itertools.count()
 
 
-def _serve(server: S3Server):
-    reason = server.missing()
+def require(server_class: type[S3Server]) -> None:
+    """Skip the test when the server is not installed here; fail it under CI=true."""
+    reason = server_class.missing()
     if reason:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{server.kind}: {reason} (CI=true: the S3 tests must run)", pytrace=False)
-        pytest.skip(f"{server.kind}: {reason}")
+            pytest.fail(f"{server_class.kind}: {reason} (CI=true: the S3 tests must run)", pytrace=False)
+        pytest.skip(f"{server_class.kind}: {reason}")
+
+
+def _serve(server: S3Server):
+    require(type(server))
     try:
         server.start()
     except ServerError as e:
@@ -54,6 +59,12 @@ def moto_tls():
     yield from _serve(MotoServer(tls=True))
 
 
+@pytest.fixture
+def moto_installed() -> None:
+    """For tests that start and stop MotoServers of their own."""
+    require(MotoServer)
+
+
 @pytest.fixture(params=["rgw", "moto"])
 def s3(request) -> S3Server:
     """Each S3 server in turn: the same test runs against Ceph RGW and moto."""
@@ -73,7 +84,7 @@ def s3_bucket(s3, request) -> str:
     return s3.make_bucket(f"t{next(_bucket_numbers)}-{name}"[:63].rstrip("-"))
 
 
-S3_FIXTURES = {"rgw", "moto", "moto_tls", "s3", "s3_tls", "s3_bucket"}
+S3_FIXTURES = {"rgw", "moto", "moto_tls", "moto_installed", "s3", "s3_tls", "s3_bucket"}
 
 
 def pytest_configure(config):

@@ -13,15 +13,19 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import obstore
 import pytest
-from obstore.exceptions import AlreadyExistsError, BaseError, PermissionDeniedError, PreconditionError
-from obstore.store import S3Store
+
+if os.environ.get("CI") != "true":   # under CI a missing client fails the run
+    pytest.importorskip("obstore", reason="needs obstore: scripts/setup-s3.sh installs it")
+import obstore  # noqa: E402
+from obstore.exceptions import AlreadyExistsError, BaseError, PermissionDeniedError, PreconditionError  # noqa: E402
+from obstore.store import S3Store  # noqa: E402
 
 from tests.s3servers import RGW_LOCK, MotoServer, RgwServer, ServerError, reap_orphans, start_time, unquoted_etag
 
@@ -190,22 +194,34 @@ def test_tls_endpoint_needs_the_servers_ca(s3_tls):
 
 # -- the fixtures themselves -----------------------------------------------------------------------
 
-def assert_cleaned_up(server, pids, directory):
-    assert [p for p in pids if start_time(p) is not None] == []
-    assert not os.path.exists(directory)
+def inner_pytest(path) -> list[str]:
+    """A pytest run of tests outside tests/ with this project's settings and the S3 fixtures."""
+    return [sys.executable, "-m", "pytest", "-q", "-rfs", "-p", "tests.conftest_s3", "-p", "no:cacheprovider",
+            "--rootdir", REPO, "-c", os.path.join(REPO, "pyproject.toml"), str(path)]
+
+
+@pytest.fixture
+def own_tmp(moto_installed, tmp_path, monkeypatch):
+    """Servers made in this test keep their dirs in tmp_path, so a leaked one shows."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def assert_cleaned_up(server, tmp):
+    assert server.pids and [p for p in server.pids if start_time(p) is not None] == []
+    assert os.listdir(tmp) == []
     assert server.dir is None
 
 
-def test_stop_leaves_no_process_and_no_dir():
+def test_stop_leaves_no_process_and_no_dir(own_tmp):
     server = MotoServer().start()
-    pids, directory = list(server.pids), server.dir
-    assert pids and all(start_time(p) for p in pids)
+    assert all(start_time(p) for p in server.pids) and os.path.isdir(server.dir)
     server.stop()
-    assert_cleaned_up(server, pids, directory)
+    assert_cleaned_up(server, own_tmp)
     server.stop()                               # stopping twice is harmless
 
 
-def test_a_daemon_that_dies_at_start_fails_with_its_log_in_one_line():
+def test_a_daemon_that_dies_at_start_fails_with_its_log_in_one_line(own_tmp):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -215,19 +231,17 @@ def test_a_daemon_that_dies_at_start_fails_with_its_log_in_one_line():
     message = str(failure.value)
     assert "\n" not in message
     assert "moto_server exited with status" in message and "in use" in message
-    assert server.pids and not any(start_time(p) for p in server.pids)
-    assert server.dir is None
+    assert_cleaned_up(server, own_tmp)
 
 
-def test_a_start_past_its_deadline_fails_and_stops_what_it_started():
-    server = MotoServer(timeout=0.05)           # importing moto alone takes longer
-    with pytest.raises(ServerError, match=r"no HTTP 200 from http://127\.0\.0\.1:\d+/moto-api/ after 0\.05 s"):
+def test_a_start_past_its_deadline_fails_and_stops_what_it_started(own_tmp):
+    server = MotoServer(timeout=0)              # past due before moto can even import
+    with pytest.raises(ServerError, match=r"no HTTP 200 from http://127\.0\.0\.1:\d+/moto-api/ after 0 s"):
         server.start()
-    assert server.pids and not any(start_time(p) for p in server.pids)
-    assert server.dir is None
+    assert_cleaned_up(server, own_tmp)
 
 
-def test_servers_of_a_killed_owner_are_reaped_by_the_next_start():
+def test_servers_of_a_killed_owner_are_reaped_by_the_next_start(moto_installed):
     owner = subprocess.run([sys.executable, "-c", textwrap.dedent("""
         import os, signal, sys
         from tests.s3servers import MotoServer
@@ -243,7 +257,7 @@ def test_servers_of_a_killed_owner_are_reaped_by_the_next_start():
     assert not os.path.exists(directory)
 
 
-def test_ctrl_c_in_pytest_stops_the_session_servers(tmp_path):
+def test_ctrl_c_in_pytest_stops_the_session_servers(moto_installed, tmp_path):
     test_file = tmp_path / "test_interrupted.py"
     marker = tmp_path / "started"
     test_file.write_text(textwrap.dedent(f"""
@@ -252,9 +266,7 @@ def test_ctrl_c_in_pytest_stops_the_session_servers(tmp_path):
             open({str(marker)!r}, "w").write(f"{{moto.pids[0]}} {{moto.dir}}")
             time.sleep(60)
         """))
-    inner = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest_s3", "-p", "no:cacheprovider",
-                              "--rootdir", REPO, "-c", os.path.join(REPO, "pyproject.toml"), str(test_file)],
-                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    inner = subprocess.Popen(inner_pytest(test_file), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -277,3 +289,13 @@ def test_a_second_rgw_waits_for_the_machine_lock_then_says_who_holds_it(rgw):
     with pytest.raises(ServerError, match=f"{RGW_LOCK} still held after 0.3 s by pid {os.getpid()}"):
         second.start()
     assert second.pids == [] and second.dir is None
+
+
+@pytest.mark.parametrize("ci, outcome, status", [("true", "1 error", 1), ("", "1 skipped", 0)])
+def test_a_missing_server_fails_under_ci_and_skips_elsewhere(tmp_path, ci, outcome, status):
+    (tmp_path / "test_needs_rgw.py").write_text("def test_needs_rgw(rgw):\n    pass\n")
+    env = {**os.environ, "PATH": str(tmp_path), "CI": ci}     # no Ceph binary on this PATH
+    inner = subprocess.run(inner_pytest(tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert outcome in inner.stdout and inner.returncode == status, inner.stdout
+    assert "rgw: needs Ceph (ceph-authtool, monmaptool, ceph-mon" in inner.stdout
+    assert ("CI=true: the S3 tests must run" in inner.stdout) == (ci == "true")
