@@ -278,19 +278,19 @@ class S3Server:
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
 
-    def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         """Start a process in a new session, output to NAME.out, recorded for reap_orphans."""
         with open(self.path(f"{name}.out"), "ab") as out:
             p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True, cwd=self.dir, env=env)
+                                 start_new_session=True, cwd=self.dir)
         self._procs.append(p)
         self.pids.append(p.pid)
         with open(self.path("pids"), "a") as f:
             f.write(f"{p.pid} {start_time(p.pid)}\n")
         return p
 
-    def _daemon(self, name: str, argv: list[str], env: dict | None = None) -> None:
-        self._daemons[name] = self._spawn(name, argv, env)
+    def _daemon(self, name: str, argv: list[str]) -> None:
+        self._daemons[name] = self._spawn(name, argv)
 
     def _check(self, deadline: float, waiting_for: str) -> None:
         """Raise ServerError if a daemon died or the deadline passed."""
@@ -316,14 +316,11 @@ class S3Server:
         self.timeline.append((step, time.monotonic() - self._t0))
 
     def _run(self, name: str, argv: list[str], deadline: float) -> str:
-        """Run a set-up command to completion, watching the daemons; returns its output."""
+        """Run a set-up command to completion, watching the daemons; returns its output.
+        (If it fails or hangs, start() stops it with the daemons.)"""
         p = self._spawn(name, argv)
         while p.poll() is None:
-            try:
-                self._check(deadline, f"`{' '.join(argv[:3])}` to finish")
-            except ServerError:
-                terminate([p], grace=0)
-                raise
+            self._check(deadline, f"`{' '.join(argv[:3])}` to finish")
             time.sleep(0.01)
         self._procs.remove(p)
         self._mark(name)
@@ -410,7 +407,12 @@ class MotoServer(S3Server):
         self.tls_endpoint = self.endpoint if self.tls else None
         self._daemon("moto_server", argv)
         self._wait_http(f"{self.endpoint}/moto-api/", deadline)
-        self._make_users()
+        try:
+            self._make_users()
+        except Exception as e:
+            self._check(deadline, "its users")   # a dead moto_server explains it best
+            raise ServerError(f"moto: creating its users failed: {str(e).splitlines()[0]}: "
+                              f"{self._tails('moto_server')}") from e
 
     def _make_users(self) -> None:
         """Before IAM is enforced anyone may create users; then enforce it for every request."""
@@ -514,12 +516,13 @@ class RgwServer(S3Server):
             tls_port = free_port()
             self.tls_endpoint = f"https://127.0.0.1:{tls_port}"
             frontend += f" ssl_endpoint=127.0.0.1:{tls_port} ssl_certificate={cert} ssl_private_key={key}"
-        conf = self._write_conf(frontend)
+        fsid = str(uuid.uuid4())
+        conf = self._write_conf(fsid, frontend)
         os.makedirs(self.path("rgw"))
         c = ["-c", conf]
         self._run("mkkeyring", ["ceph-authtool", "--create-keyring", self.path("keyring"), "--gen-key",
                                 "-n", "mon.", "--cap", "mon", "allow *"], deadline)
-        self._run("monmap", ["monmaptool", "--create", "--fsid", self.fsid, "--addv", "a",
+        self._run("monmap", ["monmaptool", "--create", "--fsid", fsid, "--addv", "a",
                              f"[v2:127.0.0.1:{MON_PORT}]", self.path("monmap")], deadline)
         self._run("mkfs-mon", ["ceph-mon", *c, "--mkfs", "-i", "a", "--monmap", self.path("monmap"),
                                "--keyring", self.path("keyring")], deadline)
@@ -543,11 +546,10 @@ class RgwServer(S3Server):
         if self.tls_endpoint:
             self._wait_http(self.tls_endpoint, deadline)
 
-    def _write_conf(self, frontend: str) -> str:
-        self.fsid = str(uuid.uuid4())
+    def _write_conf(self, fsid: str, frontend: str) -> str:
         d = self.dir
         conf = f"""[global]
-fsid = {self.fsid}
+fsid = {fsid}
 mon host = v2:127.0.0.1:{MON_PORT}
 public addr = 127.0.0.1
 cluster addr = 127.0.0.1
