@@ -22,3 +22,4 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "setup: artfs needs Python >= 3.11 (python3 is $(python3 --version))" >&2; exit 1; }
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+scripts/setup-s3.sh   # Ceph RGW and moto for the S3 tests (the remote builds on them)

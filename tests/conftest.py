@@ -22,6 +22,8 @@ from artfs.repo.facade import Repo
 from artfs.repo.verify import verify
 from tests.helpers import DEEP, need_fuse, need_root, run_cli, write
 
+pytest_plugins = ["tests.conftest_s3"]
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session):
