@@ -48,6 +48,7 @@ DATABASES = (
     b"aliases",    # name \0 alias -> u32 number
     b"events",     # u64 seq -> json audit record
     b"staging",    # staging index (see catalog/staging_index.py)
+    b"uses",       # name \0 u32 number \0 u64 seq -> json consumer record (catalog/uses.py)
 )
 INITIAL_MAP = 1 << 36  # 64 GiB of address space; the file grows only as pages are used
 PURGE_BATCH = 10_000   # trashed ids deleted per transaction
