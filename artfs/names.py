@@ -52,11 +52,15 @@ def version_number(ref: str) -> int | None:
 
 
 def parse_file_ref(spec: str, default: str | None = LATEST) -> tuple[str, str | None, str]:
-    """Split ``NAME[:REF][/PATH]`` at its first '/' (names and refs never contain one), so a path
-    may hold anything else, ':' included: ``a:v1/x:y/z`` is file ``x:y/z`` of ``a:v1``. PATH is
-    returned without empty and ``.`` components ("" for the whole version)."""
-    head, _, path = spec.partition("/")
-    name, ref = parse_ref(head, default)
+    """Split ``NAME[:REF[/PATH]]``: NAME ends at the first ':', REF at the first '/' after it
+    (names and refs hold neither), so PATH may hold anything else: ``a:v1/x:y/z`` is the file
+    ``x:y/z`` of ``a:v1``. A PATH needs a REF (``a:latest/x``): ``a/x`` is an invalid name, not a
+    path. PATH is returned without empty and ``.`` components ("" for the whole version)."""
+    name, sep, rest = spec.partition(":")
+    if not sep:
+        return check_artifact(spec), default, ""
+    ref, _, path = rest.partition("/")
+    name, ref = parse_ref(f"{name}:{ref}", default)
     return name, ref, "/".join(p for p in path.split("/") if p not in ("", "."))
 
 

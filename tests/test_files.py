@@ -60,13 +60,14 @@ def test_ls_lists_the_files_of_a_version(version):
     assert under == ["dir with space/deeper", "dir with space/deeper/leaf", ODD]
     assert [r["path"] for r in cli_json(store, "ls", f"{NAME}:latest/dir with space/deeper")] == [
         "dir with space/deeper/leaf"]
-    assert [r["path"] for r in cli_json(store, "ls", f"{NAME}/{ODD}")] == [ODD]
+    assert [r["path"] for r in cli_json(store, "ls", f"{NAME}:latest/{ODD}")] == [ODD]
     human = subprocess.run([sys.executable, "-m", "artfs", "--store", str(store), "ls", f"{NAME}:v0"],
                            capture_output=True, check=True).stdout          # bytes: RAW is no UTF-8
     assert b"link -> top.txt" in human and by["top.txt"]["digest"].encode() in human
     assert ODD.encode() in human and RAW in human
     for args, code in [([f"{NAME}:v0", "nothing"], NotFound), ([f"{NAME}:v0/top.txt/x"], NotFound),
-                       ([f"{NAME}:v9"], NotFound), (["bad name:v0"], InvalidInput)]:
+                       ([f"{NAME}:v9"], NotFound), (["bad name:v0"], InvalidInput),
+                       ([f"{NAME}/top.txt"], InvalidInput)]:                  # a path needs a REF
         proc = run_cli(store, "ls", *args)
         assert proc.returncode == code.exit_code and len(proc.stderr.splitlines()) == 1, (args, proc.stderr)
 

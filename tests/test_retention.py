@@ -11,17 +11,9 @@ import artfs
 from artfs.errors import Conflict, InvalidInput, NotFound, UsageError
 from artfs.repo.facade import Repo
 from tests.helpers import MiB, cli_json, put_file, read, run_cli, write
+from tests.test_cli import store  # noqa: F401  (the fixture: a store that must verify clean at the end)
 
 DAY = 86400
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = tmp_path / "store"
-    yield s
-    if s.exists():
-        proc = run_cli(s, "verify")
-        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def put_version(store, name: str, files: dict[str, bytes], tmp_path, *args) -> str:

@@ -26,7 +26,7 @@ from ..catalog.objects import DIR, FILE, LINK, Entry
 from ..catalog.versions import VersionInfo
 from ..repo.diff import diff_trees, walk, walk_files
 from ..errors import Exists, IsADirectory, NotFound
-from ..repo.export import export_entry, export_tree, holds_tree
+from ..repo.export import export_entry, export_tree, holds
 from ..names import check_artifact, parse_duration, parse_ref
 from ..repo.facade import Repo
 from ..repo.verify import verify as _verify
@@ -135,7 +135,7 @@ class Version:
         default = root is None
         if default:
             root = os.path.abspath(os.path.join(DOWNLOAD_DIR, f"{self.name}:{self.version}", path))
-            if e.kind == DIR and holds_tree(repo, e.ref, root):
+            if holds(repo, e, root):
                 return root
             os.makedirs(os.path.dirname(root), exist_ok=True)
         try:

@@ -398,3 +398,15 @@ def bump(txn, db, key: bytes, delta: int) -> int:
     value = counter(txn, db, key) + delta
     txn.put(key, value.to_bytes(8, "big"), db=db)
     return value
+
+
+def prefix_items(txn, db, prefix: bytes):
+    """(key without PREFIX, value) of every key of DB that starts with PREFIX, in key order."""
+    with txn.cursor(db=db) as cur:
+        if not cur.set_range(prefix):
+            return
+        for key, value in cur:
+            key = bytes(key)
+            if not key.startswith(prefix):
+                return
+            yield key[len(prefix):], value

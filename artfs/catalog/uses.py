@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import struct
 
-from .db import bump
+from .db import bump, prefix_items
 
 
 def _prefix(name: str, number: int | None = None) -> bytes:
@@ -29,20 +29,12 @@ class Uses:
                 db=self.dbs["uses"])
 
     def of(self, txn, name: str, number: int) -> list[dict]:
-        return [json.loads(bytes(raw)) for _, raw in self._items(txn, _prefix(name, number))]
+        prefix = _prefix(name, number)
+        return [json.loads(bytes(raw)) for _, raw in prefix_items(txn, self.dbs["uses"], prefix)]
 
     def drop(self, txn, name: str, number: int | None = None) -> None:
         """Forget the consumers of one version, or (number None) of every version of NAME."""
-        keys = [key for key, _ in self._items(txn, _prefix(name, number))]
+        prefix = _prefix(name, number)
+        keys = [prefix + rest for rest, _ in prefix_items(txn, self.dbs["uses"], prefix)]
         for key in keys:
             txn.delete(key, db=self.dbs["uses"])
-
-    def _items(self, txn, prefix: bytes):
-        with txn.cursor(db=self.dbs["uses"]) as cur:
-            if not cur.set_range(prefix):
-                return
-            for key, value in cur:
-                key = bytes(key)
-                if not key.startswith(prefix):
-                    return
-                yield key, value

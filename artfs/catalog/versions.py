@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidInput, NotFound
 from ..names import LATEST, version_number
-from .db import bump
+from .db import bump, prefix_items
 from .uses import Uses
 
 
@@ -73,17 +73,6 @@ def _vkey(name: str, number: int) -> bytes:
 
 def _akey(name: str, alias: str) -> bytes:
     return name.encode() + b"\0" + alias.encode()
-
-
-def _prefix_items(txn, db, prefix: bytes):
-    with txn.cursor(db=db) as cur:
-        if not cur.set_range(prefix):
-            return
-        for key, value in cur:
-            key = bytes(key)
-            if not key.startswith(prefix):
-                return
-            yield key[len(prefix):], value
 
 
 def whoami() -> tuple[str, int]:
@@ -159,7 +148,7 @@ class Catalog:
         for alias, number in aliases.items():
             by_number.setdefault(number, []).append(alias)
         out = []
-        for suffix, raw in _prefix_items(txn, self.dbs["versions"], name.encode() + b"\0"):
+        for suffix, raw in prefix_items(txn, self.dbs["versions"], name.encode() + b"\0"):
             number = struct.unpack(">I", suffix)[0]
             v = VersionInfo.from_record(name, number, raw)
             v.aliases = sorted(by_number.get(number, []), key=lambda a: (a != LATEST, a))
@@ -210,7 +199,7 @@ class Catalog:
     # aliases -----------------------------------------------------------------------------------
     def aliases(self, txn, name: str) -> dict[str, int]:
         return {k.decode(): struct.unpack(">I", bytes(v))[0]
-                for k, v in _prefix_items(txn, self.dbs["aliases"], name.encode() + b"\0")}
+                for k, v in prefix_items(txn, self.dbs["aliases"], name.encode() + b"\0")}
 
     def set_alias(self, txn, name: str, alias: str, number: int) -> None:
         txn.put(_akey(name, alias), struct.pack(">I", number), db=self.dbs["aliases"])

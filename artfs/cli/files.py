@@ -1,8 +1,8 @@
 """CLI commands on the files of one version: ``ls NAME:REF [PATH]``, ``get NAME:REF/PATH DEST`` and
 ``cat NAME:REF/PATH``.
 
-``NAME:REF/PATH`` splits at its first '/' (artfs.names.parse_file_ref): names and refs never hold
-one, so PATH may hold anything else (':' and spaces included); REF defaults to latest.
+``NAME:REF/PATH``: NAME ends at the first ':', REF at the next '/' (artfs.names.parse_file_ref),
+so PATH may hold anything else (':' and spaces included).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _version_and_path(store, spec: str, path: str | None = None):
 
 
 def cmd_ls_files(store, args) -> int:
-    """``artfs ls NAME:REF [PATH]`` (cli/main.py hands over when NAME holds ':' or '/')."""
+    """``artfs ls NAME:REF [PATH]`` (cli/main.py hands over when there is a REF or a PATH)."""
     v, path = _version_and_path(store, args.name, args.path)
     rows = v.entries(path)
     if args.json:
@@ -73,6 +73,7 @@ def cmd_cat(store, args) -> int:
 def register(sub) -> None:
     c = sub.add_parser("cat", help="write one file of a version to stdout (binary-safe)",
                        description="Write the bytes of one file of a version to stdout, every chunk "
-                       "hash-checked. NAME:REF/PATH splits at the first '/'; REF defaults to latest.")
-    c.add_argument("ref", metavar="NAME[:REF]/PATH", help="the file, e.g. animals:v1/labels.csv")
+                       "hash-checked. NAME ends at the first ':', REF at the next '/'.")
+    c.add_argument("ref", metavar="NAME:REF/PATH", help="the file, e.g. animals:v1/labels.csv or "
+                   "animals:latest/dir/a:b.txt")
     c.set_defaults(func=cmd_cat)

@@ -46,12 +46,10 @@ def cmd_put(store: Store, args) -> int:
 
 
 def cmd_ls(store: Store, args) -> int:
-    if args.name is not None and (args.path is not None or ":" in args.name or "/" in args.name):
+    if args.name is not None and (args.path is not None or ":" in args.name):
         if args.where:
             raise UsageError("--where filters versions (artfs ls NAME --where KEY=VALUE), not files")
         return cli_files.cmd_ls_files(store, args)
-    if args.path is not None:
-        raise UsageError("usage: artfs ls NAME:REF PATH")
     if args.name is None:
         if args.where:
             raise UsageError("--where needs an artifact: artfs ls NAME --where KEY=VALUE")
@@ -194,13 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_put)
 
     c = sub.add_parser("get", help="write a version's files (or one file or directory of it) into DEST")
-    c.add_argument("ref", metavar="NAME[:REF][/PATH]",
-                   help="the version, or PATH in it (split at the first '/'; REF defaults to latest)")
+    c.add_argument("ref", metavar="NAME[:REF[/PATH]]",
+                   help="the version (REF: vN or an alias; default latest), or PATH in it: NAME ends "
+                   "at the first ':', REF at the next '/'")
     c.add_argument("dest", help="must not exist or be an empty directory; a file goes into an existing directory")
     c.set_defaults(func=cli_files.cmd_get)
 
     c = sub.add_parser("ls", help="list artifacts, the versions of one, or the files of a version")
-    c.add_argument("name", nargs="?", metavar="NAME[:REF][/PATH]",
+    c.add_argument("name", nargs="?", metavar="NAME[:REF[/PATH]]",
                    help="an artifact (its versions), or NAME:REF (the files of that version)")
     c.add_argument("path", nargs="?", metavar="PATH", help="only the files under PATH in the version")
     c.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",

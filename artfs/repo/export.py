@@ -5,7 +5,7 @@ either holds the complete version or is untouched (the sibling is removed on fai
 written through directory file descriptors (no PATH_MAX limit), one open at a time, with an
 explicit stack (any depth); modes and mtimes are applied after contents, directories last.
 One file (``get NAME:REF/path``) is written to a hidden sibling too and linked into place, so an
-existing DEST is never replaced. ``holds_tree`` tells whether a directory still holds a version
+existing DEST is never replaced. ``holds`` tells whether a path still holds a version (or a file)
 as written (``Version.download``'s default location is reused when it does).
 """
 
@@ -111,10 +111,21 @@ def export_entry(repo, e, dest: str, progress=None) -> str:
     return dest
 
 
-def holds_tree(repo, root: bytes, dest: str) -> bool:
-    """Whether directory DEST holds exactly tree ROOT as export writes it: the same names and
-    kinds, modes, file sizes and mtimes, symlink targets (rsync's quick check: bytes are not
-    re-read). Walked like the export, one directory descriptor at a time."""
+def holds(repo, e, dest: str) -> bool:
+    """Whether DEST holds entry E (a directory, a file or a symlink) exactly as export writes it:
+    the same names and kinds, modes, file sizes and mtimes, symlink targets (rsync's quick check:
+    bytes are not re-read)."""
+    if e.kind == DIR:
+        return _holds_tree(repo, e.ref, dest)
+    try:
+        st = os.lstat(dest)
+        return _same_entry(e, st, os.readlink(os.fsencode(dest)) if stat.S_ISLNK(st.st_mode) else None)
+    except OSError:
+        return False
+
+
+def _holds_tree(repo, root: bytes, dest: str) -> bool:
+    """``holds`` for a tree, walked like the export: one directory descriptor at a time."""
     try:
         fd = os.open(dest, _DIR)
     except OSError:
@@ -132,7 +143,8 @@ def holds_tree(repo, root: bytes, dest: str) -> bool:
                     fd = _enter(fd, "..")
                 continue
             st = os.stat(e.name, dir_fd=fd, follow_symlinks=False)
-            if not _same_entry(e, st, fd):
+            target = os.readlink(e.name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else None
+            if not _same_entry(e, st, target):
                 return False
             if e.kind == DIR:
                 fd = _enter(fd, e.name)
@@ -152,9 +164,9 @@ def _names(dir_fd: int) -> list[bytes]:
     return sorted(os.fsencode(n) for n in os.listdir(dir_fd))
 
 
-def _same_entry(e, st: os.stat_result, dir_fd: int) -> bool:
+def _same_entry(e, st: os.stat_result, target: bytes | None) -> bool:
     if e.kind == LINK:
-        return stat.S_ISLNK(st.st_mode) and os.readlink(e.name, dir_fd=dir_fd) == e.ref
+        return target == e.ref
     if stat.S_IMODE(st.st_mode) != e.mode:
         return False
     if e.kind == DIR:
