@@ -91,11 +91,11 @@ def _report(name: str, victims, freed: int) -> dict:
                         for v, why in victims]}
 
 
-def gc(repo, name: str | None = None, *, dry_run: bool = False, pinned=None,
-       now: float | None = None) -> dict:
+def gc(repo, name: str | None = None, *, dry_run: bool = False, pinned=None) -> dict:
     """Apply every artifact's retention (or NAME's): returns what went (or would go) and the
-    bytes freed, per artifact and in total."""
-    now = time.time() if now is None else now
+    bytes freed, per artifact and in total. PINNED tells which files a mount has open: those are
+    parked as zombies, not freed (catalog/objects.py)."""
+    now = time.time()
     names = [check_artifact(name)] if name is not None else repo.artifacts()
     if name is not None:
         repo.artifact(name)   # NotFound for an unknown name
