@@ -53,7 +53,8 @@ def test_seed_scenario_cli(store, tmp_path):
     ls = cli_json(store, "ls", "animals")
     assert [v["version"] for v in ls] == ["v0", "v1"]
     assert ls[0]["message"] == "first" and ls[1]["files"] == 3 and ls[1]["bytes"] == 6 * MiB
-    assert cli_json(store, "ls") == [{"name": "animals", "type": "dataset", "versions": 2, "latest": "v1"}]
+    assert cli_json(store, "ls") == [{"name": "animals", "type": "dataset", "versions": 2, "latest": "v1",
+                                      "retain": None}]
     assert "animals" in run_cli(store, "ls", check=True).stdout
 
     out = tmp_path / "out"

@@ -554,15 +554,14 @@ def test_reset_and_a_put_with_working_directories_in_staging(animals, tmp_path):
 
 
 def test_python_api_uses_the_mount(animals, tmp_path):
-    """Version.path is the version's directory in the running mount, download() returns it
-    instead of copying, and a put through the API is visible in the mount when it returns."""
+    """Version.path is the version's directory in the running mount, download() still writes a
+    writable copy, and a put through the API is visible in the mount when it returns."""
     m, src = animals
     with artfs.Store(m.store) as store:
         v0 = store.get("animals:v0")
         assert v0.path == m.path("animals", "v0")
-        assert v0.download() == m.path("animals", "v0")
-        assert read(os.path.join(v0.download(), "cat.png")) == src["cat.png"]
-        copy = v0.download(str(tmp_path / "copy"))           # an explicit DEST still copies
+        assert read(os.path.join(v0.path, "cat.png")) == src["cat.png"]
+        copy = v0.download(str(tmp_path / "copy"))           # a copy, not the mounted path
         assert copy == str(tmp_path / "copy") and read(os.path.join(copy, "dog.png")) == src["dog.png"]
         write(str(tmp_path / "more" / "x.bin"), b"x" * 1000)
         v1 = store.put("animals", str(tmp_path / "more"), aliases=["best"])

@@ -2,10 +2,11 @@
 
     store = artfs.Store()                       # $ARTFS_STORE or ~/.local/share/artfs
     v = store.put("animals", "data/", aliases=["best"])
-    v = store.get("animals:latest")
+    v = store.get("animals:latest")             # pinned: v.path is .../animals/vN, not latest
     with v.open("cat.png") as f: ...
-    path = v.download()                         # the mounted path when the store is mounted
+    path = v.download()                         # a writable copy in ./artifacts/animals:vN
     store.status("animals"); store.commit("animals", message="...")   # the staging of a mount
+    v = store.use("animals:latest")             # the same, recorded as a consumer (lineage)
 
 Operations that change what a mount shows go through the running daemon when this store is
 mounted (so the mount is refreshed when they return); otherwise they work on the store directly.
@@ -15,16 +16,18 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 
 from ..mount import control
+from ..repo import lineage as _lineage
+from ..repo import metadata as _metadata
+from ..repo import retention as _retention
 from ..repo.accounting import du as _du
-from ..catalog.objects import DIR
+from ..catalog.objects import DIR, FILE, LINK, Entry
 from ..catalog.versions import VersionInfo
-from ..repo.diff import diff_trees, walk_files
-from ..errors import IsADirectory, NotFound
-from ..repo.export import export_tree
-from ..names import check_artifact, parse_ref
+from ..repo.diff import diff_trees, walk, walk_files
+from ..errors import Exists, IsADirectory, NotFound
+from ..repo.export import export_entry, export_tree, holds
+from ..names import check_artifact, parse_duration, parse_ref
 from ..repo.facade import Repo
 from ..repo.verify import verify as _verify
 from ..staging.commit import commit as _commit
@@ -73,6 +76,8 @@ class Version:
         self.created = info.created
         self.file_count = info.files    # regular files in the version
         self.size = info.bytes          # their logical bytes
+        self.producer = dict(info.producer)   # what made it: user, host, argv, cwd, git commit, run id
+        self.expires = info.expires     # when gc may delete it (a time), or None
 
     def __repr__(self):
         return f"<Version {self.name}:{self.version} {self.digest[:12]}>"
@@ -81,20 +86,28 @@ class Version:
         """Relative paths of every file and symlink in the version, sorted."""
         return sorted(p for p, _ in walk_files(self._store._repo.tree, self._info.root))
 
-    def _lookup(self, relpath: str):
-        tid = self._info.root
-        parts = [p for p in relpath.split("/") if p]
-        for i, part in enumerate(parts):
-            e = self._store._repo.tree(tid).lookup(os.fsencode(part))
+    def _lookup(self, relpath: str) -> Entry:
+        """The entry at RELPATH; the version's root is a directory entry named ""."""
+        e = Entry(b"", DIR, 0o755, 0, int(self.created * 1e9), self._info.root)
+        parts = [p for p in relpath.split("/") if p not in ("", ".")]
+        for part in parts:
+            if e.kind != DIR:
+                raise NotFound(f"{self.name}:{self.version} has no {relpath!r}")
+            e = self._store._repo.tree(e.ref).lookup(os.fsencode(part))
             if e is None:
                 raise NotFound(f"{self.name}:{self.version} has no {relpath!r}")
-            if i < len(parts) - 1:
-                if e.kind != DIR:
-                    raise NotFound(f"{self.name}:{self.version} has no {relpath!r}")
-                tid = e.ref
-        if not parts:
-            raise IsADirectory(f"{relpath!r} is a directory")
         return e
+
+    def entries(self, path: str = "") -> list[dict]:
+        """What ``artfs ls NAME:REF [PATH]`` lists: every entry under PATH (the version's root by
+        default; PATH may name one file), depth first in name order, as dicts: path (from the
+        version's root), kind ("file", "dir" or "symlink"), mode (octal text), size (bytes; a
+        symlink's target length; None for a directory), mtime (seconds), digest (the file's or
+        tree's content id in hex; None for a symlink), target (symlinks only)."""
+        e = self._lookup(path)
+        top = "/".join(p for p in path.split("/") if p not in ("", "."))
+        pairs = walk(self._store._repo.tree, e.ref, top) if e.kind == DIR else [(top, e)]
+        return [_entry_row(p, x) for p, x in pairs]
 
     def open(self, relpath: str):
         e = self._lookup(relpath)
@@ -106,17 +119,47 @@ class Version:
 
     @property
     def path(self) -> str | None:
-        """This version's directory in the running mount of this store, else None."""
+        """This version's directory in the running mount of this store, else None. Pinned: it
+        names ``vN``, never an alias, so it keeps showing this version while latest moves."""
         mountpoint = control.mountpoint_of(self._store.path)
         return os.path.join(mountpoint, self.name, self.version) if mountpoint else None
 
-    def download(self, dest: str | None = None, progress=None) -> str:
-        """The mounted path when mounted and no DEST is asked for; else a copy written to DEST."""
-        if dest is None:
-            if self.path is not None:
-                return self.path
-            dest = os.path.join(tempfile.mkdtemp(prefix="artfs-"), f"{self.name}-{self.version}")
-        return export_tree(self._store._repo, self._info.root, dest, progress)
+    def download(self, root: str | None = None, *, path: str = "", progress=None) -> str:
+        """A writable local copy of the version (or of the file or directory PATH in it), with
+        its modes and mtimes; returns where it is. ROOT must not exist or be an empty directory
+        (a file is written into ROOT when ROOT is a directory). Without ROOT the copy goes to
+        ``./artifacts/NAME:vN[/PATH]`` as W&B does; a copy already there that still holds
+        exactly this version (names, kinds, modes, sizes, mtimes) is reused, one that differs is
+        never overwritten (Exists)."""
+        repo, e = self._store._repo, self._lookup(path)
+        default = root is None
+        if default:
+            root = os.path.abspath(os.path.join(DOWNLOAD_DIR, f"{self.name}:{self.version}", path))
+            if holds(repo, e, root):
+                return root
+            os.makedirs(os.path.dirname(root), exist_ok=True)
+        try:
+            if e.kind == DIR:
+                return export_tree(repo, e.ref, root, progress)
+            return export_entry(repo, e, root, progress)
+        except Exists as err:
+            if default:
+                raise Exists(f"{err}: it does not hold {self.name}:{self.version} as written; "
+                             "remove it or download to another root") from None
+            raise
+
+
+DOWNLOAD_DIR = "artifacts"   # Version.download's default: ./artifacts/NAME:vN, like W&B
+
+
+def _entry_row(path: str, e: Entry) -> dict:
+    kind = {FILE: "file", DIR: "dir", LINK: "symlink"}[e.kind]
+    row = {"path": path, "kind": kind, "mode": f"{e.mode:04o}",
+           "size": None if e.kind == DIR else e.size, "mtime": e.mtime_ns / 1e9,
+           "digest": None if e.kind == LINK else e.ref.hex()}
+    if e.kind == LINK:
+        row["target"] = os.fsdecode(e.ref)
+    return row
 
 
 class Store:
@@ -143,12 +186,36 @@ class Store:
     def artifact_type(self, name: str) -> str:
         return self._repo.artifact(name)["type"]
 
-    def versions(self, name: str) -> list[Version]:
-        return [self._version(v) for v in self._repo.versions(name)]
+    def artifact(self, name: str) -> dict:
+        """NAME's type, creation time, retention policy (None, or keep_last and max_age in
+        seconds) and protected aliases."""
+        rec = self._repo.artifact(name)
+        return {"name": name, "type": rec["type"], "created": rec["created"],
+                "retain": rec.get("retain"), "protected": list(rec.get("protected", ()))}
+
+    def versions(self, name: str, where=None) -> list[Version]:
+        """NAME's versions, oldest first; WHERE ({key: value} or ["key=value", ...]) keeps those
+        whose metadata has every key with that value (artfs.repo.metadata: scalars compared as
+        JSON text)."""
+        conditions = _metadata.parse_where(where or {})
+        return [self._version(v) for v in self._repo.versions(name)
+                if _metadata.matches(v.metadata, conditions)]
 
     def get(self, spec: str) -> Version:
         name, ref = parse_ref(spec)
         return self._version(self._repo.resolve(name, ref))
+
+    def use(self, spec: str) -> Version:
+        """``get``, recording this process as a consumer of the version (user, host, argv, run
+        id from ARTFS_RUN_ID or WANDB_RUN_ID, time): see ``lineage``."""
+        v = self.get(spec)
+        _lineage.record_uses(self._repo, [(v.name, v._info.number, _lineage.consumer("api"))])
+        return v
+
+    def lineage(self, spec: str) -> dict:
+        """What made the version (producer) and what used it (consumers, oldest first)."""
+        name, ref = parse_ref(spec)
+        return _lineage.lineage(self._repo, name, ref)
 
     def log(self, name: str | None = None) -> list[dict]:
         return self._repo.events(name)
@@ -178,24 +245,55 @@ class Store:
 
     # changing ----------------------------------------------------------------------------------
     def put(self, name: str, path: str, *, type: str | None = None, aliases=(), message: str = "",
-            metadata: dict | None = None, progress=None) -> Version:
+            metadata: dict | None = None, ttl=None, progress=None) -> Version:
         return self.put_ex(name, path, type=type, aliases=aliases, message=message,
-                           metadata=metadata, progress=progress)[0]
+                           metadata=metadata, ttl=ttl, progress=progress)[0]
 
-    def put_ex(self, name, path, *, type=None, aliases=(), message="", metadata=None, progress=None):
-        """Like put, also saying whether a new version was made (False: content unchanged)."""
+    def put_ex(self, name, path, *, type=None, aliases=(), message="", metadata=None, ttl=None,
+               progress=None):
+        """Like put, also saying whether a new version was made (False: content unchanged).
+        TTL (seconds, or "7d") lets ``gc`` delete the version once it has passed."""
         info, created = self._repo.put(name, os.path.abspath(path), type=type, aliases=list(aliases),
-                                       message=message, metadata=metadata, progress=progress)
+                                       message=message, metadata=metadata, ttl=ttl, progress=progress)
         control.notify_changed(self.path, name)
         return self._version(info), created
 
-    def alias(self, spec: str, alias: str) -> Version:
+    def alias(self, spec: str, alias: str, *, force: bool = False, protect: bool | None = None) -> Version:
+        """Point ALIAS at ``NAME:REF``. Moving a protected alias needs force; protect=True/False
+        also (un)protects it (a protected alias needs force to be moved or deleted)."""
         name, ref = parse_ref(spec)
-        control.call_or_local(self.path, "alias", self._repo.alias, name=name, ref=ref, alias=alias)
+        control.call_or_local(self.path, "alias", self._repo.alias, name=name, ref=ref, alias=alias,
+                              force=force, protect=protect)
         return self.get(f"{name}:{alias}")
 
-    def unalias(self, name: str, alias: str) -> None:
-        control.call_or_local(self.path, "unalias", self._repo.unalias, name=name, alias=alias)
+    def unalias(self, name: str, alias: str, *, force: bool = False) -> None:
+        control.call_or_local(self.path, "unalias", self._repo.unalias, name=name, alias=alias,
+                              force=force)
+
+    def edit(self, spec: str, *, metadata: dict | None = None, delete=(), description: str | None = None,
+             ttl=None) -> Version:
+        """Change a version's labels (its content never changes): set METADATA keys, DELETE keys,
+        replace its DESCRIPTION (the message), set its expiry to now + TTL ("never": none).
+        Audited as version.meta."""
+        name, ref = parse_ref(spec)
+        _metadata.edit(self._repo, name, ref, values=metadata, delete=list(delete),
+                       description=description, ttl=ttl)
+        return self.get(spec)
+
+    def retain(self, name: str, *, keep_last: int | None = None, max_age=None) -> dict | None:
+        """Set NAME's retention policy, applied by ``gc``: keep the KEEP_LAST newest versions
+        and those younger than MAX_AGE (seconds, or "30d"); both None removes the policy."""
+        return _retention.set_policy(self._repo, name, keep_last, max_age)
+
+    def gc(self, name: str | None = None, *, dry_run: bool = False) -> dict:
+        """Delete what retention lets go (every artifact's, or NAME's): versions beyond their
+        artifact's policy and expired ones, never latest nor a version with a user alias.
+        Returns {"dry_run", "versions", "freed_bytes", "artifacts": [{"name", "freed_bytes",
+        "deleted": [{"version", "reason", "logical_bytes"}]}]}; dry_run deletes nothing."""
+        if dry_run:
+            return _retention.gc(self._repo, name, dry_run=True)
+        return control.call_or_local(self.path, "gc", lambda name: _retention.gc(self._repo, name),
+                                     name=name)
 
     def delete(self, spec: str, *, force: bool = False) -> None:
         """Delete ``NAME:REF`` (one version) or ``NAME`` (the artifact), reclaiming storage."""
@@ -214,21 +312,29 @@ class Store:
         return control.call_or_local(self.path, "status", lambda name: Staging(self._repo, name).status(),
                                      name=name)
 
-    def commit(self, name: str, *, aliases=(), message: str = "") -> Version | None:
+    def commit(self, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
+               type: str | None = None, ttl=None) -> Version | None:
         """Turn the staging of NAME into its next version; see commit_ex."""
-        return self.commit_ex(name, aliases=aliases, message=message)[0]
+        return self.commit_ex(name, aliases=aliases, message=message, metadata=metadata, type=type,
+                              ttl=ttl)[0]
 
-    def commit_ex(self, name: str, *, aliases=(), message: str = "") -> tuple[Version | None, bool]:
+    def commit_ex(self, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
+                  type: str | None = None, ttl=None) -> tuple[Version | None, bool]:
         """Like commit, also saying whether a new version was made: (latest, False) when staging
         equals latest (the aliases then move to latest), (None, False) when NAME has no versions
-        and an empty staging. A running daemon refuses while staging files are open for writing."""
+        and an empty staging. A running daemon refuses while staging files are open for writing.
+        METADATA, TYPE and TTL as for put (TYPE may set the type of an artifact made by mkdir);
+        the version's producer is this process, also when the daemon commits."""
         check_artifact(name)
+        if ttl is not None:
+            ttl = parse_duration(ttl, "--ttl")
 
-        def local(name, aliases, message):
-            info, created = _commit(self._repo, name, aliases=aliases, message=message)
+        def local(**args):
+            info, created = _commit(self._repo, **args)
             return {"version": info.label if info else None, "created": created}
         result = control.call_or_local(self.path, "commit", local, name=name, aliases=list(aliases),
-                                       message=message)
+                                       message=message, metadata=metadata, type=type,
+                                       producer=_lineage.producer(), ttl=ttl)
         if result["version"] is None:
             return None, False
         return self.get(f"{name}:{result['version']}"), result["created"]

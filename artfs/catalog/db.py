@@ -48,6 +48,7 @@ DATABASES = (
     b"aliases",    # name \0 alias -> u32 number
     b"events",     # u64 seq -> json audit record
     b"staging",    # staging index (see catalog/staging_index.py)
+    b"uses",       # name \0 u32 number \0 u64 seq -> json consumer record (catalog/uses.py)
 )
 INITIAL_MAP = 1 << 36  # 64 GiB of address space; the file grows only as pages are used
 PURGE_BATCH = 10_000   # trashed ids deleted per transaction
@@ -414,3 +415,15 @@ def bump(txn, db, key: bytes, delta: int) -> int:
     value = counter(txn, db, key) + delta
     txn.put(key, value.to_bytes(8, "big"), db=db)
     return value
+
+
+def prefix_items(txn, db, prefix: bytes):
+    """(key without PREFIX, value) of every key of DB that starts with PREFIX, in key order."""
+    with txn.cursor(db=db) as cur:
+        if not cur.set_range(prefix):
+            return
+        for key, value in cur:
+            key = bytes(key)
+            if not key.startswith(prefix):
+                return
+            yield key[len(prefix):], value

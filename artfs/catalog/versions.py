@@ -1,7 +1,14 @@
 """Artifacts, versions, aliases and the audit log: small JSON records in named databases.
 
 Keys: ``artifacts`` name; ``versions`` name \\0 u32-big-endian number; ``aliases`` name \\0 alias
-(``latest`` is stored like any alias but only artfs moves it); ``events`` u64 sequence.
+(``latest`` is stored like any alias but only artfs moves it); ``events`` u64 sequence; ``uses``
+(catalog/uses.py) name \\0 u32 number \\0 u64 sequence.
+
+An artifact record holds its type, creation time and next version number, and optionally its
+retention policy (``retain``: keep_last, max_age in seconds) and its protected aliases
+(``protected``). A version record holds its root, type, message, metadata, author, counts, what
+made it (``producer``: user, host, argv, cwd, git commit, run id) and when it expires (``expires``,
+a time, or absent).
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidInput, NotFound
 from ..names import LATEST, version_number
-from .db import bump
+from .db import bump, prefix_items
+from .uses import Uses
 
 
 @dataclass
@@ -32,6 +40,8 @@ class VersionInfo:
     files: int = 0
     bytes: int = 0
     aliases: list[str] = field(default_factory=list)
+    producer: dict = field(default_factory=dict)
+    expires: float | None = None
 
     @property
     def label(self) -> str:
@@ -45,14 +55,16 @@ class VersionInfo:
         return json.dumps({
             "root": self.root.hex(), "type": self.type, "created": self.created,
             "message": self.message, "metadata": self.metadata, "author": self.author,
-            "uid": self.uid, "files": self.files, "bytes": self.bytes,
+            "uid": self.uid, "files": self.files, "bytes": self.bytes, "producer": self.producer,
+            **({"expires": self.expires} if self.expires is not None else {}),
         }).encode()
 
     @classmethod
     def from_record(cls, name: str, number: int, raw) -> "VersionInfo":
         r = json.loads(bytes(raw))
         return cls(name, number, bytes.fromhex(r["root"]), r["type"], r["created"], r["message"],
-                   r["metadata"], r["author"], r["uid"], r["files"], r["bytes"])
+                   r["metadata"], r["author"], r["uid"], r["files"], r["bytes"],
+                   producer=r.get("producer") or {}, expires=r.get("expires"))
 
 
 def _vkey(name: str, number: int) -> bytes:
@@ -63,17 +75,6 @@ def _akey(name: str, alias: str) -> bytes:
     return name.encode() + b"\0" + alias.encode()
 
 
-def _prefix_items(txn, db, prefix: bytes):
-    with txn.cursor(db=db) as cur:
-        if not cur.set_range(prefix):
-            return
-        for key, value in cur:
-            key = bytes(key)
-            if not key.startswith(prefix):
-                return
-            yield key[len(prefix):], value
-
-
 def whoami() -> tuple[str, int]:
     uid = os.getuid()
     try:
@@ -82,9 +83,16 @@ def whoami() -> tuple[str, int]:
         return str(uid), uid
 
 
+def check_type(name: str, rec: dict | None, type_: str | None) -> None:
+    """InvalidInput if TYPE contradicts the type of an artifact that has had versions."""
+    if rec is not None and type_ and type_ != rec["type"] and rec["next"] > 0:
+        raise InvalidInput(f"artifact {name!r} has type {rec['type']!r}, not {type_!r}")
+
+
 class Catalog:
     def __init__(self, dbs):
         self.dbs = dbs
+        self.uses = Uses(dbs)
 
     # artifacts ---------------------------------------------------------------------------------
     def artifact_names(self, txn) -> list[str]:
@@ -102,13 +110,18 @@ class Catalog:
         return rec
 
     def ensure_artifact(self, txn, name: str, type_: str | None) -> dict:
+        """NAME's record, created with TYPE (default dataset) if missing. An artifact that never
+        had a version (``mkdir MOUNT/NAME``) takes TYPE; one that had versions keeps its own."""
         rec = self.artifact(txn, name)
         if rec is None:
             rec = {"type": type_ or "dataset", "created": time.time(), "next": 0}
             self._put_artifact(txn, name, rec)
             self.event(txn, "artifact.create", name, type=rec["type"])
         elif type_ and type_ != rec["type"]:
-            raise InvalidInput(f"artifact {name!r} has type {rec['type']!r}, not {type_!r}")
+            check_type(name, rec, type_)
+            rec["type"] = type_
+            self._put_artifact(txn, name, rec)
+            self.event(txn, "artifact.type", name, type=type_)
         return rec
 
     def _put_artifact(self, txn, name: str, rec: dict) -> None:
@@ -116,6 +129,17 @@ class Catalog:
 
     def drop_artifact(self, txn, name: str) -> None:
         txn.delete(name.encode(), db=self.dbs["artifacts"])
+        self.uses.drop(txn, name)
+
+    def set_artifact_field(self, txn, name: str, key: str, value) -> dict:
+        """Set (or, with None, remove) one field of an artifact record; returns the record."""
+        rec = self.require_artifact(txn, name)
+        if value is None:
+            rec.pop(key, None)
+        else:
+            rec[key] = value
+        self._put_artifact(txn, name, rec)
+        return rec
 
     # versions ----------------------------------------------------------------------------------
     def versions(self, txn, name: str) -> list[VersionInfo]:
@@ -124,7 +148,7 @@ class Catalog:
         for alias, number in aliases.items():
             by_number.setdefault(number, []).append(alias)
         out = []
-        for suffix, raw in _prefix_items(txn, self.dbs["versions"], name.encode() + b"\0"):
+        for suffix, raw in prefix_items(txn, self.dbs["versions"], name.encode() + b"\0"):
             number = struct.unpack(">I", suffix)[0]
             v = VersionInfo.from_record(name, number, raw)
             v.aliases = sorted(by_number.get(number, []), key=lambda a: (a != LATEST, a))
@@ -164,19 +188,37 @@ class Catalog:
                    files=v.files, bytes=v.bytes, message=v.message)
         return v
 
+    def update_version(self, txn, v: VersionInfo) -> None:
+        """Rewrite the record of an existing version (metadata, message, expiry)."""
+        txn.put(_vkey(v.name, v.number), v.record(), db=self.dbs["versions"])
+
     def drop_version(self, txn, name: str, number: int) -> None:
         txn.delete(_vkey(name, number), db=self.dbs["versions"])
+        self.uses.drop(txn, name, number)
 
     # aliases -----------------------------------------------------------------------------------
     def aliases(self, txn, name: str) -> dict[str, int]:
         return {k.decode(): struct.unpack(">I", bytes(v))[0]
-                for k, v in _prefix_items(txn, self.dbs["aliases"], name.encode() + b"\0")}
+                for k, v in prefix_items(txn, self.dbs["aliases"], name.encode() + b"\0")}
 
     def set_alias(self, txn, name: str, alias: str, number: int) -> None:
         txn.put(_akey(name, alias), struct.pack(">I", number), db=self.dbs["aliases"])
 
     def drop_alias(self, txn, name: str, alias: str) -> bool:
+        """Remove an alias (and its protection)."""
+        if alias in self.protected(txn, name):
+            self.protect(txn, name, alias, False)
         return txn.delete(_akey(name, alias), db=self.dbs["aliases"])
+
+    def protected(self, txn, name: str) -> list[str]:
+        """Aliases of NAME that need force to be moved or removed."""
+        rec = self.artifact(txn, name)
+        return list(rec.get("protected", ())) if rec is not None else []
+
+    def protect(self, txn, name: str, alias: str, on: bool) -> None:
+        protected = set(self.protected(txn, name))
+        protected = protected | {alias} if on else protected - {alias}
+        self.set_artifact_field(txn, name, "protected", sorted(protected) or None)
 
     # audit log ---------------------------------------------------------------------------------
     def event(self, txn, action: str, artifact: str, **details) -> None:

@@ -7,91 +7,76 @@ Every failure is one line on stderr (``artfs: error: ...``) and the exit code of
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 
+from . import files as cli_files
+from . import lineage as cli_lineage
+from . import metadata as cli_metadata
 from . import mount as cli_mount
+from . import retention as cli_retention
 from ..api.store import Store
-from ..errors import ArtfsError, InvalidInput
+from ..errors import ArtfsError, InvalidInput, UsageError
 from ..names import parse_ref
+from .output import emit_json as _emit_json, human as _human, json_object, table as _table, when as _when
 from .progress import input_bytes, progress_bar
 
 
-def _emit_json(value) -> None:
-    json.dump(value, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
-
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-
-
-def _version_row(v) -> dict:
+def _version_row(v, protected=()) -> dict:
     return {"version": v.version, "aliases": v.aliases, "digest": v.digest, "type": v.type,
             "message": v.message, "metadata": v.metadata, "created": v.created,
-            "files": v.file_count, "bytes": v.size}
+            "files": v.file_count, "bytes": v.size, "expires": v.expires,
+            "protected": [a for a in v.aliases if a in protected]}
+
+
+def _aliases_cell(row: dict) -> str:
+    return ",".join(a + ("(protected)" if a in row["protected"] else "") for a in row["aliases"]) or "-"
 
 
 # commands --------------------------------------------------------------------------------------
 def cmd_put(store: Store, args) -> int:
-    try:
-        metadata = json.loads(args.metadata) if args.metadata else None
-    except ValueError as e:
-        raise InvalidInput(f"--metadata is not valid JSON: {e}") from None
+    metadata = json_object(args.metadata)
     with progress_bar(f"put {args.name}", input_bytes(args.path) if sys.stderr.isatty() else None) as p:
         v, created = store.put_ex(args.name, args.path, type=args.type, aliases=args.alias,
-                                  message=args.message, metadata=metadata, progress=p)
+                                  message=args.message, metadata=metadata, ttl=args.ttl, progress=p)
     if not created:
         print(f"artfs: no changes: content equals {v.name}:{v.version}; no version made", file=sys.stderr)
     print(f"{v.name}:{v.version}")
     return 0
 
 
-def cmd_get(store: Store, args) -> int:
-    v = store.get(args.ref)
-    with progress_bar(f"get {v.name}:{v.version}", v.size) as p:
-        dest = v.download(args.dest, progress=p)
-    print(dest)
-    return 0
-
-
 def cmd_ls(store: Store, args) -> int:
+    if args.name is not None and (args.path is not None or ":" in args.name):
+        if args.where:
+            raise UsageError("--where filters versions (artfs ls NAME --where KEY=VALUE), not files")
+        return cli_files.cmd_ls_files(store, args)
     if args.name is None:
+        if args.where:
+            raise UsageError("--where needs an artifact: artfs ls NAME --where KEY=VALUE")
         rows = []
         for name in store.artifacts():
             versions = store.versions(name)
             rows.append({"name": name, "type": store.artifact_type(name),
                          "versions": len(versions),
-                         "latest": next((v.version for v in versions if "latest" in v.aliases), None)})
+                         "latest": next((v.version for v in versions if "latest" in v.aliases), None),
+                         "retain": store.artifact(name)["retain"]})
         if args.json:
             _emit_json(rows)
         elif rows:
-            _table([["NAME", "TYPE", "VERSIONS", "LATEST"]] +
-                   [[r["name"], r["type"], str(r["versions"]), r["latest"] or "-"] for r in rows])
+            _table([["NAME", "TYPE", "VERSIONS", "LATEST", "RETAIN"]] +
+                   [[r["name"], r["type"], str(r["versions"]), r["latest"] or "-",
+                     cli_retention.describe_policy(r["retain"])] for r in rows])
         return 0
-    rows = [_version_row(v) for v in store.versions(args.name)]
+    protected = store.artifact(args.name)["protected"]
+    rows = [_version_row(v, protected) for v in store.versions(args.name, where=args.where)]
     if args.json:
         _emit_json(rows)
     elif rows:
-        _table([["VERSION", "ALIASES", "FILES", "BYTES", "CREATED", "TYPE", "MESSAGE"]] +
-               [[r["version"], ",".join(r["aliases"]) or "-", str(r["files"]), _human(r["bytes"]),
-                 _when(r["created"]), r["type"], r["message"]] for r in rows])
+        expiring = any(r["expires"] is not None for r in rows)   # a column only when it says something
+        _table([["VERSION", "ALIASES", "FILES", "BYTES", "CREATED"] + ["EXPIRES"] * expiring + ["TYPE", "MESSAGE"]] +
+               [[r["version"], _aliases_cell(r), str(r["files"]), _human(r["bytes"]), _when(r["created"])]
+                + [_when(r["expires"]) if r["expires"] is not None else "-"] * expiring
+                + [r["type"], r["message"]] for r in rows])
     return 0
 
 
@@ -123,15 +108,19 @@ def cmd_diff(store: Store, args) -> int:
 
 
 def cmd_alias(store: Store, args) -> int:
+    if args.alias is None:
+        raise InvalidInput("usage: artfs alias NAME:REF ALIAS")
     if args.delete:
         name, _ = parse_ref(args.target, default=None)
-        store.unalias(name, args.alias)
+        store.unalias(name, args.alias, force=args.force)
         print(f"removed alias {args.alias} of {name}")
+    elif args.unprotect:
+        name, _ = parse_ref(args.target, default=None)
+        store.alias(f"{name}:{args.alias}", args.alias, protect=False)
+        print(f"{name}:{args.alias} is no longer protected")
     else:
-        if args.alias is None:
-            raise InvalidInput("usage: artfs alias NAME:REF ALIAS")
-        v = store.alias(args.target, args.alias)
-        print(f"{v.name}:{args.alias} -> {v.version}")
+        v = store.alias(args.target, args.alias, force=args.force, protect=True if args.protect else None)
+        print(f"{v.name}:{args.alias} -> {v.version}" + (" (protected)" if args.protect else ""))
     return 0
 
 
@@ -198,15 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-a", "--alias", action="append", default=[], help="set or move a user alias (repeatable)")
     c.add_argument("-m", "--message", default="")
     c.add_argument("--metadata", help="a JSON object stored with the version")
+    c.add_argument("--ttl", metavar="AGE", help="let artfs gc delete the version AGE after it is made "
+                   "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
     c.set_defaults(func=cmd_put)
 
-    c = sub.add_parser("get", help="write a version's files into DEST")
-    c.add_argument("ref", metavar="NAME[:REF]")
-    c.add_argument("dest")
-    c.set_defaults(func=cmd_get)
+    c = sub.add_parser("get", help="write a version's files (or one file or directory of it) into DEST")
+    c.add_argument("ref", metavar="NAME[:REF[/PATH]]",
+                   help="the version (REF: vN or an alias; default latest), or PATH in it: NAME ends "
+                   "at the first ':', REF at the next '/'")
+    c.add_argument("dest", help="must not exist or be an empty directory; a file goes into an existing directory")
+    c.set_defaults(func=cli_files.cmd_get)
 
-    c = sub.add_parser("ls", help="list artifacts, or the versions of one")
-    c.add_argument("name", nargs="?")
+    c = sub.add_parser("ls", help="list artifacts, the versions of one, or the files of a version")
+    c.add_argument("name", nargs="?", metavar="NAME[:REF[/PATH]]",
+                   help="an artifact (its versions), or NAME:REF (the files of that version)")
+    c.add_argument("path", nargs="?", metavar="PATH", help="only the files under PATH in the version")
+    c.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="only versions whose metadata KEY is the scalar VALUE (JSON text: 0.9, true, "
+                   "null; strings as they are); repeat for AND")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_ls)
 
@@ -222,7 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_diff)
 
     c = sub.add_parser("alias", help="point ALIAS at NAME:REF, or --delete NAME ALIAS")
-    c.add_argument("--delete", action="store_true")
+    how = c.add_mutually_exclusive_group()
+    how.add_argument("--delete", action="store_true", help="remove ALIAS")
+    how.add_argument("--protect", action="store_true",
+                     help="also protect ALIAS: moving or deleting it, or its version, then needs --force")
+    how.add_argument("--unprotect", action="store_true", help="remove ALIAS's protection (NAME ALIAS)")
+    c.add_argument("--force", action="store_true", help="move or delete a protected alias")
     c.add_argument("target", metavar="NAME:REF")
     c.add_argument("alias", nargs="?")
     c.set_defaults(func=cmd_alias)
@@ -248,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_verify)
 
     cli_mount.register(sub)
+    cli_files.register(sub)
+    cli_lineage.register(sub)
+    cli_metadata.register(sub)
+    cli_retention.register(sub)
     return p
 
 

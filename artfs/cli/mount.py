@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import sys
 
+from .output import json_object
+
 _STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"))
 
 
 def cmd_mount(args) -> int:
     from ..mount import daemon  # pyfuse3 and trio: imported only by the commands that need them
     return daemon.mount(args.store, args.mountpoint, foreground=args.foreground,
-                        allow_other=args.allow_other)
+                        allow_other=args.allow_other, record_use=args.record_use)
 
 
 def cmd_unmount(args) -> int:
@@ -26,7 +28,8 @@ def cmd_unmount(args) -> int:
 
 
 def cmd_commit(store, args) -> int:
-    v, created = store.commit_ex(args.name, aliases=args.alias, message=args.message)
+    v, created = store.commit_ex(args.name, aliases=args.alias, message=args.message,
+                                 metadata=json_object(args.metadata), type=args.type, ttl=args.ttl)
     if v is None:
         print(f"artfs: nothing to commit: {args.name} has no versions and an empty staging",
               file=sys.stderr)
@@ -63,6 +66,9 @@ def register(sub) -> None:
                    help="stay attached and log to stderr (tests, systemd)")
     c.add_argument("--allow-other", action="store_true",
                    help="let other users in; the kernel then checks permissions (default_permissions)")
+    c.add_argument("--record-use", action="store_true",
+                   help="record the first open of each version by each process as a consumer "
+                   "(pid, argv, uid; see artfs lineage)")
     c.set_defaults(func=cmd_mount, no_store=True)
 
     c = sub.add_parser("unmount", help="unmount MOUNTPOINT and wait for its daemon to exit")
@@ -73,6 +79,11 @@ def register(sub) -> None:
     c.add_argument("name")
     c.add_argument("-a", "--alias", action="append", default=[], help="set or move a user alias (repeatable)")
     c.add_argument("-m", "--message", default="")
+    c.add_argument("-t", "--type", help="the artifact's type: must match it, except for an artifact "
+                   "that never had a version (made by mkdir), which takes it")
+    c.add_argument("--metadata", help="a JSON object stored with the version")
+    c.add_argument("--ttl", metavar="AGE", help="let artfs gc delete the version AGE after it is made "
+                   "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
     c.set_defaults(func=cmd_commit)
 
     c = sub.add_parser("status", help="what the staging of NAME added, modified and deleted")

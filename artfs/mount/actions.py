@@ -15,6 +15,7 @@ import functools
 
 import trio
 
+from ..repo import retention
 from ..staging.commit import commit
 from ..errors import NotFound
 from .inodes import ROOT_INODE
@@ -36,11 +37,13 @@ class Actions:
         """The changed names (versions, aliases) of an artifact's directory."""
         return [(art.ino, name) for name in art.refresh()]
 
-    async def commit(self, name: str, aliases=(), message: str = "", metadata=None):
+    async def commit(self, name: str, aliases=(), message: str = "", metadata=None, type=None,
+                     producer=None, ttl=None):
+        """PRODUCER is the caller's (repo/lineage.py): the version records who asked, not us."""
         art = self.fs.artifact(name)
         staging = self.fs.staging_of(art)
         run = functools.partial(commit, self.repo, name, aliases=list(aliases), message=message,
-                                metadata=metadata)
+                                metadata=metadata, type=type, producer=producer, ttl=ttl)
         async with art.lock:
             staging.check_no_writers("commit")
             (info, created), stale = await staging.follow(run)
@@ -58,15 +61,23 @@ class Actions:
     async def status(self, name: str):
         return await _thread(self.fs.staging_of(self.fs.artifact(name)).model.status), []
 
-    async def alias(self, name: str, ref: str, alias: str):
+    async def alias(self, name: str, ref: str, alias: str, force: bool = False, protect=None):
         art = self.fs.artifact(name)
-        v = await _thread(self.repo.alias, name, ref, alias)
+        v = await _thread(self.repo.alias, name, ref, alias, force=force, protect=protect)
         return {"version": v.label}, self._changed(art)
 
-    async def unalias(self, name: str, alias: str):
+    async def unalias(self, name: str, alias: str, force: bool = False):
         art = self.fs.artifact(name)
-        await _thread(self.repo.unalias, name, alias)
+        await _thread(self.repo.unalias, name, alias, force=force)
         return None, self._changed(art)
+
+    async def gc(self, name: str | None = None):
+        """Apply retention (repo/retention.py); open files of deleted versions stay readable."""
+        report = await _thread(retention.gc, self.repo, name, pinned=self.fs.files.pinned)
+        entries = []
+        for a in report["artifacts"]:
+            entries += self._changed(self.fs.artifact(a["name"]))
+        return report, entries
 
     async def delete_version(self, name: str, ref: str, force: bool = False):
         art = self.fs.artifact(name)

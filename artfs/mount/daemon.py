@@ -47,7 +47,7 @@ LOG = "daemon.log"
 READ_AHEAD_KB = 1024
 MAX_REQUEST = 1 << 20
 ACTIONS = ("commit", "reset", "status", "alias", "unalias", "delete_version", "delete_artifact",
-           "changed", "compact")
+           "changed", "compact", "gc")
 
 
 def check_mountpoint(path: str) -> None:
@@ -66,11 +66,12 @@ def check_mountpoint(path: str) -> None:
         raise MountError(f"{path} is already a mount point")
 
 
-def mount(store: str | None, mountpoint: str, *, foreground: bool, allow_other: bool) -> int:
+def mount(store: str | None, mountpoint: str, *, foreground: bool, allow_other: bool,
+          record_use: bool = False) -> int:
     store = os.path.abspath(store or default_store_path())
     mountpoint = os.path.abspath(mountpoint)
     check_mountpoint(mountpoint)
-    daemon = Daemon(store, mountpoint, allow_other)
+    daemon = Daemon(store, mountpoint, allow_other, record_use)
     if foreground:
         _log_to(sys.stderr)
         return daemon.run(lambda: log.info("serving %s at %s", store, mountpoint))
@@ -175,8 +176,9 @@ def _log_to(stream) -> None:
 
 
 class Daemon:
-    def __init__(self, store: str, mountpoint: str, allow_other: bool):
+    def __init__(self, store: str, mountpoint: str, allow_other: bool, record_use: bool = False):
         self.store, self.mountpoint, self.allow_other = store, mountpoint, allow_other
+        self.record_use = record_use   # consumers of versions: mount/uses.py
         self.socket = os.path.join(store, control.SOCKET)
         self.info = control.info_path(store)
         self.ready = False
@@ -205,7 +207,7 @@ class Daemon:
 
     def _serve(self, repo: Repo, on_ready) -> int:
         repo.recover()
-        fs = Filesystem(repo)
+        fs = Filesystem(repo, record_use=self.record_use)
         self.actions = Actions(fs)
         options = {"fsname=artfs", "subtype=artfs"}
         if self.allow_other:
@@ -226,6 +228,8 @@ class Daemon:
             raise
         finally:
             self._cleanup()
+            if fs.uses is not None:
+                fs.uses.flush()
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", self.mountpoint)
         return 0
@@ -234,6 +238,8 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._startup, nursery, on_ready)
             nursery.start_soon(self._signals)
+            if self.actions.fs.uses is not None:
+                nursery.start_soon(self.actions.fs.uses.run)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 

@@ -6,7 +6,8 @@ content while the daemon runs. Keys are plain tuples chosen by mount/nodes.py:
     ("A", name, created)                 an artifact directory (re-created artifact: new inode)
     ("d", parent inode, name)            a directory inside a version (and a version root ``vN``)
     ("f", file id, mode, mtime_ns)       a version file: the same file in v3 and v4 is ONE inode,
-                                         so its page cache survives commits (like a hard link)
+                                         so its page cache survives commits (like a hard link);
+                                         with --record-use + (artifact inode, N): one per version
     ("l", target, mode, mtime_ns)        a symlink inside a version
     ("a", artifact inode, alias, vN)     an alias symlink; moving the alias gives a new inode
     ("s", artifact key, staging ino)     a staging entry; when a commit, reset or moved latest

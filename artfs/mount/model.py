@@ -25,6 +25,7 @@ from .files import OpenFiles, VersionHandle
 from .inodes import InodeTable
 from .nodes import ArtifactState, Attr, Listing, Node, Root, VersionEntry
 from .staged import StagedNode, StagingState
+from .uses import UseRecorder
 
 
 class NotSupported(ArtfsError):
@@ -32,8 +33,9 @@ class NotSupported(ArtfsError):
 
 
 class Filesystem:
-    def __init__(self, repo):
+    def __init__(self, repo, record_use: bool = False):
         self.repo = repo
+        self.uses = UseRecorder(repo) if record_use else None   # artfs mount --record-use
         self.uid, self.gid = os.getuid(), os.getgid()   # owner of everything outside staging
         self.root = Root(self, time.time_ns())
         self.inodes = InodeTable(self.root)
@@ -169,8 +171,9 @@ class Filesystem:
         return (await node.staging.setattr(node, **changes)).attr()
 
     # files -------------------------------------------------------------------------------------
-    async def open(self, ino: int, flags: int) -> tuple[int, bool]:
-        """A new file handle and whether the kernel may keep its page cache (immutable files)."""
+    async def open(self, ino: int, flags: int, pid: int = 0, uid: int = 0) -> tuple[int, bool]:
+        """A new file handle and whether the kernel may keep its page cache (immutable files).
+        PID and UID are the opener's (for --record-use)."""
         node = self.inodes.node(ino)
         write = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if node.staging is not None:
@@ -180,6 +183,8 @@ class Filesystem:
             raise node.read_only("opened for writing")
         if not (isinstance(node, VersionEntry) and node.is_file):
             raise NotPermitted(f"{node.where()}: not a regular file")
+        if self.uses is not None:
+            await self.uses.opened(*node.origin, pid, uid)
         return self.files.add(VersionHandle(self, node.entry.ref)), True
 
     async def create(self, parent: int, name: bytes, mode: int, flags: int, uid: int,

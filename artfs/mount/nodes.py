@@ -243,7 +243,7 @@ class VersionDir(Node):
         if e.kind == DIR:
             ino = self.fs.inodes.inode(("d", self.ino, e.name))
             return VersionDir(self.fs, self.state, self.number, e.ref, ino, e.mode, e.size, e.mtime_ns)
-        return VersionEntry(self.fs, e)
+        return VersionEntry(self.fs, e, self.state, self.number)
 
     def lookup(self, name: bytes) -> Node:
         e = self._tree().lookup(name)
@@ -258,11 +258,13 @@ class VersionDir(Node):
 
 class VersionEntry(Node):
     """A file or symlink of a version; its inode is its entry identity (kind, content, mode,
-    mtime), so the same file in every version holding it is one kernel inode."""
+    mtime), so the same file in every version holding it is one kernel inode. With
+    ``--record-use`` the version is part of the identity, so an open tells which one is read."""
 
-    def __init__(self, fs, e: Entry):
-        self.fs, self.entry = fs, e
-        self.ino = fs.inodes.inode((e.kind, e.ref, e.mode, e.mtime_ns))
+    def __init__(self, fs, e: Entry, state: ArtifactState, number: int):
+        self.fs, self.entry, self.origin = fs, e, (state.name, number)
+        per_version = (state.ino, number) if fs.uses is not None else ()
+        self.ino = fs.inodes.inode((e.kind, e.ref, e.mode, e.mtime_ns) + per_version)
 
     @property
     def is_file(self) -> bool:

@@ -173,7 +173,7 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def open(self, inode, flags, ctx):
-        fh, keep_cache = await self.fs.open(inode, flags)
+        fh, keep_cache = await self.fs.open(inode, flags, ctx.pid, ctx.uid)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache, direct_io=False)
 
     @_handler

@@ -1,8 +1,8 @@
 """Storage accounting for ``du``: logical bytes, and what deleting a version alone would free.
 
-``unique_bytes`` replays the release of a version's root against the live reference counts without
-writing anything: an object is freed once every reference to it comes from objects that are freed
-too. This visits only the version's unique objects and their direct children. Reference counts
+``unique_bytes`` replays the release of a version's root (or of several versions' roots deleted
+together: ``artfs gc``) against the live reference counts without writing anything: an object is
+freed once every reference to it comes from objects that are freed too. This visits only the version's unique objects and their direct children. Reference counts
 are read in bounded transactions (a du of a huge store never holds one snapshot for long).
 """
 
@@ -13,10 +13,12 @@ from collections import Counter
 from ..catalog.objects import DIR, FILE
 
 
-def unique_bytes(repo, batch, root: bytes) -> int:
-    dropped: Counter = Counter()
+def unique_bytes(repo, batch, *roots: bytes, dropped: Counter | None = None) -> int:
+    """Chunk bytes that releasing ROOTS together frees. ``dropped`` carries the references
+    released by earlier calls (gc's artifacts one after another), so their sum is exact too."""
+    dropped = Counter() if dropped is None else dropped
     freed = 0
-    stack = [(DIR, root)]
+    stack = [(DIR, root) for root in roots]
     while stack:
         kind, oid = stack.pop()
         dropped[oid] += 1

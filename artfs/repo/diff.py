@@ -22,18 +22,25 @@ def join_path(prefix: str, name: bytes) -> str:
     return os.path.join(prefix, os.fsdecode(name)) if prefix else os.fsdecode(name)
 
 
-def walk_files(tree: TreeOf, tid: bytes, prefix: str = "") -> Iterator[tuple[str, Entry]]:
-    """Yield (path, entry) for every non-directory entry under a tree, depth first in name order."""
+def walk(tree: TreeOf, tid: bytes, prefix: str = "") -> Iterator[tuple[str, Entry]]:
+    """Yield (path, entry) for every entry under a tree, depth first in name order, a directory
+    before what it holds."""
     stack = [(prefix, iter(tree(tid).entries))]
     while stack:
         path, entries = stack[-1]
         e = next(entries, None)
         if e is None:
             stack.pop()
-        elif e.kind == DIR:
-            stack.append((join_path(path, e.name), iter(tree(e.ref).entries)))
-        else:
-            yield join_path(path, e.name), e
+            continue
+        here = join_path(path, e.name)
+        yield here, e
+        if e.kind == DIR:
+            stack.append((here, iter(tree(e.ref).entries)))
+
+
+def walk_files(tree: TreeOf, tid: bytes, prefix: str = "") -> Iterator[tuple[str, Entry]]:
+    """Yield (path, entry) for every non-directory entry under a tree, depth first in name order."""
+    return ((path, e) for path, e in walk(tree, tid, prefix) if e.kind != DIR)
 
 
 def diff_trees(tree: TreeOf, old: bytes, new: bytes, prefix: str = "") -> dict[str, list[str]]:

@@ -4,11 +4,15 @@ The tree is written into a hidden sibling of DEST and renamed into place at the 
 either holds the complete version or is untouched (the sibling is removed on failure). Files are
 written through directory file descriptors (no PATH_MAX limit), one open at a time, with an
 explicit stack (any depth); modes and mtimes are applied after contents, directories last.
+One file (``get NAME:REF/path``) is written to a hidden sibling too and linked into place, so an
+existing DEST is never replaced. ``holds`` tells whether a path still holds a version (or a file)
+as written (``Version.download``'s default location is reused when it does).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 
 from ..catalog.objects import DIR, FILE, LINK
@@ -72,6 +76,102 @@ def _write_tree(repo, root: bytes, top: str, progress) -> None:
                 _set_attributes(e, fd)
     finally:
         os.close(fd)
+
+
+def export_entry(repo, e, dest: str, progress=None) -> str:
+    """Write one file or symlink entry to DEST, or into DEST when it is a directory (as ``cp``);
+    an existing target is never replaced (Exists)."""
+    dest = os.path.abspath(dest)
+    if os.path.isdir(dest):
+        dest = os.path.join(dest, os.fsdecode(e.name))
+    if os.path.lexists(dest):
+        raise Exists(f"{dest} already exists")
+    try:
+        if e.kind == LINK:
+            os.symlink(e.ref, dest)
+            os.utime(dest, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+            return dest
+        fd, tmp = tempfile.mkstemp(prefix=".artfs-get-", dir=os.path.dirname(dest))
+    except FileExistsError:
+        raise Exists(f"{dest} already exists") from None
+    except OSError as err:
+        raise InvalidInput(f"cannot write {dest}: {err.strerror}") from None
+    try:
+        try:
+            write_file(repo, e.ref, fd, progress or (lambda n: None))
+            os.fchmod(fd, e.mode)
+            os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
+        finally:
+            os.close(fd)
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise Exists(f"{dest} already exists") from None
+    finally:
+        os.unlink(tmp)
+    return dest
+
+
+def holds(repo, e, dest: str) -> bool:
+    """Whether DEST holds entry E (a directory, a file or a symlink) exactly as export writes it:
+    the same names and kinds, modes, file sizes and mtimes, symlink targets (rsync's quick check:
+    bytes are not re-read)."""
+    if e.kind == DIR:
+        return _holds_tree(repo, e.ref, dest)
+    try:
+        st = os.lstat(dest)
+        return _same_entry(e, st, os.readlink(os.fsencode(dest)) if stat.S_ISLNK(st.st_mode) else None)
+    except OSError:
+        return False
+
+
+def _holds_tree(repo, root: bytes, dest: str) -> bool:
+    """``holds`` for a tree, walked like the export: one directory descriptor at a time."""
+    try:
+        fd = os.open(dest, _DIR)
+    except OSError:
+        return False
+    try:
+        tree = repo.tree(root)
+        if _names(fd) != [e.name for e in tree.entries]:
+            return False
+        stack = [iter(tree.entries)]
+        while stack:
+            e = next(stack[-1], None)
+            if e is None:
+                stack.pop()
+                if stack:
+                    fd = _enter(fd, "..")
+                continue
+            st = os.stat(e.name, dir_fd=fd, follow_symlinks=False)
+            target = os.readlink(e.name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else None
+            if not _same_entry(e, st, target):
+                return False
+            if e.kind == DIR:
+                fd = _enter(fd, e.name)
+                tree = repo.tree(e.ref)
+                if _names(fd) != [x.name for x in tree.entries]:
+                    return False
+                stack.append(iter(tree.entries))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _names(dir_fd: int) -> list[bytes]:
+    """The names in a directory, sorted as a tree's entries are (by bytes)."""
+    return sorted(os.fsencode(n) for n in os.listdir(dir_fd))
+
+
+def _same_entry(e, st: os.stat_result, target: bytes | None) -> bool:
+    if e.kind == LINK:
+        return target == e.ref
+    if stat.S_IMODE(st.st_mode) != e.mode:
+        return False
+    if e.kind == DIR:
+        return stat.S_ISDIR(st.st_mode)
+    return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (e.size, e.mtime_ns)
 
 
 def _set_attributes(e, dir_fd: int) -> None:

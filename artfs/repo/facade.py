@@ -18,11 +18,12 @@ from ..catalog.db import Database, counter
 from ..catalog.objects import FileObj, Objects, Tree
 from ..catalog.sessions import Sessions
 from ..catalog.staging_index import StagingIndex, staging_dir
-from ..catalog.versions import Catalog, VersionInfo, whoami
+from ..catalog.versions import Catalog, VersionInfo, check_type, whoami
 from .diff import trees_equal
 from ..errors import Conflict, InvalidInput, NotFound
 from .ingest import Ingest
-from ..names import LATEST, check_alias, check_artifact
+from .lineage import producer as this_process
+from ..names import LATEST, check_alias, check_artifact, parse_duration
 
 TREE_CACHE_BYTES = 64 << 20
 FILE_CACHE_BYTES = 32 << 20
@@ -127,21 +128,25 @@ class Repo:
 
     # writing -----------------------------------------------------------------------------------
     def put(self, name: str, path: str, *, type: str | None = None, aliases=(), message: str = "",
-            metadata: dict | None = None, warn=_stderr_warn,
+            metadata: dict | None = None, producer: dict | None = None, ttl=None, warn=_stderr_warn,
             progress: Callable[[int], None] | None = None) -> tuple[VersionInfo, bool]:
         """Log PATH as the next version of NAME; returns (version, created).
 
         When the content equals the latest version's (names, kinds, modes and bytes; mtimes are not
-        content) no version is made and the latest is returned with created=False.
+        content) no version is made and the latest is returned with created=False. ``producer``
+        (repo/lineage.py) defaults to this process; ``ttl`` (seconds or "7d") sets its expiry.
         """
         check_artifact(name)
         aliases = [check_alias(a) for a in aliases]
         metadata = check_metadata(metadata)
+        ttl = parse_duration(ttl, "--ttl") if ttl is not None else None
+        producer = producer if producer is not None else this_process()
 
-        with self.db.read() as txn:   # fail on a wrong type before reading any input
+        with self.db.read() as txn:   # fail on a wrong type or a protected alias before reading input
             rec = self.catalog.artifact(txn, name)
-        if rec is not None and type and type != rec["type"]:
-            raise InvalidInput(f"artifact {name!r} has type {rec['type']!r}, not {type!r}")
+            if rec is not None:
+                self.check_moves(txn, name, aliases, self.catalog.aliases(txn, name).get(LATEST))
+        check_type(name, rec, type)
         with Ingest(self, warn, progress) as ingest:
             pending = ingest.scan(path)
 
@@ -149,25 +154,31 @@ class Repo:
                 self.catalog.ensure_artifact(txn, name, type)
                 root = ingest.build(txn, pending).ref
                 ingest.finish(txn)
-                return self.add_version(txn, name, root, ingest.files, ingest.bytes,
-                                        aliases=aliases, message=message, metadata=metadata)
+                return self.add_version(txn, name, root, ingest.files, ingest.bytes, aliases=aliases,
+                                        message=message, metadata=metadata, producer=producer, ttl=ttl)
             return self.db.write(action)
 
     def add_version(self, txn, name: str, root: bytes, files: int, size: int, *, aliases=(),
-                    message: str = "", metadata: dict | None = None) -> tuple[VersionInfo, bool]:
-        """Record ROOT (whose reference the caller holds) as the next version, unless unchanged."""
+                    message: str = "", metadata: dict | None = None, producer: dict | None = None,
+                    ttl: float | None = None) -> tuple[VersionInfo, bool]:
+        """Record ROOT (whose reference the caller holds) as the next version, unless unchanged.
+        PRODUCER is what made it (repo/lineage.py); TTL, seconds until it expires (gc)."""
         rec = self.catalog.require_artifact(txn, name)
         latest = self.catalog.aliases(txn, name).get(LATEST)
         if latest is not None:
             current = self.catalog.version(txn, name, latest)
             if trees_equal(self.tree, current.root, root):
+                self.check_moves(txn, name, aliases, latest)
                 self.objects.decref_tree(txn, root)
                 for alias in aliases:
                     self._set_alias(txn, name, alias, current.number)
                 return self.catalog.version(txn, name, latest), False
+        self.check_moves(txn, name, aliases)
         user, uid = whoami()
-        v = VersionInfo(name, 0, root, rec["type"], time.time(), message, metadata or {}, user, uid,
-                        files, size)
+        now = time.time()
+        v = VersionInfo(name, 0, root, rec["type"], now, message, metadata or {}, user, uid,
+                        files, size, producer=producer or {},
+                        expires=now + ttl if ttl is not None else None)
         self.catalog.add_version(txn, v)
         for alias in aliases:
             self._set_alias(txn, name, alias, v.number)
@@ -181,22 +192,43 @@ class Repo:
         self.catalog.event(txn, "alias.move" if old is not None else "alias.set", name, alias=alias,
                            version=f"v{number}", **({"previous": f"v{old}"} if old is not None else {}))
 
-    def alias(self, name: str, ref: str, alias: str) -> VersionInfo:
+    def check_moves(self, txn, name: str, aliases, target: int | None = None,
+                    force: bool = False) -> None:
+        """Conflict if one of ALIASES is protected and would move (to TARGET; None: a version
+        being made) without force: a put or commit (which have no --force) never moves one."""
+        current = self.catalog.aliases(txn, name)
+        protected = sorted(a for a in set(aliases) & set(self.catalog.protected(txn, name))
+                           if current.get(a) != target)
+        if protected and not force:
+            raise Conflict(f"alias {protected[0]} of {name} is protected: move it with "
+                           f"'artfs alias --force {name}:REF {protected[0]}'")
+
+    def alias(self, name: str, ref: str, alias: str, *, force: bool = False,
+              protect: bool | None = None) -> VersionInfo:
+        """Point ALIAS at REF; moving a protected alias needs force. protect True/False also
+        (un)protects it, in the same transaction (audited as alias.protect / alias.unprotect)."""
         check_alias(alias)
 
         def action(txn):
             v = self.catalog.resolve(txn, check_artifact(name), ref)
+            self.check_moves(txn, name, [alias], v.number, force)
             self._set_alias(txn, name, alias, v.number)
+            if protect is not None and protect != (alias in self.catalog.protected(txn, name)):
+                self.catalog.protect(txn, name, alias, protect)
+                self.catalog.event(txn, "alias.protect" if protect else "alias.unprotect", name,
+                                   alias=alias, version=v.label)
             return self.catalog.version(txn, name, v.number)
         return self.db.write(action)
 
-    def unalias(self, name: str, alias: str) -> None:
+    def unalias(self, name: str, alias: str, *, force: bool = False) -> None:
         check_alias(alias)
 
         def action(txn):
             number = self.catalog.aliases(txn, check_artifact(name)).get(alias)
             if number is None:
                 raise NotFound(f"artifact {name!r} has no alias {alias!r}")
+            if alias in self.catalog.protected(txn, name) and not force:
+                raise Conflict(f"alias {alias} of {name} is protected: delete it with --force")
             self.catalog.drop_alias(txn, name, alias)
             self.catalog.event(txn, "alias.remove", name, alias=alias, version=f"v{number}")
         self.db.write(action)

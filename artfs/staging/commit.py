@@ -16,21 +16,25 @@ from ..catalog.objects import DIR, FILE, Entry
 from ..catalog.staging_index import ROOT
 from ..errors import Conflict, CorruptData, Exists
 from ..repo.ingest import Ingest
-from ..names import LATEST, check_alias, check_artifact
+from ..names import LATEST, check_alias, check_artifact, parse_duration
+from ..catalog.versions import check_type
 from ..repo.facade import Repo, check_metadata
+from ..repo.lineage import producer as this_process
 from .overlay import Staging
 from .changes import changes
 
 
 def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
-           progress=None):
+           type: str | None = None, producer: dict | None = None, ttl=None, progress=None):
     """Make staging of NAME its next version; returns (version, created).
 
     created=False means no changes: the content equals latest (staging had no changes, or its
     changes cancel out); then the aliases are set on latest, which is returned. An artifact without
     versions whose staging is empty has nothing to commit: (None, False), no empty v0 is made.
     Staging made on an older base while latest moved commits that base plus its changes (the
-    last writer wins). Afterwards staging shows the new latest with nothing pending.
+    last writer wins). Afterwards staging shows the new latest with nothing pending. PRODUCER is
+    who asked (repo/lineage.py; default: this process), TTL when the version expires (gc). TYPE
+    must be the artifact's, unless it never had a version (made by mkdir): then it takes TYPE.
 
     Modified files are chunked and their chunks stored first, in bounded transactions held by an
     ingest session (memory stays bounded); then one transaction builds the trees, records the
@@ -40,12 +44,19 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
     check_artifact(name)
     aliases = [check_alias(a) for a in aliases]
     metadata = check_metadata(metadata)
+    ttl = parse_duration(ttl, "--ttl") if ttl is not None else None
+    producer = producer if producer is not None else this_process()
+    with repo.db.read() as txn:   # a wrong type fails before any staging file is read
+        check_type(name, repo.catalog.require_artifact(txn, name), type)
     staging = Staging(repo, name)
     with Ingest(repo, progress=progress) as ingest:
         chunked = _chunk_local_files(staging, ingest)
 
         def action(txn):
-            result = _commit(staging, txn, ingest, dict(chunked), aliases, message, metadata)
+            if type and repo.catalog.artifact(txn, name) is not None:   # may take TYPE (see above)
+                repo.catalog.ensure_artifact(txn, name, type)
+            result = _commit(staging, txn, ingest, dict(chunked), aliases, message, metadata,
+                             dict(producer=producer, ttl=ttl))
             ingest.finish(txn)
             return result
         result = repo.db.write(action)
@@ -84,7 +95,7 @@ def create_artifact(repo: Repo, name: str, type: str | None = None) -> None:
     repo.db.write(action)
 
 
-def _commit(staging: Staging, txn, ingest: Ingest, chunked: dict, aliases, message, metadata):
+def _commit(staging: Staging, txn, ingest: Ingest, chunked: dict, aliases, message, metadata, record):
     repo, name = staging.repo, staging.name
     base = staging.base(txn)
     root = staging.resolve(txn, base, ROOT)
@@ -100,7 +111,7 @@ def _commit(staging: Staging, txn, ingest: Ingest, chunked: dict, aliases, messa
         repo.objects.decref_tree(txn, tree.ref)
         return None, False
     return repo.add_version(txn, name, tree.ref, files, size, aliases=aliases, message=message,
-                            metadata=metadata)
+                            metadata=metadata, **record)
 
 
 def _totals(staging: Staging, txn, base) -> tuple[int, int]:

@@ -1,0 +1,45 @@
+"""What every command prints with: JSON, times, byte counts, tables; and JSON options."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from ..errors import InvalidInput
+
+
+def emit_json(value) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def json_object(text: str | None, option: str = "--metadata") -> dict | None:
+    """The JSON object an option holds (None when not given); InvalidInput otherwise."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise InvalidInput(f"{option} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{option} must be a JSON object, like '{{\"key\": 1}}'")
+    return value
