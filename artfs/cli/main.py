@@ -13,6 +13,7 @@ import sys
 import time
 
 from . import mount as cli_mount
+from . import remote as cli_remote
 from ..api.store import Store
 from ..errors import ArtfsError, InvalidInput
 from ..names import parse_ref
@@ -72,11 +73,12 @@ def cmd_get(store: Store, args) -> int:
 
 
 def cmd_ls(store: Store, args) -> int:
+    remote = store.remote_versions(args.remote, args.name) if args.remote else None
     if args.name is None:
         rows = []
-        for name in store.artifacts():
-            versions = store.versions(name)
-            rows.append({"name": name, "type": store.artifact_type(name),
+        for name in remote if remote is not None else store.artifacts():
+            versions = remote[name] if remote is not None else store.versions(name)
+            rows.append({"name": name, "type": versions[-1].type if remote is not None else store.artifact_type(name),
                          "versions": len(versions),
                          "latest": next((v.version for v in versions if "latest" in v.aliases), None)})
         if args.json:
@@ -85,7 +87,7 @@ def cmd_ls(store: Store, args) -> int:
             _table([["NAME", "TYPE", "VERSIONS", "LATEST"]] +
                    [[r["name"], r["type"], str(r["versions"]), r["latest"] or "-"] for r in rows])
         return 0
-    rows = [_version_row(v) for v in store.versions(args.name)]
+    rows = [_version_row(v) for v in (remote[args.name] if remote is not None else store.versions(args.name))]
     if args.json:
         _emit_json(rows)
     elif rows:
@@ -207,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("ls", help="list artifacts, or the versions of one")
     c.add_argument("name", nargs="?")
+    c.add_argument("--remote", metavar="REMOTE", help="list what the remote has instead")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_ls)
 
@@ -248,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_verify)
 
     cli_mount.register(sub)
+    cli_remote.register(sub)
     return p
 
 
