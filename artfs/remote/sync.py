@@ -117,11 +117,11 @@ def _upload_version(repo: Repo, objects: RemoteObjectStore, root: bytes) -> None
     trees, files, chunks = _walk(repo.tree, repo.file, root)
     local = repo.db.objects
     sizes = dict(chunks)
-    for group in (list(chunks), files, trees):          # children before parents
-        missing = [oid for oid, present in zip(group, objects.has(group)) if not present]
-        for batch in _batches(missing, lambda oid: sizes.get(oid, 4096)):
-            data = local.get_many(batch)                 # each checked against its id
-            objects.put_many([Obj(oid, strong_digest(d), d) for oid, d in zip(batch, data)])
+    order = list(chunks) + files + trees                 # children before parents
+    missing = [oid for oid, present in zip(order, objects.has(order)) if not present]
+    for batch in _batches(missing, lambda oid: sizes.get(oid, 4096)):
+        data = local.get_many(batch)                     # each checked against its id
+        objects.put_many([Obj(oid, strong_digest(d), d) for oid, d in zip(batch, data)])
 
 
 # pull ------------------------------------------------------------------------------------------
