@@ -99,3 +99,11 @@ class CrossDevice(ArtfsError):
 class NotPermitted(ArtfsError):
     errno = _errno.EPERM
     exit_code = 10
+
+
+class RemoteError(ArtfsError):
+    """The remote (an S3-compatible bucket) could not be reached or kept failing (5xx) after the
+    bounded retries."""
+
+    errno = _errno.EIO
+    exit_code = 11

@@ -32,6 +32,8 @@ from ..repo.facade import Repo
 from ..repo.verify import verify as _verify
 from ..staging.commit import commit as _commit
 from ..staging.overlay import Staging
+from ..remote import bindings as _bindings
+from ..remote.sync import Remote, pull as _pull, push as _push
 
 
 class _ChunkReader(io.RawIOBase):
@@ -343,3 +345,63 @@ class Store:
         """Discard every change in the staging of NAME: it shows latest again."""
         check_artifact(name)
         control.call_or_local(self.path, "reset", lambda name: Staging(self._repo, name).reset(), name=name)
+
+    # remotes (docs/REMOTE.md; credentials come from the AWS environment, never stored) -------------
+    def remote_add(self, name: str, url: str, *, endpoint: str | None = None, region: str | None = None,
+                   allow_http: bool = False) -> dict:
+        """Bind remote NAME (``s3://BUCKET[/PREFIX]``): its config is created there when absent,
+        checked when present. Returns the remote's config."""
+        binding = {"url": url, "endpoint": endpoint, "region": region, "allow_http": allow_http}
+        remote = Remote(self.path, name, binding, init=True)
+        _bindings.add(self.path, name, binding)
+        return remote.config
+
+    def remotes(self) -> dict[str, dict]:
+        """Bound remotes: name -> url, endpoint, region, allow_http."""
+        return _bindings.load(self.path)
+
+    def remote_remove(self, name: str) -> None:
+        """Unbind remote NAME (nothing on the remote changes)."""
+        _bindings.remove(self.path, name)
+
+    def remote_versions(self, remote: str = "origin", name: str | None = None) -> dict[str, list[Version]]:
+        """What the remote has: artifact -> its versions (of NAME only when given; not local
+        unless pulled: their files cannot be opened from here)."""
+        r = Remote.bound(self._repo, remote)
+        names = [check_artifact(name)] if name else r.catalog.artifacts()
+        found = {n: [self._version(v) for v in r.catalog.versions(n)] for n in names}
+        if name and not found[name]:
+            raise NotFound(f"remote {remote} has no artifact {name!r}")
+        return found
+
+    def push(self, spec: str | None = None, remote: str = "origin") -> dict:
+        """Upload the versions (all, ``NAME`` or ``NAME:REF``) the remote lacks:
+        {"versions": ["NAME:vN", ...], "bytes_sent": n}."""
+        name, ref = parse_ref(spec, default=None) if spec else (None, None)
+        return _push(self._repo, Remote.bound(self._repo, remote), name, ref)
+
+    def pull(self, spec: str | None = None, remote: str = "origin", data: bool = False) -> dict:
+        """Fetch the remote's versions (all, ``NAME`` or ``NAME:REF``), every object verified. With
+        ``data`` they become local versions; without, only their metadata is fetched.
+        {"versions": [...recorded], "metadata_only": [...], "bytes_received": n}."""
+        name, ref = parse_ref(spec, default=None) if spec else (None, None)
+        report = _pull(self._repo, Remote.bound(self._repo, remote), name, ref, data)
+        for changed in sorted({v.split(":")[0] for v in report["versions"]}):
+            control.notify_changed(self.path, changed)
+        return report
+
+    @classmethod
+    def clone(cls, url: str, path: str | None = None, *, endpoint: str | None = None,
+              region: str | None = None, allow_http: bool = False, data: bool = False) -> "Store":
+        """A new local store at PATH bound to the remote as ``origin``, its metadata pulled (and
+        with ``data`` its versions)."""
+        if path is not None and os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+            raise Exists(f"{path} exists and is not an empty directory")
+        store = cls(path)
+        try:
+            store.remote_add("origin", url, endpoint=endpoint, region=region, allow_http=allow_http)
+            store.pull(data=data)
+        except BaseException:
+            store.close()
+            raise
+        return store

@@ -238,6 +238,31 @@ class Objects:
                 self.release_entry(txn, e)
         return tid
 
+    def adopt_tree(self, txn, root: bytes) -> list[bytes]:
+        """One reference to a tree whose objects are all in the object store but may be
+        unreferenced (a version pulled from a remote): children are referenced anew where their
+        parent is new. Returns the ids that were unreferenced: the caller checks, inside this
+        transaction, that they are still stored (a purge may have deleted a trashed one)."""
+        new, stack = [], [root]
+        while stack:
+            tid = stack.pop()
+            data = self.raw(tid)
+            if not self._take(txn, tid, len(data)):
+                continue
+            new.append(tid)
+            for e in Tree.decode(data).entries:
+                if e.kind == DIR:
+                    stack.append(e.ref)
+                elif e.kind == FILE:
+                    fdata = self.raw(e.ref)
+                    if self._take(txn, e.ref, len(fdata)):
+                        new.append(e.ref)
+                        fobj = FileObj.decode(fdata)
+                        fresh = [c for c in fobj.chunks if self.refcount(txn, c) == 0]
+                        self.hold_chunks(txn, zip(fobj.chunks, fobj.lengths))
+                        new.extend(fresh)
+        return new
+
     def incref(self, txn, oid: bytes) -> None:
         """One more reference to an object that is referenced (or parked as a zombie)."""
         if self._take(txn, oid):

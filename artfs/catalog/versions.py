@@ -192,6 +192,21 @@ class Catalog:
         """Rewrite the record of an existing version (metadata, message, expiry)."""
         txn.put(_vkey(v.name, v.number), v.record(), db=self.dbs["versions"])
 
+    def add_version_at(self, txn, v: VersionInfo, action: str = "version.pull") -> VersionInfo:
+        """Record ``v`` under its own number (a version another store numbered: pulled from a
+        remote); numbers below it stay free for the versions it has, `latest` moves only forward."""
+        rec = self.require_artifact(txn, v.name)
+        if txn.get(_vkey(v.name, v.number), db=self.dbs["versions"]) is not None:
+            raise InvalidInput(f"{v.name}:{v.label} exists already")
+        rec["next"] = max(rec["next"], v.number + 1)
+        self._put_artifact(txn, v.name, rec)
+        txn.put(_vkey(v.name, v.number), v.record(), db=self.dbs["versions"])
+        if self.aliases(txn, v.name).get(LATEST, -1) < v.number:
+            self.set_alias(txn, v.name, LATEST, v.number)
+        self.event(txn, action, v.name, version=v.label, digest=v.digest, files=v.files, bytes=v.bytes,
+                   message=v.message)
+        return v
+
     def drop_version(self, txn, name: str, number: int) -> None:
         txn.delete(_vkey(name, number), db=self.dbs["versions"])
         self.uses.drop(txn, name, number)

@@ -14,6 +14,7 @@ from . import files as cli_files
 from . import lineage as cli_lineage
 from . import metadata as cli_metadata
 from . import mount as cli_mount
+from . import remote as cli_remote
 from . import retention as cli_retention
 from ..api.store import Store
 from ..errors import ArtfsError, InvalidInput, UsageError
@@ -47,19 +48,22 @@ def cmd_put(store: Store, args) -> int:
 
 def cmd_ls(store: Store, args) -> int:
     if args.name is not None and (args.path is not None or ":" in args.name):
-        if args.where:
-            raise UsageError("--where filters versions (artfs ls NAME --where KEY=VALUE), not files")
+        if args.where or args.remote:
+            raise UsageError("--where and --remote list versions (artfs ls NAME ...), not files")
         return cli_files.cmd_ls_files(store, args)
+    if args.remote and args.where:
+        raise UsageError("--where filters the versions of this store, not of a remote")
+    remote = store.remote_versions(args.remote, args.name) if args.remote else None
     if args.name is None:
         if args.where:
             raise UsageError("--where needs an artifact: artfs ls NAME --where KEY=VALUE")
         rows = []
-        for name in store.artifacts():
-            versions = store.versions(name)
-            rows.append({"name": name, "type": store.artifact_type(name),
+        for name in remote if remote is not None else store.artifacts():
+            versions = remote[name] if remote is not None else store.versions(name)
+            rows.append({"name": name, "type": versions[-1].type if remote is not None else store.artifact_type(name),
                          "versions": len(versions),
                          "latest": next((v.version for v in versions if "latest" in v.aliases), None),
-                         "retain": store.artifact(name)["retain"]})
+                         "retain": store.artifact(name)["retain"] if remote is None else None})
         if args.json:
             _emit_json(rows)
         elif rows:
@@ -67,8 +71,11 @@ def cmd_ls(store: Store, args) -> int:
                    [[r["name"], r["type"], str(r["versions"]), r["latest"] or "-",
                      cli_retention.describe_policy(r["retain"])] for r in rows])
         return 0
-    protected = store.artifact(args.name)["protected"]
-    rows = [_version_row(v, protected) for v in store.versions(args.name, where=args.where)]
+    if remote is not None:
+        rows = [_version_row(v) for v in remote[args.name]]
+    else:
+        protected = store.artifact(args.name)["protected"]
+        rows = [_version_row(v, protected) for v in store.versions(args.name, where=args.where)]
     if args.json:
         _emit_json(rows)
     elif rows:
@@ -205,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="only versions whose metadata KEY is the scalar VALUE (JSON text: 0.9, true, "
                    "null; strings as they are); repeat for AND")
+    c.add_argument("--remote", metavar="REMOTE", help="list what the remote has instead")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_ls)
 
@@ -255,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_lineage.register(sub)
     cli_metadata.register(sub)
     cli_retention.register(sub)
+    cli_remote.register(sub)
     return p
 
 

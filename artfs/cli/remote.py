@@ -1,0 +1,82 @@
+"""``artfs remote add/ls/rm``, ``push``, ``pull``, ``clone`` and ``ls --remote`` (docs/REMOTE.md)."""
+
+from __future__ import annotations
+
+from ..api.store import Store
+from ..errors import UsageError
+
+
+def cmd_remote(store: Store, args) -> int:
+    if args.action == "add":
+        if not args.url:
+            raise UsageError("usage: artfs remote add NAME s3://BUCKET[/PREFIX] [--endpoint URL] [--region R] [--allow-http]")
+        config = store.remote_add(args.name, args.url, endpoint=args.endpoint, region=args.region,
+                                  allow_http=args.allow_http)
+        print(f"remote {args.name}: {args.url} (remote id {config['id']})")
+    elif args.action == "rm":
+        store.remote_remove(args.name)
+        print(f"removed remote {args.name}")
+    else:
+        for name, b in sorted(store.remotes().items()):
+            extra = "".join(f"  {k}={b[k]}" for k in ("endpoint", "region") if b.get(k))
+            print(f"{name}  {b['url']}{extra}{'  allow-http' if b.get('allow_http') else ''}")
+    return 0
+
+
+def cmd_push(store: Store, args) -> int:
+    report = store.push(args.ref, remote=args.remote)
+    for v in report["versions"]:
+        print(f"pushed {v}")
+    print(f"{len(report['versions'])} versions pushed, {report['bytes_sent']} bytes sent")
+    return 0
+
+
+def cmd_pull(store: Store, args) -> int:
+    report = store.pull(args.ref, remote=args.remote, data=args.data)
+    for v in report["versions"]:
+        print(f"pulled {v}")
+    if report["metadata_only"]:
+        print(f"metadata of {len(report['metadata_only'])} versions fetched (their data stays on the remote; "
+              "`artfs pull --data` makes them local versions)")
+    print(f"{len(report['versions'])} versions pulled, {report['bytes_received']} bytes received")
+    return 0
+
+
+def cmd_clone(args) -> int:
+    with Store.clone(args.url, args.dest or args.store, endpoint=args.endpoint, region=args.region,
+                     allow_http=args.allow_http, data=args.data) as store:
+        print(f"cloned {args.url} into {store.path} (remote origin)")
+    return 0
+
+
+def _endpoint_args(c) -> None:
+    c.add_argument("--endpoint", help="S3 endpoint URL (default: AWS, or $AWS_ENDPOINT_URL)")
+    c.add_argument("--region", help="bucket region (default: $AWS_REGION, else us-east-1)")
+    c.add_argument("--allow-http", action="store_true", help="allow a plain-http endpoint")
+
+
+def register(sub) -> None:
+    c = sub.add_parser("remote", help="bind (add), list (ls) or unbind (rm) remotes: S3-compatible buckets")
+    c.add_argument("action", choices=["add", "ls", "rm"])
+    c.add_argument("name", nargs="?", default="origin")
+    c.add_argument("url", nargs="?", metavar="s3://BUCKET[/PREFIX]")
+    _endpoint_args(c)
+    c.set_defaults(func=cmd_remote)
+
+    c = sub.add_parser("push", help="upload versions the remote lacks; prints versions pushed and bytes sent")
+    c.add_argument("ref", nargs="?", metavar="NAME[:REF]")
+    c.add_argument("--remote", default="origin")
+    c.set_defaults(func=cmd_push)
+
+    c = sub.add_parser("pull", help="fetch the remote's versions (metadata; with --data the versions)")
+    c.add_argument("ref", nargs="?", metavar="NAME[:REF]")
+    c.add_argument("--remote", default="origin")
+    c.add_argument("--data", action="store_true", help="also fetch the data: the versions become local")
+    c.set_defaults(func=cmd_pull)
+
+    c = sub.add_parser("clone", help="a new local store bound to a remote as origin, metadata pulled")
+    c.add_argument("url", metavar="s3://BUCKET[/PREFIX]")
+    c.add_argument("dest", nargs="?", metavar="STORE", help="new store directory (default: --store)")
+    _endpoint_args(c)
+    c.add_argument("--data", action="store_true", help="also fetch the data of every version")
+    c.set_defaults(func=cmd_clone, no_store=True)

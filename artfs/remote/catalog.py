@@ -1,0 +1,130 @@
+"""The remote's catalog: its config, version records and aliases, as small JSON objects.
+
+    artfs-remote.json                  {"format": 1, "id": uuid, "created": t}   create-only
+    versions/NAME/NNNNNNNNNN.json      one version (VersionInfo.record())       create-only
+    aliases/NAME/ALIAS.json            {"version": N}                            compare-and-swap
+
+A version record is written once and never changed, so a name ``NAME:vN`` means the same content
+on every host; aliases move by compare-and-swap against the ETag read, ``latest`` only forward.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from ..catalog.versions import VersionInfo
+from ..errors import Conflict, Exists, NotFound, StoreError
+from ..names import LATEST
+from ..store.s3 import S3Store
+
+FORMAT = 1
+CONFIG = "artfs-remote.json"
+CAS_ATTEMPTS = 50
+
+
+def _version_key(name: str, number: int) -> str:
+    return f"versions/{name}/{number:010d}.json"
+
+
+class RemoteCatalog:
+    def __init__(self, s3: S3Store):
+        self.s3 = s3
+
+    # config ----------------------------------------------------------------------------------
+    def init(self) -> dict:
+        """Create the remote's config if absent (create-only: one creator wins), else check it."""
+        try:
+            self.s3.get(CONFIG)
+        except NotFound:
+            try:
+                self.s3.put(CONFIG, json.dumps({"format": FORMAT, "id": str(uuid.uuid4()),
+                                                "created": time.time()}).encode(), create=True)
+            except Exists:
+                pass
+        return self.config()
+
+    def config(self) -> dict:
+        try:
+            raw = self.s3.get(CONFIG)
+        except NotFound:
+            raise StoreError(f"{self.s3.url} is not an artfs remote (no {CONFIG}): "
+                             "`artfs remote add` creates one") from None
+        try:
+            config = json.loads(raw)
+            fmt, rid = config["format"], config["id"]
+        except (ValueError, KeyError, TypeError):
+            raise StoreError(f"{self.s3.url}/{CONFIG} is not an artfs remote config") from None
+        if fmt != FORMAT:
+            raise StoreError(f"{self.s3.url} has remote format {fmt}; this artfs reads format {FORMAT}")
+        if not isinstance(rid, str) or not rid.replace("-", "").isalnum():
+            raise StoreError(f"{self.s3.url}/{CONFIG} has a malformed id")
+        return config
+
+    # versions --------------------------------------------------------------------------------
+    def artifacts(self) -> list[str]:
+        return sorted({key.split("/")[1] for key, _ in self.s3.list("versions/") if key.count("/") == 2})
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Every version record of NAME, by number, with its aliases."""
+        keys = [key for key, _ in self.s3.list(f"versions/{name}/") if key.endswith(".json")]
+        with ThreadPoolExecutor(8) as pool:
+            raws = list(pool.map(self.s3.get, keys))
+        aliases = self.aliases(name) if keys else {}
+        out = []
+        for key, raw in zip(keys, raws):
+            number = int(key.rsplit("/", 1)[1][:-5])
+            try:
+                v = VersionInfo.from_record(name, number, raw)
+            except (ValueError, KeyError, TypeError):
+                raise StoreError(f"remote version record {self.s3.url}/{key} is malformed") from None
+            v.aliases = sorted((a for a, n in aliases.items() if n == number), key=lambda a: (a != LATEST, a))
+            out.append(v)
+        return sorted(out, key=lambda v: v.number)
+
+    def create_version(self, v: VersionInfo) -> None:
+        """Write NAME:vN create-only. When another host created it first, fine if it has the same
+        root (the same content), else Conflict."""
+        try:
+            self.s3.put(_version_key(v.name, v.number), v.record(), create=True)
+        except Exists:
+            theirs = VersionInfo.from_record(v.name, v.number, self.s3.get(_version_key(v.name, v.number)))
+            if theirs.root != v.root:
+                raise Conflict(f"{v.name}:{v.label} was just created on the remote by another host with "
+                               f"other content (digest {theirs.digest[:12]}); nothing of {v.name}:{v.label} "
+                               "was recorded there") from None
+
+    # aliases ---------------------------------------------------------------------------------
+    def aliases(self, name: str) -> dict[str, int]:
+        keys = [key for key, _ in self.s3.list(f"aliases/{name}/") if key.endswith(".json")]
+        out = {}
+        for key in keys:
+            try:
+                out[key.rsplit("/", 1)[1][:-5]] = int(json.loads(self.s3.get(key))["version"])
+            except NotFound:
+                continue
+            except (ValueError, KeyError, TypeError):
+                raise StoreError(f"remote alias {self.s3.url}/{key} is malformed") from None
+        return out
+
+    def set_alias(self, name: str, alias: str, number: int) -> int:
+        """Point ALIAS at vN by compare-and-swap; ``latest`` only ever moves to a higher number.
+        Returns where the alias points afterwards."""
+        key = f"aliases/{name}/{alias}.json"
+        for attempt in range(CAS_ATTEMPTS):
+            try:
+                raw, etag = self.s3.get_tagged(key)
+                current = int(json.loads(raw)["version"])
+            except NotFound:
+                raw, etag, current = None, None, None
+            if current == number or (alias == LATEST and current is not None and current > number):
+                return current
+            try:
+                self.s3.put(key, json.dumps({"version": number}).encode(), create=etag is None, if_match=etag)
+                return number
+            except Conflict:      # another host moved it (or created it) meanwhile: read again
+                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
+        raise Conflict(f"alias {name}:{alias} on the remote kept changing ({CAS_ATTEMPTS} attempts)")

@@ -1,0 +1,172 @@
+"""The remote object store: the ObjectStore interface (store/backend.py) over packs in a bucket.
+
+Objects go up in packs (store/packs.py) of about ``pack_size`` bytes, children before parents
+(chunks, then file objects, then trees), each pack create-only and before its index. The
+remote's index (id -> pack, offset, length, SHA-256, kind) is the union of every
+``packs/HH/PACKID.idx``: one LIST finds new ones, and each index is fetched once per host and kept
+in ``cache_dir`` (indexes are immutable, so a cached one never goes stale).
+
+Reads are ranged GETs of exactly the objects asked for (neighbours coalesced, packs in parallel);
+every object is checked against its id *and* the SHA-256 its index lists before it is returned,
+so a damaged or tampered pack is CorruptData naming the object, never wrong bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import CorruptData, Exists, NotFound, UsageError
+from .backend import Obj
+from .ids import CHUNK, FILE, TREE, id_matches, object_id, strong_digest
+from .packs import Location, build, index_key, kind_of, pack_id_of_index, pack_key, parse_index, PREFIX
+from .s3 import S3Store
+
+PACK_SIZE = 64 << 20
+PARALLEL = 8
+_ORDER = {CHUNK: 0, FILE: 1, TREE: 2}
+
+
+class RemoteObjectStore:
+    def __init__(self, s3: S3Store, cache_dir: str, pack_size: int = PACK_SIZE, hasher=object_id):
+        self.s3, self.cache_dir, self.pack_size = s3, cache_dir, pack_size
+        self.object_id = hasher
+        self.index: dict[bytes, Location] = {}
+        self._packs: set[str] = set()
+        os.makedirs(cache_dir, exist_ok=True)
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.s3.bytes_sent
+
+    def close(self) -> None:
+        pass
+
+    # the index -------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Add every pack index the remote lists and this one has not read yet."""
+        new = [pid for key, _ in self.s3.list(PREFIX)
+               if (pid := pack_id_of_index(key)) is not None and pid not in self._packs]
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            for pid, data in zip(new, pool.map(self._index_bytes, new)):
+                self._add_index(pid, data)
+
+    def _index_bytes(self, pack_id: str) -> bytes:
+        path = os.path.join(self.cache_dir, pack_id + ".idx")
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            pass
+        data = self.s3.get(index_key(pack_id))
+        parse_index(pack_id, data)             # never cache a malformed index
+        self._cache(pack_id, data)
+        return data
+
+    def _cache(self, pack_id: str, data: bytes) -> None:
+        path = os.path.join(self.cache_dir, pack_id + ".idx")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+
+    def _add_index(self, pack_id: str, data: bytes) -> None:
+        for oid, loc in parse_index(pack_id, data).items():
+            self.index.setdefault(oid, loc)   # the first index read wins; a reader checks digests
+        self._packs.add(pack_id)
+
+    def _locate(self, ids: Sequence[bytes]) -> list[Location | None]:
+        if any(oid not in self.index for oid in ids):
+            self.refresh()
+        return [self.index.get(oid) for oid in ids]
+
+    # ObjectStore -----------------------------------------------------------------------------
+    def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
+        locs = self._locate(ids)
+        by_pack: dict[str, list[int]] = defaultdict(list)
+        for i, (oid, loc) in enumerate(zip(ids, locs)):
+            if loc is None:
+                raise CorruptData(f"remote {self.s3.url} has no object {oid.hex()}")
+            by_pack[loc.pack].append(i)
+        out: list[bytes | None] = [None] * len(ids)
+
+        def fetch(pack: str) -> None:
+            where = sorted(by_pack[pack], key=lambda i: locs[i].offset)
+            try:
+                got = self.s3.get_ranges(pack_key(pack), [(locs[i].offset, locs[i].offset + locs[i].length)
+                                                          for i in where])
+            except NotFound:
+                raise CorruptData(f"remote pack {pack_key(pack)} is missing (its index names it)") from None
+            for i, data in zip(where, got):
+                oid = ids[i]
+                if (len(data) != locs[i].length or not id_matches(self.object_id, data, oid)
+                        or strong_digest(data) != locs[i].digest):
+                    raise CorruptData(f"remote object {oid.hex()} (pack {pack_key(pack)}) fails its hash "
+                                      "check: the remote is damaged or was tampered with")
+                out[i] = data
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(fetch, by_pack))
+        return out
+
+    def put_many(self, objs: Sequence[Obj]) -> int:
+        """Upload the objects the remote lacks in packs; returns their bytes. CorruptData, before
+        anything is uploaded, when the remote lists one of these ids with another SHA-256."""
+        self._locate([o.id for o in objs])
+        new: dict[bytes, Obj] = {}
+        for obj in objs:
+            loc = self.index.get(obj.id)
+            if loc is not None and loc.digest != obj.digest:
+                raise CorruptData(f"remote object {obj.id.hex()} has different bytes than the local one: "
+                                  "a hash collision or a hostile writer; nothing was uploaded")
+            if loc is None:
+                new.setdefault(obj.id, obj)
+        todo = sorted(new.values(), key=lambda o: _ORDER[kind_of(o)])   # children before parents
+        batch, size = [], 0
+        for obj in todo:
+            batch.append(obj)
+            size += len(obj.data)
+            if size >= self.pack_size:
+                self._upload(batch)
+                batch, size = [], 0
+        if batch:
+            self._upload(batch)
+        return sum(len(o.data) for o in todo)
+
+    def _upload(self, objs: list[Obj]) -> None:
+        pack_id, pack, index = build(objs)
+        for key, data in ((pack_key(pack_id), pack), (index_key(pack_id), index)):
+            try:
+                self.s3.put(key, data, create=True)
+            except Exists:
+                pass      # named by its SHA-256: another host uploaded these very bytes
+        self._cache(pack_id, index)
+        self._add_index(pack_id, index)
+
+    def has(self, ids: Sequence[bytes]) -> list[bool]:
+        return [loc is not None for loc in self._locate(ids)]
+
+    def sizes(self, ids: Sequence[bytes]) -> list[int | None]:
+        return [loc.length if loc is not None else None for loc in self._locate(ids)]
+
+    def kinds(self, ids: Sequence[bytes]) -> list[int | None]:
+        return [loc.kind if loc is not None else None for loc in self._locate(ids)]
+
+    def check(self, ids: Sequence[bytes]) -> list[str | None]:
+        out = []
+        for oid in ids:
+            try:
+                self.get_many([oid])
+                out.append(None)
+            except CorruptData as e:
+                out.append(str(e))
+        return out
+
+    def ids(self) -> Iterator[bytes]:
+        self.refresh()
+        yield from list(self.index)
+
+    def delete(self, ids: Sequence[bytes]) -> None:
+        raise UsageError("deleting objects from a remote needs its garbage collector, which is not "
+                         "built yet (docs/REMOTE.md, Status)")
