@@ -13,6 +13,7 @@ import sys
 import time
 
 from . import mount as cli_mount
+from .. import __version__
 from ..api.store import Store
 from ..errors import ArtfsError, InvalidInput
 from ..names import parse_ref
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="artfs", description="Versioned datasets and models as a filesystem.")
     p.add_argument("--store", metavar="PATH", help="store directory (default: $ARTFS_STORE, "
                    "else ~/.local/share/artfs)")
+    p.add_argument("--version", action="version", version=f"artfs {__version__}",
+                   help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("put", help="log a directory or file as the next version of an artifact")

@@ -10,18 +10,31 @@ from __future__ import annotations
 import json
 import sys
 
+from ..errors import MountError
+
 _STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"))
 
 
+def _daemon():
+    """artfs.mount.daemon: pyfuse3 and trio are imported only by the commands that need them, and
+    are the optional ``mount`` extra (pyfuse3 builds from source)."""
+    try:
+        from ..mount import daemon
+    except ModuleNotFoundError as e:
+        if e.name not in ("pyfuse3", "trio"):
+            raise
+        raise MountError(f"the mount needs {e.name}: pip install 'artfs[mount]' "
+                         "(needs libfuse3-dev, pkg-config, gcc)") from None
+    return daemon
+
+
 def cmd_mount(args) -> int:
-    from ..mount import daemon  # pyfuse3 and trio: imported only by the commands that need them
-    return daemon.mount(args.store, args.mountpoint, foreground=args.foreground,
-                        allow_other=args.allow_other)
+    return _daemon().mount(args.store, args.mountpoint, foreground=args.foreground,
+                           allow_other=args.allow_other)
 
 
 def cmd_unmount(args) -> int:
-    from ..mount import daemon
-    daemon.unmount(args.store, args.mountpoint)
+    _daemon().unmount(args.store, args.mountpoint)
     return 0
 
 
