@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from . import mount as cli_mount
+from . import completion, mount as cli_mount
 from .. import __version__
 from ..api.store import Store
 from ..errors import ArtfsError, InvalidInput
@@ -186,71 +186,106 @@ def cmd_verify(store: Store, args) -> int:
 
 
 # parser ----------------------------------------------------------------------------------------
+JSON_HELP = "print the result as JSON, for scripts"
+REF_HELP = "an artifact and a version (vN) or alias; latest when :REF is left out"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="artfs", description="Versioned datasets and models as a filesystem.")
     p.add_argument("--store", metavar="PATH", help="store directory (default: $ARTFS_STORE, "
                    "else ~/.local/share/artfs)")
     p.add_argument("--version", action="version", version=f"artfs {__version__}",
                    help="print the version and exit")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="artfs COMMAND --help tells more")
 
-    c = sub.add_parser("put", help="log a directory or file as the next version of an artifact")
-    c.add_argument("name")
-    c.add_argument("path")
+    c = sub.add_parser("put", help="log a directory or file as the next version of an artifact",
+                       description="Log directory (or single file) PATH as the next version of "
+                       "artifact NAME, created on first use, and print NAME:vN. Content equal to "
+                       "the latest version makes no new version. Symlinks are stored as symlinks; "
+                       "sockets, FIFOs and devices are skipped with a warning.")
+    c.add_argument("name", metavar="NAME", help="the artifact (1-128 characters of A-Z a-z 0-9 . _ -)")
+    c.add_argument("path", metavar="PATH", help="the directory or file to store")
     c.add_argument("-t", "--type", help="artifact type (default: dataset; fixed at creation)")
     c.add_argument("-a", "--alias", action="append", default=[], help="set or move a user alias (repeatable)")
-    c.add_argument("-m", "--message", default="")
+    c.add_argument("-m", "--message", default="", help="a message stored with the version")
     c.add_argument("--metadata", help="a JSON object stored with the version")
     c.set_defaults(func=cmd_put)
 
-    c = sub.add_parser("get", help="write a version's files into DEST")
-    c.add_argument("ref", metavar="NAME[:REF]")
-    c.add_argument("dest")
+    c = sub.add_parser("get", help="write a version's files into DEST",
+                       description="Write the files of a version into DEST, byte-identical with "
+                       "modes and mtimes. DEST must not exist or be empty; it appears complete or "
+                       "not at all. Prints DEST.")
+    c.add_argument("ref", metavar="NAME[:REF]", help=REF_HELP)
+    c.add_argument("dest", metavar="DEST", help="the directory to create")
     c.set_defaults(func=cmd_get)
 
-    c = sub.add_parser("ls", help="list artifacts, or the versions of one")
-    c.add_argument("name", nargs="?")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("ls", help="list artifacts, or the versions of one",
+                       description="Without NAME: every artifact with its type, number of versions "
+                       "and latest version. With NAME: its versions with aliases, files, bytes, "
+                       "creation time, type and message.")
+    c.add_argument("name", nargs="?", metavar="NAME", help="the artifact whose versions to list")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_ls)
 
-    c = sub.add_parser("log", help="the audit history of an artifact (or all), oldest first")
-    c.add_argument("name", nargs="?")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("log", help="the audit history of an artifact (or all), oldest first",
+                       description="The audit log, oldest first: versions created and deleted, "
+                       "aliases set, moved and removed, artifacts created and deleted, each with "
+                       "user, uid and time.")
+    c.add_argument("name", nargs="?", metavar="NAME", help="only this artifact's events")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_log)
 
-    c = sub.add_parser("diff", help="added, removed and modified paths between two versions")
-    c.add_argument("a", metavar="NAME:REF")
-    c.add_argument("b", metavar="NAME:REF")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("diff", help="added, removed and modified paths between two versions",
+                       description="The paths added (+), removed (-) and modified (M) from the "
+                       "first version to the second; an mtime alone is not a change.")
+    c.add_argument("a", metavar="NAME:REF", help="the old version")
+    c.add_argument("b", metavar="NAME:REF", help="the new version")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_diff)
 
-    c = sub.add_parser("alias", help="point ALIAS at NAME:REF, or --delete NAME ALIAS")
-    c.add_argument("--delete", action="store_true")
-    c.add_argument("target", metavar="NAME:REF")
-    c.add_argument("alias", nargs="?")
+    c = sub.add_parser("alias", help="point ALIAS at NAME:REF, or --delete NAME ALIAS",
+                       description="Set or move the user alias ALIAS to the version NAME:REF, or "
+                       "with --delete remove alias ALIAS of artifact NAME. An alias cannot look "
+                       "like a version (v3), nor be staging or latest.")
+    c.add_argument("--delete", action="store_true", help="remove ALIAS instead of setting it")
+    c.add_argument("target", metavar="NAME:REF", help="the version (with --delete: the artifact)")
+    c.add_argument("alias", nargs="?", metavar="ALIAS", help="the alias to set, move or remove")
     c.set_defaults(func=cmd_alias)
 
-    c = sub.add_parser("rm", help="delete a version (NAME:vN) or a whole artifact (NAME)")
-    c.add_argument("target", metavar="NAME[:REF]")
+    c = sub.add_parser("rm", help="delete a version (NAME:vN) or a whole artifact (NAME)",
+                       description="Delete one version, or a whole artifact with its versions, "
+                       "aliases and staging. Storage no other version uses is freed at once.")
+    c.add_argument("target", metavar="NAME[:REF]", help="a version, or an artifact without :REF")
     c.add_argument("--force", action="store_true", help="delete even if user aliases point at it")
     c.set_defaults(func=cmd_rm)
 
-    c = sub.add_parser("du", help="logical and unique bytes per version; bytes stored")
-    c.add_argument("name", nargs="?")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("du", help="logical and unique bytes per version; bytes stored",
+                       description="Per version: files, logical bytes and unique bytes (what "
+                       "deleting that version alone frees); for the store: bytes stored and the "
+                       "size of its database files.")
+    c.add_argument("name", nargs="?", metavar="NAME", help="only this artifact's versions")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_du)
 
     c = sub.add_parser("compact", help="give the space of deleted versions back to the filesystem "
-                       "(works while mounted; needs free space for a copy of the live data)")
-    c.add_argument("--json", action="store_true")
+                       "(works while mounted; needs free space for a copy of the live data)",
+                       description="Rewrite the store's database files without their free pages, "
+                       "giving the space of deleted versions back to the filesystem. Runs in the "
+                       "daemon when mounted; refused while another process has the store open.")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_compact)
 
-    c = sub.add_parser("verify", help="re-hash every object and check every reference")
-    c.add_argument("target", nargs="?", metavar="NAME[:REF]")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("verify", help="re-hash every object and check every reference",
+                       description="Re-hash every object (xxh3 id and SHA-256 digest) and check "
+                       "every reference count, alias and version; exits 0 only when clean, 7 "
+                       "naming each damaged object with the versions and paths it affects.")
+    c.add_argument("target", nargs="?", metavar="NAME[:REF]", help="check only this artifact or version")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_verify)
 
     cli_mount.register(sub)
+    completion.register(sub)
     return p
 
 

@@ -70,29 +70,43 @@ def cmd_reset(store, args) -> int:
 
 
 def register(sub) -> None:
-    c = sub.add_parser("mount", help="serve the store as a filesystem at MOUNTPOINT (daemonizes)")
-    c.add_argument("mountpoint")
+    c = sub.add_parser("mount", help="serve the store as a filesystem at MOUNTPOINT (daemonizes)",
+                       description="Serve the store as a FUSE filesystem at MOUNTPOINT: NAME/vN/ "
+                       "read-only versions, NAME/latest and aliases as symlinks, NAME/staging/ "
+                       "writable. Returns once the mount answers; the daemon logs to "
+                       "STORE/daemon.log. Needs the mount extra: pip install 'artfs[mount]'.")
+    c.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing, empty directory")
     c.add_argument("-f", "--foreground", action="store_true",
                    help="stay attached and log to stderr (tests, systemd)")
     c.add_argument("--allow-other", action="store_true",
                    help="let other users in; the kernel then checks permissions (default_permissions)")
     c.set_defaults(func=cmd_mount, no_store=True)
 
-    c = sub.add_parser("unmount", help="unmount MOUNTPOINT and wait for its daemon to exit")
-    c.add_argument("mountpoint")
+    c = sub.add_parser("unmount", help="unmount MOUNTPOINT and wait for its daemon to exit",
+                       description="Unmount MOUNTPOINT cleanly (refused while busy) and wait until "
+                       "its daemon has exited; fusermount3 -u works too.")
+    c.add_argument("mountpoint", metavar="MOUNTPOINT", help="where the store is mounted")
     c.set_defaults(func=cmd_unmount, no_store=True)
 
-    c = sub.add_parser("commit", help="turn the staging of NAME into its next version")
-    c.add_argument("name")
+    c = sub.add_parser("commit", help="turn the staging of NAME into its next version",
+                       description="Turn what MOUNT/NAME/staging/ holds into the next version of "
+                       "NAME and print NAME:vN (through the daemon when mounted, which refuses "
+                       "while staging files are open for writing). A staging equal to latest "
+                       "makes no version.")
+    c.add_argument("name", metavar="NAME", help="the artifact whose staging to commit")
     c.add_argument("-a", "--alias", action="append", default=[], help="set or move a user alias (repeatable)")
-    c.add_argument("-m", "--message", default="")
+    c.add_argument("-m", "--message", default="", help="a message stored with the version")
     c.set_defaults(func=cmd_commit)
 
-    c = sub.add_parser("status", help="what the staging of NAME added, modified and deleted")
-    c.add_argument("name")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("status", help="what the staging of NAME added, modified and deleted",
+                       description="The paths the staging of NAME added (A), modified (M) and "
+                       "deleted (D) against the version it started from.")
+    c.add_argument("name", metavar="NAME", help="the artifact")
+    c.add_argument("--json", action="store_true", help="print the result as JSON, for scripts")
     c.set_defaults(func=cmd_status)
 
-    c = sub.add_parser("reset", help="discard every change in the staging of NAME")
-    c.add_argument("name")
+    c = sub.add_parser("reset", help="discard every change in the staging of NAME",
+                       description="Discard every change in the staging of NAME: it shows the "
+                       "latest version again.")
+    c.add_argument("name", metavar="NAME", help="the artifact")
     c.set_defaults(func=cmd_reset)
