@@ -16,8 +16,10 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from contextlib import nullcontext
 
 from ..mount import control
+from .progress import daemon_reads
 from ..repo.accounting import du as _du
 from ..catalog.objects import DIR
 from ..catalog.versions import VersionInfo
@@ -27,7 +29,7 @@ from ..repo.export import export_tree
 from ..names import check_artifact, parse_ref
 from ..repo.facade import Repo
 from ..repo.verify import verify as _verify
-from ..staging.commit import commit as _commit
+from ..staging.commit import commit as _commit, staged_bytes as _staged_bytes
 from ..staging.overlay import Staging
 
 
@@ -214,24 +216,33 @@ class Store:
         return control.call_or_local(self.path, "status", lambda name: Staging(self._repo, name).status(),
                                      name=name)
 
-    def commit(self, name: str, *, aliases=(), message: str = "") -> Version | None:
+    def commit(self, name: str, *, aliases=(), message: str = "", progress=None) -> Version | None:
         """Turn the staging of NAME into its next version; see commit_ex."""
-        return self.commit_ex(name, aliases=aliases, message=message)[0]
+        return self.commit_ex(name, aliases=aliases, message=message, progress=progress)[0]
 
-    def commit_ex(self, name: str, *, aliases=(), message: str = "") -> tuple[Version | None, bool]:
+    def commit_ex(self, name: str, *, aliases=(), message: str = "",
+                  progress=None) -> tuple[Version | None, bool]:
         """Like commit, also saying whether a new version was made: (latest, False) when staging
         equals latest (the aliases then move to latest), (None, False) when NAME has no versions
-        and an empty staging. A running daemon refuses while staging files are open for writing."""
+        and an empty staging. A running daemon refuses while staging files are open for writing.
+        ``progress(n)`` is called as the modified files are read (n bytes each time, in all
+        ``staged_bytes(NAME)``); through a daemon that is an estimate (api/progress.py)."""
         check_artifact(name)
 
         def local(name, aliases, message):
-            info, created = _commit(self._repo, name, aliases=aliases, message=message)
+            info, created = _commit(self._repo, name, aliases=aliases, message=message, progress=progress)
             return {"version": info.label if info else None, "created": created}
-        result = control.call_or_local(self.path, "commit", local, name=name, aliases=list(aliases),
-                                       message=message)
+        daemon = control.daemon_info(self.path) if progress is not None else None
+        with daemon_reads(daemon["pid"], self.staged_bytes(name), progress) if daemon else nullcontext():
+            result = control.call_or_local(self.path, "commit", local, name=name, aliases=list(aliases),
+                                           message=message)
         if result["version"] is None:
             return None, False
         return self.get(f"{name}:{result['version']}"), result["created"]
+
+    def staged_bytes(self, name: str) -> int:
+        """Bytes a commit of NAME will read: the sizes of the files its staging added or modified."""
+        return _staged_bytes(self._repo, name)
 
     def reset(self, name: str) -> None:
         """Discard every change in the staging of NAME: it shows latest again."""

@@ -11,6 +11,7 @@ import json
 import sys
 
 from ..errors import MountError
+from .progress import progress_bar
 
 _STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"))
 
@@ -39,7 +40,8 @@ def cmd_unmount(args) -> int:
 
 
 def cmd_commit(store, args) -> int:
-    v, created = store.commit_ex(args.name, aliases=args.alias, message=args.message)
+    with progress_bar(f"commit {args.name}", store.staged_bytes(args.name) if sys.stderr.isatty() else None) as p:
+        v, created = store.commit_ex(args.name, aliases=args.alias, message=args.message, progress=p)
     if v is None:
         print(f"artfs: nothing to commit: {args.name} has no versions and an empty staging",
               file=sys.stderr)
