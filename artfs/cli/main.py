@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from . import completion, mount as cli_mount
+from . import completion, fstab, mount as cli_mount
 from .. import __version__
 from ..api.store import Store
 from ..errors import ArtfsError, InvalidInput
@@ -290,8 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        args = parser.parse_args(fstab.helper_argv(argv, parser) or argv)   # mount(8)'s form too
         if getattr(args, "no_store", False):
             return args.func(args)
         with Store(args.store) as store:
