@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job: set up (if needed), mount the default store at ~/artifacts (or $1) and walk through
 # the seed scenario on the mount: animals:v0 (cat, dog), animals:v1 (+ rat), latest, du.
-# The mount stays up for you to explore; `.venv/bin/artfs unmount MOUNTPOINT` ends it.
+# The mount stays up for you to explore; `.venv/bin/artfs unmount MOUNTPOINT` ends it. It writes into
+# $HOME (the store ~/.local/share/artfs, the mount point ~/artifacts) unless ARTFS_STORE and $1 say
+# otherwise: ARTFS_STORE=/tmp/demo-store scripts/demo.sh /tmp/demo-mnt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -30,5 +32,7 @@ run ls -l "$MNT/animals/$v/"
 run cmp "$src/rat.png" "$MNT/animals/latest/rat.png"
 run artfs ls animals
 run artfs du animals
-printf '\nMounted at %s (store: %s). Unmount with: .venv/bin/artfs unmount %s\n' \
-  "$MNT" "${ARTFS_STORE:-$HOME/.local/share/artfs}" "$MNT"
+printf '\nMounted at %s (store: %s).\n' "$MNT" "${ARTFS_STORE:-$HOME/.local/share/artfs}"
+printf 'To use artfs in your shell:  . %s/.venv/bin/activate   (or: export PATH="%s/.venv/bin:$PATH")\n' \
+  "$PWD" "$PWD"
+printf 'Unmount with: artfs unmount %s\n' "$MNT"

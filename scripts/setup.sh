@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up on Debian/Ubuntu: system packages for FUSE and building pyfuse3, then a
-# virtualenv in .venv with artfs installed (editable) and its test dependencies.
+# virtualenv in .venv with artfs installed (editable) with the mount (pyfuse3, built here) and the
+# test dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,5 +22,5 @@ fi
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "setup: artfs needs Python >= 3.11 (python3 is $(python3 --version))" >&2; exit 1; }
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[mount,test]'
 scripts/setup-s3.sh   # Ceph RGW and moto for the S3 tests (the remote builds on them)

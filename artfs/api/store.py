@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
+from contextlib import nullcontext
 
 from ..mount import control
 from ..repo import lineage as _lineage
 from ..repo import metadata as _metadata
 from ..repo import retention as _retention
+from .progress import daemon_reads
 from ..repo.accounting import du as _du
 from ..catalog.objects import DIR, FILE, LINK, Entry
 from ..catalog.versions import VersionInfo
@@ -30,7 +33,7 @@ from ..repo.export import export_entry, export_tree, holds
 from ..names import check_artifact, parse_duration, parse_ref
 from ..repo.facade import Repo
 from ..repo.verify import verify as _verify
-from ..staging.commit import commit as _commit
+from ..staging.commit import commit as _commit, staged_bytes as _staged_bytes
 from ..staging.overlay import Staging
 from ..remote import bindings as _bindings
 from ..remote.sync import Remote, pull as _pull, push as _push
@@ -315,31 +318,39 @@ class Store:
                                      name=name)
 
     def commit(self, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
-               type: str | None = None, ttl=None) -> Version | None:
+               type: str | None = None, ttl=None, progress=None) -> Version | None:
         """Turn the staging of NAME into its next version; see commit_ex."""
         return self.commit_ex(name, aliases=aliases, message=message, metadata=metadata, type=type,
-                              ttl=ttl)[0]
+                              ttl=ttl, progress=progress)[0]
 
     def commit_ex(self, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
-                  type: str | None = None, ttl=None) -> tuple[Version | None, bool]:
+                  type: str | None = None, ttl=None, progress=None) -> tuple[Version | None, bool]:
         """Like commit, also saying whether a new version was made: (latest, False) when staging
         equals latest (the aliases then move to latest), (None, False) when NAME has no versions
         and an empty staging. A running daemon refuses while staging files are open for writing.
         METADATA, TYPE and TTL as for put (TYPE may set the type of an artifact made by mkdir);
-        the version's producer is this process, also when the daemon commits."""
+        the version's producer is this process, also when the daemon commits. ``progress(n)`` is
+        called as the modified files are read (n bytes each time, in all ``staged_bytes(NAME)``);
+        through a daemon that is an estimate (api/progress.py)."""
         check_artifact(name)
         if ttl is not None:
             ttl = parse_duration(ttl, "--ttl")
 
         def local(**args):
-            info, created = _commit(self._repo, **args)
+            info, created = _commit(self._repo, progress=progress, **args)
             return {"version": info.label if info else None, "created": created}
-        result = control.call_or_local(self.path, "commit", local, name=name, aliases=list(aliases),
-                                       message=message, metadata=metadata, type=type,
-                                       producer=_lineage.producer(), ttl=ttl)
+        daemon = control.daemon_info(self.path) if progress is not None else None
+        with daemon_reads(daemon["pid"], self.staged_bytes(name), progress) if daemon else nullcontext():
+            result = control.call_or_local(self.path, "commit", local, name=name, aliases=list(aliases),
+                                           message=message, metadata=metadata, type=type,
+                                           producer=_lineage.producer(), ttl=ttl)
         if result["version"] is None:
             return None, False
         return self.get(f"{name}:{result['version']}"), result["created"]
+
+    def staged_bytes(self, name: str) -> int:
+        """Bytes a commit of NAME will read: the sizes of the files its staging added or modified."""
+        return _staged_bytes(self._repo, name)
 
     def reset(self, name: str) -> None:
         """Discard every change in the staging of NAME: it shows latest again."""

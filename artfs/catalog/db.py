@@ -159,14 +159,14 @@ def _describe(pids: list[int]) -> str:
 
 
 _registry: dict[str, "Database"] = {}
-_registry_lock = threading.Lock()
+_registry_lock = threading.RLock()   # re-entrant: a finalizer may close a Store while one opens
 
 
 def _after_fork() -> None:
     """A forked child keeps sharing its parent's Database objects; each environment reopens
     itself on first use in the child (store/lmdb_env.py). Only the registry's lock is new."""
     global _registry_lock
-    _registry_lock = threading.Lock()
+    _registry_lock = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_after_fork)

@@ -10,12 +10,14 @@ import argparse
 import os
 import sys
 
+from . import completion, fstab
 from . import files as cli_files
 from . import lineage as cli_lineage
 from . import metadata as cli_metadata
 from . import mount as cli_mount
 from . import remote as cli_remote
 from . import retention as cli_retention
+from .. import __version__
 from ..api.store import Store
 from ..errors import ArtfsError, InvalidInput, UsageError
 from ..names import parse_ref
@@ -181,31 +183,51 @@ def cmd_verify(store: Store, args) -> int:
 
 
 # parser ----------------------------------------------------------------------------------------
+JSON_HELP = "print the result as JSON, for scripts"
+REF_HELP = "an artifact and a version (vN) or alias; latest when :REF is left out"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="artfs", description="Versioned datasets and models as a filesystem.")
     p.add_argument("--store", metavar="PATH", help="store directory (default: $ARTFS_STORE, "
                    "else ~/.local/share/artfs)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.add_argument("--version", action="version", version=f"artfs {__version__}",
+                   help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="artfs COMMAND --help tells more")
 
-    c = sub.add_parser("put", help="log a directory or file as the next version of an artifact")
-    c.add_argument("name")
-    c.add_argument("path")
+    c = sub.add_parser("put", help="log a directory or file as the next version of an artifact",
+                       description="Log directory (or single file) PATH as the next version of "
+                       "artifact NAME, created on first use, and print NAME:vN. Content equal to "
+                       "the latest version makes no new version. Symlinks are stored as symlinks; "
+                       "sockets, FIFOs and devices are skipped with a warning.")
+    c.add_argument("name", metavar="NAME", help="the artifact (1-128 characters of A-Z a-z 0-9 . _ -)")
+    c.add_argument("path", metavar="PATH", help="the directory or file to store")
     c.add_argument("-t", "--type", help="artifact type (default: dataset; fixed at creation)")
     c.add_argument("-a", "--alias", action="append", default=[], help="set or move a user alias (repeatable)")
-    c.add_argument("-m", "--message", default="")
+    c.add_argument("-m", "--message", default="", help="a message stored with the version")
     c.add_argument("--metadata", help="a JSON object stored with the version")
     c.add_argument("--ttl", metavar="AGE", help="let artfs gc delete the version AGE after it is made "
                    "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
     c.set_defaults(func=cmd_put)
 
-    c = sub.add_parser("get", help="write a version's files (or one file or directory of it) into DEST")
+    c = sub.add_parser("get", help="write a version's files (or one file or directory of it) into DEST",
+                       description="Write the files of a version, or PATH in it, into DEST, "
+                       "byte-identical with modes and mtimes. DEST must not exist or be empty (a "
+                       "file may go into an existing directory); it appears complete or not at all. "
+                       "Prints DEST.")
     c.add_argument("ref", metavar="NAME[:REF[/PATH]]",
                    help="the version (REF: vN or an alias; default latest), or PATH in it: NAME ends "
                    "at the first ':', REF at the next '/'")
-    c.add_argument("dest", help="must not exist or be an empty directory; a file goes into an existing directory")
+    c.add_argument("dest", metavar="DEST",
+                   help="must not exist or be an empty directory; a file goes into an existing directory")
     c.set_defaults(func=cli_files.cmd_get)
 
-    c = sub.add_parser("ls", help="list artifacts, the versions of one, or the files of a version")
+    c = sub.add_parser("ls", help="list artifacts, the versions of one, or the files of a version",
+                       description="Without NAME: every artifact with its type, number of versions, "
+                       "latest version and retention. With NAME: its versions with aliases, files, "
+                       "bytes, creation time, expiry, type and message. With NAME:REF: the files of "
+                       "that version.")
     c.add_argument("name", nargs="?", metavar="NAME[:REF[/PATH]]",
                    help="an artifact (its versions), or NAME:REF (the files of that version)")
     c.add_argument("path", nargs="?", metavar="PATH", help="only the files under PATH in the version")
@@ -213,49 +235,69 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only versions whose metadata KEY is the scalar VALUE (JSON text: 0.9, true, "
                    "null; strings as they are); repeat for AND")
     c.add_argument("--remote", metavar="REMOTE", help="list what the remote has instead")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_ls)
 
-    c = sub.add_parser("log", help="the audit history of an artifact (or all), oldest first")
-    c.add_argument("name", nargs="?")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("log", help="the audit history of an artifact (or all), oldest first",
+                       description="The audit log, oldest first: versions created and deleted, "
+                       "aliases set, moved and removed, artifacts created and deleted, each with "
+                       "user, uid and time.")
+    c.add_argument("name", nargs="?", metavar="NAME", help="only this artifact's events")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_log)
 
-    c = sub.add_parser("diff", help="added, removed and modified paths between two versions")
-    c.add_argument("a", metavar="NAME:REF")
-    c.add_argument("b", metavar="NAME:REF")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("diff", help="added, removed and modified paths between two versions",
+                       description="The paths added (+), removed (-) and modified (M) from the "
+                       "first version to the second; an mtime alone is not a change.")
+    c.add_argument("a", metavar="NAME:REF", help="the old version")
+    c.add_argument("b", metavar="NAME:REF", help="the new version")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_diff)
 
-    c = sub.add_parser("alias", help="point ALIAS at NAME:REF, or --delete NAME ALIAS")
+    c = sub.add_parser("alias", help="point ALIAS at NAME:REF, or --delete NAME ALIAS",
+                       description="Set or move the user alias ALIAS to the version NAME:REF, or "
+                       "with --delete remove alias ALIAS of artifact NAME. An alias cannot look "
+                       "like a version (v3), nor be staging or latest. A protected alias moves or "
+                       "goes only with --force.")
     how = c.add_mutually_exclusive_group()
-    how.add_argument("--delete", action="store_true", help="remove ALIAS")
+    how.add_argument("--delete", action="store_true", help="remove ALIAS instead of setting it")
     how.add_argument("--protect", action="store_true",
                      help="also protect ALIAS: moving or deleting it, or its version, then needs --force")
     how.add_argument("--unprotect", action="store_true", help="remove ALIAS's protection (NAME ALIAS)")
     c.add_argument("--force", action="store_true", help="move or delete a protected alias")
-    c.add_argument("target", metavar="NAME:REF")
-    c.add_argument("alias", nargs="?")
+    c.add_argument("target", metavar="NAME:REF", help="the version (with --delete: the artifact)")
+    c.add_argument("alias", nargs="?", metavar="ALIAS", help="the alias to set, move or remove")
     c.set_defaults(func=cmd_alias)
 
-    c = sub.add_parser("rm", help="delete a version (NAME:vN) or a whole artifact (NAME)")
-    c.add_argument("target", metavar="NAME[:REF]")
+    c = sub.add_parser("rm", help="delete a version (NAME:vN) or a whole artifact (NAME)",
+                       description="Delete one version, or a whole artifact with its versions, "
+                       "aliases and staging. Storage no other version uses is freed at once.")
+    c.add_argument("target", metavar="NAME[:REF]", help="a version, or an artifact without :REF")
     c.add_argument("--force", action="store_true", help="delete even if user aliases point at it")
     c.set_defaults(func=cmd_rm)
 
-    c = sub.add_parser("du", help="logical and unique bytes per version; bytes stored")
-    c.add_argument("name", nargs="?")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("du", help="logical and unique bytes per version; bytes stored",
+                       description="Per version: files, logical bytes and unique bytes (what "
+                       "deleting that version alone frees); for the store: bytes stored and the "
+                       "size of its database files.")
+    c.add_argument("name", nargs="?", metavar="NAME", help="only this artifact's versions")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_du)
 
     c = sub.add_parser("compact", help="give the space of deleted versions back to the filesystem "
-                       "(works while mounted; needs free space for a copy of the live data)")
-    c.add_argument("--json", action="store_true")
+                       "(works while mounted; needs free space for a copy of the live data)",
+                       description="Rewrite the store's database files without their free pages, "
+                       "giving the space of deleted versions back to the filesystem. Runs in the "
+                       "daemon when mounted; refused while another process has the store open.")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_compact)
 
-    c = sub.add_parser("verify", help="re-hash every object and check every reference")
-    c.add_argument("target", nargs="?", metavar="NAME[:REF]")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("verify", help="re-hash every object and check every reference",
+                       description="Re-hash every object (xxh3 id and SHA-256 digest) and check "
+                       "every reference count, alias and version; exits 0 only when clean, 7 "
+                       "naming each damaged object with the versions and paths it affects.")
+    c.add_argument("target", nargs="?", metavar="NAME[:REF]", help="check only this artifact or version")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_verify)
 
     cli_mount.register(sub)
@@ -264,12 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     cli_metadata.register(sub)
     cli_retention.register(sub)
     cli_remote.register(sub)
+    completion.register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        args = parser.parse_args(fstab.helper_argv(argv, parser) or argv)   # mount(8)'s form too
         if getattr(args, "no_store", False):
             return args.func(args)
         with Store(args.store) as store:

@@ -10,26 +10,41 @@ from __future__ import annotations
 import json
 import sys
 
+from ..errors import MountError
 from .output import json_object
+from .progress import progress_bar
 
 _STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"))
 
 
+def _daemon():
+    """artfs.mount.daemon: pyfuse3 and trio are imported only by the commands that need them, and
+    are the optional ``mount`` extra (pyfuse3 builds from source)."""
+    try:
+        from ..mount import daemon
+    except ModuleNotFoundError as e:
+        if e.name not in ("pyfuse3", "trio"):
+            raise
+        raise MountError(f"the mount needs {e.name}: pip install 'artfs[mount]' "
+                         "(needs libfuse3-dev, pkg-config, gcc)") from None
+    return daemon
+
+
 def cmd_mount(args) -> int:
-    from ..mount import daemon  # pyfuse3 and trio: imported only by the commands that need them
-    return daemon.mount(args.store, args.mountpoint, foreground=args.foreground,
-                        allow_other=args.allow_other, record_use=args.record_use)
+    return _daemon().mount(args.store, args.mountpoint, foreground=args.foreground,
+                           allow_other=args.allow_other, record_use=args.record_use)
 
 
 def cmd_unmount(args) -> int:
-    from ..mount import daemon
-    daemon.unmount(args.store, args.mountpoint)
+    _daemon().unmount(args.store, args.mountpoint)
     return 0
 
 
 def cmd_commit(store, args) -> int:
-    v, created = store.commit_ex(args.name, aliases=args.alias, message=args.message,
-                                 metadata=json_object(args.metadata), type=args.type, ttl=args.ttl)
+    with progress_bar(f"commit {args.name}", store.staged_bytes(args.name) if sys.stderr.isatty() else None) as p:
+        v, created = store.commit_ex(args.name, aliases=args.alias, message=args.message,
+                                     metadata=json_object(args.metadata), type=args.type, ttl=args.ttl,
+                                     progress=p)
     if v is None:
         print(f"artfs: nothing to commit: {args.name} has no versions and an empty staging",
               file=sys.stderr)
@@ -60,8 +75,12 @@ def cmd_reset(store, args) -> int:
 
 
 def register(sub) -> None:
-    c = sub.add_parser("mount", help="serve the store as a filesystem at MOUNTPOINT (daemonizes)")
-    c.add_argument("mountpoint")
+    c = sub.add_parser("mount", help="serve the store as a filesystem at MOUNTPOINT (daemonizes)",
+                       description="Serve the store as a FUSE filesystem at MOUNTPOINT: NAME/vN/ "
+                       "read-only versions, NAME/latest and aliases as symlinks, NAME/staging/ "
+                       "writable. Returns once the mount answers; the daemon logs to "
+                       "STORE/daemon.log. Needs the mount extra: pip install 'artfs[mount]'.")
+    c.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing, empty directory")
     c.add_argument("-f", "--foreground", action="store_true",
                    help="stay attached and log to stderr (tests, systemd)")
     c.add_argument("--allow-other", action="store_true",
@@ -71,14 +90,20 @@ def register(sub) -> None:
                    "(pid, argv, uid; see artfs lineage)")
     c.set_defaults(func=cmd_mount, no_store=True)
 
-    c = sub.add_parser("unmount", help="unmount MOUNTPOINT and wait for its daemon to exit")
-    c.add_argument("mountpoint")
+    c = sub.add_parser("unmount", help="unmount MOUNTPOINT and wait for its daemon to exit",
+                       description="Unmount MOUNTPOINT cleanly (refused while busy) and wait until "
+                       "its daemon has exited; fusermount3 -u works too.")
+    c.add_argument("mountpoint", metavar="MOUNTPOINT", help="where the store is mounted")
     c.set_defaults(func=cmd_unmount, no_store=True)
 
-    c = sub.add_parser("commit", help="turn the staging of NAME into its next version")
-    c.add_argument("name")
+    c = sub.add_parser("commit", help="turn the staging of NAME into its next version",
+                       description="Turn what MOUNT/NAME/staging/ holds into the next version of "
+                       "NAME and print NAME:vN (through the daemon when mounted, which refuses "
+                       "while staging files are open for writing). A staging equal to latest "
+                       "makes no version.")
+    c.add_argument("name", metavar="NAME", help="the artifact whose staging to commit")
     c.add_argument("-a", "--alias", action="append", default=[], help="set or move a user alias (repeatable)")
-    c.add_argument("-m", "--message", default="")
+    c.add_argument("-m", "--message", default="", help="a message stored with the version")
     c.add_argument("-t", "--type", help="the artifact's type: must match it, except for an artifact "
                    "that never had a version (made by mkdir), which takes it")
     c.add_argument("--metadata", help="a JSON object stored with the version")
@@ -86,11 +111,15 @@ def register(sub) -> None:
                    "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
     c.set_defaults(func=cmd_commit)
 
-    c = sub.add_parser("status", help="what the staging of NAME added, modified and deleted")
-    c.add_argument("name")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("status", help="what the staging of NAME added, modified and deleted",
+                       description="The paths the staging of NAME added (A), modified (M) and "
+                       "deleted (D) against the version it started from.")
+    c.add_argument("name", metavar="NAME", help="the artifact")
+    c.add_argument("--json", action="store_true", help="print the result as JSON, for scripts")
     c.set_defaults(func=cmd_status)
 
-    c = sub.add_parser("reset", help="discard every change in the staging of NAME")
-    c.add_argument("name")
+    c = sub.add_parser("reset", help="discard every change in the staging of NAME",
+                       description="Discard every change in the staging of NAME: it shows the "
+                       "latest version again.")
+    c.add_argument("name", metavar="NAME", help="the artifact")
     c.set_defaults(func=cmd_reset)

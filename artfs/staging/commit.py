@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from ..catalog.objects import DIR, FILE, Entry
-from ..catalog.staging_index import ROOT
+from ..catalog.staging_index import ROOT, StagingIndex, staging_dir
 from ..errors import Conflict, CorruptData, Exists
 from ..repo.ingest import Ingest
 from ..names import LATEST, check_alias, check_artifact, parse_duration
@@ -22,6 +22,7 @@ from ..repo.facade import Repo, check_metadata
 from ..repo.lineage import producer as this_process
 from .overlay import Staging
 from .changes import changes
+from .data import DataFiles, MissingDataFile
 
 
 def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
@@ -82,6 +83,21 @@ def _chunk_local_files(staging: Staging, ingest: Ingest) -> dict[int, tuple]:
             os.close(fd)
     ingest.flush()
     return chunked
+
+
+def staged_bytes(repo: Repo, name: str) -> int:
+    """Bytes a commit of NAME reads and chunks: the sizes of its staging data files. Read-only (it
+    opens no Staging, which would clean data files), so safe while a daemon serves the store."""
+    files = DataFiles(staging_dir(repo.path, check_artifact(name)))
+    with repo.db.read() as txn:
+        inos = StagingIndex(repo.db.dbs, name).local_inos(txn)
+    total = 0
+    for ino in inos:
+        try:
+            total += files.stat(ino).st_size
+        except MissingDataFile:   # committed or reset meanwhile
+            continue
+    return total
 
 
 def create_artifact(repo: Repo, name: str, type: str | None = None) -> None:
