@@ -263,6 +263,12 @@ class Repo:
         self.db.write(action)
         self.collect_abandoned()
 
+    def file_exists(self, fid: bytes) -> bool:
+        """Whether file object ``fid`` is stored now (referenced, or parked as a zombie): a fresh
+        read, never the cache, so the mount can refuse an open that comes after a delete."""
+        with self.db.read() as txn:
+            return self.objects.store.size(txn, fid) > 0
+
 
 def check_metadata(metadata) -> dict:
     if metadata is None:
