@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import types
 
 import pytest
 import trio
@@ -11,7 +12,7 @@ import trio
 from artfs.staging.commit import commit
 from artfs.errors import CrossDevice, NotFound, NotPermitted, ReadOnly
 from artfs.mount.actions import Actions
-from artfs.mount.inodes import ROOT_INODE
+from artfs.mount.inodes import RECENT, ROOT_INODE, InodeTable
 from artfs.mount.model import Filesystem
 from artfs.repo.facade import Repo
 from artfs.repo.verify import verify
@@ -57,7 +58,30 @@ def test_forget_honours_lookup_counts_and_identities_keep_their_inode(fs):
     fs.forget(ino, 1)
     with pytest.raises(NotFound):
         fs.getattr(ino)
-    assert walk(fs, "a", "v0", "same.txt") == ino      # same identity, same number
+    assert walk(fs, "a", "v0", "same.txt") == ino      # same identity, same number (recent)
+
+
+def test_identities_the_kernel_does_not_hold_are_kept_only_among_the_last_recent():
+    """The table holds what the kernel holds plus RECENT identities (forgotten lately, or not
+    told yet): walking ever more files does not grow it. An identity that fell out of the recent
+    ones gets a new number - never one handed out before."""
+    def key(i: int) -> tuple:
+        return ("f", b"%d" % i, 0o644, 0)
+    table = InodeTable(root=None)
+    told = table.inode(key(0))
+    table.remember(types.SimpleNamespace(ino=told))
+    untold = table.inode(key(1))                       # e.g. a readdir entry that did not fit
+    table.forget(told, 1)
+    for i in range(2, RECENT):                         # RECENT numbers not held: both kept
+        table.inode(key(i))
+    assert (table.inode(key(0)), table.inode(key(1))) == (told, untold)
+    kept = table.inode(key(RECENT - 1))
+    table.remember(types.SimpleNamespace(ino=kept))    # held by the kernel: not counted
+    for i in range(RECENT, RECENT + 3):
+        table.inode(key(i))                            # two more not held: the oldest two went
+    assert table.inode(key(0)) > table.inode(key(RECENT + 2))
+    assert table.inode(key(1)) > table.inode(key(0))
+    assert table.inode(key(RECENT - 1)) == kept
 
 
 async def test_an_open_after_the_delete_of_its_version_is_enoent(fs, tmp_path):
