@@ -1,18 +1,24 @@
 #!/usr/bin/env python3
-"""Minimal read-only pyfuse3 + trio passthrough filesystem.
+"""Minimal pyfuse3 + trio passthrough filesystem: read-only, or writable and slow.
 
 Mirrors SRC at MOUNTPOINT, in the foreground, until unmounted
 (``fusermount3 -u MOUNTPOINT``), SIGINT or SIGTERM.
 
-It is the "Python FUSE ceiling" that scripts/bench.py compares artfs with:
-the same FUSE plumbing (pyfuse3, trio, long entry/attr timeouts,
-keep_cache) but no store behind it, just os.pread on the source files.
+Read-only (the default), it is the "Python FUSE ceiling" that scripts/bench.py
+compares artfs with: the same FUSE plumbing (pyfuse3, trio, long entry/attr
+timeouts, keep_cache) but no store behind it, just os.pread on the source files.
 
-    python scripts/passthrough.py SRC MOUNTPOINT [--debug]
+With ``--writable`` it also creates, writes, renames and deletes (enough for an
+artfs store: LMDB, its lock files, the control socket), and ``--delay-read S``
+makes every read request wait S seconds first (other requests go on meanwhile):
+a slow disk that tests can put a store on (tests/test_reliability_mount.py).
+
+    python scripts/passthrough.py SRC MOUNTPOINT [--writable] [--delay-read S] [--debug]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -28,8 +34,9 @@ TIMEOUT = 3600.0  # entry/attr cache lifetime (s): the source is read-only
 
 
 class Passthrough(pyfuse3.Operations):
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, delay_read: float = 0.0) -> None:
         super().__init__()
+        self.delay_read = delay_read
         self.root = os.path.abspath(root)
         self.paths: dict[int, str] = {pyfuse3.ROOT_INODE: self.root}
         self.root_ino = os.lstat(self.root).st_ino
@@ -80,9 +87,11 @@ class Passthrough(pyfuse3.Operations):
             path = os.path.dirname(parent) if parent != self.root else parent
         else:
             path = os.path.join(parent, os.fsdecode(name))
-        st = self._lstat(path)
-        attr = self._attr(st)
-        self.paths.setdefault(attr.st_ino, path)
+        return self._entry(path)
+
+    def _entry(self, path: str) -> pyfuse3.EntryAttributes:
+        attr = self._attr(self._lstat(path))
+        self.paths[attr.st_ino] = path
         return attr
 
     async def getattr(self, inode, ctx=None):
@@ -101,7 +110,7 @@ class Passthrough(pyfuse3.Operations):
             with os.scandir(path) as it:
                 for de in it:
                     entries.append((os.fsencode(de.name), de.stat(follow_symlinks=False)))
-                    self.paths.setdefault(self._ino(entries[-1][1]), de.path)
+                    self.paths[self._ino(entries[-1][1])] = de.path
         except OSError as e:
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
         entries.sort(key=lambda e: e[0])
@@ -132,6 +141,8 @@ class Passthrough(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fd, keep_cache=True)
 
     async def read(self, fh, off, size):
+        if self.delay_read:
+            await trio.sleep(self.delay_read)
         try:
             return os.pread(fh, size, off)
         except OSError as e:
@@ -155,6 +166,98 @@ class Passthrough(pyfuse3.Operations):
         return s
 
 
+class WritablePassthrough(Passthrough):
+    """The passthrough plus what changes the source (``--writable``)."""
+
+    def _child(self, parent_inode: int, name: bytes) -> str:
+        return os.path.join(self._path(parent_inode), os.fsdecode(name))
+
+    async def open(self, inode, flags, ctx):
+        try:
+            fd = os.open(self._path(inode), flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY))
+        except OSError as e:
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        return pyfuse3.FileInfo(fh=fd, keep_cache=True)
+
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        path = self._child(parent_inode, name)
+        with _errors():
+            fd = os.open(path, flags | os.O_CREAT, mode)
+        return pyfuse3.FileInfo(fh=fd), self._entry(path)
+
+    async def write(self, fh, off, buf):
+        with _errors():
+            return os.pwrite(fh, buf, off)
+
+    async def fsync(self, fh, datasync):
+        with _errors():
+            os.fsync(fh)
+
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        path = self._path(inode)
+        with _errors():
+            if fields.update_size:
+                if fh is not None:
+                    os.ftruncate(fh, attr.st_size)
+                else:
+                    os.truncate(path, attr.st_size)
+            if fields.update_mode:
+                os.chmod(path, stat.S_IMODE(attr.st_mode), follow_symlinks=False)
+            if fields.update_uid or fields.update_gid:
+                os.chown(path, attr.st_uid if fields.update_uid else -1,
+                         attr.st_gid if fields.update_gid else -1, follow_symlinks=False)
+            if fields.update_atime or fields.update_mtime:
+                st = os.lstat(path)
+                os.utime(path, ns=(attr.st_atime_ns if fields.update_atime else st.st_atime_ns,
+                                   attr.st_mtime_ns if fields.update_mtime else st.st_mtime_ns),
+                         follow_symlinks=False)
+        return self._entry(path)
+
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        path = self._child(parent_inode, name)
+        with _errors():
+            os.mknod(path, mode, rdev)
+        return self._entry(path)
+
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        path = self._child(parent_inode, name)
+        with _errors():
+            os.mkdir(path, mode)
+        return self._entry(path)
+
+    async def symlink(self, parent_inode, name, target, ctx):
+        path = self._child(parent_inode, name)
+        with _errors():
+            os.symlink(os.fsdecode(target), path)
+        return self._entry(path)
+
+    async def unlink(self, parent_inode, name, ctx):
+        with _errors():
+            os.unlink(self._child(parent_inode, name))
+
+    async def rmdir(self, parent_inode, name, ctx):
+        with _errors():
+            os.rmdir(self._child(parent_inode, name))
+
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        if flags:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        old, new = self._child(parent_inode_old, name_old), self._child(parent_inode_new, name_new)
+        with _errors():
+            os.rename(old, new)
+        for ino, path in list(self.paths.items()):   # the moved entry and everything below it
+            if path == old or path.startswith(old + os.sep):
+                self.paths[ino] = new + path[len(old):]
+
+
+@contextlib.contextmanager
+def _errors():
+    try:
+        yield
+    except OSError as e:
+        raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+
+
 async def serve() -> None:
     async with trio.open_nursery() as nursery:
         async def stop_on_signal():
@@ -171,6 +274,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src")
     p.add_argument("mountpoint")
+    p.add_argument("--writable", action="store_true", help="also change the source (not read-only)")
+    p.add_argument("--delay-read", type=float, default=0.0, metavar="S",
+                   help="wait S seconds before answering each read (a slow disk)")
     p.add_argument("--debug", action="store_true", help="log FUSE requests")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO)
@@ -178,10 +284,13 @@ def main() -> None:
         p.error(f"{args.src} is not a directory")
 
     options = set(pyfuse3.default_options)  # {'default_permissions'}
-    options |= {"fsname=passthrough", "subtype=passthrough", "ro"}
+    options |= {"fsname=passthrough", "subtype=passthrough"}
+    if not args.writable:
+        options.add("ro")
     if args.debug:
         options.add("debug")
-    pyfuse3.init(Passthrough(args.src), args.mountpoint, options)
+    fs = (WritablePassthrough if args.writable else Passthrough)(args.src, args.delay_read)
+    pyfuse3.init(fs, args.mountpoint, options)
     try:
         trio.run(serve)
     except BaseException:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import stat
+import types
 
 import pytest
+import trio
 
 from artfs.staging.commit import commit
 from artfs.errors import CrossDevice, NotFound, NotPermitted, ReadOnly
 from artfs.mount.actions import Actions
-from artfs.mount.inodes import ROOT_INODE
+from artfs.mount.inodes import RECENT, ROOT_INODE, InodeTable
 from artfs.mount.model import Filesystem
 from artfs.repo.facade import Repo
 from artfs.repo.verify import verify
@@ -56,69 +58,66 @@ def test_forget_honours_lookup_counts_and_identities_keep_their_inode(fs):
     fs.forget(ino, 1)
     with pytest.raises(NotFound):
         fs.getattr(ino)
-    assert walk(fs, "a", "v0", "same.txt") == ino      # same identity, same number
+    assert walk(fs, "a", "v0", "same.txt") == ino      # same identity, same number (recent)
 
 
-def test_readdir_offsets_never_skip_or_repeat(fs):
-    dh = fs.opendir(walk(fs, "a", "v1", "many"))
-    names, start = [], 0
-    while True:
-        batch = list(fs.readdir(dh, start))[:7]        # the kernel's buffer takes 7 at a time
-        if not batch:
-            break
-        names += [name for _, name, _, _ in batch]
-        start = batch[-1][0]
-    fs.releasedir(dh)
-    assert names == [b"f%02d" % i for i in range(50)]
+def test_identities_the_kernel_does_not_hold_are_kept_only_among_the_last_recent():
+    """The table holds what the kernel holds plus RECENT identities (forgotten lately, or not
+    told yet): walking ever more files does not grow it. An identity that fell out of the recent
+    ones gets a new number - never one handed out before."""
+    def key(i: int) -> tuple:
+        return ("f", b"%d" % i, 0o644, 0)
+    table = InodeTable(root=None)
+    told = table.inode(key(0))
+    table.remember(types.SimpleNamespace(ino=told))
+    untold = table.inode(key(1))                       # e.g. a readdir entry that did not fit
+    table.forget(told, 1)
+    for i in range(2, RECENT):                         # RECENT numbers not held: both kept
+        table.inode(key(i))
+    assert (table.inode(key(0)), table.inode(key(1))) == (told, untold)
+    kept = table.inode(key(RECENT - 1))
+    table.remember(types.SimpleNamespace(ino=kept))    # held by the kernel: not counted
+    for i in range(RECENT, RECENT + 3):
+        table.inode(key(i))                            # two more not held: the oldest two went
+    assert table.inode(key(0)) > table.inode(key(RECENT + 2))
+    assert table.inode(key(1)) > table.inode(key(0))
+    assert table.inode(key(RECENT - 1)) == kept
 
 
-def test_artifact_directory_and_alias_identity(fs):
-    dh = fs.opendir(walk(fs, "a"))
-    listing = {}
-    for _, name, attr, node in fs.readdir(dh, 0):
-        fs.remember(node)                              # what ops.readdir does per entry sent
-        listing[name] = attr
-    assert list(listing) == [b"v0", b"v1", b"latest", b"staging"]
-    assert fs.readlink(listing[b"latest"].ino) == b"v1"
-    assert fs.getattr(walk(fs, "a")).nlink == 2 + 2 + 1
-    fs.repo.alias("a", "v0", "best")
-    best_v0 = walk(fs, "a", "best")
-    fs.repo.alias("a", "v1", "best")
-    assert walk(fs, "a", "best") != best_v0            # a moved alias is another inode
-    assert fs.artifact("a").refresh() == [b"best"]
-
-
-async def test_what_may_change_where(fs):
-    v0 = walk(fs, "a", "v0")
-    staging = walk(fs, "a", "staging")
-    with pytest.raises(ReadOnly):
-        await fs.mkdir(v0, b"d", 0o755, 0, 0)
-    with pytest.raises(ReadOnly):
-        await fs.open(walk(fs, "a", "v0", "same.txt"), os.O_RDWR)
-    with pytest.raises(CrossDevice):
-        await fs.rename(v0, b"same.txt", staging, b"x", 0)
-    with pytest.raises(NotPermitted):
-        fs.link(staging)
-    with pytest.raises(NotPermitted):
-        fs.mknod(staging)
-    await fs.mkdir(ROOT_INODE, b"b", 0o755, 0, 0)
-    with pytest.raises(CrossDevice):
-        await fs.rename(staging, b"same.txt", walk(fs, "b", "staging"), b"same.txt", 0)
-    await fs.rename(staging, b"same.txt", staging, b"renamed.txt", 0)
-    assert fs.getattr(walk(fs, "a", "staging", "renamed.txt")).size == 4
-
-
-async def test_staging_file_handles(fs):
-    staging = walk(fs, "a", "staging")
-    fh, attr = await fs.create(staging, b"new", 0o640, os.O_WRONLY, 0, 0)
-    assert fs.write(fh, 0, b"hello") == 5
-    assert fs.getattr(attr.ino).size == 5
+async def test_an_open_after_the_delete_of_its_version_is_enoent(fs, tmp_path):
+    """The kernel may still know a file of a deleted version (an entry it cached): opening it
+    after ``rm`` is NotFound (ENOENT), never a handle on freed chunks (issue 8, failure 6)."""
+    write(str(tmp_path / "only" / "gone.bin"), os.urandom(300_000))
+    fs.repo.put("a", str(tmp_path / "only"))
+    ino = walk(fs, "a", "v2", "gone.bin")
+    fh, _ = await fs.open(ino, os.O_RDONLY)                # the file object is cached now
+    await fs.read(fh, 0, 4096)
     await fs.release(fh)
-    fh, _ = await fs.open(walk(fs, "a", "staging", "same.txt"), os.O_RDONLY)
-    assert fs.read(fh, 0, 100) == b"same"
-    await fs.release(fh)
-    info, created = commit(fs.repo, "a")
-    assert (info.label, created) == ("v2", True)
+    await Actions(fs).delete_version("a", "v2")
+    with pytest.raises(NotFound):
+        await fs.open(ino, os.O_RDONLY)
+
+
+async def test_opens_at_once_of_one_staging_file_share_its_state(fs):
+    """Opening a staging file pins its base in a worker thread: opens racing each other end up
+    with one shared open state, and the last close unpins the base (deleting the only version
+    holding it then frees it at once: no zombie)."""
+    ino = walk(fs, "a", "staging", "changes.txt")          # "two": only in v1
+    handles = []
+
+    async def open_it():
+        handles.append((await fs.open(ino, os.O_RDONLY))[0])
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(open_it)
+    assert len({fs.files.get(fh).file for fh in handles}) == 1
+    assert [await fs.read(fh, 0, 100) for fh in handles] == [b"two"] * 4
+    for fh in handles:
+        await fs.release(fh)
+    assert fs.staging_of(fs.artifact("a")).opened == {}
+    await Actions(fs).delete_version("a", "v1")
+    with fs.repo.db.read() as txn:
+        assert fs.repo.objects.zombies(txn) == []
 
 
 async def test_staging_keeps_its_inode_numbers_when_renumbered(fs):
@@ -128,7 +127,7 @@ async def test_staging_keeps_its_inode_numbers_when_renumbered(fs):
     actions, art = Actions(fs), fs.artifact("a")
     new = (await fs.mkdir(walk(fs, "a", "staging"), b"new", 0o755, 0, 0)).ino
     fh, made = await fs.create(new, b"f", 0o644, os.O_WRONLY, 0, 0)
-    fs.write(fh, 0, b"x")
+    await fs.write(fh, 0, b"x")
     await fs.release(fh)
     paths = [("new",), ("new", "f"), ("many",), ("many", "f01"), ("same.txt",), ()]
     numbers = {p: walk(fs, "a", "staging", *p) for p in paths}

@@ -18,6 +18,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -33,6 +34,8 @@ from tests.helpers import (MiB, cli_json, damage_blob, need_root, oserror, put_f
 pytestmark = pytest.mark.fuse
 
 PY = sys.executable
+PASSTHROUGH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                           "passthrough.py")
 
 
 # helpers -------------------------------------------------------------------------------------
@@ -679,6 +682,69 @@ def test_open_deleted_version_survives_a_daemon_crash(mount_factory, tmp_path):
     verify_cli(m.store)
 
 
+def test_opens_racing_rm_read_the_right_bytes_or_enoent(mounted, tmp_path):
+    """Eight threads open and read the files of a version in a loop - by path, and through a
+    directory fd opened before (whose entries the kernel keeps after ``rm``, so their opens reach
+    the daemon after the delete) - while ``artfs rm`` deletes it, six rounds: every open either
+    reads the version's bytes to the end or fails ENOENT/ESTALE (never EIO, never other bytes);
+    the daemon logs no damage; every zombie is freed after the last close; verify is clean."""
+    m = mounted
+    write(str(tmp_path / "keep" / "k"), b"keep")
+    m.cli("put", "a", tmp_path / "keep")                     # v0 stays: a keeps existing
+    for r in range(1, 7):
+        src = {f"f{i}": os.urandom(192 * 1024) for i in range(6)}   # unique bytes: rm frees them
+        for name, data in src.items():
+            write(str(tmp_path / f"r{r}" / name), data)
+        m.cli("put", "a", tmp_path / f"r{r}")
+        vdir = m.path("a", f"v{r}")
+        dfd = os.open(vdir, os.O_RDONLY | os.O_DIRECTORY)
+        stop, problems = threading.Event(), []
+        counts = [{"read": 0, "refused": 0} for _ in range(8)]
+
+        def reader(k: int) -> None:
+            rng, mine = random.Random(r * 100 + k), counts[k]
+            while not stop.is_set():
+                name = rng.choice(sorted(src))
+                try:
+                    fd = (os.open(name, os.O_RDONLY, dir_fd=dfd) if k % 2
+                          else os.open(os.path.join(vdir, name), os.O_RDONLY))
+                except OSError as e:
+                    if e.errno not in (errno.ENOENT, errno.ESTALE):
+                        problems.append(f"open {name}: {e}")
+                    mine["refused"] += 1
+                    continue
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)   # reads reach the daemon
+                    got = b"".join(iter(lambda: os.read(fd, 65536), b""))
+                    if got != src[name]:
+                        problems.append(f"{name}: {len(got)} bytes, not the version's")
+                    mine["read"] += 1
+                except OSError as e:
+                    problems.append(f"read {name}: {e}")
+                finally:
+                    os.close(fd)
+
+        def total(what: str) -> int:
+            return sum(c[what] for c in counts)
+        threads = [threading.Thread(target=reader, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: total("read") >= 40, 60, "reads before the rm")
+            m.cli("rm", f"a:v{r}")
+            wait_for(lambda: total("refused") >= 200 or problems, 60, "opens refused after the rm")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+            os.close(dfd)
+        assert not problems, (r, problems[:5])
+    wait_for(lambda: zombies(m.store) == 0, 10, "the last close to free the zombies")
+    log = m.log_text()
+    assert "I/O error" not in log and "missing object" not in log and "Traceback" not in log, log
+    verify_cli(m.store)
+
+
 # 6. faults: a full disk, a corrupt chunk -----------------------------------------------------
 @pytest.fixture
 def small_store(tmp_path, mount_factory):
@@ -791,6 +857,70 @@ def test_corrupt_chunk_is_eio_in_every_view_and_verify_names_version_and_path(mo
     damaged = [line for line in proc.stdout.splitlines() if bad.hex() in line]
     assert sorted(line.split(": ")[0] for line in damaged) == ["a:v0 sub/f", "a:v1 sub/f"], proc.stdout
     assert "DAMAGED" in proc.stdout and "g" not in " ".join(line.split(": ")[0] for line in damaged)
+
+
+@pytest.fixture
+def slow_disk(tmp_path):
+    """A directory on a disk whose every read waits 200 ms: scripts/passthrough.py --writable
+    --delay-read 0.2 mounted over tmp_path/back (other requests are answered meanwhile)."""
+    back, mnt = tmp_path / "back", tmp_path / "slow"
+    back.mkdir()
+    mnt.mkdir()
+    log = open(tmp_path / "passthrough.log", "ab")
+    proc = subprocess.Popen([PY, str(PASSTHROUGH), str(back), str(mnt), "--writable",
+                             "--delay-read", "0.2"], stdout=log, stderr=log)
+    try:
+        wait_for(lambda: in_mount_table(mnt) or proc.poll() is not None, 30, "the slow disk")
+        assert proc.poll() is None, (tmp_path / "passthrough.log").read_text()
+        yield mnt
+    finally:
+        if in_mount_table(mnt) and subprocess.run(["fusermount3", "-u", str(mnt)]).returncode:
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            reap(proc)
+        log.close()
+        assert not in_mount_table(mnt)
+
+
+def test_a_read_waiting_for_a_slow_disk_never_holds_up_ls(slow_disk, mount_factory, tmp_path):
+    """The store on a slow disk (every read of it takes 200 ms): while a cold read of a file
+    through the mount waits for the disk, ``ls`` of the artifact directory keeps being answered -
+    several listings complete between the read's start and its end - and the read returns the
+    file's bytes. (The read is served in a worker thread, the listings on the trio loop.)"""
+    m = mount_factory(store=slow_disk / "store").start()
+    data = os.urandom(128 * 1024)
+    write(str(tmp_path / "src" / "f"), data)
+    m.cli("put", "a", tmp_path / "src")
+    for _ in range(3):                       # the daemon reads (and maps) what listings need
+        os.listdir(m.path("a"))
+        os.stat(m.path("a", "v0", "f"))
+    fd = os.open(slow_disk / "store" / "db" / "data.mdb", os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)   # the chunks the put wrote: cold now
+    os.close(fd)
+    events, stop = [], threading.Event()
+
+    def lister() -> None:
+        while not stop.is_set():
+            os.listdir(m.path("a"))
+            events.append("ls")
+    t = threading.Thread(target=lister)
+    t.start()
+    try:
+        wait_for(lambda: events.count("ls") >= 3, 30, "listings before the read")
+        with open(m.path("a", "v0", "f"), "rb") as f:
+            events.append("read")
+            got = f.read()
+            events.append("done")
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    assert got == data
+    during = events[events.index("read"):events.index("done")].count("ls")
+    assert during >= 5, f"only {during} listings completed while the read waited"
+    m.stop()
+    m.verify()
 
 
 # 7. scale ------------------------------------------------------------------------------------

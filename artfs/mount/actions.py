@@ -81,8 +81,7 @@ class Actions:
 
     async def delete_version(self, name: str, ref: str, force: bool = False):
         art = self.fs.artifact(name)
-        run = functools.partial(self.repo.delete_version, name, ref, force=force,
-                                pinned=self.fs.files.pinned)
+        run = functools.partial(self._delete, self.repo.delete_version, name, ref, force=force)
         if art.staging is None:
             v, stale = await _thread(run), []
         else:   # deleting latest moves what a staging without changes shows
@@ -90,12 +89,18 @@ class Actions:
                 v, stale = await art.staging.follow(run)
         return {"version": v.label}, self._changed(art) + stale
 
+    def _delete(self, delete, *args, **kwargs):
+        """A Repo.delete_* call (worker thread) whose pins are decided under the open files' lock,
+        so no open slips between its decisions and its commit (mount/files.py)."""
+        with self.fs.files.deciding() as pinned:
+            return delete(*args, pinned=pinned, **kwargs)
+
     async def delete_artifact(self, name: str):
         art = self.fs.artifact(name)
         staging = self.fs.staging_of(art)
         async with art.lock:
             staging.check_no_writers("delete")
-            count = await _thread(self.repo.delete_artifact, name, pinned=self.fs.files.pinned)
+            count = await _thread(self._delete, self.repo.delete_artifact, name)
             art.deleted = True
         return {"versions": count}, [(ROOT_INODE, name.encode())]
 

@@ -15,20 +15,30 @@ content while the daemon runs. Keys are plain tuples chosen by mount/nodes.py:
                                          to the staging ino now at its path (mount/moves.py)
 
 The kernel's lookup count per inode is honoured: a node object is kept while the kernel knows its
-inode and dropped on the last ``forget``; the small key -> inode map is kept for the whole mount so
-a later lookup of the same identity gets the same number back.
+inode and dropped on the last ``forget``. The key -> inode map holds the identities the kernel
+knows, plus the last RECENT of those it does not: forgotten lately (a file the daemon itself just
+invalidated, after a reset or a moved latest, is looked up again with its number) or not told
+yet (a readdir entry that did not fit the kernel's buffer, which the next readdir request sends
+with the same number). An identity forgotten longer ago gets a new number when it is looked up
+again (the kernel has no cache of it left to keep warm). So the table is as big as the kernel's
+inode cache, plus RECENT, however many files were ever looked up.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from ..errors import NotFound
 
 ROOT_INODE = 1  # pyfuse3.ROOT_INODE (mount/ops.py asserts it)
+RECENT = 16384  # identities the kernel does not hold (forgotten lately, not told yet) kept at most
 
 
 class InodeTable:
     def __init__(self, root):
         self._ids: dict[tuple, int] = {}
+        self._keys: dict[int, tuple] = {}
+        self._recent: OrderedDict[int, None] = OrderedDict()   # oldest first
         self._nodes: dict[int, object] = {ROOT_INODE: root}
         self._lookups: dict[int, int] = {}
         self._next = ROOT_INODE + 1
@@ -37,7 +47,8 @@ class InodeTable:
         """The inode number of an identity, allocated on first sight."""
         ino = self._ids.get(key)
         if ino is None:
-            ino = self._ids[key] = self.allocate()
+            ino = self.allocate()
+            self._bind(key, ino)
         return ino
 
     def allocate(self) -> int:
@@ -45,15 +56,34 @@ class InodeTable:
         ino, self._next = self._next, self._next + 1
         return ino
 
+    def _bind(self, key: tuple, ino: int) -> None:
+        self._ids[key], self._keys[ino] = ino, key
+        if ino not in self._lookups:
+            self._unheld(ino)
+
+    def _unheld(self, ino: int) -> None:
+        """``ino`` has an identity the kernel does not hold: keep it among the last RECENT."""
+        self._recent[ino] = None
+        if len(self._recent) > RECENT:
+            self._unbind(self._recent.popitem(last=False)[0])
+
+    def _unbind(self, ino: int) -> None:
+        key = self._keys.pop(ino, None)
+        if key is not None and self._ids.get(key) == ino:
+            del self._ids[key]
+
     def rekey(self, moves: list[tuple[int, tuple | None, tuple | None]]) -> None:
         """Staging was renumbered (mount/moves.py): each (inode, old key, new key) gives an inode
-        number the identity of what is now at its path; a new key None leaves it none (gone)."""
+        number the identity of what is now at its path; a new key None leaves it none (gone).
+        A number whose identity went meanwhile (forgotten, not recent) takes no new one."""
+        live = {ino for ino, _, _ in moves if ino in self._lookups or ino in self._recent}
         for ino, old, _ in moves:
             if old is not None and self._ids.get(old) == ino:
                 del self._ids[old]
+                self._keys.pop(ino, None)
         for ino, _, new in moves:
-            if new is not None:
-                self._ids[new] = ino
+            if new is not None and ino in live:
+                self._bind(new, ino)
 
     def node(self, ino: int):
         try:
@@ -62,9 +92,10 @@ class InodeTable:
             raise NotFound(f"inode {ino} is not known (forgotten or never looked up)") from None
 
     def remember(self, node) -> None:
-        """The kernel learned of ``node`` (lookup, create or a readdirplus entry): count it."""
+        """The kernel learned of ``node`` (lookup, create or a readdir entry): count it."""
         self._nodes[node.ino] = node
         self._lookups[node.ino] = self._lookups.get(node.ino, 0) + 1
+        self._recent.pop(node.ino, None)
 
     def forget(self, ino: int, count: int) -> None:
         left = self._lookups.get(ino, 0) - count
@@ -74,3 +105,5 @@ class InodeTable:
         self._lookups.pop(ino, None)
         if ino != ROOT_INODE:
             self._nodes.pop(ino, None)
+            if ino in self._keys:
+                self._unheld(ino)

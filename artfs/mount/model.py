@@ -4,6 +4,14 @@ Dispatch only: which node, staging or not, read-only or not. The nodes (mount/no
 mount/staged.py) and open files (mount/files.py) do the work; every error is an ArtfsError that the
 adapter maps to an errno in one place.
 
+Threads: lookups, attributes, listings and opens are answered on the trio thread (short reads of
+metadata); what may wait long runs in a worker thread, at most IO_THREADS at once, so a slow disk
+holds up the requests waiting for it and never ``ls`` or the other requests on the loop: reads of
+file data (LMDB page-ins and hashing, a file's chunk list), writes and fsyncs of staging data
+files, opening and copying up staging data files, and an open or close that must wait for a
+delete to decide which files are open (mount/files.py). A thread hop costs 70-250 us on the test
+VM, more than a whole warm open, so opens and closes take one only then (docs/benchmarks.md).
+
 Rules for what cannot be done (docs/SEMANTICS.md):
   outside staging   every change is ReadOnly (EROFS), except ``mkdir MOUNT/NAME`` (new artifact)
   rename            within one staging: yes; between a staging and anything else: CrossDevice
@@ -28,6 +36,14 @@ from .staged import StagedNode, StagingState
 from .uses import UseRecorder
 
 
+# Worker threads for file data. The kernel keeps at most 12 background requests (readahead) per
+# mount in flight by default (FUSE max_background), plus one synchronous read or write per calling
+# thread; 16 threads wait on a slow disk for all of those at once, within trio's default pool of
+# 40 (commits, staging changes) and LMDB's 1,024 reader slots. More would not read faster: hashing
+# and copying chunks hold the GIL part of the time, so extra threads mostly contend for it.
+IO_THREADS = 16
+
+
 class NotSupported(ArtfsError):
     errno = errno.EOPNOTSUPP
 
@@ -40,6 +56,7 @@ class Filesystem:
         self.root = Root(self, time.time_ns())
         self.inodes = InodeTable(self.root)
         self.files = OpenFiles(repo)
+        self.io = trio.CapacityLimiter(IO_THREADS)
         self.artifacts: dict[str, ArtifactState] = {}
         self._dirs: dict[int, Listing] = {}
         self._next_dir = 1
@@ -171,6 +188,24 @@ class Filesystem:
         return (await node.staging.setattr(node, **changes)).attr()
 
     # files -------------------------------------------------------------------------------------
+    async def in_thread(self, fn, *args):
+        """``fn(*args)`` in a worker thread for file data (at most IO_THREADS at once)."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.io)
+
+    async def hold(self, fid: bytes) -> None:
+        """Pin a stored file for one open (mount/files.py); NotFound if it was deleted. The pin
+        lock is waited for in a worker thread (a delete may hold it for its whole transaction);
+        the existence check, when needed, is one short read of metadata, like a lookup's."""
+        known = self.files.pin(fid, wait=False)
+        if known is None:
+            known = await self.in_thread(self.files.pin, fid, True)
+        if known:
+            return
+        if not self.repo.file_exists(fid):
+            await self.unpin(fid)
+            raise NotFound("the file was deleted (its version was removed)")
+        self.files.confirm(fid)
+
     async def open(self, ino: int, flags: int, pid: int = 0, uid: int = 0) -> tuple[int, bool]:
         """A new file handle and whether the kernel may keep its page cache (immutable files).
         PID and UID are the opener's (for --record-use)."""
@@ -183,6 +218,7 @@ class Filesystem:
             raise node.read_only("opened for writing")
         if not (isinstance(node, VersionEntry) and node.is_file):
             raise NotPermitted(f"{node.where()}: not a regular file")
+        await self.hold(node.entry.ref)
         if self.uses is not None:
             await self.uses.opened(*node.origin, pid, uid)
         return self.files.add(VersionHandle(self, node.entry.ref)), True
@@ -194,22 +230,26 @@ class Filesystem:
         node, handle = await p.staging.create(p, name, mode & 0o7777, uid, gid, write)
         return self.files.add(handle), self._learn(node)
 
-    def read(self, fh: int, offset: int, size: int) -> bytes:
-        return self.files.get(fh).read(offset, size)
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        return await self.in_thread(self.files.get(fh).read, offset, size)
 
-    def write(self, fh: int, offset: int, data) -> int:
-        return self.files.get(fh).write(offset, data)
+    async def write(self, fh: int, offset: int, data) -> int:
+        return await self.in_thread(self.files.get(fh).write, offset, data)
 
     async def fsync(self, fh: int) -> None:
         handle = self.files.get(fh)
         if handle.writable and handle.file.fd is not None:
-            await trio.to_thread.run_sync(os.fsync, handle.file.fd)
+            await self.in_thread(os.fsync, handle.file.fd)
 
     async def release(self, fh: int) -> None:
         await self.unpin(self.files.pop(fh).close())
 
     async def unpin(self, fid: bytes | None) -> None:
         """One open of a stored file ended; the last close of a deleted one frees it."""
-        if fid is not None and self.files.unhold(fid):
-            await trio.to_thread.run_sync(self.repo.release_zombie, fid)
-
+        if fid is None:
+            return
+        last = self.files.drop(fid, wait=False)
+        if last is None:   # a delete holds the pin lock
+            last = await self.in_thread(self.files.drop, fid, True)
+        if last:
+            await self.in_thread(self.files.free, fid)

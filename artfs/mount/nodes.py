@@ -56,7 +56,10 @@ class Listing:
 
 
 class Node:
-    """Base: a read-only node that is neither a directory nor a symlink."""
+    """Base: a read-only node that is neither a directory nor a symlink. The kernel may know
+    millions of nodes at once (one per inode it caches), hence __slots__."""
+
+    __slots__ = ()
 
     ino: int
     staging = None     # the Staging this node belongs to (mount/staged.py), None outside staging
@@ -94,6 +97,7 @@ def _ns(seconds: float) -> int:
 
 
 class Root(Node):
+    __slots__ = ("fs", "mtime_ns")
     ino = ROOT_INODE
 
     def __init__(self, fs, mtime_ns: int):
@@ -159,6 +163,8 @@ class ArtifactState:
 
 
 class ArtifactDir(Node):
+    __slots__ = ("fs", "state", "ino")
+
     def __init__(self, fs, state: ArtifactState):
         self.fs, self.state, self.ino = fs, state, state.ino
 
@@ -203,6 +209,8 @@ class ArtifactDir(Node):
 class AliasLink(Node):
     """``alias -> vN``; a moved alias is another inode (the key holds the version number)."""
 
+    __slots__ = ("fs", "state", "alias", "target", "ino")
+
     def __init__(self, fs, state: ArtifactState, alias: str, number: int):
         self.fs, self.state, self.alias, self.target = fs, state, alias, f"v{number}".encode()
         self.ino = fs.inodes.inode(("a", state.ino, alias, number))
@@ -223,6 +231,8 @@ class VersionDir(Node):
 
     Its link count is 2: counting subdirectories would read every child tree for one ``ls -l``.
     """
+
+    __slots__ = ("fs", "state", "number", "tid", "ino", "mode", "size", "mtime_ns")
 
     def __init__(self, fs, state: ArtifactState, number: int, tid: bytes, ino: int, mode: int,
                  size: int, mtime_ns: int):
@@ -260,6 +270,8 @@ class VersionEntry(Node):
     """A file or symlink of a version; its inode is its entry identity (kind, content, mode,
     mtime), so the same file in every version holding it is one kernel inode. With
     ``--record-use`` the version is part of the identity, so an open tells which one is read."""
+
+    __slots__ = ("fs", "entry", "origin", "ino")
 
     def __init__(self, fs, e: Entry, state: ArtifactState, number: int):
         self.fs, self.entry, self.origin = fs, e, (state.name, number)

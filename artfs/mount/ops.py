@@ -183,11 +183,11 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def read(self, fh, off, size):
-        return self.fs.read(fh, off, size)
+        return await self.fs.read(fh, off, size)
 
     @_handler
     async def write(self, fh, off, buf):
-        return self.fs.write(fh, off, buf)
+        return await self.fs.write(fh, off, buf)
 
     @_handler
     async def fsync(self, fh, datasync):

@@ -4,7 +4,8 @@ Every mutation of one artifact's staging holds that artifact's lock (so it is se
 its commit and reset) and runs in a worker thread: a staging change is an LMDB write transaction,
 and a write transaction waits for any other writer (a commit in progress), which must never stall
 the trio loop that serves every other request. Lookups, attributes and listings are short reads on
-the trio thread. Writes go straight to the data file through one fd per open inode; size and
+the trio thread. Reads and writes of open files, and opening data files, run in worker threads
+too (mount/model.py); writes go straight to the data file through one fd per open inode; size and
 mtime of a modified file are read back from that file (staging.py), so a close needs no call.
 
 There is one node object per inode number (StagingState.nodes), so that when a commit, a reset or
@@ -25,7 +26,7 @@ import trio
 from ..errors import Conflict, NotFound
 from ..staging.overlay import ROOT, Staging
 from ..staging.paths import join
-from .files import StagedFile, StagedHandle
+from .files import StagedFile, StagedHandle, data_fd
 from .moves import Move, Stale
 from .nodes import SHORT, Attr, Listing, Node
 
@@ -191,8 +192,9 @@ class StagingState:
                 raise
             return _set_unlinked(node, f, **changes)
         f = self.opened.get(node.ino)
-        if f is not None and entry.data is not None:
-            f.copy_up(entry.data)   # truncated: readers of the base now read the data file
+        if f is not None and f.fd is None and entry.data is not None:
+            # truncated: readers of the base now read the data file
+            f.copy_up(await self.fs.in_thread(data_fd, entry.data))
         return node
 
     # open files --------------------------------------------------------------------------------
@@ -211,15 +213,14 @@ class StagingState:
             return await self._open(node, write, truncate)
 
     async def _open(self, node: StagedNode, write: bool, truncate: bool) -> StagedHandle:
-        f = self.opened.get(node.ino)
-        if f is None:
-            f = self.opened[node.ino] = StagedFile(self.fs, node.entry)
+        f = await self._file(node)
         f.refs += 1   # before any await: a concurrent last release must not close it
         try:
             if write and (f.fd is None or truncate):
-                path = await trio.to_thread.run_sync(
-                    functools.partial(self.model.open_data, node.entry.ino, truncate=truncate))
-                f.copy_up(path)
+                fd = await trio.to_thread.run_sync(functools.partial(
+                    self._copy_up, node.entry.ino, truncate=truncate, want_fd=f.fd is None))
+                if fd is not None:
+                    f.copy_up(fd)
         except BaseException:
             await self.fs.unpin(self._unref(node.ino, f))
             raise
@@ -227,6 +228,34 @@ class StagingState:
         if write:
             self.writers.add(handle)
         return handle
+
+    async def _file(self, node: StagedNode) -> StagedFile:
+        """The open state of ``node``: the one open already, or a new one once its base file is
+        pinned or its data file opened (both may wait) - kept if meanwhile no other open made one
+        and the node's bytes did not move (a truncate copies a file up), else made again."""
+        while True:
+            f = self.opened.get(node.ino)
+            if f is not None:
+                return f
+            entry = node.entry
+            fid, fd = None, None
+            if entry.data is not None:
+                fd = await self.fs.in_thread(data_fd, entry.data)
+            elif entry.base is not None:
+                fid = entry.base
+                await self.fs.hold(fid)
+            now = node.entry
+            if node.ino not in self.opened and (now.data, now.base) == (entry.data, entry.base):
+                f = self.opened[node.ino] = StagedFile(self.fs, fid, fd)
+                return f
+            if fd is not None:
+                os.close(fd)
+            await self.fs.unpin(fid)
+
+    def _copy_up(self, sino: int, *, truncate: bool, want_fd: bool) -> int | None:
+        """Make the data file of staging inode ``sino`` (worker thread); an fd on it if wanted."""
+        path = self.model.open_data(sino, truncate=truncate)
+        return data_fd(path) if want_fd else None
 
     def close_file(self, handle: StagedHandle) -> bytes | None:
         self.writers.discard(handle)
