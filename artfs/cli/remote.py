@@ -56,26 +56,36 @@ def _endpoint_args(c) -> None:
 
 
 def register(sub) -> None:
-    c = sub.add_parser("remote", help="bind (add), list (ls) or unbind (rm) remotes: S3-compatible buckets")
-    c.add_argument("action", choices=["add", "ls", "rm"])
-    c.add_argument("name", nargs="?", default="origin")
-    c.add_argument("url", nargs="?", metavar="s3://BUCKET[/PREFIX]")
+    c = sub.add_parser("remote", help="bind (add), list (ls) or unbind (rm) remotes: S3-compatible buckets",
+                       description="Bind this store to a remote (a prefix of an S3-compatible bucket; "
+                       "credentials come from the usual AWS environment variables and are never "
+                       "stored), list the bound remotes, or unbind one (nothing on the remote changes).")
+    c.add_argument("action", choices=["add", "ls", "rm"], help="add, ls or rm")
+    c.add_argument("name", nargs="?", default="origin", help="the remote's name here (default origin)")
+    c.add_argument("url", nargs="?", metavar="s3://BUCKET[/PREFIX]", help="where the remote lives (add)")
     _endpoint_args(c)
     c.set_defaults(func=cmd_remote)
 
-    c = sub.add_parser("push", help="upload versions the remote lacks; prints versions pushed and bytes sent")
-    c.add_argument("ref", nargs="?", metavar="NAME[:REF]")
-    c.add_argument("--remote", default="origin")
+    c = sub.add_parser("push", help="upload versions the remote lacks; prints versions pushed and bytes sent",
+                       description="Upload the objects the remote lacks (in packs) and record the "
+                       "versions there. A version number the remote has with other content is "
+                       "refused before anything is uploaded.")
+    c.add_argument("ref", nargs="?", metavar="NAME[:REF]", help="one artifact or version (default: all)")
+    c.add_argument("--remote", default="origin", help="the bound remote (default origin)")
     c.set_defaults(func=cmd_push)
 
-    c = sub.add_parser("pull", help="fetch the remote's versions (metadata; with --data the versions)")
-    c.add_argument("ref", nargs="?", metavar="NAME[:REF]")
-    c.add_argument("--remote", default="origin")
+    c = sub.add_parser("pull", help="fetch the remote's versions (metadata; with --data the versions)",
+                       description="Fetch and verify the trees and file lists of the remote's "
+                       "versions; with --data also their data, and they become local versions.")
+    c.add_argument("ref", nargs="?", metavar="NAME[:REF]", help="one artifact or version (default: all)")
+    c.add_argument("--remote", default="origin", help="the bound remote (default origin)")
     c.add_argument("--data", action="store_true", help="also fetch the data: the versions become local")
     c.set_defaults(func=cmd_pull)
 
-    c = sub.add_parser("clone", help="a new local store bound to a remote as origin, metadata pulled")
-    c.add_argument("url", metavar="s3://BUCKET[/PREFIX]")
+    c = sub.add_parser("clone", help="a new local store bound to a remote as origin, metadata pulled",
+                       description="Create a new store bound to the remote as origin and pull the "
+                       "metadata of every version (with --data, the versions themselves).")
+    c.add_argument("url", metavar="s3://BUCKET[/PREFIX]", help="the remote to clone")
     c.add_argument("dest", nargs="?", metavar="STORE", help="new store directory (default: --store)")
     _endpoint_args(c)
     c.add_argument("--data", action="store_true", help="also fetch the data of every version")

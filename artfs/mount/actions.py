@@ -73,7 +73,7 @@ class Actions:
 
     async def gc(self, name: str | None = None):
         """Apply retention (repo/retention.py); open files of deleted versions stay readable."""
-        report = await _thread(retention.gc, self.repo, name, pinned=self.fs.files.pinned)
+        report = await _thread(self._delete, retention.gc, self.repo, name)
         entries = []
         for a in report["artifacts"]:
             entries += self._changed(self.fs.artifact(a["name"]))

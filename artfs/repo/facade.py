@@ -316,7 +316,7 @@ class Repo:
         """Whether file object ``fid`` is stored now (referenced, or parked as a zombie): a fresh
         read, never the cache, so the mount can refuse an open that comes after a delete."""
         with self.db.read() as txn:
-            return self.objects.store.size(txn, fid) > 0
+            return self.objects.refcount(txn, fid) > 0 or txn.get(fid, db=self.db.dbs["zombies"]) is not None
 
 
 def check_metadata(metadata) -> dict:
