@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from artfs.staging.commit import commit
-from artfs.errors import CrossDevice, NotFound, NotPermitted, ReadOnly
+from artfs.errors import NotFound
 from artfs.mount.actions import Actions
 from artfs.mount.inodes import RECENT, ROOT_INODE, InodeTable
 from artfs.mount.model import Filesystem

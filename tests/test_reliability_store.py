@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-import artfs.catalog.db
 from artfs.errors import NoSpace
 from artfs.repo.facade import Repo
 from artfs.repo.verify import verify

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from contextlib import nullcontext
 
 from ..mount import control

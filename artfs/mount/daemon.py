@@ -34,7 +34,7 @@ import pyfuse3
 import trio
 
 from . import control
-from ..catalog.db import default_store_path
+from ..catalog.db import default_store_path, flock_held
 from ..errors import ArtfsError, MountError, UsageError
 from .actions import Actions
 from .model import Filesystem
@@ -120,25 +120,10 @@ def unmount(store: str | None, mountpoint: str, timeout: float = 60.0) -> None:
             raise MountError(f"cannot unmount {mountpoint}: {proc.stderr.strip()}")
         store = None   # not our store's daemon: wait only for the mount to go
     deadline = time.monotonic() + timeout
-    while os.path.ismount(mountpoint) or (store is not None and _locked(store)):
+    while os.path.ismount(mountpoint) or (store is not None and flock_held(os.path.join(store, LOCK))):
         if time.monotonic() > deadline:
             raise MountError(f"the daemon serving {mountpoint} did not exit within {timeout:.0f} s")
         time.sleep(0.05)
-
-
-def _locked(store: str) -> bool:
-    """Whether a daemon holds the store's lock (it drops it only by exiting)."""
-    try:
-        fd = os.open(os.path.join(store, LOCK), os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def _detach(store: str, pipe: int) -> None:
