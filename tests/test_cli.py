@@ -91,7 +91,7 @@ def test_alias_and_rm(store, tmp_path):
     run_cli(store, "alias", "m:v1", "prod", check=True)
     assert run_cli(store, "rm", "m:v1", "--force", check=True).returncode == 0
     assert cli_json(store, "ls", "m") == []
-    run_cli(store, "rm", "m", check=True)
+    run_cli(store, "rm", "m", "--force", check=True)
     assert cli_json(store, "ls") == []
     assert cli_json(store, "du")["store"]["stored_bytes"] == 0
 

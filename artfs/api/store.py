@@ -300,14 +300,17 @@ class Store:
         return control.call_or_local(self.path, "gc", lambda name: _retention.gc(self._repo, name),
                                      name=name)
 
-    def delete(self, spec: str, *, force: bool = False) -> None:
-        """Delete ``NAME:REF`` (one version) or ``NAME`` (the artifact), reclaiming storage."""
+    def delete(self, spec: str, *, force: bool = False) -> str:
+        """Delete ``NAME:REF`` (one version) or ``NAME`` (the artifact), reclaiming storage.
+        Returns what went: ``NAME:vN`` for a version (never the alias it was named by), else NAME."""
         name, ref = parse_ref(spec, default=None)
         if ref is None:
             control.call_or_local(self.path, "delete_artifact", self._repo.delete_artifact, name=name)
-        else:
-            control.call_or_local(self.path, "delete_version", self._repo.delete_version,
-                                  name=name, ref=ref, force=force)
+            return name
+        result = control.call_or_local(
+            self.path, "delete_version", lambda **a: {"version": self._repo.delete_version(**a).label},
+            name=name, ref=ref, force=force)
+        return f"{name}:{result['version']}"
 
     # staging (what ``STORE/NAME/staging`` of a mount shows; no mount needed) ----------------------
     def status(self, name: str) -> dict[str, list[str]]:
