@@ -222,7 +222,7 @@ def test_commit_status_reset_without_a_mount(store, tmp_path):
         "", "artfs: nothing to commit: empty has no versions and an empty staging\n")
     run_cli(store, "put", "ds", tmp_path / "d", check=True)
     same = run_cli(store, "commit", "ds", "-a", "best", check=True)
-    assert (same.stdout, same.stderr) == ("ds:v0\n", "artfs: no changes: staging equals ds:v0; no version made\n")
+    assert (same.stdout, same.stderr) == ("ds:v0\n", "artfs: no changes: staging equals ds:v0; no version made; alias best now points at v0\n")
     assert sorted(cli_json(store, "ls", "ds")[0]["aliases"]) == ["best", "latest"]
 
     def change():

@@ -167,3 +167,40 @@ def test_a_dead_daemon_whose_pid_was_reused_says_to_unmount(mounted, tmp_path):
         other.kill()
         other.wait()
     assert run_cli(mounted.store, "unmount", mounted.mnt).returncode == 0
+
+
+def test_reading_commands_on_a_path_without_a_store_exit_6_and_create_nothing(tmp_path):
+    typo = tmp_path / "sotre"
+    for args in (["ls"], ["log"], ["du"], ["verify"], ["status", "a"], ["rm", "a", "--force"]):
+        proc = run_cli(typo, *args)
+        line, = proc.stderr.strip().splitlines()
+        assert proc.returncode == 6 and f"no artfs store at {typo}" in line, args
+        assert not typo.exists(), args
+
+
+def test_init_and_put_create_a_store(tmp_path):
+    made = run_cli(tmp_path / "a", "init", check=True)
+    assert made.stdout == f"{tmp_path / 'a'}\n"
+    assert run_cli(tmp_path / "a", "ls", check=True).stdout == ""
+    assert run_cli(tmp_path / "a", "init", check=True).returncode == 0   # an existing store stays
+    (tmp_path / "f").write_bytes(b"data")
+    assert run_cli(tmp_path / "b", "put", "x", tmp_path / "f", check=True).stdout == "x:v0\n"
+    assert run_cli(tmp_path / "b", "ls", "x", check=True).stdout
+
+
+def test_a_non_creating_open_shares_an_open_store(tmp_path):
+    """catalog/db.py keeps one Database per path: a non-creating open of a store this process
+    already has open (or that exists on disk) works."""
+    from artfs.api.store import Store
+    from artfs.errors import StoreError
+    with Store(tmp_path / "s") as writer, Store(tmp_path / "s", create=False) as reader:
+        assert reader.artifacts() == writer.artifacts() == []
+    with Store(tmp_path / "s", create=False) as again:
+        assert again.artifacts() == []
+    try:
+        Store(tmp_path / "missing", create=False)
+    except StoreError as e:
+        assert "no artfs store at" in str(e)
+    else:
+        raise AssertionError("a non-creating open made a store")
+    assert not (tmp_path / "missing").exists()

@@ -168,8 +168,10 @@ def _entry_row(path: str, e: Entry) -> dict:
 
 
 class Store:
-    def __init__(self, path: str | None = None):
-        self._repo = Repo(path)
+    def __init__(self, path: str | None = None, *, create: bool = True):
+        """The store at PATH (default $ARTFS_STORE, else ~/.local/share/artfs), created on first
+        use; with create=False a path without a store is StoreError (exit 6) and stays untouched."""
+        self._repo = Repo(path, create=create)
         self.path = self._repo.path
 
     def close(self) -> None:

@@ -176,10 +176,14 @@ class Database:
     """An open store: the catalog environment, its named databases, and the object store."""
 
     @classmethod
-    def open(cls, path: str | None = None, *, hasher=None) -> "Database":
+    def open(cls, path: str | None = None, *, hasher=None, create: bool = True) -> "Database":
+        """The store at PATH, created on first use unless CREATE is false: then a path without a
+        store is StoreError and nothing is made there."""
         path = os.path.abspath(path or default_store_path())
         with _registry_lock:
             db = _registry.get(path)
+            if db is None and not create and not os.path.exists(os.path.join(path, MARKER)):
+                raise StoreError(f"no artfs store at {path}: run artfs init or put to create one")
             if db is None or hasher is not None:
                 db = cls(path, hasher=hasher or object_id)
                 if hasher is None:

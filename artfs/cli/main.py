@@ -48,6 +48,11 @@ def cmd_put(store: Store, args) -> int:
     return 0
 
 
+def cmd_init(store: Store, args) -> int:
+    print(store.path)
+    return 0
+
+
 def cmd_ls(store: Store, args) -> int:
     if args.name is not None and (args.path is not None or ":" in args.name):
         if args.where or args.remote:
@@ -236,7 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--metadata", help="a JSON object stored with the version")
     c.add_argument("--ttl", metavar="AGE", help="let artfs gc delete the version AGE after it is made "
                    "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
-    c.set_defaults(func=cmd_put)
+    c.set_defaults(func=cmd_put, creates_store=True)
+
+    c = sub.add_parser("init", help="create an empty store (at --store PATH, or the default)",
+                       description="Create an empty artfs store at the --store path ($ARTFS_STORE, "
+                       "else ~/.local/share/artfs) and print its path; an existing store is left as "
+                       "it is. Only init, put, commit, mount and clone create a store: every other "
+                       "command on a path without one exits 6.")
+    c.set_defaults(func=cmd_init, creates_store=True)
 
     c = sub.add_parser("get", help="write a version's files (or one file or directory of it) into DEST",
                        description="Write the files of a version, or PATH in it, into DEST, "
@@ -348,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "no_store", False):
             code = args.func(args)
         else:
-            with Store(args.store) as store:
+            with Store(args.store, create=getattr(args, "creates_store", False)) as store:
                 code = args.func(store, args)
         sys.stdout.flush()   # here, so a closed pipe is caught below and not reported at exit
         return code

@@ -115,7 +115,7 @@ def register(sub) -> None:
     c.add_argument("--metadata", help="a JSON object stored with the version")
     c.add_argument("--ttl", metavar="AGE", help="let artfs gc delete the version AGE after it is made "
                    "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
-    c.set_defaults(func=cmd_commit)
+    c.set_defaults(func=cmd_commit, creates_store=True)
 
     c = sub.add_parser("status", help="what the staging of NAME added, modified and deleted",
                        description="The paths the staging of NAME added (A), modified (M) and "
