@@ -21,6 +21,7 @@ from tests.helpers import DEEP, MiB, cli_json, damage_blob, run_cli, seed_files,
 @pytest.fixture
 def store(tmp_path):
     s = tmp_path / "store"
+    run_cli(s, "init", check=True)   # only commands that write create a store
     yield s
     if s.exists():
         proc = run_cli(s, "verify")
@@ -126,7 +127,7 @@ def test_not_a_store_and_newer_format(tmp_path):
     proc = run_cli(d, "ls")
     assert proc.returncode == StoreError.exit_code and "not an artfs store" in proc.stderr
     s = tmp_path / "s"
-    run_cli(s, "ls", check=True)
+    run_cli(s, "init", check=True)
     (s / "ARTFS-STORE").write_text('{"format": 7}')
     proc = run_cli(s, "ls")
     assert proc.returncode == StoreError.exit_code and "upgrade artfs" in proc.stderr
