@@ -189,6 +189,7 @@ def test_readonly_user_clones_and_pulls_but_cannot_push(s3, s3_bucket, tmp_path,
 def test_unreachable_endpoint_is_one_line_exit_11(tmp_path):
     port = free_port()                             # bound and closed again: nobody listens
     env = dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", ARTFS_REMOTE_RETRIES="2")
+    run_cli(tmp_path / "A", "init", check=True)   # remote add binds an existing store
     proc = run_cli(tmp_path / "A", "remote", "add", "origin", "s3://bucket/p", "--endpoint",
                    f"http://127.0.0.1:{port}", "--allow-http", env=env)
     assert proc.returncode == 11, proc.stderr

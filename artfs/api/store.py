@@ -167,8 +167,10 @@ def _entry_row(path: str, e: Entry) -> dict:
 
 
 class Store:
-    def __init__(self, path: str | None = None):
-        self._repo = Repo(path)
+    def __init__(self, path: str | None = None, *, create: bool = True):
+        """The store at PATH (default $ARTFS_STORE, else ~/.local/share/artfs), created on first
+        use; with create=False a path without a store is StoreError (exit 6) and stays untouched."""
+        self._repo = Repo(path, create=create)
         self.path = self._repo.path
 
     def close(self) -> None:
@@ -299,14 +301,17 @@ class Store:
         return control.call_or_local(self.path, "gc", lambda name: _retention.gc(self._repo, name),
                                      name=name)
 
-    def delete(self, spec: str, *, force: bool = False) -> None:
-        """Delete ``NAME:REF`` (one version) or ``NAME`` (the artifact), reclaiming storage."""
+    def delete(self, spec: str, *, force: bool = False) -> str:
+        """Delete ``NAME:REF`` (one version) or ``NAME`` (the artifact), reclaiming storage.
+        Returns what went: ``NAME:vN`` for a version (never the alias it was named by), else NAME."""
         name, ref = parse_ref(spec, default=None)
         if ref is None:
             control.call_or_local(self.path, "delete_artifact", self._repo.delete_artifact, name=name)
-        else:
-            control.call_or_local(self.path, "delete_version", self._repo.delete_version,
-                                  name=name, ref=ref, force=force)
+            return name
+        result = control.call_or_local(
+            self.path, "delete_version", lambda **a: {"version": self._repo.delete_version(**a).label},
+            name=name, ref=ref, force=force)
+        return f"{name}:{result['version']}"
 
     # staging (what ``STORE/NAME/staging`` of a mount shows; no mount needed) ----------------------
     def status(self, name: str) -> dict[str, list[str]]:

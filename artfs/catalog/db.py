@@ -65,14 +65,18 @@ def default_store_path() -> str:
     return os.path.join(base, "artfs")
 
 
-def _prepare_dir(path: str) -> None:
-    """Create the store on first use, or check it is one this artfs can read.
+def _prepare_dir(path: str, create: bool = True) -> None:
+    """Create the store on first use (unless CREATE is false: then a path without a store is
+    StoreError and nothing is made), or check it is one this artfs can read.
 
     Processes creating the same store at once take turns on an flock of the directory, so none
-    sees another's half-made store as "not an artfs store".
+    sees another's half-made store as "not an artfs store" (or as no store).
     """
+    missing = StoreError(f"no artfs store at {path}: run artfs init or put to create one")
     if os.path.exists(path) and not os.path.isdir(path):
         raise StoreError(f"{path} is not a directory")
+    if not create and not os.path.isdir(path):
+        raise missing
     os.makedirs(path, mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -80,6 +84,8 @@ def _prepare_dir(path: str) -> None:
         if not os.path.exists(os.path.join(path, MARKER)):
             if os.listdir(path):
                 raise StoreError(f"{path} is not an artfs store (no {MARKER} marker) and is not empty")
+            if not create:
+                raise missing
             os.chmod(path, 0o700)
             write_marker(path, {"format": FORMAT, "data": "data.0"})
     finally:
@@ -176,23 +182,25 @@ class Database:
     """An open store: the catalog environment, its named databases, and the object store."""
 
     @classmethod
-    def open(cls, path: str | None = None, *, hasher=None) -> "Database":
+    def open(cls, path: str | None = None, *, hasher=None, create: bool = True) -> "Database":
+        """The store at PATH, created on first use unless CREATE is false: then a path without a
+        store is StoreError and nothing is made there."""
         path = os.path.abspath(path or default_store_path())
         with _registry_lock:
             db = _registry.get(path)
             if db is None or hasher is not None:
-                db = cls(path, hasher=hasher or object_id)
+                db = cls(path, hasher=hasher or object_id, create=create)
                 if hasher is None:
                     _registry[path] = db
             db._users += 1
             return db
 
-    def __init__(self, path: str, *, hasher=object_id):
+    def __init__(self, path: str, *, hasher=object_id, create: bool = True):
         self.path = path
         self._users = 0
         self._lockfd = None
         try:
-            _prepare_dir(path)
+            _prepare_dir(path, create)
             for sub in ("staging", "sessions"):
                 os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
             self._lockfd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -19,7 +19,7 @@ from . import remote as cli_remote
 from . import retention as cli_retention
 from .. import __version__
 from ..api.store import Store
-from ..errors import ArtfsError, InvalidInput, UsageError
+from ..errors import ArtfsError, Conflict, InvalidInput, UsageError
 from ..names import parse_ref
 from .output import emit_json as _emit_json, human as _human, json_object, table as _table, when as _when
 from .progress import input_bytes, progress_bar
@@ -45,6 +45,11 @@ def cmd_put(store: Store, args) -> int:
     if not created:
         print(f"artfs: no changes: content equals {v.name}:{v.version}; no version made", file=sys.stderr)
     print(f"{v.name}:{v.version}")
+    return 0
+
+
+def cmd_init(store: Store, args) -> int:
+    print(store.path)
     return 0
 
 
@@ -133,9 +138,36 @@ def cmd_alias(store: Store, args) -> int:
     return 0
 
 
+def _what_goes(store: Store, name: str, ref: str | None) -> str | None:
+    """What ``rm`` would delete, when that needs --force or a confirmation: a whole artifact, or a
+    version a user alias points at; None otherwise."""
+    if ref is None:
+        versions = store.versions(name)
+        aliases = sorted({a for v in versions for a in v.aliases if a != "latest"})
+        return (f"artifact {name} with {len(versions)} versions"
+                + (f" ({versions[0].version}-{versions[-1].version})" if versions else "")
+                + (f", aliases {', '.join(aliases)}" if aliases else "")
+                + f" and {_human(sum(v.size for v in versions))} of files")
+    v = store.get(f"{name}:{ref}")
+    aliases = [a for a in v.aliases if a != "latest"]
+    if not aliases:
+        return None
+    return f"{name}:{v.version} ({_human(v.size)} of files) with aliases {', '.join(aliases)}"
+
+
 def cmd_rm(store: Store, args) -> int:
-    store.delete(args.target, force=args.force)
-    print(f"deleted {args.target}")
+    name, ref = parse_ref(args.target, default=None)
+    force = args.force
+    what = None if force else _what_goes(store, name, ref)
+    if what is not None:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise Conflict(f"rm would delete {what}: add --force to delete")
+        print(f"artfs: delete {what}? [y/N] ", end="", file=sys.stderr, flush=True)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            print("artfs: nothing deleted", file=sys.stderr)
+            return 5
+        force = True
+    print(f"deleted {store.delete(args.target, force=force)}")
     return 0
 
 
@@ -209,7 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--metadata", help="a JSON object stored with the version")
     c.add_argument("--ttl", metavar="AGE", help="let artfs gc delete the version AGE after it is made "
                    "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
-    c.set_defaults(func=cmd_put)
+    c.set_defaults(func=cmd_put, creates_store=True)
+
+    c = sub.add_parser("init", help="create an empty store (at --store PATH, or the default)",
+                       description="Create an empty artfs store at the --store path ($ARTFS_STORE, "
+                       "else ~/.local/share/artfs) and print its path; an existing store is left as "
+                       "it is. Only init, put, commit, mount and clone create a store: every other "
+                       "command on a path without one exits 6.")
+    c.set_defaults(func=cmd_init, creates_store=True)
 
     c = sub.add_parser("get", help="write a version's files (or one file or directory of it) into DEST",
                        description="Write the files of a version, or PATH in it, into DEST, "
@@ -271,9 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("rm", help="delete a version (NAME:vN) or a whole artifact (NAME)",
                        description="Delete one version, or a whole artifact with its versions, "
-                       "aliases and staging. Storage no other version uses is freed at once.")
+                       "aliases and staging. Storage no other version uses is freed at once. Deleting an "
+                       "artifact, or a version a user alias points at, asks on a terminal and "
+                       "otherwise needs --force (exit 5 names what would go). Prints NAME:vN deleted.")
     c.add_argument("target", metavar="NAME[:REF]", help="a version, or an artifact without :REF")
-    c.add_argument("--force", action="store_true", help="delete even if user aliases point at it")
+    c.add_argument("--force", action="store_true", help="delete without asking: needed for a whole "
+                   "artifact or a version user aliases point at, unless confirmed on a terminal")
     c.set_defaults(func=cmd_rm)
 
     c = sub.add_parser("du", help="logical and unique bytes per version; bytes stored",
@@ -316,9 +358,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(fstab.helper_argv(argv, parser) or argv)   # mount(8)'s form too
         if getattr(args, "no_store", False):
-            return args.func(args)
-        with Store(args.store) as store:
-            return args.func(store, args)
+            code = args.func(args)
+        else:
+            with Store(args.store, create=getattr(args, "creates_store", False)) as store:
+                code = args.func(store, args)
+        sys.stdout.flush()   # here, so a closed pipe is caught below and not reported at exit
+        return code
+    except BrokenPipeError:   # before OSError, its base class: `artfs log | head -1` is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except ArtfsError as e:
         print(f"artfs: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -329,9 +377,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("artfs: interrupted; nothing was written", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 if __name__ == "__main__":

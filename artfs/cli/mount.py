@@ -32,11 +32,13 @@ def _daemon():
 
 def cmd_mount(args) -> int:
     return _daemon().mount(args.store, args.mountpoint, foreground=args.foreground,
-                           allow_other=args.allow_other, record_use=args.record_use)
+                           allow_other=args.allow_other, record_use=args.record_use,
+                           nonempty=args.nonempty)
 
 
 def cmd_unmount(args) -> int:
-    _daemon().unmount(args.store, args.mountpoint)
+    if _daemon().unmount(args.store, args.mountpoint):
+        print(f"{args.mountpoint} was a dead mount (its daemon died): unmounted it")
     return 0
 
 
@@ -50,7 +52,8 @@ def cmd_commit(store, args) -> int:
               file=sys.stderr)
         return 0
     if not created:
-        print(f"artfs: no changes: staging equals {v.name}:{v.version}; no version made",
+        moved = "".join(f"; alias {a} now points at {v.version}" for a in args.alias)
+        print(f"artfs: no changes: staging equals {v.name}:{v.version}; no version made{moved}",
               file=sys.stderr)
     print(f"{v.name}:{v.version}")
     return 0
@@ -81,6 +84,8 @@ def register(sub) -> None:
                        "writable. Returns once the mount answers; the daemon logs to "
                        "STORE/daemon.log. Needs the mount extra: pip install 'artfs[mount]'.")
     c.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing, empty directory")
+    c.add_argument("--nonempty", action="store_true",
+                   help="mount over a directory that holds files (hidden while mounted)")
     c.add_argument("-f", "--foreground", action="store_true",
                    help="stay attached and log to stderr (tests, systemd)")
     c.add_argument("--allow-other", action="store_true",
@@ -92,7 +97,8 @@ def register(sub) -> None:
 
     c = sub.add_parser("unmount", help="unmount MOUNTPOINT and wait for its daemon to exit",
                        description="Unmount MOUNTPOINT cleanly (refused while busy) and wait until "
-                       "its daemon has exited; fusermount3 -u works too.")
+                       "its daemon has exited; fusermount3 -u works too. A dead mount (its daemon was "
+                       "killed) is cleaned up, lazily if busy. A busy mount exits 5.")
     c.add_argument("mountpoint", metavar="MOUNTPOINT", help="where the store is mounted")
     c.set_defaults(func=cmd_unmount, no_store=True)
 
@@ -109,7 +115,7 @@ def register(sub) -> None:
     c.add_argument("--metadata", help="a JSON object stored with the version")
     c.add_argument("--ttl", metavar="AGE", help="let artfs gc delete the version AGE after it is made "
                    "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
-    c.set_defaults(func=cmd_commit)
+    c.set_defaults(func=cmd_commit, creates_store=True)
 
     c = sub.add_parser("status", help="what the staging of NAME added, modified and deleted",
                        description="The paths the staging of NAME added (A), modified (M) and "

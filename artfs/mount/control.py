@@ -72,6 +72,9 @@ def request(store: str, op: str, **args):
                 if not part:
                     break
                 buf += part
+    except (ConnectionRefusedError, FileNotFoundError):   # the socket outlived its daemon
+        raise MountError(f"the mount daemon of {store} died: run artfs unmount "
+                         f"{info['mountpoint']}") from None
     except OSError as e:
         raise MountError(f"cannot talk to the artfs daemon (pid {info['pid']}): {e}") from None
     if not buf:

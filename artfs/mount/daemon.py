@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import functools
 import inspect
 import json
 import logging
@@ -35,7 +34,7 @@ import trio
 
 from . import control
 from ..catalog.db import default_store_path, flock_held
-from ..errors import ArtfsError, MountError, UsageError
+from ..errors import ArtfsError, Conflict, MountError, UsageError
 from .actions import Actions
 from .model import Filesystem
 from .ops import Operations, invalidate
@@ -50,27 +49,47 @@ ACTIONS = ("commit", "reset", "status", "alias", "unalias", "delete_version", "d
            "changed", "compact", "gc")
 
 
-def check_mountpoint(path: str) -> None:
+def check_mountpoint(path: str, nonempty: bool = False) -> None:
+    if _is_dead_mount(path):
+        raise MountError(f"{path} is a dead mount (its daemon died): run 'artfs unmount {path}' first")
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise MountError(f"mount point {path} does not exist") from None
     except OSError as e:
-        if e.errno == errno.ENOTCONN:
-            raise MountError(f"{path} is a dead mount (its daemon died): run "
-                             f"'fusermount3 -u {path}' first") from None
         raise MountError(f"cannot use {path} as a mount point: {e.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise MountError(f"mount point {path} is not a directory")
     if os.path.ismount(path):
         raise MountError(f"{path} is already a mount point")
+    if not nonempty and os.listdir(path):
+        raise MountError(f"mount point {path} is not empty: the mount would hide its files "
+                         "(--nonempty mounts over them)")
+
+
+def _is_dead_mount(path: str) -> bool:
+    """A FUSE mount whose daemon died: the kernel answers ENOTCONN for it (statfs: stat may be
+    answered from the kernel's attribute cache)."""
+    try:
+        os.statvfs(path)
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+    return False
+
+
+def _fusermount_u(mountpoint: str, *flags: str) -> None:
+    """``fusermount3 -u``: a busy mount is a Conflict (exit 5), any other failure a MountError."""
+    proc = subprocess.run(["fusermount3", "-u", *flags, mountpoint], capture_output=True, text=True)
+    if proc.returncode != 0:
+        cls = Conflict if "busy" in proc.stderr else MountError
+        raise cls(f"cannot unmount {mountpoint}: {proc.stderr.strip()}")
 
 
 def mount(store: str | None, mountpoint: str, *, foreground: bool, allow_other: bool,
-          record_use: bool = False) -> int:
+          record_use: bool = False, nonempty: bool = False) -> int:
     store = os.path.abspath(store or default_store_path())
     mountpoint = os.path.abspath(mountpoint)
-    check_mountpoint(mountpoint)
+    check_mountpoint(mountpoint, nonempty)
     daemon = Daemon(store, mountpoint, allow_other, record_use)
     if foreground:
         _log_to(sys.stderr)
@@ -105,9 +124,17 @@ def _child(daemon: "Daemon", store: str, pipe: int) -> None:
         os._exit(code)
 
 
-def unmount(store: str | None, mountpoint: str, timeout: float = 60.0) -> None:
-    """Unmount MOUNTPOINT (through its daemon when it serves STORE) and wait for the daemon to end."""
+def unmount(store: str | None, mountpoint: str, timeout: float = 60.0) -> bool:
+    """Unmount MOUNTPOINT (through its daemon when it serves STORE) and wait for the daemon to end.
+    A dead mount (its daemon was killed) is unmounted, lazily if busy; returns whether it was one."""
     store = os.path.abspath(store or default_store_path())
+    mountpoint = os.path.abspath(mountpoint)
+    if _is_dead_mount(mountpoint):   # before realpath, which would need the dead mount to answer
+        try:
+            _fusermount_u(mountpoint)
+        except Conflict:
+            _fusermount_u(mountpoint, "-z")
+        return True
     mountpoint = os.path.realpath(mountpoint)
     info = control.daemon_info(store)
     if info is not None and os.path.realpath(info["mountpoint"]) == mountpoint:
@@ -115,15 +142,14 @@ def unmount(store: str | None, mountpoint: str, timeout: float = 60.0) -> None:
     else:
         if not os.path.ismount(mountpoint):
             raise MountError(f"{mountpoint} is not mounted")
-        proc = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise MountError(f"cannot unmount {mountpoint}: {proc.stderr.strip()}")
+        _fusermount_u(mountpoint)
         store = None   # not our store's daemon: wait only for the mount to go
     deadline = time.monotonic() + timeout
     while os.path.ismount(mountpoint) or (store is not None and flock_held(os.path.join(store, LOCK))):
         if time.monotonic() > deadline:
             raise MountError(f"the daemon serving {mountpoint} did not exit within {timeout:.0f} s")
         time.sleep(0.05)
+    return False
 
 
 def _detach(store: str, pipe: int) -> None:
@@ -313,8 +339,4 @@ class Daemon:
 
     async def _unmount(self) -> None:
         """Unmount like ``fusermount3 -u`` (refused while busy); the FUSE loop then ends."""
-        run = functools.partial(subprocess.run, ["fusermount3", "-u", self.mountpoint],
-                                capture_output=True, text=True)
-        proc = await trio.to_thread.run_sync(run)
-        if proc.returncode != 0:
-            raise MountError(f"cannot unmount {self.mountpoint}: {proc.stderr.strip()}")
+        await trio.to_thread.run_sync(_fusermount_u, self.mountpoint)

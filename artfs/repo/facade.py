@@ -56,8 +56,8 @@ class _LRU:
 
 
 class Repo:
-    def __init__(self, path: str | None = None, *, hasher=None):
-        self.db = Database.open(path, hasher=hasher)
+    def __init__(self, path: str | None = None, *, hasher=None, create: bool = True):
+        self.db = Database.open(path, hasher=hasher, create=create)
         self.path = self.db.path
         self.objects = Objects(self.db)
         self.catalog = Catalog(self.db.dbs)
