@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 
 import pytest
 
@@ -20,6 +21,31 @@ from tests.helpers import MiB, write
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@contextmanager
+def reading(repo, fobj, expected: bytes, threads: int = 1):
+    """Threads re-reading a file in a loop for the life of the block; yields the read count (a
+    one-item list); any wrong byte or error fails the test when the block ends."""
+    stop, errors, reads = threading.Event(), [], [0]
+
+    def reader():
+        try:
+            while not stop.is_set():
+                assert repo.read(fobj, 0, len(expected)) == expected
+                reads[0] += 1
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    workers = [threading.Thread(target=reader) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    try:
+        yield reads
+    finally:
+        stop.set()
+        for t in workers:
+            t.join()
+    assert not errors, errors
+
+
 def test_map_grows_while_threads_read(tmp_path, monkeypatch):
     """Growing the map re-maps it: before the map lock, a reader thread hashing a view into the
     old map crashed the process (segfault in xxhash/memcpy). Readers now pause for the re-map."""
@@ -30,28 +56,11 @@ def test_map_grows_while_threads_read(tmp_path, monkeypatch):
     with Repo(str(tmp_path / "s")) as repo:
         v = repo.put("a", str(src))[0]
         fobj = repo.file(repo.tree(v.root).entries[0].ref)
-        stop, errors, reads = threading.Event(), [], [0]
-
-        def reader():
-            try:
-                while not stop.is_set():
-                    assert repo.read(fobj, 0, len(data)) == data
-                    reads[0] += 1
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-        threads = [threading.Thread(target=reader) for _ in range(3)]
-        for t in threads:
-            t.start()
-        try:
+        with reading(repo, fobj, data, threads=3) as reads:
             grown = repo.db.objects.env.map_size()
             for i in range(6):
                 write(src / f"more{i}", os.urandom(4 * MiB))
                 repo.put("a", str(src))
-        finally:
-            stop.set()
-            for t in threads:
-                t.join()
-        assert not errors, errors
         assert repo.db.objects.env.map_size() > grown and reads[0] > 0
         assert verify(repo).ok
 
@@ -173,23 +182,9 @@ def test_compact_gives_space_back_while_reads_go_on(tmp_path):
             repo.delete_version("a", v.label)
         (entry,) = repo.tree(v0.root).entries
         fobj = repo.file(entry.ref)
-        stop, errors, reads = threading.Event(), [], [0]
-
-        def reader():
-            try:
-                while not stop.is_set():
-                    assert repo.read(fobj, 0, len(keep)) == keep
-                    reads[0] += 1
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-        t = threading.Thread(target=reader)
-        t.start()
-        try:
+        with reading(repo, fobj, keep) as reads:
             before, after = repo.compact()
-        finally:
-            stop.set()
-            t.join()
-        assert not errors and reads[0] > 0
+        assert reads[0] > 0
         assert before > 40 * MiB and after < 12 * MiB, (before, after)
         assert after == repo.db.file_bytes()
         assert repo.read(fobj, 0, len(keep)) == keep

@@ -175,7 +175,7 @@ class Objects:
     def ref(self, txn, oid: bytes) -> tuple[int, int]:
         """(reference count, size) of an object; (0, 0) when unreferenced."""
         raw = txn.get(oid, db=self.dbs["refs"])
-        return _REF.unpack(raw) if raw is not None else (0, 0)
+        return self.decode_ref(raw) if raw is not None else (0, 0)
 
     @staticmethod
     def decode_ref(raw) -> tuple[int, int]:
