@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..api.store import Store
 from ..errors import UsageError
+from .output import emit_json, human
 
 
 def cmd_remote(store: Store, args) -> int:
@@ -47,6 +48,34 @@ def cmd_clone(args) -> int:
                      allow_http=args.allow_http, data=args.data) as store:
         print(f"cloned {args.url} into {store.path} (remote origin)")
     return 0
+
+
+def gc(store: Store, args) -> int:
+    """``artfs gc --remote REMOTE``."""
+    if args.name or args.dry_run:
+        raise UsageError("gc --remote takes no NAME and no --dry-run: it frees only what no live version uses")
+    report = store.remote_gc(args.remote)
+    if args.json:
+        emit_json(report)
+    else:
+        print(f"gc --remote {args.remote}: freed {human(report['freed_bytes'])}")
+    return 0
+
+
+def verify(store: Store, args) -> int:
+    """``artfs verify --remote REMOTE``: exit 7 naming each problem."""
+    if args.target:
+        raise UsageError("verify --remote checks every version on the remote: it takes no NAME[:REF]")
+    report = store.remote_verify(args.remote)
+    if args.json:
+        emit_json({"ok": not report["problems"], **report})
+    else:
+        for line in report["problems"]:
+            print(line)
+        print(f"{'ok' if not report['problems'] else 'DAMAGED'}: remote {args.remote}: {report['versions']} "
+              f"versions, {report['objects']} objects, {human(report['bytes'])} checked; "
+              f"{len(report['problems'])} problems")
+    return 7 if report["problems"] else 0
 
 
 def _endpoint_args(c) -> None:

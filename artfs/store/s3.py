@@ -129,6 +129,12 @@ class S3Store:
             return sorted((m["path"], m["size"]) for batch in obstore.list(self._store, prefix=prefix or None)
                           for m in batch)
 
+    def listing(self, prefix: str = "") -> list[tuple[str, int, float]]:
+        """(key, size, last modified by the server's clock, in epoch seconds) under ``prefix``."""
+        with self._errors("list", prefix):
+            return sorted((m["path"], m["size"], m["last_modified"].timestamp())
+                          for batch in obstore.list(self._store, prefix=prefix or None) for m in batch)
+
     # writing -----------------------------------------------------------------------------------
     def put(self, key: str, data: bytes, *, create: bool = False, if_match: str | None = None) -> str:
         """Write ``key``: overwrite, create-only (Exists when present) or compare-and-swap against
