@@ -235,3 +235,53 @@ def test_unreachable_endpoint_is_one_line_exit_11(tmp_path):
     assert proc.returncode == 11, proc.stderr
     assert proc.stderr.startswith("artfs: error: remote s3://bucket/p") and len(proc.stderr.splitlines()) == 1
     assert run_cli(tmp_path / "A", "remote", "ls", env=env).stdout == ""   # nothing bound
+
+
+def test_commit_takes_the_remotes_next_number_and_keeps_it_here(s3, s3_bucket, tmp_path, monkeypatch):
+    """A commit of staging while another host published meanwhile: the version is created on the
+    remote under the next free number, and this store holds it under that number too."""
+    from artfs.staging.overlay import ROOT, Staging
+    a, b = tmp_path / "A", tmp_path / "B"
+    write(tmp_path / "v0" / "f", b"base")
+    cli(a, s3, "put", "ds", tmp_path / "v0")
+    bind(a, s3, s3_bucket)
+    cli(a, s3, "push")
+    clone(b, s3, s3_bucket)
+    write(tmp_path / "b" / "f", b"B's v1")
+    assert cli(b, s3, "put", "ds", tmp_path / "b").stdout.strip() == "ds:v1"     # A has not seen it
+    for k, v in aws_env(s3).items():
+        monkeypatch.setenv(k, v)
+    with Store(str(a)) as sa:
+        staging = Staging(sa._repo, "ds")
+        ino = staging.create(ROOT, b"new", 0o644, os.getuid(), os.getgid()).ino
+        with open(staging.open_data(ino, truncate=True), "r+b") as f:
+            f.write(b"committed by A")
+        v = sa.commit("ds", aliases=["best"])
+        assert v.version == "v2" and [x.version for x in sa.versions("ds")] == ["v0", "v2"]
+        assert sa.get("ds:latest").version == "v2" and sa.get("ds:best").version == "v2"
+        there = {x.version: x for x in sa.remote_versions("origin", "ds")["ds"]}
+        assert there["v2"].digest == v.digest and there["v2"].aliases == ["latest", "best"]
+    assert cli(a, s3, "verify", "--remote", "origin").returncode == 0
+    assert cli(a, s3, "verify").returncode == 0
+
+
+@pytest.mark.slow
+def test_sixteen_hosts_putting_at_once_get_sixteen_numbers(rgw, tmp_path):
+    """16 committer processes with separate stores on one artifact (RGW: atomic create-only):
+    16 distinct versions, latest at the highest, verify --remote clean."""
+    bucket = rgw.make_bucket("t-sixteen-hosts")
+    hosts = [tmp_path / f"h{i}" for i in range(16)]
+    cli(hosts[0], rgw, "init")
+    bind(hosts[0], rgw, bucket)
+    for h in hosts[1:]:
+        clone(h, rgw, bucket)
+    for i, h in enumerate(hosts):
+        write(tmp_path / f"in{i}" / "f", f"host {i}".encode())
+    results = run_all([["--store", h, "put", "ds", tmp_path / f"in{i}"] for i, h in enumerate(hosts)],
+                      aws_env(rgw))
+    assert [code for code, _, _ in results] == [0] * 16, results
+    labels = sorted((out.strip() for _, out, _ in results), key=lambda s: int(s.split(":v")[1]))
+    assert labels == [f"ds:v{n}" for n in range(16)]
+    rows = cli(hosts[0], rgw, "ls", "--remote", "origin", "ds").stdout.splitlines()[1:]
+    assert len(rows) == 16 and rows[-1].split()[:2] == ["v15", "latest"]
+    assert cli(hosts[0], rgw, "verify", "--remote", "origin").returncode == 0
