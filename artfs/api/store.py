@@ -378,10 +378,12 @@ class Store:
 
     # remotes (docs/REMOTE.md; credentials come from the AWS environment, never stored) -------------
     def remote_add(self, name: str, url: str, *, endpoint: str | None = None, region: str | None = None,
-                   allow_http: bool = False) -> dict:
+                   allow_http: bool = False, ca_bundle: str | None = None) -> dict:
         """Bind remote NAME (``s3://BUCKET[/PREFIX]``): its config is created there when absent,
-        checked when present. Returns the remote's config."""
-        binding = {"url": url, "endpoint": endpoint, "region": region, "allow_http": allow_http}
+        checked when present. Plain http only to loopback or with allow_http; CA_BUNDLE (a PEM
+        file, kept by path) is trusted for an https endpoint. Returns the remote's config."""
+        binding = {"url": url, "endpoint": endpoint, "region": region, "allow_http": allow_http,
+                   **({"ca_bundle": os.path.abspath(ca_bundle)} if ca_bundle else {})}
         remote = Remote(self.path, name, binding, init=True)
         _bindings.add(self.path, name, binding)
         return remote.config
@@ -443,14 +445,16 @@ class Store:
 
     @classmethod
     def clone(cls, url: str, path: str | None = None, *, endpoint: str | None = None,
-              region: str | None = None, allow_http: bool = False, data: bool = False) -> "Store":
+              region: str | None = None, allow_http: bool = False, ca_bundle: str | None = None,
+              data: bool = False) -> "Store":
         """A new local store at PATH bound to the remote as ``origin``, its metadata pulled (and
         with ``data`` its versions)."""
         if path is not None and os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
             raise Exists(f"{path} exists and is not an empty directory")
         store = cls(path)
         try:
-            store.remote_add("origin", url, endpoint=endpoint, region=region, allow_http=allow_http)
+            store.remote_add("origin", url, endpoint=endpoint, region=region, allow_http=allow_http,
+                             ca_bundle=ca_bundle)
             store.pull(data=data)
         except BaseException:
             store.close()
