@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tests.helpers import write
-from tests.test_remote import PREFIX, aws_env, cli
+from tests.test_remote import PREFIX, cli
 
 pytest.importorskip("obstore", reason="needs obstore: scripts/setup-s3.sh installs it")
 

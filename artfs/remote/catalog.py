@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..catalog.versions import VersionInfo
 from ..errors import Conflict, Exists, NotFound, StoreError
-from ..names import LATEST
+from ..names import LATEST, version_number
 from ..store.s3 import S3Store
 
 FORMAT = 1
@@ -31,6 +31,14 @@ ALLOCATE_ATTEMPTS = 1000
 
 def _version_key(name: str, number: int) -> str:
     return f"versions/{name}/{number:010d}.json"
+
+
+def matching(versions: list[VersionInfo], ref: str) -> list[VersionInfo]:
+    """The version among VERSIONS that REF (vN or an alias) names, as a list of one or none."""
+    number = version_number(ref)
+    if number is None:
+        number = next((v.number for v in versions if ref in v.aliases), None)
+    return [v for v in versions if v.number == number]
 
 
 class RemoteCatalog:

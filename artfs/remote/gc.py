@@ -26,9 +26,10 @@ from collections.abc import Iterable
 from ..catalog.objects import DIR, FILE, FileObj, Tree
 from ..catalog.versions import VersionInfo
 from ..errors import Conflict, CorruptData, NotFound
-from ..names import LATEST, version_number
+from ..names import LATEST
 from ..store.backend import Obj
 from ..store.packs import INDEX_SUFFIX, PREFIX as PACKS, pack_key
+from .catalog import matching
 from .locks import DELETE, Lock, stale_locks
 
 GRACE = 3600.0
@@ -44,13 +45,7 @@ def delete(remote, name: str, ref: str | None) -> dict:
     uses: {"versions": ["NAME:vN", ...], "freed_bytes": n}."""
     with Lock(remote.s3, DELETE) as lock:
         live = remote.catalog.versions(name)
-        if ref is None:
-            targets = live
-        else:
-            number = version_number(ref)
-            if number is None:
-                number = next((v.number for v in live if ref in v.aliases), None)
-            targets = [v for v in live if v.number == number]
+        targets = live if ref is None else matching(live, ref)
         if not targets:
             raise NotFound(f"remote {remote.name} has no {name}{':' + ref if ref else ''}")
         for v in targets:

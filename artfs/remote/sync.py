@@ -25,14 +25,14 @@ from collections.abc import Iterable
 from ..catalog.objects import DIR, FILE
 from ..catalog.versions import VersionInfo
 from ..errors import Conflict, NotFound
-from ..names import LATEST, check_artifact, version_number
+from ..names import LATEST, check_artifact
 from ..repo.facade import Repo
 from ..store.backend import Obj
 from ..store.ids import strong_digest
 from ..store.remote import PACK_SIZE, RemoteObjectStore
 from ..store.s3 import S3Store
 from . import bindings
-from .catalog import RemoteCatalog
+from .catalog import RemoteCatalog, matching
 from .locks import PUSH, Lock
 
 BATCH_BYTES = 32 << 20
@@ -182,10 +182,7 @@ def pull(repo: Repo, remote: Remote, name: str | None = None, ref: str | None = 
     for n in names:
         theirs = remote.catalog.versions(n)
         if ref:
-            number = version_number(ref)
-            if number is None:
-                number = next((v.number for v in theirs if ref in v.aliases), None)
-            theirs = [v for v in theirs if v.number == number]
+            theirs = matching(theirs, ref)
             if not theirs:
                 raise NotFound(f"remote {remote.name} has no {n}:{ref}")
         if not theirs and name:
