@@ -19,7 +19,7 @@ from . import remote as cli_remote
 from . import retention as cli_retention
 from .. import __version__
 from ..api.store import Store
-from ..errors import ArtfsError, Conflict, InvalidInput, UsageError
+from ..errors import ArtfsError, Conflict, InvalidInput, NotFound, UsageError
 from ..names import parse_ref
 from .output import emit_json as _emit_json, human as _human, json_object, table as _table, when as _when
 from .progress import input_bytes, progress_bar
@@ -140,7 +140,15 @@ def cmd_alias(store: Store, args) -> int:
 
 def _what_goes(store: Store, name: str, ref: str | None) -> str | None:
     """What ``rm`` would delete, when that needs --force or a confirmation: a whole artifact, or a
-    version a user alias points at; None otherwise."""
+    version a user alias points at; None otherwise. Not here but on the bound remote: an artifact
+    still needs --force, a version does not (its aliases are the remote's)."""
+    try:
+        return _what_goes_here(store, name, ref)
+    except NotFound:
+        return f"artifact {name}" if ref is None else None
+
+
+def _what_goes_here(store: Store, name: str, ref: str | None) -> str | None:
     if ref is None:
         versions = store.versions(name)
         aliases = sorted({a for v in versions for a in v.aliases if a != "latest"})
@@ -201,6 +209,8 @@ def cmd_compact(store: Store, args) -> int:
 
 
 def cmd_verify(store: Store, args) -> int:
+    if args.remote:
+        return cli_remote.verify(store, args)
     with progress_bar("verify", None) as p:
         report = store.verify(args.target, progress=p)
     if args.json:
@@ -340,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "naming each damaged object with the versions and paths it affects.")
     c.add_argument("target", nargs="?", metavar="NAME[:REF]", help="check only this artifact or version")
     c.add_argument("--json", action="store_true", help=JSON_HELP)
+    c.add_argument("--remote", metavar="REMOTE", help="instead: check every live version on the bound "
+                   "remote REMOTE (objects reachable, bytes matching their ids and digests)")
     c.set_defaults(func=cmd_verify)
 
     cli_mount.register(sub)
