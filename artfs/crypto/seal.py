@@ -75,10 +75,11 @@ class Sealer:
     def open(self, oid: bytes, sealed) -> bytes | None:
         """The plaintext, or None when ``sealed`` is not ``oid``'s object sealed with this key
         (a wrong key, a moved object or damage: AES-GCM cannot tell them apart)."""
-        header = bytes(sealed[:HEADER])
-        if len(sealed) < HEADER + TAG or header != VERSION + oid:
+        view = memoryview(sealed)
+        header = bytes(view[:HEADER])
+        if len(view) < HEADER + TAG or header != VERSION + oid:
             return None
         try:
-            return self._aead(oid).decrypt(_NONCE, sealed[HEADER:], header)
+            return self._aead(oid).decrypt(_NONCE, view[HEADER:], header)
         except InvalidTag:
             return None

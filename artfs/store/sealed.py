@@ -7,11 +7,14 @@ bytes)``: INNER keeps its own contract (its digest is of what it stores, its rec
 against their id by the id the sealed header names), so the local store now and the remote later
 hold and verify sealed objects as they are, without the key. Reads open and authenticate every
 object: a wrong key, an object moved to another id or any damage is CorruptData naming the
-object, never other bytes.
+object, never other bytes. The objects opened last are kept (opened, bounded by bytes), so a
+sequential read whose requests split chunks opens each chunk once.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 from ..crypto.seal import HEADER, TAG, Sealer, header_id, keyed_hasher
@@ -21,6 +24,7 @@ from .ids import id_matches, strong_digest
 from .local import LocalObjectStore
 
 OVERHEAD = HEADER + TAG
+RECENT_BYTES = 8 << 20   # opened objects kept: a few read requests' worth of chunks
 
 
 class SealedObjectStore:
@@ -28,6 +32,9 @@ class SealedObjectStore:
         self.inner = inner
         self.object_id = keyed_hasher(master)
         self._sealer = Sealer(master)
+        self._recent: OrderedDict[bytes, bytes] = OrderedDict()
+        self._recent_bytes = 0
+        self._lock = threading.Lock()
 
     @classmethod
     def local(cls, path: str, master: bytes) -> "SealedObjectStore":
@@ -50,11 +57,30 @@ class SealedObjectStore:
         return data
 
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
-        return [self._open(oid, sealed) for oid, sealed in zip(ids, self.inner.get_many(ids))]
+        with self._lock:
+            out = [self._recent.get(oid) for oid in ids]
+        missing = [oid for oid, data in zip(ids, out) if data is None]
+        if missing:
+            opened = dict(zip(missing, map(self._open, missing, self.inner.get_many(missing))))
+            out = [opened[oid] if data is None else data for oid, data in zip(ids, out)]
+            self._keep(opened)
+        return out
+
+    def _keep(self, opened: dict[bytes, bytes]) -> None:
+        with self._lock:
+            for oid, data in opened.items():
+                if oid not in self._recent:
+                    self._recent[oid] = data
+                    self._recent_bytes += len(data)
+            while self._recent_bytes > RECENT_BYTES and self._recent:
+                self._recent_bytes -= len(self._recent.popitem(last=False)[1])
 
     def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
         data = self.get_many([oid for oid, _, _ in spans])
-        return b"".join(d[start:end] for d, (_, start, end) in zip(data, spans))
+        if len(spans) == 1:
+            _, start, end = spans[0]
+            return data[0][start:end]
+        return b"".join(memoryview(d)[start:end] for d, (_, start, end) in zip(data, spans))
 
     def put_many(self, objs: Sequence[Obj]) -> int:
         sealed = []
@@ -67,6 +93,10 @@ class SealedObjectStore:
         return self.inner.has(ids)
 
     def delete(self, ids: Sequence[bytes]) -> None:
+        with self._lock:
+            for oid in ids:
+                data = self._recent.pop(oid, None)
+                self._recent_bytes -= 0 if data is None else len(data)
         self.inner.delete(ids)
 
     def sizes(self, ids: Sequence[bytes]) -> list[int | None]:
