@@ -77,7 +77,13 @@ def register(sub) -> None:
                        description="change-passphrase: wrap the store's key with a new passphrase "
                        "($ARTFS_NEW_PASSPHRASE, else asked twice) or --new-key-file; the current "
                        "one ($ARTFS_PASSPHRASE, a prompt, --key-file) is needed. No data is rewritten.")
-    what = c.add_subparsers(dest="key_command", required=True, metavar="ACTION")
-    k = what.add_parser("change-passphrase", help="wrap the store's key with a new passphrase or key file")
+    what = c.add_subparsers(dest="key_command", required=True, metavar="ACTION",
+                            help="change-passphrase (artfs key ACTION --help tells more)")
+    k = what.add_parser("change-passphrase", help="wrap the store's key with a new passphrase or key file",
+                        description="Wrap the encrypted store's key with a new passphrase "
+                        "($ARTFS_NEW_PASSPHRASE, else asked twice) or, with --new-key-file, a key "
+                        "file. The current passphrase ($ARTFS_PASSPHRASE or a prompt) or key file "
+                        "(--key-file, $ARTFS_KEY_FILE) is needed and stops working; no data is "
+                        "rewritten.")
     k.add_argument("--new-key-file", metavar="PATH", help="use this key file from now on instead of a passphrase")
     k.set_defaults(func=cmd_change_passphrase, no_store=True)

@@ -7,13 +7,13 @@ bytes)``: INNER keeps its own contract (its digest is of what it stores, its rec
 against their id by the id the sealed header names), so the local store now and the remote later
 hold and verify sealed objects as they are, without the key. Reads open and authenticate every
 object: a wrong key, an object moved to another id or any damage is CorruptData naming the
-object, never other bytes. The objects opened last are kept (opened, bounded by bytes), so a
-sequential read whose requests split chunks opens each chunk once.
+object, never other bytes. The chunk-sized objects opened last are kept, so a sequential read
+whose requests split chunks opens each chunk once (no lock: each dict operation is atomic, so a
+fork at any moment leaves the child a usable cache).
 """
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
@@ -24,7 +24,8 @@ from .ids import id_matches, strong_digest
 from .local import LocalObjectStore
 
 OVERHEAD = HEADER + TAG
-RECENT_BYTES = 8 << 20   # opened objects kept: a few read requests' worth of chunks
+RECENT = 32              # opened objects kept: a few read requests' worth of chunks
+RECENT_MAX = 256 << 10   # only objects up to the largest chunk (store/chunker.py): at most 8 MiB
 
 
 class SealedObjectStore:
@@ -33,8 +34,6 @@ class SealedObjectStore:
         self.object_id = keyed_hasher(master)
         self._sealer = Sealer(master)
         self._recent: OrderedDict[bytes, bytes] = OrderedDict()
-        self._recent_bytes = 0
-        self._lock = threading.Lock()
 
     @classmethod
     def local(cls, path: str, master: bytes) -> "SealedObjectStore":
@@ -57,8 +56,7 @@ class SealedObjectStore:
         return data
 
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
-        with self._lock:
-            out = [self._recent.get(oid) for oid in ids]
+        out = [self._recent.get(oid) for oid in ids]
         missing = [oid for oid, data in zip(ids, out) if data is None]
         if missing:
             opened = dict(zip(missing, map(self._open, missing, self.inner.get_many(missing))))
@@ -67,13 +65,15 @@ class SealedObjectStore:
         return out
 
     def _keep(self, opened: dict[bytes, bytes]) -> None:
-        with self._lock:
-            for oid, data in opened.items():
-                if oid not in self._recent:
-                    self._recent[oid] = data
-                    self._recent_bytes += len(data)
-            while self._recent_bytes > RECENT_BYTES and self._recent:
-                self._recent_bytes -= len(self._recent.popitem(last=False)[1])
+        recent = self._recent
+        for oid, data in opened.items():
+            if len(data) <= RECENT_MAX:
+                recent[oid] = data
+        while len(recent) > RECENT:
+            try:
+                recent.popitem(last=False)
+            except KeyError:   # another thread emptied it meanwhile
+                break
 
     def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
         data = self.get_many([oid for oid, _, _ in spans])
@@ -93,10 +93,8 @@ class SealedObjectStore:
         return self.inner.has(ids)
 
     def delete(self, ids: Sequence[bytes]) -> None:
-        with self._lock:
-            for oid in ids:
-                data = self._recent.pop(oid, None)
-                self._recent_bytes -= 0 if data is None else len(data)
+        for oid in ids:
+            self._recent.pop(oid, None)
         self.inner.delete(ids)
 
     def sizes(self, ids: Sequence[bytes]) -> list[int | None]:
