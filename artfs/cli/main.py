@@ -12,6 +12,7 @@ import sys
 
 from . import completion, fstab
 from . import files as cli_files
+from . import key as cli_key
 from . import lineage as cli_lineage
 from . import metadata as cli_metadata
 from . import mount as cli_mount
@@ -233,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="artfs", description="Versioned datasets and models as a filesystem.")
     p.add_argument("--store", metavar="PATH", help="store directory (default: $ARTFS_STORE, "
                    "else ~/.local/share/artfs)")
+    cli_key.add_global_options(p)
     p.add_argument("--version", action="version", version=f"artfs {__version__}",
                    help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
@@ -258,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "else ~/.local/share/artfs) and print its path; an existing store is left as "
                        "it is. Only init, put, commit, mount and clone create a store: every other "
                        "command on a path without one exits 6.")
+    cli_key.add_init_options(c)
     c.set_defaults(func=cmd_init, creates_store=True)
 
     c = sub.add_parser("get", help="write a version's files (or one file or directory of it) into DEST",
@@ -356,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_mount.register(sub)
     cli_files.register(sub)
+    cli_key.register(sub)
     cli_lineage.register(sub)
     cli_metadata.register(sub)
     cli_retention.register(sub)
@@ -369,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parser.parse_args(fstab.helper_argv(argv, parser) or argv)   # mount(8)'s form too
+        cli_key.prepare(args)
         if getattr(args, "no_store", False):
             code = args.func(args)
         else:
