@@ -2,8 +2,9 @@
 
 Layout of a store directory (created private, 0700):
 
-    ARTFS-STORE        marker: {"format": 2, "data": "data.N"}, with "encrypted": true for an
-                       encrypted store; a directory without it is not a store
+    ARTFS-STORE        marker: {"format": 2, "data": "data.N"}; an encrypted store is format 3
+                       (format 2 with sealed objects: an artfs that reads only format 2 refuses
+                       it instead of writing plaintext into it); without it, not a store
     ARTFS-KEY          an encrypted store's master key, wrapped (crypto/keyfile.py)
     store.lock         flock: shared by every process using the store, exclusive to compact/migrate
     data.N/catalog/    the catalog's LMDB environment (this module's named databases), files 0600
@@ -37,6 +38,7 @@ from ..store.local import LocalObjectStore
 from ..store.ids import object_id
 
 FORMAT = 2
+SEALED_FORMAT = 3   # FORMAT with every object sealed (crypto/, store/sealed.py)
 MARKER = "ARTFS-STORE"
 LOCK = "store.lock"
 DATABASES = (
@@ -92,7 +94,7 @@ def _prepare_dir(path: str, create: bool = True, encrypt: Callable[[str], None] 
             os.chmod(path, 0o700)
             if encrypt is not None:
                 encrypt(path)
-            write_marker(path, {"format": FORMAT, "data": "data.0", **({"encrypted": True} if encrypt else {})})
+            write_marker(path, {"format": SEALED_FORMAT if encrypt else FORMAT, "data": "data.0"})
     finally:
         os.close(fd)
 
@@ -104,11 +106,16 @@ def read_marker(path: str) -> dict:
         fmt = marker["format"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise StoreError(f"{path}: unreadable store marker {MARKER}: {e}") from None
-    if not isinstance(fmt, int) or fmt > FORMAT:
-        raise StoreError(f"{path} has store format {fmt}; this artfs reads format {FORMAT}: upgrade artfs")
-    if fmt == FORMAT and not _DATA.fullmatch(str(marker.get("data"))):
+    if not isinstance(fmt, int) or fmt > SEALED_FORMAT:
+        raise StoreError(f"{path} has store format {fmt}; this artfs reads formats up to "
+                         f"{SEALED_FORMAT}: upgrade artfs")
+    if fmt >= FORMAT and not _DATA.fullmatch(str(marker.get("data"))):
         raise StoreError(f"{path}: store marker {MARKER} names no data directory")
     return marker
+
+
+def encrypted(marker: dict) -> bool:
+    return marker["format"] == SEALED_FORMAT
 
 
 def write_marker(path: str, marker: dict) -> None:
@@ -216,7 +223,7 @@ class Database:
                 marker = self._migrate()
             self.data = marker["data"]
             self._clean_stale()
-            master = _master_key(path) if marker.get("encrypted") else None   # BadKey: nothing opened
+            master = _master_key(path) if encrypted(marker) else None   # BadKey: nothing opened
             self.catalog_env = Env(self._dir("catalog"), DATABASES, initial_map=INITIAL_MAP)
             self.objects = (LocalObjectStore(self._dir("objects"), hasher) if master is None
                             else _sealed(self._dir("objects"), master))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..catalog.db import MARKER, Database, default_store_path, read_marker
+from ..catalog.db import MARKER, Database, default_store_path, encrypted, read_marker
 from ..errors import Conflict, StoreError, UsageError
 
 
@@ -20,7 +20,7 @@ def _path(args) -> str:
 
 
 def _encrypted(path: str) -> bool:
-    return os.path.exists(os.path.join(path, MARKER)) and bool(read_marker(path).get("encrypted"))
+    return os.path.exists(os.path.join(path, MARKER)) and encrypted(read_marker(path))
 
 
 def _make_key(path: str) -> None:
