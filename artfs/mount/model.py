@@ -233,7 +233,9 @@ class Filesystem:
         return self.files.add(handle), self._learn(node)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
-        return await self.in_thread(self.files.get(fh).read, offset, size)
+        handle = self.files.get(fh)
+        data = handle.read_nowait(offset, size)   # bytes in memory: no thread (mount/files.py)
+        return data if data is not None else await self.in_thread(handle.read, offset, size)
 
     async def write(self, fh: int, offset: int, data) -> int:
         return await self.in_thread(self.files.get(fh).write, offset, data)

@@ -26,6 +26,7 @@ from .lineage import producer as this_process
 from ..names import LATEST, check_alias, check_artifact, parse_duration
 
 TREE_CACHE_BYTES = 64 << 20
+TOUCHED = 1 << 16   # chunk ids remembered as read recently (about 6 MB), forgotten all at once
 FILE_CACHE_BYTES = 32 << 20
 PARSED_PER_ENCODED = 11   # measured: a parsed tree takes ~6x its encoding, a file object ~10x
 
@@ -54,6 +55,11 @@ class _LRU:
                 self.used -= self.items.popitem(last=False)[1][1]
             return value
 
+    def peek(self, key):
+        """The cached value of KEY, or None (nothing loaded)."""
+        item = self.items.get(key)
+        return item[0] if item is not None else None
+
 
 class Repo:
     def __init__(self, path: str | None = None, *, hasher=None, create: bool = True):
@@ -64,6 +70,7 @@ class Repo:
         self.sessions = Sessions(self.db.dbs, self.objects, self.path)
         self._trees = _LRU(TREE_CACHE_BYTES)
         self._files = _LRU(FILE_CACHE_BYTES)
+        self._touched: set[bytes] = set()   # chunk ids this process read (read_nowait)
 
     def close(self) -> None:
         self.db.close()
@@ -116,9 +123,30 @@ class Repo:
             return FileObj.decode(data), len(data)
         return self._files.get(fid, load)
 
+    def file_nowait(self, fid: bytes) -> FileObj | None:
+        """A file object if it is cached (``file`` without loading it), else None."""
+        return self._files.peek(fid)
+
     def read(self, fobj: FileObj, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of a file, every chunk hash-checked (CorruptData if not)."""
-        return self.objects.store.read_ranges(list(fobj.span(offset, size)))
+        spans = list(fobj.span(offset, size))
+        data = self.objects.store.read_ranges(spans)
+        touched = self._touched
+        if len(touched) >= TOUCHED:
+            touched.clear()
+        touched.update(cid for cid, _, _ in spans)
+        return data
+
+    def read_nowait(self, fobj: FileObj, offset: int, size: int) -> bytes | None:
+        """``read``, or None where it might wait for a disk: for a caller on an event loop, which
+        then reads in a thread. Only chunks this process read recently are read here (so the
+        index pages their lookup touches were just used), and only if their bytes are in memory
+        (store/lmdb_env.py resident)."""
+        spans = list(fobj.span(offset, size))
+        nowait = getattr(self.objects.store, "read_ranges_resident", None)
+        if nowait is None or not all(cid in self._touched for cid, _, _ in spans):
+            return None
+        return nowait(spans)
 
     def stats(self) -> dict:
         with self.db.read() as txn:

@@ -15,13 +15,15 @@ the process dies, the kernel drops its session lock and the next writer releases
 
 The walk uses directory file descriptors and O_NOFOLLOW throughout, so deep trees are not limited
 by PATH_MAX and symlinks inside PATH are stored as symlinks, never followed. Sockets, FIFOs and
-device nodes are skipped with a warning (they have no content to version).
+device nodes are skipped with a warning (they have no content to version). ``put`` does not open
+a file that its files cache (repo/files_cache.py) knows unchanged: it reuses its file object.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +32,7 @@ from ..catalog.sessions import Session
 from ..errors import InvalidInput, StoreError
 from ..store.backend import Obj
 from ..store.chunker import hashed_chunks
+from .files_cache import FilesCache
 
 Warn = Callable[[str], None]
 Progress = Callable[[int], None]
@@ -60,6 +63,9 @@ class Ingest:
         self._batches = 0
         self._queue: list[tuple[Obj, list]] = []   # (chunk, slot to fill with its id)
         self._queued = 0
+        self.files_cache: FilesCache | None = None   # put only (scan)
+        self._root = ""
+        self._reused: list[tuple] = []   # (file id, chunk list, path, rel, stat) taken from the cache
 
     def __enter__(self):
         self.repo.collect_abandoned()
@@ -75,6 +81,11 @@ class Ingest:
         except Exception:  # noqa: BLE001 - the original error matters more; the next writer retries
             return
         self._session.end()
+        if exc_type is None and self.files_cache is not None:
+            try:
+                self.files_cache.save()
+            except OSError as e:
+                self.warn(f"files cache not saved ({e.strerror}): the next put reads every file")
 
     # phase 1: reading and storing chunks --------------------------------------------------------
     def add_file(self, fd: int, size: int, display: str) -> list[list]:
@@ -97,19 +108,37 @@ class Ingest:
         return chunks
 
     def flush(self) -> None:
-        """Reference the queued chunks for the session (one transaction), then store their bytes."""
-        if not self._queue:
+        """Reference the queued chunks, and those of the file objects reused from the files cache
+        that are still referenced, for the session (one transaction); then store the queued bytes
+        and read the reused files whose file object was deleted meanwhile."""
+        if not self._queue and not self._reused:
             return
         queue, self._queue, self._queued = self._queue, [], 0
+        reused, self._reused = self._reused, []
         batch, self._batches = self._batches, self._batches + 1
         objects, sessions, token = self.repo.objects, self.repo.sessions, self._session.token
         chunks = [obj for obj, _ in queue]
+        gone = []
 
         def action(txn):
-            objects.hold_chunks(txn, [(c.id, len(c.data)) for c in chunks])
-            sessions.hold(txn, token, batch, [c.id for c in chunks])
+            gone.clear()
+            held = [(c.id, len(c.data)) for c in chunks]
+            for item in reused:
+                if objects.refcount(txn, item[0]):
+                    held.extend((cid, n) for cid, n in item[1])
+                else:
+                    gone.append(item)
+            objects.hold_chunks(txn, held)
+            sessions.hold(txn, token, batch, [cid for cid, _ in held])
         self.repo.db.write(action)
         objects.store.put_many(chunks)
+        for _fid, slots, display, rel, st in gone:
+            self.files -= 1
+            self.bytes -= st.st_size
+            self.files_cache.seen.pop(rel, None)
+            slots[:] = self._read(None, os.fsencode(display), display, rel, follow=display == self._root)
+        if gone:
+            self.flush()
 
     def scan(self, path: str) -> Pending:
         """Read PATH (a directory, or one file) into a pending root directory."""
@@ -118,16 +147,14 @@ class Ingest:
         except OSError as e:
             raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
         root = Pending(b"", DIR, 0o755, 0, st.st_mtime_ns)
+        self.files_cache = FilesCache(self.repo.path, path, self.repo.objects.store.object_id)
+        self._root = path
         if stat.S_ISDIR(st.st_mode):
             self._walk(_open(None, os.fsencode(path), path, os.O_DIRECTORY, follow=True), path, root)
         elif stat.S_ISREG(st.st_mode):
-            fd = _open(None, os.fsencode(path), path, 0, follow=True)
-            try:
-                name = os.fsencode(os.path.basename(os.path.normpath(path)))
-                root.children = [Pending(name, FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns,
-                                         chunks=self.add_file(fd, os.fstat(fd).st_size, path))]
-            finally:
-                os.close(fd)
+            name = os.fsencode(os.path.basename(os.path.normpath(path)))
+            root.children = [Pending(name, FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns,
+                                     chunks=self._regular(None, os.fsencode(path), path, st, follow=True))]
         else:
             raise InvalidInput(f"{path} is not a regular file or directory")
         self.flush()
@@ -175,11 +202,7 @@ class Ingest:
             p.kind, p.target = LINK, os.readlink(name, dir_fd=dir_fd)
             p.size = len(p.target)
         elif stat.S_ISREG(st.st_mode):
-            fd = _open(dir_fd, name, display, 0)
-            try:
-                p.kind, p.chunks = FILE, self.add_file(fd, os.fstat(fd).st_size, display)
-            finally:
-                os.close(fd)
+            p.kind, p.chunks = FILE, self._regular(dir_fd, name, display, st)
         elif stat.S_ISDIR(st.st_mode):
             p.kind = DIR
             return p, _open(dir_fd, name, display, os.O_DIRECTORY)
@@ -187,6 +210,36 @@ class Ingest:
             self.warn(f"skipped {display}: not a regular file, directory or symlink")
             return None, None
         return p, None
+
+    def _regular(self, dir_fd, name: bytes, display: str, st, follow: bool = False) -> list[list]:
+        """The chunk list of a regular file (ST: its lstat): the file object's recorded in the
+        files cache when the file is unchanged since (not opened then), else read."""
+        rel = os.fsencode(os.path.relpath(display, self._root)) if display != self._root else name
+        fid = self.files_cache.lookup(rel, st)
+        if fid is not None:
+            with self.repo.db.read() as txn:
+                live = self.repo.objects.refcount(txn, fid) > 0
+            if live:   # checked again when its chunks are referenced (flush)
+                fobj = self.repo.file(fid)
+                slots = [[cid, n] for cid, n in zip(fobj.chunks, fobj.lengths)]
+                self._reused.append((fid, slots, display, rel, st))
+                self.files_cache.keep(rel)
+                self.files += 1
+                self.bytes += st.st_size
+                self.progress(st.st_size)
+                return slots
+        return self._read(dir_fd, name, display, rel, follow)
+
+    def _read(self, dir_fd, name: bytes, display: str, rel: bytes, follow: bool = False) -> list[list]:
+        opened = time.time_ns()
+        fd = _open(dir_fd, name, display, 0, follow)
+        try:
+            st = os.fstat(fd)
+            chunks = self.add_file(fd, st.st_size, display)
+        finally:
+            os.close(fd)
+        self.files_cache.record(rel, st, opened, chunks)
+        return chunks
 
     # phase 2: inside the final transaction ------------------------------------------------------
     def file_object(self, txn, chunks: list[list]) -> bytes:
