@@ -554,6 +554,60 @@ def test_symlinks_are_stored_as_given_and_never_followed(mounted, tmp_path):
     assert sorted(os.listdir(dest)) == sorted(targets)      # nothing followed out of dest
 
 
+def _link_counts(root) -> dict[str, int]:
+    """relative path -> st_nlink of everything below ROOT (ROOT itself as '.')."""
+    out = {".": os.lstat(root).st_nlink}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            out[os.path.relpath(path, root)] = os.lstat(path).st_nlink
+    return out
+
+
+def test_link_counts_match_ext4(mounted, tmp_path):
+    """A directory's st_nlink is 2 + its subdirectories, in staging (unmodified, recorded, made in
+    staging) and in versions; a file unlinked while open reports 0."""
+    m = mounted
+    os.mkdir(m.path("nl"))
+    ext4, stg = str(tmp_path / "ext4"), m.path("nl", "staging")
+    os.mkdir(ext4)
+
+    def both(fn):
+        for root in (ext4, stg):
+            fn(root)
+        assert _link_counts(stg) == _link_counts(ext4)
+
+    def tree(root):
+        for d in ("a/b", "a/c/d", "a/c/e", "z"):
+            os.makedirs(os.path.join(root, d))
+        put_file(os.path.join(root, "a", "f"), b"f")
+        os.symlink("f", os.path.join(root, "a", "l"))
+    both(tree)
+    assert committed(m, "nl") == "nl:v0"
+    assert _link_counts(m.path("nl", "v0")) == _link_counts(ext4)
+    assert _link_counts(stg) == _link_counts(ext4)           # unmodified, from the base tree
+    both(lambda r: os.rmdir(os.path.join(r, "a", "b")))
+    both(lambda r: os.rename(os.path.join(r, "a", "c"), os.path.join(r, "z", "c")))
+    both(lambda r: os.mkdir(os.path.join(r, "z", "c", "new")))
+    both(lambda r: os.rename(os.path.join(r, "z", "c", "d"), os.path.join(r, "z", "c", "e")))
+    both(lambda r: os.rename(os.path.join(r, "a", "f"), os.path.join(r, "z", "f")))
+    assert committed(m, "nl") == "nl:v1"
+    assert _link_counts(m.path("nl", "v1")) == _link_counts(ext4)
+
+    for root in (ext4, stg):                               # unlinked while open: 0 links
+        put_file(os.path.join(root, "new"), b"new")
+        fds = [os.open(os.path.join(root, name), os.O_RDONLY) for name in ("new", "z/f")]
+        try:
+            assert [os.fstat(fd).st_nlink for fd in fds] == [1, 1]
+            os.unlink(os.path.join(root, "new"))
+            os.unlink(os.path.join(root, "z", "f"))
+            time.sleep(1.1)                                # cached attributes expire (1 s)
+            assert [os.fstat(fd).st_nlink for fd in fds] == [0, 0], root
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
 # 3. unsupported operations ---------------------------------------------------------------------
 def test_unsupported_operations_fail_with_the_documented_errno(mounted):
     m = mounted

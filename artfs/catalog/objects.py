@@ -2,7 +2,8 @@
 
 Like git: a *file object* is the ordered list of its chunk ids and lengths; a *tree object* is the
 sorted list of entries (name, kind, mode, size, mtime, ref) where ref is a file object id, a tree
-id, or a symlink's target bytes. A version points at a root tree, whose id is the version's digest.
+id, a symlink's target bytes, or a special file's device number (FIFOs, sockets, character and
+block devices have no object). A version points at a root tree, whose id is the version's digest.
 Unchanged subtrees keep their ids, so a commit stores only what changed and a diff skips equal
 subtrees.
 
@@ -38,7 +39,12 @@ from ..store.ids import ID_LEN, strong_digest
 from .db import bump
 
 FILE, DIR, LINK = "f", "d", "l"
-_KIND_BYTE = {FILE: b"f", DIR: b"d", LINK: b"l"}
+FIFO, SOCKET, CHAR, BLOCK = "p", "s", "c", "b"   # special files: no object, ref = their rdev
+SPECIAL = {FIFO: stat.S_IFIFO, SOCKET: stat.S_IFSOCK, CHAR: stat.S_IFCHR, BLOCK: stat.S_IFBLK}
+FORMAT = {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, LINK: stat.S_IFLNK, **SPECIAL}
+KIND_OF = {fmt: kind for kind, fmt in FORMAT.items()}   # stat.S_IFMT(st_mode) -> kind
+_KIND_BYTE = {kind: kind.encode() for kind in FORMAT}
+_RDEV = struct.Struct(">Q")
 _ENTRY_HEAD = struct.Struct(">cIQqHH")  # kind, mode, size, mtime_ns, name length, ref length
 _CHUNK_REF = struct.Struct(f">{ID_LEN}sI")
 
@@ -46,30 +52,55 @@ _CHUNK_REF = struct.Struct(f">{ID_LEN}sI")
 @dataclass(frozen=True, slots=True)
 class Entry:
     name: bytes
-    kind: str          # FILE, DIR or LINK
+    kind: str          # FILE, DIR, LINK or one of SPECIAL
     mode: int          # permission bits (S_IMODE)
-    size: int          # file bytes; entry count for a directory; target length for a link
+    size: int          # file bytes; entry count for a directory; target length for a link; 0
     mtime_ns: int
-    ref: bytes         # file object id, tree id, or symlink target
+    ref: bytes         # file object id, tree id, symlink target, or a special file's rdev_ref
 
     @property
     def st_mode(self) -> int:
-        fmt = {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, LINK: stat.S_IFLNK}[self.kind]
-        return fmt | self.mode
+        return FORMAT[self.kind] | self.mode
+
+    @property
+    def holds_object(self) -> bool:
+        """Whether ``ref`` is a referenced object (a file or a tree)."""
+        return self.kind in (FILE, DIR)
+
+    @property
+    def rdev(self) -> int:
+        return decode_rdev(self.ref) if self.kind in SPECIAL else 0
 
     def same_content(self, other: "Entry") -> bool:
         """Equal but for mtime: what counts as a change for diff and 'no changes'."""
         return (self.kind, self.mode, self.ref) == (other.kind, other.mode, other.ref)
 
 
+def rdev_ref(kind: str, rdev: int) -> bytes:
+    """The ref of a special file: its device number for a device node, nothing for a FIFO or socket."""
+    return _RDEV.pack(rdev) if kind in (CHAR, BLOCK) else b""
+
+
+def decode_rdev(ref: bytes) -> int:
+    return _RDEV.unpack(ref)[0] if len(ref) == _RDEV.size else 0
+
+
 class Tree:
     """A parsed tree object: entries sorted by name."""
 
-    __slots__ = ("entries", "_names")
+    __slots__ = ("entries", "_names", "_subdirs")
 
     def __init__(self, entries: list[Entry]):
         self.entries = entries
         self._names = [e.name for e in entries]
+        self._subdirs = None
+
+    @property
+    def subdirs(self) -> int:
+        """How many entries are directories (a directory's link count is 2 + this)."""
+        if self._subdirs is None:
+            self._subdirs = sum(e.kind == DIR for e in self.entries)
+        return self._subdirs
 
     def lookup(self, name: bytes) -> Entry | None:
         i = bisect.bisect_left(self._names, name)
@@ -270,7 +301,7 @@ class Objects:
 
     def hold_entry(self, txn, e: Entry) -> None:
         """Take one more reference to what an entry points at (reusing it in a new tree)."""
-        if e.kind != LINK:
+        if e.holds_object:
             self.incref(txn, e.ref)
 
     # releasing ---------------------------------------------------------------------------------

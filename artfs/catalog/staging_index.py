@@ -7,7 +7,8 @@ recorded; every key starts with ``NAME \\0`` (artifact names contain no NUL) and
                                Present exactly when staging has changes (else it follows latest).
     C                          next inode number for new nodes (kept by reset and commit, so an
                                inode number is never reused while the artifact lives)
-    N u64 ino                  node record (kind, mode, owner, times, size, parent, name, ref, local)
+    N u64 ino                  node record (kind, mode, owner, times, size, parent, name, ref, local;
+                               a directory's number of subdirectories, for its link count)
     D u64 parent-ino name      directory overlay: child inode, or 0 for a whiteout (a base entry
                                of the parent's origin tree that was removed)
 
@@ -30,7 +31,9 @@ FIRST_NEW_INO = 2
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">qq")  # base version (-1: none), base mtime_ns; then the root tree id
 _NODE = struct.Struct(">cBIIIqqQQH")  # kind, flags, mode, uid, gid, mtime, ctime, size, parent, name length
+_U32 = struct.Struct(">I")
 _LOCAL = 1
+_SUBDIRS = 2   # a u32 subdirectory count follows the head (records of older artfs lack it)
 
 
 @dataclass(slots=True)
@@ -51,21 +54,25 @@ class Node:
     name: bytes
     ref: bytes = b""
     local: bool = False
+    subdirs: int | None = None
     stored: bool = field(default=False, compare=False)
 
     def encode(self) -> bytes:
-        head = _NODE.pack(self.kind.encode(), _LOCAL if self.local else 0, self.mode, self.uid,
-                          self.gid, self.mtime_ns, self.ctime_ns, self.size, self.parent,
-                          len(self.name))
-        return head + self.name + self.ref
+        counted = self.subdirs is not None
+        flags = (_LOCAL if self.local else 0) | (_SUBDIRS if counted else 0)
+        head = _NODE.pack(self.kind.encode(), flags, self.mode, self.uid, self.gid, self.mtime_ns,
+                          self.ctime_ns, self.size, self.parent, len(self.name))
+        return head + (_U32.pack(self.subdirs) if counted else b"") + self.name + self.ref
 
     @classmethod
     def decode(cls, ino: int, raw) -> Node:
         raw = bytes(raw)
         kind, flags, mode, uid, gid, mtime, ctime, size, parent, nlen = _NODE.unpack_from(raw)
-        name = raw[_NODE.size:_NODE.size + nlen]
-        return cls(ino, kind.decode(), mode, uid, gid, mtime, ctime, size, parent, name,
-                   raw[_NODE.size + nlen:], bool(flags & _LOCAL), True)
+        pos, subdirs = _NODE.size, None
+        if flags & _SUBDIRS:
+            (subdirs,), pos = _U32.unpack_from(raw, pos), pos + _U32.size
+        return cls(ino, kind.decode(), mode, uid, gid, mtime, ctime, size, parent,
+                   raw[pos:pos + nlen], raw[pos + nlen:], bool(flags & _LOCAL), subdirs, True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ class Attr:
     uid: int
     gid: int
     timeout: float
+    rdev: int = 0      # a device node's device number
 
 
 class Listing:
@@ -227,10 +228,8 @@ class AliasLink(Node):
 
 
 class VersionDir(Node):
-    """A directory of a version: its tree is immutable (and cached by the Repo).
-
-    Its link count is 2: counting subdirectories would read every child tree for one ``ls -l``.
-    """
+    """A directory of a version: its tree is immutable (and cached by the Repo, with its count
+    of subdirectories: the link count is 2 + that, as on ext4)."""
 
     __slots__ = ("fs", "state", "number", "tid", "ino", "mode", "size", "mtime_ns")
 
@@ -247,7 +246,8 @@ class VersionDir(Node):
         return self.fs.repo.tree(self.tid)
 
     def attr(self) -> Attr:
-        return _dir_attr(self.fs, self.ino, self.size, self.mtime_ns, 2, LONG, self.mode)
+        return _dir_attr(self.fs, self.ino, self.size, self.mtime_ns, 2 + self._tree().subdirs, LONG,
+                         self.mode)
 
     def child(self, e: Entry) -> Node:
         if e.kind == DIR:

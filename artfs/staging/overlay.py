@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 from . import paths as staging_paths
-from ..catalog.objects import DIR, FILE, LINK, Tree
+from ..catalog.objects import DIR, FILE, LINK, SPECIAL, Tree, decode_rdev
 from ..catalog.staging_index import ROOT, WHITEOUT, Base, Node, StagingIndex, staging_dir
 from ..errors import (Exists, InvalidInput, IsADirectory, NameTooLong, NotADirectory, NotEmpty,
                      NotFound)
@@ -66,6 +66,8 @@ class SEntry:
     base: bytes | None
     data: str | None
     target: bytes | None
+    nlink: int = 1
+    rdev: int = 0
 
 
 def check_name(name: bytes) -> bytes:
@@ -114,15 +116,15 @@ class Staging:
             node = self.child(txn, base, self.resolve(txn, base, parent), name)
             if node is None:
                 raise NotFound(f"staging of {self.name} has no {name!r} in directory {parent}")
-            return self.sentry(node)
+            return self.sentry(node, txn)
         return self._read(get)
 
     def getattr(self, ino: int) -> SEntry:
-        return self._read(lambda txn, base: self.sentry(self.resolve(txn, base, ino)))
+        return self._read(lambda txn, base: self.sentry(self.resolve(txn, base, ino), txn))
 
     def readdir(self, ino: int) -> list[SEntry]:
         def get(txn, base):
-            return [self.sentry(n) for n in self.children(txn, base, self._dir(txn, base, ino))]
+            return [self.sentry(n, txn) for n in self.children(txn, base, self._dir(txn, base, ino))]
         return self._read(get)
 
     def readlink(self, ino: int) -> bytes:
@@ -167,7 +169,7 @@ class Staging:
         """What is at these paths now; paths that do not exist are left out."""
         def get(txn, base):
             found = staging_paths.nodes_at(self, txn, base, paths)
-            return {path: self.sentry(node) for path, node in found.items()}
+            return {path: self.sentry(node, txn) for path, node in found.items()}
         return self._read(get)
 
     def readdir_at(self, path: bytes) -> list[SEntry]:
@@ -178,7 +180,7 @@ class Staging:
                 raise NotFound(f"staging of {self.name} has no {path!r}")
             if node.kind != DIR:
                 raise NotADirectory(f"{path!r} in staging of {self.name} is not a directory")
-            return [self.sentry(n) for n in self.children(txn, base, node)]
+            return [self.sentry(n, txn) for n in self.children(txn, base, node)]
         return self._read(get)
 
     # changing ----------------------------------------------------------------------------------
@@ -218,7 +220,7 @@ class Staging:
             if node.kind == DIR and self._inside(txn, base, dst, node.ino):
                 raise InvalidInput("cannot move a directory into itself")
             _check_replace(node, old)
-            replaced = self.sentry(old) if old is not None else None
+            replaced = self.sentry(old, txn) if old is not None else None
             now = time.time_ns()
             for n in (src, dst, node):
                 self._record(txn, base, n)
@@ -227,8 +229,10 @@ class Staging:
             self._unlink_slot(txn, src, old_name)
             node.parent, node.name, node.ctime_ns = dst.ino, new_name, now
             self._link(txn, dst, node)
-            self._changed(txn, src, -1, now)
-            self._changed(txn, dst, 0 if old is not None else 1, now)
+            moved = int(node.kind == DIR)
+            self._changed(txn, src, -1, now, -moved)
+            self._changed(txn, dst, 0 if old is not None else 1, now,
+                          moved - int(old is not None and old.kind == DIR))
             return replaced
         replaced = self._write(move)
         self._discard(replaced)
@@ -259,7 +263,7 @@ class Staging:
                     os.utime(self.files.path(ino), ns=(atime, mtime_ns))
             node.ctime_ns = time.time_ns()
             self.index.put_node(txn, node)
-            return self.sentry(node)
+            return self.sentry(node, txn)
         return self._write(change)
 
     def open_data(self, ino: int, *, truncate: bool = False) -> str:
@@ -337,14 +341,32 @@ class Staging:
         recorded = (self.index.node(txn, ino) for _, ino in overlay if ino != WHITEOUT)
         return heapq.merge(unmodified, recorded, key=_node_name)
 
-    def sentry(self, node: Node) -> SEntry:
+    def sentry(self, node: Node, txn=None) -> SEntry:
+        """What the mount shows of a node (``txn``: for a directory's link count)."""
         size, mtime, ctime, data = node.size, node.mtime_ns, node.ctime_ns, None
         if node.local:
             st, data = self.files.stat(node.ino), self.files.path(node.ino)
             size, mtime, ctime = st.st_size, st.st_mtime_ns, max(ctime, st.st_ctime_ns)
+        nlink = 2 + self.subdirs(txn, node) if node.kind == DIR else 1
+        rdev = decode_rdev(node.ref) if node.kind in SPECIAL else 0
         return SEntry(node.ino, node.name, node.kind, node.mode, node.uid, node.gid, size, mtime,
                       ctime, node.ref if node.kind == FILE and not node.local else None, data,
-                      node.ref if node.kind == LINK else None)
+                      node.ref if node.kind == LINK else None, nlink, rdev)
+
+    def subdirs(self, txn, directory: Node) -> int:
+        """How many subdirectories a directory has: counted in its origin tree (trees are cached
+        with their count) until it is recorded, then kept in its record by every change."""
+        if directory.subdirs is None:
+            count = self._origin(directory).subdirs
+            if directory.stored:   # recorded by an older artfs, without the count
+                overlay = self.index.dirents(txn, directory.ino)
+                origin = self._origin(directory)
+                for name, ino in overlay:
+                    old = origin.lookup(name)
+                    count -= old is not None and old.kind == DIR
+                    count += ino != WHITEOUT and self.index.node(txn, ino).kind == DIR
+            directory.subdirs = count
+        return directory.subdirs
 
     # transactions ------------------------------------------------------------------------------
     def _read(self, fn):
@@ -415,6 +437,8 @@ class Staging:
                 break
             todo.append(n)
         for n in reversed(todo):
+            if n.kind == DIR:
+                self.subdirs(txn, n)   # counted in its origin tree, from now on kept in its record
             if n.ino == ROOT:
                 self.index.set_header(txn, base)
             else:
@@ -439,7 +463,9 @@ class Staging:
                 self.index.drop_dirents(txn, node.ino)
         self._unlink_slot(txn, parent, node.name)
 
-    def _changed(self, txn, directory: Node, delta: int, now: int) -> None:
+    def _changed(self, txn, directory: Node, delta: int, now: int, dirs: int = 0) -> None:
+        """A directory gained (or lost) ``delta`` entries, ``dirs`` of them directories."""
+        directory.subdirs = self.subdirs(txn, directory) + dirs
         directory.size += delta
         directory.mtime_ns = directory.ctime_ns = now
         self.index.put_node(txn, directory)
@@ -478,13 +504,14 @@ class Staging:
             if directory.mode & stat.S_ISGID:  # setgid directory: its group, setgid subdirs (ext4)
                 group, bits = directory.gid, bits | (stat.S_ISGID if kind == DIR else 0)
             node = Node(self.index.new_ino(txn), kind, bits, uid, group, now, now,
-                        len(target), directory.ino, name, target, local=kind == FILE)
+                        len(target) if kind == LINK else 0, directory.ino, name, target,
+                        local=kind == FILE, subdirs=0 if kind == DIR else None)
             self._record(txn, base, directory)
             self._link(txn, directory, node)
-            self._changed(txn, directory, 1, now)
+            self._changed(txn, directory, 1, now, int(kind == DIR))
             if node.local:
                 self.files.create(node.ino)
-            return self.sentry(node)
+            return self.sentry(node, txn)
         return self._write(make)
 
     def _remove(self, parent: int, name: bytes, *, directory: bool) -> SEntry:
@@ -499,10 +526,10 @@ class Staging:
                 raise IsADirectory(f"{name!r} is a directory")
             if node.kind == DIR and node.size:
                 raise NotEmpty(f"directory {name!r} is not empty")
-            removed = self.sentry(node)
+            removed = self.sentry(node, txn)
             self._record(txn, base, parent_node)
             self._drop(txn, parent_node, node)
-            self._changed(txn, parent_node, -1, time.time_ns())
+            self._changed(txn, parent_node, -1, time.time_ns(), -int(node.kind == DIR))
             return removed
         removed = self._write(drop)
         self._discard(removed)
