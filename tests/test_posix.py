@@ -124,6 +124,8 @@ def snapshot(root) -> dict:
                 what += (read(path),)
             elif stat.S_ISLNK(st_.st_mode):
                 what += (os.readlink(path),)
+            elif not stat.S_ISDIR(st_.st_mode):
+                what += (st_.st_rdev,)
             out[os.path.relpath(path, root)] = (what, st_.st_mtime_ns, st_.st_ctime_ns, st_.st_ino)
     return out
 
@@ -556,12 +558,7 @@ def test_symlinks_are_stored_as_given_and_never_followed(mounted, tmp_path):
 
 def _link_counts(root) -> dict[str, int]:
     """relative path -> st_nlink of everything below ROOT (ROOT itself as '.')."""
-    out = {".": os.lstat(root).st_nlink}
-    for top, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(top, name)
-            out[os.path.relpath(path, root)] = os.lstat(path).st_nlink
-    return out
+    return {p: os.lstat(os.path.join(root, p)).st_nlink for p in [".", *snapshot(root)]}
 
 
 def test_link_counts_match_ext4(mounted, tmp_path):
@@ -614,17 +611,10 @@ def test_unsupported_operations_fail_with_the_documented_errno(mounted):
     s = artifact_v0(m, "un", {"f": b"f", "g": b"g"})
     before = snapshot(s)
     link_errno = getattr(errno, documented_errno("hard links"))
-    mknod_errno = getattr(errno, documented_errno("`mknod`"))
     xattr_errno = getattr(errno, documented_errno("`setxattr`"))
-    assert (link_errno, mknod_errno, xattr_errno) == (errno.EPERM, errno.EPERM, errno.EOPNOTSUPP)
+    assert (link_errno, xattr_errno) == (errno.EPERM, errno.EOPNOTSUPP)
 
     assert oserror(os.link, os.path.join(s, "f"), os.path.join(s, "hard")) == link_errno
-    for kind, dev in ((stat.S_IFCHR, os.makedev(1, 3)), (stat.S_IFBLK, os.makedev(7, 0)),
-                      (stat.S_IFIFO, 0), (stat.S_IFSOCK, 0), (stat.S_IFREG, 0)):
-        assert oserror(os.mknod, os.path.join(s, "node"), kind | 0o600, dev) == mknod_errno, kind
-    assert oserror(os.mkfifo, os.path.join(s, "fifo")) == mknod_errno
-    with socket.socket(socket.AF_UNIX) as sock:               # bind(2) is a mknod
-        assert oserror(sock.bind, os.path.join(s, "sock")) == mknod_errno
     assert oserror(os.setxattr, os.path.join(s, "f"), "user.k", b"v") == xattr_errno
     assert oserror(os.getxattr, os.path.join(s, "f"), "user.k") == errno.EOPNOTSUPP
     assert oserror(os.listxattr, os.path.join(s, "f")) == errno.EOPNOTSUPP
@@ -640,6 +630,101 @@ def test_unsupported_operations_fail_with_the_documented_errno(mounted):
     assert oserror(os.getxattr, os.path.join(v0, "f"), "user.k") == errno.EOPNOTSUPP
     assert oserror(os.listxattr, os.path.join(v0, "f")) == errno.EOPNOTSUPP
     assert oserror(os.open, v0, os.O_TMPFILE | os.O_RDWR, 0o600) == errno.EOPNOTSUPP
+
+
+NULL, LOOP0 = os.makedev(1, 3), os.makedev(7, 0)
+
+
+def _bind(path):
+    def op():
+        with socket.socket(socket.AF_UNIX) as sock:           # bind(2) makes a socket inode
+            sock.bind(path)
+    return op
+
+
+def _fifo_passes(path) -> bytes:
+    """Bytes written into the FIFO at PATH come out of it (a reader and a writer at once)."""
+    r = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        w = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(w, b"through the pipe")
+        finally:
+            os.close(w)
+        return os.read(r, 100)
+    finally:
+        os.close(r)
+
+
+@as_root
+def test_special_files_in_staging_and_versions(mounted_allow_other, tmp_path):
+    """mkfifo, mknod (character, block, FIFO, socket, S_IFREG) and binding a unix socket in
+    staging make what they make on ext4; they work as what they are (a FIFO passes bytes, a
+    socket accepts connections), a device node never reaches its device (the mount is nodev),
+    and they commit, show in vN/ and come back with ``get``."""
+    m = mounted_allow_other
+    os.mkdir(m.path("sp"))
+    ext4, stg = str(tmp_path / "ext4"), m.path("sp", "staging")
+    os.mkdir(ext4)
+    for root in (ext4, stg):
+        os.chmod(root, 0o777)
+    same = Differential(ext4, stg).same
+    assert same("mkfifo", lambda: os.mkfifo("fifo", 0o640)) == OK()
+    assert same("mkfifo, umask 077", lambda: os.mkfifo("fifo2", 0o666), umask=0o077) == OK()
+    assert same("mknod a char device", lambda: os.mknod("null", stat.S_IFCHR | 0o666, NULL)) == OK()
+    assert same("mknod a block device", lambda: os.mknod("loop", stat.S_IFBLK | 0o660, LOOP0)) == OK()
+    assert same("mknod a FIFO", lambda: os.mknod("p", stat.S_IFIFO | 0o600)) == OK()
+    assert same("mknod a socket", lambda: os.mknod("s", stat.S_IFSOCK | 0o600)) == OK()
+    assert same("mknod a regular file", lambda: os.mknod("reg", stat.S_IFREG | 0o644)) == OK()
+    assert same("bind a unix socket", _bind("sock")) == OK()
+    assert same("mknod over an existing name", lambda: os.mkfifo("null")) == ERR("EEXIST")
+    assert same("nobody makes a device", lambda: os.mknod("d", stat.S_IFCHR, NULL), NOBODY) == ERR("EPERM")
+    assert same("nobody makes a FIFO", lambda: os.mkfifo("nf", 0o600), NOBODY) == OK()
+    assert same("chmod a FIFO", lambda: os.chmod("fifo", 0o604)) == OK()
+    assert same("truncate a FIFO", lambda: os.truncate("fifo", 0)) == ERR("EINVAL")
+
+    assert _fifo_passes(os.path.join(stg, "fifo")) == b"through the pipe"
+    with socket.socket(socket.AF_UNIX) as server:             # a socket bound in staging serves
+        server.bind(os.path.join(stg, "served"))
+        server.listen(1)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(os.path.join(stg, "served"))
+            conn, _ = server.accept()
+            with conn:
+                client.sendall(b"hi")
+                assert conn.recv(2) == b"hi"
+    os.unlink(os.path.join(stg, "served"))
+    options = next(line.split()[3] for line in open("/proc/mounts") if line.split()[1] == m.mnt)
+    assert "nodev" in options.split(",")
+    assert oserror(os.open, os.path.join(stg, "null"), os.O_RDONLY) == errno.EACCES
+    assert len(staging_files(m, "sp")) == 1                   # the data file of "reg" only
+
+    assert sorted(cli_json(m.store, "status", "sp")["added"]) == sorted(
+        ["fifo", "fifo2", "null", "loop", "p", "s", "reg", "sock", "nf"])
+    assert committed(m, "sp") == "sp:v0"
+    v0 = m.path("sp", "v0")
+    kinds = [{p: w[:2] + w[4:] for p, (w, *_) in snapshot(root).items()} for root in (ext4, stg, v0)]
+    assert kinds[1] == kinds[2] == kinds[0]                   # kind, mode, bytes / rdev
+    mtimes = [{p: mt for p, (_, mt, *_) in snapshot(root).items()} for root in (stg, v0)]
+    assert mtimes[0] == mtimes[1]
+    assert os.lstat(os.path.join(v0, "fifo")).st_ino != os.lstat(os.path.join(v0, "fifo2")).st_ino
+    assert os.lstat(os.path.join(v0, "p")).st_ino != os.lstat(os.path.join(v0, "s")).st_ino
+    assert _fifo_passes(os.path.join(v0, "fifo")) == b"through the pipe"
+    assert oserror(os.open, os.path.join(v0, "null"), os.O_RDONLY) == errno.EACCES
+    assert oserror(os.readlink, os.path.join(v0, "fifo")) == errno.EINVAL
+
+    # committed and unmodified in staging: rename, unlink, chmod them like ext4 (owners are not
+    # versioned: committed entries belong to the mounting user)
+    os.chown(os.path.join(ext4, "nf"), 0, 0)
+    assert same("rename a committed FIFO", lambda: os.rename("fifo", "fifo3")) == OK()
+    assert same("device over a FIFO", lambda: os.rename("null", "fifo3")) == OK()
+    assert same("unlink a committed socket", lambda: os.unlink("sock")) == OK()
+    assert same("chmod a committed device", lambda: os.chmod("loop", 0o600)) == OK()
+    assert committed(m, "sp") == "sp:v1"
+    dest = tmp_path / "got"
+    m.cli("get", "sp:v1", dest)
+    assert {p: (w[:2] + w[4:]) for p, (w, *_) in snapshot(dest).items()} == \
+        {p: (w[:2] + w[4:]) for p, (w, *_) in snapshot(ext4).items()}
 
 
 # 4. randomized data integrity ------------------------------------------------------------------

@@ -43,6 +43,8 @@ FIFO, SOCKET, CHAR, BLOCK = "p", "s", "c", "b"   # special files: no object, ref
 SPECIAL = {FIFO: stat.S_IFIFO, SOCKET: stat.S_IFSOCK, CHAR: stat.S_IFCHR, BLOCK: stat.S_IFBLK}
 FORMAT = {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, LINK: stat.S_IFLNK, **SPECIAL}
 KIND_OF = {fmt: kind for kind, fmt in FORMAT.items()}   # stat.S_IFMT(st_mode) -> kind
+KIND_NAME = {FILE: "file", DIR: "dir", LINK: "symlink", FIFO: "fifo", SOCKET: "socket",
+             CHAR: "char", BLOCK: "block"}   # as listings show a kind
 _KIND_BYTE = {kind: kind.encode() for kind in FORMAT}
 _RDEV = struct.Struct(">Q")
 _ENTRY_HEAD = struct.Struct(">cIQqHH")  # kind, mode, size, mtime_ns, name length, ref length

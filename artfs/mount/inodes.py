@@ -9,6 +9,7 @@ content while the daemon runs. Keys are plain tuples chosen by mount/nodes.py:
                                          so its page cache survives commits (like a hard link);
                                          with --record-use + (artifact inode, N): one per version
     ("l", target, mode, mtime_ns)        a symlink inside a version
+    ("n", directory inode, name)         a FIFO, socket or device node inside a version
     ("a", artifact inode, alias, vN)     an alias symlink; moving the alias gives a new inode
     ("s", artifact key, staging ino)     a staging entry; when a commit, reset or moved latest
                                          renumbers staging, each number the kernel knows moves

@@ -15,7 +15,8 @@ VM, more than a whole warm open, so opens and closes take one only then (docs/be
 Rules for what cannot be done (docs/SEMANTICS.md):
   outside staging   every change is ReadOnly (EROFS), except ``mkdir MOUNT/NAME`` (new artifact)
   rename            within one staging: yes; between a staging and anything else: CrossDevice
-  hard links, mknod in staging: NotPermitted (EPERM); xattrs in staging: not supported
+  hard links in staging: NotPermitted (EPERM); xattrs in staging: not supported
+  device nodes          kept as entries; opening one is the kernel's, and the mount is nodev
 """
 
 from __future__ import annotations
@@ -171,11 +172,9 @@ class Filesystem:
             raise NotPermitted("hard links are not supported in staging")
         raise p.read_only("linked into")
 
-    def mknod(self, parent: int) -> None:
-        p = self.inodes.node(parent)
-        if p.staging is not None:
-            raise NotPermitted("staging holds only files, directories and symlinks")
-        raise p.read_only("written")
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, uid: int, gid: int) -> Attr:
+        p = self._staged(parent, "written")
+        return self._learn(await p.staging.mknod(p, name, mode, rdev, uid, gid))
 
     def setxattr(self, ino: int) -> None:
         node = self.inodes.node(ino)

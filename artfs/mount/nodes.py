@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ..catalog.objects import DIR, FILE, Entry
+from ..catalog.objects import DIR, FILE, LINK, SPECIAL, Entry
 from ..errors import InvalidInput, NotADirectory, NotFound, ReadOnly
 from ..names import STAGING, version_number
 from .inodes import ROOT_INODE
@@ -253,7 +253,7 @@ class VersionDir(Node):
         if e.kind == DIR:
             ino = self.fs.inodes.inode(("d", self.ino, e.name))
             return VersionDir(self.fs, self.state, self.number, e.ref, ino, e.mode, e.size, e.mtime_ns)
-        return VersionEntry(self.fs, e, self.state, self.number)
+        return VersionEntry(self.fs, e, self.state, self.number, self.ino)
 
     def lookup(self, name: bytes) -> Node:
         e = self._tree().lookup(name)
@@ -267,14 +267,19 @@ class VersionDir(Node):
 
 
 class VersionEntry(Node):
-    """A file or symlink of a version; its inode is its entry identity (kind, content, mode,
-    mtime), so the same file in every version holding it is one kernel inode. With
-    ``--record-use`` the version is part of the identity, so an open tells which one is read."""
+    """A file, symlink or special file of a version. A file's or symlink's inode is its entry
+    identity (kind, content, mode, mtime), so the same file in every version holding it is one
+    kernel inode; with ``--record-use`` the version is part of the identity, so an open tells
+    which one is read. A FIFO or socket is one kernel object per inode, so a special file's inode
+    is its place (directory inode, name): two equal FIFOs are never one pipe."""
 
     __slots__ = ("fs", "entry", "origin", "ino")
 
-    def __init__(self, fs, e: Entry, state: ArtifactState, number: int):
+    def __init__(self, fs, e: Entry, state: ArtifactState, number: int, parent: int):
         self.fs, self.entry, self.origin = fs, e, (state.name, number)
+        if e.kind in SPECIAL:
+            self.ino = fs.inodes.inode(("n", parent, e.name))
+            return
         per_version = (state.ino, number) if fs.uses is not None else ()
         self.ino = fs.inodes.inode((e.kind, e.ref, e.mode, e.mtime_ns) + per_version)
 
@@ -284,10 +289,11 @@ class VersionEntry(Node):
 
     def attr(self) -> Attr:
         e = self.entry
-        size = e.size if self.is_file else len(e.ref)
-        return Attr(self.ino, e.st_mode, size, e.mtime_ns, e.mtime_ns, 1, self.fs.uid, self.fs.gid, LONG)
+        size = len(e.ref) if e.kind == LINK else e.size
+        return Attr(self.ino, e.st_mode, size, e.mtime_ns, e.mtime_ns, 1, self.fs.uid, self.fs.gid,
+                    LONG, e.rdev)
 
     def readlink(self) -> bytes:
-        if self.is_file:
+        if self.entry.kind != LINK:
             return super().readlink()
         return self.entry.ref

@@ -165,7 +165,7 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        self.fs.mknod(parent_inode)
+        return entry(await self.fs.mknod(parent_inode, name, mode, rdev, ctx.uid, ctx.gid))
 
     @_handler
     async def setxattr(self, inode, name, value, ctx):

@@ -174,6 +174,10 @@ class StagingState:
         return parent.child(await self._mutate(self.model.symlink, parent, name, target,
                                                uid, gid))
 
+    async def mknod(self, parent: StagedNode, name: bytes, mode: int, rdev: int, uid: int, gid: int):
+        return parent.child(await self._mutate(self.model.mknod, parent, name, mode, rdev,
+                                               uid, gid))
+
     async def unlink(self, parent: StagedNode, name: bytes) -> None:
         await self._mutate(self.model.unlink, parent, name)
 

@@ -14,8 +14,8 @@ If the ingest fails, leaving the ``with`` block releases the session's reference
 the process dies, the kernel drops its session lock and the next writer releases them.
 
 The walk uses directory file descriptors and O_NOFOLLOW throughout, so deep trees are not limited
-by PATH_MAX and symlinks inside PATH are stored as symlinks, never followed. Sockets, FIFOs and
-device nodes are skipped with a warning (they have no content to version).
+by PATH_MAX and symlinks inside PATH are stored as symlinks, never followed. FIFOs, sockets and
+device nodes are stored as entries (kind, mode, device number), never opened.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..catalog.objects import DIR, FILE, LINK, Entry
+from ..catalog.objects import DIR, FILE, KIND_OF, LINK, Entry, rdev_ref
 from ..catalog.sessions import Session
 from ..errors import InvalidInput, StoreError
 from ..store.backend import Obj
@@ -38,7 +38,7 @@ BATCH_BYTES = 32 << 20
 
 @dataclass
 class Pending:
-    """A file, directory or symlink read but not yet recorded as an object."""
+    """A file, directory, symlink or special file read but not yet recorded as an object."""
 
     name: bytes
     kind: str
@@ -47,7 +47,7 @@ class Pending:
     mtime_ns: int
     chunks: list[list] = field(default_factory=list)       # FILE: [chunk id, length] each
     children: list["Pending"] = field(default_factory=list)  # DIR
-    target: bytes = b""                                       # LINK
+    target: bytes = b""                                       # LINK; SPECIAL: rdev_ref
 
 
 class Ingest:
@@ -184,8 +184,8 @@ class Ingest:
             p.kind = DIR
             return p, _open(dir_fd, name, display, os.O_DIRECTORY)
         else:
-            self.warn(f"skipped {display}: not a regular file, directory or symlink")
-            return None, None
+            p.kind, p.size = KIND_OF[stat.S_IFMT(st.st_mode)], 0
+            p.target = rdev_ref(p.kind, st.st_rdev)
         return p, None
 
     # phase 2: inside the final transaction ------------------------------------------------------

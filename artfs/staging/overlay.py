@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 from . import paths as staging_paths
-from ..catalog.objects import DIR, FILE, LINK, SPECIAL, Tree, decode_rdev
+from ..catalog.objects import DIR, FILE, KIND_OF, LINK, SPECIAL, Tree, decode_rdev, rdev_ref
 from ..catalog.staging_index import ROOT, WHITEOUT, Base, Node, StagingIndex, staging_dir
 from ..errors import (Exists, InvalidInput, IsADirectory, NameTooLong, NotADirectory, NotEmpty,
                      NotFound)
@@ -192,6 +192,16 @@ class Staging:
 
     def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> SEntry:
         return self._make(parent, name, LINK, 0o777, uid, gid, _check_target(target))
+
+    def mknod(self, parent: int, name: bytes, mode: int, rdev: int, uid: int, gid: int) -> SEntry:
+        """A FIFO, unix socket, character or block device (kept as an entry: it has no bytes),
+        or an empty regular file (``S_IFREG``)."""
+        kind = KIND_OF.get(stat.S_IFMT(mode))
+        if kind == FILE:
+            return self.create(parent, name, mode, uid, gid)
+        if kind not in SPECIAL:
+            raise InvalidInput(f"mknod cannot make file type {stat.S_IFMT(mode):#o}")
+        return self._make(parent, name, kind, mode, uid, gid, rdev_ref(kind, rdev))
 
     def unlink(self, parent: int, name: bytes) -> SEntry:
         return self._remove(parent, name, directory=False)
@@ -482,7 +492,7 @@ class Staging:
         if node.kind == DIR:
             raise IsADirectory(f"staging inode {ino} is a directory")
         if node.kind != FILE:
-            raise InvalidInput(f"staging inode {ino} is a symlink")
+            raise InvalidInput(f"staging inode {ino} is not a regular file")
         return node
 
     def _existing(self, txn, base: Base, parent: Node, name: bytes) -> Node:
