@@ -268,20 +268,22 @@ class VersionDir(Node):
 
 class VersionEntry(Node):
     """A file, symlink or special file of a version. A file's or symlink's inode is its entry
-    identity (kind, content, mode, mtime), so the same file in every version holding it is one
-    kernel inode; with ``--record-use`` the version is part of the identity, so an open tells
+    identity (kind, content, mode, mtime, link group), so the same file in every version holding
+    it is one kernel inode, and so are the names of one link group (hard links); with ``--record-use`` the version is part of the identity, so an open tells
     which one is read. A FIFO or socket is one kernel object per inode, so a special file's inode
-    is its place (directory inode, name): two equal FIFOs are never one pipe."""
+    is its place (directory inode, name), or its link group in its version: two equal FIFOs are
+    never one pipe."""
 
     __slots__ = ("fs", "entry", "origin", "ino")
 
     def __init__(self, fs, e: Entry, state: ArtifactState, number: int, parent: int):
         self.fs, self.entry, self.origin = fs, e, (state.name, number)
-        if e.kind in SPECIAL:
-            self.ino = fs.inodes.inode(("n", parent, e.name))
+        if e.kind in SPECIAL:   # hard links of one: its link group in this version
+            place = (state.ino, number, e.group) if e.group else (parent, e.name)
+            self.ino = fs.inodes.inode(("n",) + place)
             return
         per_version = (state.ino, number) if fs.uses is not None else ()
-        self.ino = fs.inodes.inode((e.kind, e.ref, e.mode, e.mtime_ns) + per_version)
+        self.ino = fs.inodes.inode((e.kind, e.ref, e.mode, e.mtime_ns, e.group, e.nlink) + per_version)
 
     @property
     def is_file(self) -> bool:
@@ -290,8 +292,8 @@ class VersionEntry(Node):
     def attr(self) -> Attr:
         e = self.entry
         size = len(e.ref) if e.kind == LINK else e.size
-        return Attr(self.ino, e.st_mode, size, e.mtime_ns, e.mtime_ns, 1, self.fs.uid, self.fs.gid,
-                    LONG, e.rdev)
+        return Attr(self.ino, e.st_mode, size, e.mtime_ns, e.mtime_ns, e.nlink, self.fs.uid,
+                    self.fs.gid, LONG, e.rdev)
 
     def readlink(self) -> bytes:
         if self.entry.kind != LINK:

@@ -161,7 +161,7 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        self.fs.link(new_parent_inode)
+        return entry(await self.fs.link(inode, new_parent_inode, new_name))
 
     @_handler
     async def mknod(self, parent_inode, name, mode, rdev, ctx):

@@ -178,6 +178,9 @@ class StagingState:
         return parent.child(await self._mutate(self.model.mknod, parent, name, mode, rdev,
                                                uid, gid))
 
+    async def link(self, node: StagedNode, parent: StagedNode, name: bytes):
+        return parent.child(await self._mutate(self.model.link, node, parent, name))
+
     async def unlink(self, parent: StagedNode, name: bytes) -> None:
         await self._mutate(self.model.unlink, parent, name)
 

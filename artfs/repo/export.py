@@ -5,7 +5,8 @@ either holds the complete version or is untouched (the sibling is removed on fai
 written through directory file descriptors (no PATH_MAX limit), one open at a time, with an
 explicit stack (any depth); modes and mtimes are applied after contents, directories last.
 One file (``get NAME:REF/path``) is written to a hidden sibling too and linked into place, so an
-existing DEST is never replaced. FIFOs and sockets are recreated with mknod(2), device nodes
+existing DEST is never replaced. The names of a link group are written once and hard-linked.
+FIFOs and sockets are recreated with mknod(2), device nodes
 too when the process may (root): otherwise each is left out with one warning, as tar does.
 ``holds`` tells whether a path still holds a version (or a file)
 as written (``Version.download``'s default location is reused when it does).
@@ -54,6 +55,7 @@ def _write_tree(repo, root: bytes, top: str, progress, warn) -> None:
     depth. A directory gets its mode and mtime once its contents are written."""
     fd = os.open(top, _DIR)
     stack = [(None, iter(repo.tree(root).entries), b"")]   # (directory's entry, entries left, path)
+    linked: dict[bytes, bytes] = {}   # link group -> where its first name was written
     try:
         while stack:
             e = next(stack[-1][1], None)
@@ -66,32 +68,34 @@ def _write_tree(repo, root: bytes, top: str, progress, warn) -> None:
                 os.mkdir(e.name, 0o700, dir_fd=fd)
                 fd = _enter(fd, e.name)
                 stack.append((e, iter(repo.tree(e.ref).entries), os.path.join(stack[-1][2], e.name)))
-            elif e.kind in SPECIAL:
-                if _make_special(e, fd, os.path.join(stack[-1][2], e.name), warn):
-                    _set_attributes(e, fd)
+            elif e.group in linked:
+                os.link(linked[e.group], e.name, dst_dir_fd=fd, follow_symlinks=False)
             else:
-                if e.kind == FILE:
-                    out = os.open(e.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
-                                  dir_fd=fd)
-                    try:
-                        write_file(repo, e.ref, out, progress)
-                    finally:
-                        os.close(out)
-                else:
-                    os.symlink(e.ref, e.name, dir_fd=fd)
-                _set_attributes(e, fd)
+                path = os.path.join(stack[-1][2], e.name)
+                if _write_entry(repo, e, fd, path, progress, warn) and e.group:
+                    linked[e.group] = os.path.join(os.fsencode(top), path)
     finally:
         os.close(fd)
 
 
-def _make_special(e, dir_fd: int, path: bytes, warn) -> bool:
-    """mknod(2) a special entry; False (and one warning) for a device node the process may not
-    make (EPERM without CAP_MKNOD)."""
-    try:
-        os.mknod(e.name, FORMAT[e.kind] | 0o600, e.rdev, dir_fd=dir_fd)
-    except PermissionError:
-        warn(f"{os.fsdecode(path)}: cannot create device node without root (CAP_MKNOD); left out")
-        return False
+def _write_entry(repo, e, dir_fd: int, path: bytes, progress, warn) -> bool:
+    """Write a file, symlink or special entry into DIR_FD with its attributes; False when it is
+    left out: a device node the process may not make (EPERM without CAP_MKNOD), with one warning."""
+    if e.kind == FILE:
+        out = os.open(e.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+        try:
+            write_file(repo, e.ref, out, progress)
+        finally:
+            os.close(out)
+    elif e.kind == LINK:
+        os.symlink(e.ref, e.name, dir_fd=dir_fd)
+    else:
+        try:
+            os.mknod(e.name, FORMAT[e.kind] | 0o600, e.rdev, dir_fd=dir_fd)
+        except PermissionError:
+            warn(f"{os.fsdecode(path)}: cannot create device node without root (CAP_MKNOD); left out")
+            return False
+    _set_attributes(e, dir_fd)
     return True
 
 

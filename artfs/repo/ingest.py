@@ -15,7 +15,9 @@ the process dies, the kernel drops its session lock and the next writer releases
 
 The walk uses directory file descriptors and O_NOFOLLOW throughout, so deep trees are not limited
 by PATH_MAX and symlinks inside PATH are stored as symlinks, never followed. FIFOs, sockets and
-device nodes are stored as entries (kind, mode, device number), never opened.
+device nodes are stored as entries (kind, mode, device number), never opened. Names of one inode
+(hard links) are read once and stored as a link group (as tar does: the group has the names found
+under PATH; links to files outside PATH do not count).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..catalog.objects import DIR, FILE, KIND_OF, LINK, Entry, rdev_ref
+from ..catalog.objects import DIR, FILE, KIND_OF, LINK, Entry, link_group, rdev_ref
 from ..catalog.sessions import Session
 from ..errors import InvalidInput, StoreError
 from ..store.backend import Obj
@@ -34,6 +36,14 @@ from ..store.chunker import hashed_chunks
 Warn = Callable[[str], None]
 Progress = Callable[[int], None]
 BATCH_BYTES = 32 << 20
+
+
+@dataclass
+class LinkGroup:
+    """The names of one inode found by a walk (hard links): the first one's chunks serve all."""
+
+    group: bytes
+    names: int = 1
 
 
 @dataclass
@@ -48,6 +58,7 @@ class Pending:
     chunks: list[list] = field(default_factory=list)       # FILE: [chunk id, length] each
     children: list["Pending"] = field(default_factory=list)  # DIR
     target: bytes = b""                                       # LINK; SPECIAL: rdev_ref
+    link: LinkGroup | None = None                             # FILE with other names
 
 
 class Ingest:
@@ -60,6 +71,8 @@ class Ingest:
         self._batches = 0
         self._queue: list[tuple[Obj, list]] = []   # (chunk, slot to fill with its id)
         self._queued = 0
+        self._top = ""                               # the path being scanned
+        self._inodes: dict[tuple[int, int], tuple[Pending, str]] = {}   # (dev, ino) -> first name
 
     def __enter__(self):
         self.repo.collect_abandoned()
@@ -118,6 +131,7 @@ class Ingest:
         except OSError as e:
             raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
         root = Pending(b"", DIR, 0o755, 0, st.st_mtime_ns)
+        self._top = path
         if stat.S_ISDIR(st.st_mode):
             self._walk(_open(None, os.fsencode(path), path, os.O_DIRECTORY, follow=True), path, root)
         elif stat.S_ISREG(st.st_mode):
@@ -174,6 +188,8 @@ class Ingest:
         if stat.S_ISLNK(st.st_mode):
             p.kind, p.target = LINK, os.readlink(name, dir_fd=dir_fd)
             p.size = len(p.target)
+        elif stat.S_ISREG(st.st_mode) and self._linked(p, st, display):
+            pass
         elif stat.S_ISREG(st.st_mode):
             fd = _open(dir_fd, name, display, 0)
             try:
@@ -188,6 +204,22 @@ class Ingest:
             p.target = rdev_ref(p.kind, st.st_rdev)
         return p, None
 
+    def _linked(self, p: Pending, st: os.stat_result, display: str) -> bool:
+        """Whether ``p`` is another name of a file read already: then it shares its chunks and
+        link group. Else a file with more names is remembered as the first of its inode."""
+        if st.st_nlink < 2:
+            return False
+        first, where = self._inodes.setdefault((st.st_dev, st.st_ino), (p, display))
+        if first is p:
+            return False
+        if first.link is None:
+            first.link = LinkGroup(link_group(os.fsencode(os.path.relpath(where, self._top))))
+        first.link.names += 1
+        p.kind, p.chunks, p.size, p.link = FILE, first.chunks, first.size, first.link
+        self.files += 1
+        self.bytes += p.size
+        return True
+
     # phase 2: inside the final transaction ------------------------------------------------------
     def file_object(self, txn, chunks: list[list]) -> bytes:
         """The file object of a chunk list from phase 1 (taking over the session's references)."""
@@ -197,6 +229,7 @@ class Ingest:
         """The entry of a pending directory, its objects created bottom-up (any depth), with one
         reference held."""
         objects = self.repo.objects
+        fids: dict[int, bytes] = {}   # id(link group) -> its file object, referenced once per name
         stack = [(root, iter(root.children), [])]
         while True:
             node, children, built = stack[-1]
@@ -209,9 +242,17 @@ class Ingest:
                 stack[-1][2].append(done)
             elif child.kind == DIR:
                 stack.append((child, iter(child.children), []))
-            else:
+            elif child.link is None:
                 ref = self.file_object(txn, child.chunks) if child.kind == FILE else child.target
                 built.append(Entry(child.name, child.kind, child.mode, child.size, child.mtime_ns, ref))
+            else:
+                fid = fids.get(id(child.link))
+                if fid is None:
+                    fid = fids[id(child.link)] = self.file_object(txn, child.chunks)
+                else:
+                    objects.incref(txn, fid)
+                built.append(Entry(child.name, FILE, child.mode, child.size, child.mtime_ns, fid,
+                                   child.link.group, child.link.names))
 
     def finish(self, txn) -> None:
         """Drop the session in the final transaction: its references now belong to the objects.

@@ -10,6 +10,10 @@ handful of keys. A file's bytes are copied from the store into a *data file*,
 truncated; writes go straight into that real file, so they survive a daemon crash and a remount,
 and size/mtime of a modified file are read from it.
 
+A file may have several names (link(2)): its node record names one of them and the index lists
+all (catalog/staging_index.py); a base version's link groups are one node too (staging/links.py).
+FIFOs, sockets and device nodes are nodes without bytes (their ref is their device number).
+
 The base is the latest version when staging first changes. A staging without changes always shows
 the current latest (a ``put`` from elsewhere moves it along); a staging with changes keeps its base
 if latest moves, and ``commit`` then makes a version of that base plus the changes: the last
@@ -29,17 +33,19 @@ import heapq
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import paths as staging_paths
-from ..catalog.objects import DIR, FILE, KIND_OF, LINK, SPECIAL, Tree, decode_rdev, rdev_ref
+from ..catalog.objects import (DIR, FILE, GROUP_LEN, KIND_OF, LINK, SPECIAL, Tree, decode_rdev,
+                               rdev_ref)
 from ..catalog.staging_index import ROOT, WHITEOUT, Base, Node, StagingIndex, staging_dir
 from ..errors import (Exists, InvalidInput, IsADirectory, NameTooLong, NotADirectory, NotEmpty,
-                     NotFound)
+                     NotFound, NotPermitted)
 from ..names import LATEST, check_artifact
 from .changes import changes
 from .data import DataFiles, MissingDataFile, remove
 from .inodes import BaseNumbering, base_offset, in_base
+from .links import BaseGroups
 
 __all__ = ["ROOT", "RENAME_NOREPLACE", "RENAME_EXCHANGE", "SEntry", "Staging", "check_name"]
 
@@ -104,6 +110,7 @@ class Staging:
         self.name = check_artifact(name)
         self.index = StagingIndex(repo.db.dbs, name)
         self.numbering = BaseNumbering(repo.tree)
+        self.groups = BaseGroups(repo.tree, self.numbering)
         self.files = DataFiles(staging_dir(repo.path, name))
         self._uid, self._gid = os.getuid(), os.getgid()
         self.clean_data()  # also raises NotFound for a missing artifact
@@ -203,6 +210,31 @@ class Staging:
             raise InvalidInput(f"mknod cannot make file type {stat.S_IFMT(mode):#o}")
         return self._make(parent, name, kind, mode, uid, gid, rdev_ref(kind, rdev))
 
+    def link(self, ino: int, parent: int, name: bytes) -> SEntry:
+        """link(2): one more name for a file, symlink or special file of this staging."""
+        name = check_name(name)
+
+        def make(txn, base):
+            node = self.resolve(txn, base, ino)
+            if node.kind == DIR:
+                raise NotPermitted("a directory cannot be hard-linked")
+            directory = self._dir(txn, base, parent)
+            if self.child(txn, base, directory, name) is not None:
+                raise Exists(f"{name!r} already exists in staging of {self.name}")
+            now = time.time_ns()
+            self._record(txn, base, node)
+            self._record(txn, base, directory)
+            if node.nlink == 1:   # its first other name: it joins a new link group
+                self.index.add_name(txn, node.ino, node.parent, node.name)
+                node.group = os.urandom(GROUP_LEN)
+            self.index.add_name(txn, node.ino, directory.ino, name)
+            self.index.put_dirent(txn, directory.ino, name, node.ino)
+            node.nlink, node.ctime_ns = node.nlink + 1, now
+            self.index.put_node(txn, node)
+            self._changed(txn, directory, 1, now)
+            return self.sentry(_named(node, directory.ino, name), txn)
+        return self._write(make)
+
     def unlink(self, parent: int, name: bytes) -> SEntry:
         return self._remove(parent, name, directory=False)
 
@@ -234,9 +266,12 @@ class Staging:
             now = time.time_ns()
             for n in (src, dst, node):
                 self._record(txn, base, n)
-            if old is not None:
-                self._drop(txn, dst, old)
+            if old is not None and not self._drop(txn, base, dst, old):
+                replaced.data = None   # its other names keep its data file
             self._unlink_slot(txn, src, old_name)
+            if node.nlink > 1:
+                self.index.drop_name(txn, node.ino, src.ino, old_name)
+                self.index.add_name(txn, node.ino, dst.ino, new_name)
             node.parent, node.name, node.ctime_ns = dst.ino, new_name, now
             self._link(txn, dst, node)
             moved = int(node.kind == DIR)
@@ -332,7 +367,7 @@ class Staging:
         if parent.stored:
             ino = self.index.dirent(txn, parent.ino, name)
             if ino is not None:
-                return self.index.node(txn, ino) if ino != WHITEOUT else None
+                return _named(self.index.node(txn, ino), parent.ino, name) if ino != WHITEOUT else None
         entries = self._origin(parent).entries
         i = bisect.bisect_left(entries, name, key=_node_name)
         if i < len(entries) and entries[i].name == name:
@@ -348,7 +383,8 @@ class Staging:
         shadowed = {name for name, _ in overlay}
         unmodified = (self._derive(base, parent, i, starts)
                       for i, e in enumerate(entries) if e.name not in shadowed)
-        recorded = (self.index.node(txn, ino) for _, ino in overlay if ino != WHITEOUT)
+        recorded = (_named(self.index.node(txn, ino), parent.ino, name)
+                    for name, ino in overlay if ino != WHITEOUT)
         return heapq.merge(unmodified, recorded, key=_node_name)
 
     def sentry(self, node: Node, txn=None) -> SEntry:
@@ -357,7 +393,7 @@ class Staging:
         if node.local:
             st, data = self.files.stat(node.ino), self.files.path(node.ino)
             size, mtime, ctime = st.st_size, st.st_mtime_ns, max(ctime, st.st_ctime_ns)
-        nlink = 2 + self.subdirs(txn, node) if node.kind == DIR else 1
+        nlink = 2 + self.subdirs(txn, node) if node.kind == DIR else node.nlink
         rdev = decode_rdev(node.ref) if node.kind in SPECIAL else 0
         return SEntry(node.ino, node.name, node.kind, node.mode, node.uid, node.gid, size, mtime,
                       ctime, node.ref if node.kind == FILE and not node.local else None, data,
@@ -402,15 +438,18 @@ class Staging:
 
     def _from_entry(self, e, ino: int, parent: int) -> Node:
         return Node(ino, e.kind, e.mode, self._uid, self._gid, e.mtime_ns, e.mtime_ns, e.size,
-                    parent, e.name, e.ref)
+                    parent, e.name, e.ref, nlink=e.nlink, group=e.group)
 
     def _derive(self, base: Base, parent: Node, i: int, starts: list[int] | None) -> Node:
-        """Child i of parent's origin tree, unmodified; numbered when ``starts`` is given."""
-        ino = 0
-        if starts is not None:
+        """Child i of parent's origin tree, unmodified; numbered when ``starts`` is given (the
+        names of a link group by the number of its first name: one inode)."""
+        ino, e = 0, self._origin(parent).entries[i]
+        if starts is not None and e.group:
+            ino = base_offset(base.number) + self.groups.of(base.root)[e.group][0][0]
+        elif starts is not None:
             at = 0 if parent.ino == ROOT else parent.ino - base_offset(base.number)
             ino = base_offset(base.number) + at + starts[i]
-        return self._from_entry(self._origin(parent).entries[i], ino, parent.ino)
+        return self._from_entry(e, ino, parent.ino)
 
     def _base_path(self, base: Base, ino: int) -> list[Node] | None:
         """The unmodified nodes from the root down to base inode ``ino``; None if not a base inode."""
@@ -440,6 +479,8 @@ class Staging:
         """Give a node, and its unrecorded ancestors, index records so that it can change."""
         if node.stored:
             return
+        if node.nlink > 1 and node.kind != DIR:
+            return self._record_group(txn, base, node)
         chain = [node] if node.ino == ROOT else self._base_path(base, node.ino)[:-1] + [node]
         todo = []
         for n in reversed(chain):
@@ -456,6 +497,28 @@ class Staging:
             self.index.put_node(txn, n)
         node.stored = True
 
+    def _record_group(self, txn, base: Base, node: Node) -> None:
+        """Record every name of an unmodified base link group at once, as one node."""
+        offset = base_offset(base.number)
+        for _, at, name in self.groups.of(base.root)[node.group]:
+            parent = self.resolve(txn, base, ROOT if at == 0 else offset + at)
+            self._record(txn, base, parent)
+            self.index.put_dirent(txn, parent.ino, name, node.ino)
+            self.index.add_name(txn, node.ino, parent.ino, name)
+        self.index.put_node(txn, node)
+
+    def _unname(self, txn, ino: int, parent: int, name: bytes, now: int) -> None:
+        """One name of a node with several goes; the node stays with the others."""
+        node = self.index.node(txn, ino)
+        self.index.drop_name(txn, ino, parent, name)
+        node.nlink, node.ctime_ns = node.nlink - 1, now
+        if (node.parent, node.name) == (parent, name):
+            node.parent, node.name = self.index.names(txn, ino)[0]
+        if node.nlink == 1:   # a plain file again
+            self.index.drop_names(txn, ino)
+            node.group = b""
+        self.index.put_node(txn, node)
+
     def _link(self, txn, parent: Node, node: Node) -> None:
         self.index.put_dirent(txn, parent.ino, node.name, node.ino)
         self.index.put_node(txn, node)
@@ -466,12 +529,20 @@ class Staging:
         else:
             self.index.drop_dirent(txn, parent.ino, name)
 
-    def _drop(self, txn, parent: Node, node: Node) -> None:
+    def _drop(self, txn, base: Base, parent: Node, node: Node) -> bool:
+        """Remove the name of ``node`` in ``parent``; whether the node is gone (not when it has
+        other names)."""
+        if node.nlink > 1 and node.kind != DIR:
+            self._record(txn, base, node)
+            self._unlink_slot(txn, parent, node.name)
+            self._unname(txn, node.ino, parent.ino, node.name, time.time_ns())
+            return False
         if node.stored:
             self.index.drop_node(txn, node.ino)
             if node.kind == DIR:
                 self.index.drop_dirents(txn, node.ino)
         self._unlink_slot(txn, parent, node.name)
+        return True
 
     def _changed(self, txn, directory: Node, delta: int, now: int, dirs: int = 0) -> None:
         """A directory gained (or lost) ``delta`` entries, ``dirs`` of them directories."""
@@ -538,7 +609,8 @@ class Staging:
                 raise NotEmpty(f"directory {name!r} is not empty")
             removed = self.sentry(node, txn)
             self._record(txn, base, parent_node)
-            self._drop(txn, parent_node, node)
+            if not self._drop(txn, base, parent_node, node):
+                removed.data = None   # its other names keep its data file
             self._changed(txn, parent_node, -1, time.time_ns(), -int(node.kind == DIR))
             return removed
         removed = self._write(drop)
@@ -575,6 +647,13 @@ class Staging:
         else:
             self.files.install(tmp, node.ino)
         return path
+
+
+def _named(node: Node, parent: int, name: bytes) -> Node:
+    """A node as found under one of its names (a hard-linked node's record holds one of them)."""
+    if node.nlink < 2 or (node.parent, node.name) == (parent, name):
+        return node
+    return replace(node, parent=parent, name=name)
 
 
 def _check_replace(node: Node, old: Node | None) -> None:
