@@ -353,7 +353,7 @@ class Staging:
     def resolve(self, txn, base: Base, ino: int) -> Node:
         node = self.index.node(txn, ino)
         if node is not None:
-            return node
+            return self._counted(txn, node)
         if ino == ROOT:
             return self._root(base)
         path = self._base_path(base, ino)
@@ -367,7 +367,9 @@ class Staging:
         if parent.stored:
             ino = self.index.dirent(txn, parent.ino, name)
             if ino is not None:
-                return _named(self.index.node(txn, ino), parent.ino, name) if ino != WHITEOUT else None
+                if ino == WHITEOUT:
+                    return None
+                return _named(self._counted(txn, self.index.node(txn, ino)), parent.ino, name)
         entries = self._origin(parent).entries
         i = bisect.bisect_left(entries, name, key=_node_name)
         if i < len(entries) and entries[i].name == name:
@@ -398,6 +400,13 @@ class Staging:
         return SEntry(node.ino, node.name, node.kind, node.mode, node.uid, node.gid, size, mtime,
                       ctime, node.ref if node.kind == FILE and not node.local else None, data,
                       node.ref if node.kind == LINK else None, nlink, rdev)
+
+    def _counted(self, txn, node: Node) -> Node:
+        """A recorded node, a directory recorded by an older artfs counted now: before a change
+        to its overlay, which its count is derived from."""
+        if node.kind == DIR and node.subdirs is None:
+            self.subdirs(txn, node)
+        return node
 
     def subdirs(self, txn, directory: Node) -> int:
         """How many subdirectories a directory has: counted in its origin tree (trees are cached
