@@ -193,15 +193,6 @@ def test_round_trip_keeps_everything(store, tmp_path):
     os.chmod(out / "ro", 0o755)
 
 
-def test_special_files_are_skipped_with_warning(store, tmp_path, capsys):
-    d = tmp_path / "d"
-    write(d / "f", b"x")
-    os.mkfifo(d / "fifo")
-    v = store.put("d", str(d))
-    assert v.files() == ["f"]
-    assert "skipped" in capsys.readouterr().err
-
-
 def test_single_file_put(store, tmp_path):
     write(tmp_path / "model.pt", b"w" * 1000)
     v = store.put("m", str(tmp_path / "model.pt"))

@@ -24,7 +24,7 @@ from ..repo import metadata as _metadata
 from ..repo import retention as _retention
 from .progress import daemon_reads
 from ..repo.accounting import du as _du
-from ..catalog.objects import DIR, FILE, LINK, Entry
+from ..catalog.objects import DIR, FILE, KIND_NAME, LINK, Entry
 from ..catalog.versions import VersionInfo
 from ..repo.diff import diff_trees, walk, walk_files
 from ..errors import ArtfsError, Exists, IsADirectory, NotFound
@@ -106,9 +106,10 @@ class Version:
     def entries(self, path: str = "") -> list[dict]:
         """What ``artfs ls NAME:REF [PATH]`` lists: every entry under PATH (the version's root by
         default; PATH may name one file), depth first in name order, as dicts: path (from the
-        version's root), kind ("file", "dir" or "symlink"), mode (octal text), size (bytes; a
-        symlink's target length; None for a directory), mtime (seconds), digest (the file's or
-        tree's content id in hex; None for a symlink), target (symlinks only)."""
+        version's root), kind ("file", "dir", "symlink", "fifo", "socket", "char" or "block"),
+        mode (octal text), size (bytes; a symlink's target length; None for a directory), mtime
+        (seconds), digest (the file's or tree's content id in hex; None for other kinds), target
+        (symlinks only)."""
         e = self._lookup(path)
         top = "/".join(p for p in path.split("/") if p not in ("", "."))
         pairs = walk(self._store._repo.tree, e.ref, top) if e.kind == DIR else [(top, e)]
@@ -118,8 +119,8 @@ class Version:
         e = self._lookup(relpath)
         if e.kind == DIR:
             raise IsADirectory(f"{self.name}:{self.version}/{relpath} is a directory")
-        if e.kind != "f":
-            raise NotFound(f"{self.name}:{self.version}/{relpath} is a symlink, not a file")
+        if e.kind != FILE:
+            raise NotFound(f"{self.name}:{self.version}/{relpath} is a {KIND_NAME[e.kind]}, not a file")
         return io.BufferedReader(_ChunkReader(self._store._repo, e.ref), buffer_size=1 << 20)
 
     @property
@@ -158,10 +159,9 @@ DOWNLOAD_DIR = "artifacts"   # Version.download's default: ./artifacts/NAME:vN, 
 
 
 def _entry_row(path: str, e: Entry) -> dict:
-    kind = {FILE: "file", DIR: "dir", LINK: "symlink"}[e.kind]
-    row = {"path": path, "kind": kind, "mode": f"{e.mode:04o}",
+    row = {"path": path, "kind": KIND_NAME[e.kind], "mode": f"{e.mode:04o}",
            "size": None if e.kind == DIR else e.size, "mtime": e.mtime_ns / 1e9,
-           "digest": None if e.kind == LINK else e.ref.hex()}
+           "digest": e.ref.hex() if e.holds_object else None}
     if e.kind == LINK:
         row["target"] = os.fsdecode(e.ref)
     return row

@@ -15,7 +15,9 @@ VM, more than a whole warm open, so opens and closes take one only then (docs/be
 Rules for what cannot be done (docs/SEMANTICS.md):
   outside staging   every change is ReadOnly (EROFS), except ``mkdir MOUNT/NAME`` (new artifact)
   rename            within one staging: yes; between a staging and anything else: CrossDevice
-  hard links, mknod in staging: NotPermitted (EPERM); xattrs in staging: not supported
+  link                  within one staging: yes; from or into anything else: CrossDevice
+  xattrs in staging: not supported
+  device nodes          kept as entries; opening one is the kernel's, and the mount is nodev
 """
 
 from __future__ import annotations
@@ -167,17 +169,18 @@ class Filesystem:
                               "rename only works within one artifact's staging")
         await a.staging.rename(a, old_name, b, new_name, flags)
 
-    def link(self, parent: int) -> None:
-        p = self.inodes.node(parent)
-        if p.staging is not None:
-            raise NotPermitted("hard links are not supported in staging")
-        raise p.read_only("linked into")
+    async def link(self, ino: int, parent: int, name: bytes) -> Attr:
+        node, p = self.inodes.node(ino), self.inodes.node(parent)
+        if p.staging is None:
+            raise p.read_only("linked into")
+        if node.staging is not p.staging:
+            raise CrossDevice(f"cannot link {node.where()} into {p.where()}: hard links only work "
+                              "within one artifact's staging")
+        return self._learn(await p.staging.link(node, p, name))
 
-    def mknod(self, parent: int) -> None:
-        p = self.inodes.node(parent)
-        if p.staging is not None:
-            raise NotPermitted("staging holds only files, directories and symlinks")
-        raise p.read_only("written")
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, uid: int, gid: int) -> Attr:
+        p = self._staged(parent, "written")
+        return self._learn(await p.staging.mknod(p, name, mode, rdev, uid, gid))
 
     def setxattr(self, ino: int) -> None:
         node = self.inodes.node(ino)

@@ -71,7 +71,7 @@ def entry(a: Attr) -> pyfuse3.EntryAttributes:
     e = pyfuse3.EntryAttributes()
     e.st_ino, e.generation = a.ino, 0
     e.entry_timeout = e.attr_timeout = a.timeout
-    e.st_mode, e.st_nlink, e.st_uid, e.st_gid, e.st_rdev = a.mode, a.nlink, a.uid, a.gid, 0
+    e.st_mode, e.st_nlink, e.st_uid, e.st_gid, e.st_rdev = a.mode, a.nlink, a.uid, a.gid, a.rdev
     e.st_size, e.st_blksize, e.st_blocks = a.size, BLKSIZE, (a.size + 511) // 512
     e.st_atime_ns = e.st_mtime_ns = a.mtime_ns
     e.st_ctime_ns = a.ctime_ns
@@ -161,11 +161,11 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        self.fs.link(new_parent_inode)
+        return entry(await self.fs.link(inode, new_parent_inode, new_name))
 
     @_handler
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        self.fs.mknod(parent_inode)
+        return entry(await self.fs.mknod(parent_inode, name, mode, rdev, ctx.uid, ctx.gid))
 
     @_handler
     async def setxattr(self, inode, name, value, ctx):

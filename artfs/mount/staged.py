@@ -23,6 +23,7 @@ import weakref
 
 import trio
 
+from ..catalog.objects import FORMAT
 from ..errors import Conflict, NotFound
 from ..staging.overlay import ROOT, Staging
 from ..staging.paths import join
@@ -30,7 +31,6 @@ from .files import StagedFile, StagedHandle, data_fd
 from .moves import Move, Stale
 from .nodes import SHORT, Attr, Listing, Node
 
-_FMT = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK}
 GONE = 0   # the staging inode of a node that no longer exists (no staging node has 0)
 
 
@@ -74,6 +74,7 @@ class StagedNode(Node):
                 raise
             # unlinked (or gone in a reset) while open: the open file is what remains
             st = f.stat()
+            self.entry = dataclasses.replace(self.entry, nlink=0)
             if st is not None:
                 self.entry = dataclasses.replace(self.entry, size=st.st_size,
                                                  mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
@@ -81,8 +82,8 @@ class StagedNode(Node):
 
     def attr(self) -> Attr:
         e = self.entry
-        return Attr(self.ino, _FMT[e.kind] | e.mode, e.size, e.mtime_ns, e.ctime_ns,
-                    2 if e.kind == "d" else 1, e.uid, e.gid, SHORT)
+        return Attr(self.ino, FORMAT[e.kind] | e.mode, e.size, e.mtime_ns, e.ctime_ns, e.nlink,
+                    e.uid, e.gid, SHORT, e.rdev)
 
     def child(self, entry) -> "StagedNode":
         return self.staging.node(entry, self)
@@ -172,6 +173,13 @@ class StagingState:
     async def symlink(self, parent: StagedNode, name: bytes, target: bytes, uid: int, gid: int):
         return parent.child(await self._mutate(self.model.symlink, parent, name, target,
                                                uid, gid))
+
+    async def mknod(self, parent: StagedNode, name: bytes, mode: int, rdev: int, uid: int, gid: int):
+        return parent.child(await self._mutate(self.model.mknod, parent, name, mode, rdev,
+                                               uid, gid))
+
+    async def link(self, node: StagedNode, parent: StagedNode, name: bytes):
+        return parent.child(await self._mutate(self.model.link, node, parent, name))
 
     async def unlink(self, parent: StagedNode, name: bytes) -> None:
         await self._mutate(self.model.unlink, parent, name)

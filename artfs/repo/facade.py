@@ -31,7 +31,7 @@ FILE_CACHE_BYTES = 32 << 20
 PARSED_PER_ENCODED = 11   # measured: a parsed tree takes ~6x its encoding, a file object ~10x
 
 
-def _stderr_warn(msg: str) -> None:
+def stderr_warn(msg: str) -> None:
     print(f"artfs: warning: {msg}", file=sys.stderr)
 
 
@@ -157,7 +157,7 @@ class Repo:
 
     # writing -----------------------------------------------------------------------------------
     def put(self, name: str, path: str, *, type: str | None = None, aliases=(), message: str = "",
-            metadata: dict | None = None, producer: dict | None = None, ttl=None, warn=_stderr_warn,
+            metadata: dict | None = None, producer: dict | None = None, ttl=None, warn=stderr_warn,
             progress: Callable[[int], None] | None = None) -> tuple[VersionInfo, bool]:
         """Log PATH as the next version of NAME; returns (version, created).
 

@@ -14,9 +14,11 @@ If the ingest fails, leaving the ``with`` block releases the session's reference
 the process dies, the kernel drops its session lock and the next writer releases them.
 
 The walk uses directory file descriptors and O_NOFOLLOW throughout, so deep trees are not limited
-by PATH_MAX and symlinks inside PATH are stored as symlinks, never followed. Sockets, FIFOs and
-device nodes are skipped with a warning (they have no content to version). ``put`` does not open
-a file that its files cache (repo/files_cache.py) knows unchanged: it reuses its file object.
+by PATH_MAX and symlinks inside PATH are stored as symlinks, never followed. FIFOs, sockets and
+device nodes are stored as entries (kind, mode, device number), never opened. Names of one inode
+(hard links) are read once and stored as a link group (as tar does: the group has the names found
+under PATH; links to files outside PATH do not count). ``put`` does not open a file that its files
+cache (repo/files_cache.py) knows unchanged: it reuses its file object.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..catalog.objects import DIR, FILE, LINK, Entry
+from ..catalog.objects import DIR, FILE, KIND_OF, LINK, Entry, link_group, rdev_ref
 from ..catalog.sessions import Session
 from ..errors import InvalidInput, StoreError
 from ..store.backend import Obj
@@ -40,8 +42,16 @@ BATCH_BYTES = 32 << 20
 
 
 @dataclass
+class LinkGroup:
+    """The names of one inode found by a walk (hard links): the first one's chunks serve all."""
+
+    group: bytes
+    names: int = 1
+
+
+@dataclass
 class Pending:
-    """A file, directory or symlink read but not yet recorded as an object."""
+    """A file, directory, symlink or special file read but not yet recorded as an object."""
 
     name: bytes
     kind: str
@@ -50,7 +60,8 @@ class Pending:
     mtime_ns: int
     chunks: list[list] = field(default_factory=list)       # FILE: [chunk id, length] each
     children: list["Pending"] = field(default_factory=list)  # DIR
-    target: bytes = b""                                       # LINK
+    target: bytes = b""                                       # LINK; SPECIAL: rdev_ref
+    link: LinkGroup | None = None                             # FILE with other names
 
 
 class Ingest:
@@ -64,8 +75,9 @@ class Ingest:
         self._queue: list[tuple[Obj, list]] = []   # (chunk, slot to fill with its id)
         self._queued = 0
         self.files_cache: FilesCache | None = None   # put only (scan)
-        self._root = ""
+        self._root = ""                              # the path being scanned
         self._reused: list[tuple] = []   # (file id, chunk list, path, rel, stat) taken from the cache
+        self._inodes: dict[tuple[int, int], tuple[Pending, str]] = {}   # (dev, ino) -> first name
 
     def __enter__(self):
         self.repo.collect_abandoned()
@@ -201,14 +213,16 @@ class Ingest:
         if stat.S_ISLNK(st.st_mode):
             p.kind, p.target = LINK, os.readlink(name, dir_fd=dir_fd)
             p.size = len(p.target)
+        elif stat.S_ISREG(st.st_mode) and self._linked(p, st, display):
+            pass
         elif stat.S_ISREG(st.st_mode):
             p.kind, p.chunks = FILE, self._regular(dir_fd, name, display, st)
         elif stat.S_ISDIR(st.st_mode):
             p.kind = DIR
             return p, _open(dir_fd, name, display, os.O_DIRECTORY)
         else:
-            self.warn(f"skipped {display}: not a regular file, directory or symlink")
-            return None, None
+            p.kind, p.size = KIND_OF[stat.S_IFMT(st.st_mode)], 0
+            p.target = rdev_ref(p.kind, st.st_rdev)
         return p, None
 
     def _regular(self, dir_fd, name: bytes, display: str, st, follow: bool = False) -> list[list]:
@@ -240,6 +254,21 @@ class Ingest:
             os.close(fd)
         self.files_cache.record(rel, st, opened, chunks)
         return chunks
+    def _linked(self, p: Pending, st: os.stat_result, display: str) -> bool:
+        """Whether ``p`` is another name of a file read already: then it shares its chunks and
+        link group. Else a file with more names is remembered as the first of its inode."""
+        if st.st_nlink < 2:
+            return False
+        first, where = self._inodes.setdefault((st.st_dev, st.st_ino), (p, display))
+        if first is p:
+            return False
+        if first.link is None:
+            first.link = LinkGroup(link_group(os.fsencode(os.path.relpath(where, self._root))))
+        first.link.names += 1
+        p.kind, p.chunks, p.size, p.link = FILE, first.chunks, first.size, first.link
+        self.files += 1
+        self.bytes += p.size
+        return True
 
     # phase 2: inside the final transaction ------------------------------------------------------
     def file_object(self, txn, chunks: list[list]) -> bytes:
@@ -250,6 +279,7 @@ class Ingest:
         """The entry of a pending directory, its objects created bottom-up (any depth), with one
         reference held."""
         objects = self.repo.objects
+        fids: dict[int, bytes] = {}   # id(link group) -> its file object, referenced once per name
         stack = [(root, iter(root.children), [])]
         while True:
             node, children, built = stack[-1]
@@ -262,9 +292,17 @@ class Ingest:
                 stack[-1][2].append(done)
             elif child.kind == DIR:
                 stack.append((child, iter(child.children), []))
-            else:
+            elif child.link is None:
                 ref = self.file_object(txn, child.chunks) if child.kind == FILE else child.target
                 built.append(Entry(child.name, child.kind, child.mode, child.size, child.mtime_ns, ref))
+            else:
+                fid = fids.get(id(child.link))
+                if fid is None:
+                    fid = fids[id(child.link)] = self.file_object(txn, child.chunks)
+                else:
+                    objects.incref(txn, fid)
+                built.append(Entry(child.name, FILE, child.mode, child.size, child.mtime_ns, fid,
+                                   child.link.group, child.link.names))
 
     def finish(self, txn) -> None:
         """Drop the session in the final transaction: its references now belong to the objects.

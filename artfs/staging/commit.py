@@ -11,6 +11,7 @@ between leaves stray data files that the next Staging open, commit or reset dele
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from ..catalog.objects import DIR, FILE, Entry
 from ..catalog.staging_index import ROOT, StagingIndex, staging_dir
@@ -160,6 +161,7 @@ class _Builder:
         self.staging, self.txn, self.base = staging, txn, base
         self.objects = staging.repo.objects
         self.ingest, self.chunked = ingest, chunked
+        self.linked: dict[int, Entry] = {}   # ino -> entry of its first name (hard links)
 
     def root(self, root) -> Entry:
         """The root's entry, with one reference held. Recorded directories are rebuilt bottom-up
@@ -188,12 +190,18 @@ class _Builder:
     def _leaf(self, node) -> Entry:
         if node.local:
             return self._local_file(node)
-        e = Entry(node.name, node.kind, node.mode, node.size, node.mtime_ns, node.ref)
+        e = Entry(node.name, node.kind, node.mode, node.size, node.mtime_ns, node.ref, node.group,
+                  node.nlink)
         self.objects.hold_entry(self.txn, e)
         return e
 
     def _local_file(self, node) -> Entry:
-        """A modified file from its phase-1 chunk list (consumed here, so leftovers are known)."""
+        """A modified file from its phase-1 chunk list (consumed here, so leftovers are known);
+        the other names of a hard-linked one reference the file object its first name made."""
+        first = self.linked.get(node.ino)
+        if first is not None:
+            self.objects.incref(self.txn, first.ref)
+            return replace(first, name=node.name)
         path = self.staging.files.path(node.ino)
         try:
             chunks, size, mtime_ns = self.chunked.pop(node.ino)
@@ -203,4 +211,6 @@ class _Builder:
         if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
             raise Conflict(f"staging file {path} changed during the commit; retry")
         fid = self.ingest.file_object(self.txn, chunks)
-        return Entry(node.name, FILE, node.mode, size, mtime_ns, fid)
+        e = self.linked[node.ino] = Entry(node.name, FILE, node.mode, size, mtime_ns, fid,
+                                          node.group, node.nlink)
+        return e
