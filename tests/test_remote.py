@@ -285,3 +285,31 @@ def test_sixteen_hosts_putting_at_once_get_sixteen_numbers(rgw, tmp_path):
     rows = cli(hosts[0], rgw, "ls", "--remote", "origin", "ds").stdout.splitlines()[1:]
     assert len(rows) == 16 and rows[-1].split()[:2] == ["v15", "latest"]
     assert cli(hosts[0], rgw, "verify", "--remote", "origin").returncode == 0
+
+
+def test_a_crash_between_the_remote_record_and_the_local_renumbering_is_repaired_by_push(
+        s3, s3_bucket, tmp_path, monkeypatch):
+    """The remote recorded A's version as v1 but A died before renumbering its local v0: the next
+    push finds it there (same root and creation time), renumbers it here and uploads nothing."""
+    from artfs.remote.sync import Remote, _upload_version
+    a, b = tmp_path / "A", tmp_path / "B"
+    write(tmp_path / "a" / "f", b"A's")
+    write(tmp_path / "b" / "f", b"B's")
+    cli(b, s3, "put", "ds", tmp_path / "b")
+    bind(b, s3, s3_bucket)
+    cli(b, s3, "push")                             # the remote's v0 is B's
+    cli(a, s3, "put", "ds", tmp_path / "a")        # A's v0, made unbound
+    bind(a, s3, s3_bucket)
+    for k, v in aws_env(s3).items():
+        monkeypatch.setenv(k, v)
+    with Store(str(a)) as sa:                      # publish's first steps, then "the crash"
+        remote = Remote.bound(sa._repo, "origin")
+        v = sa._repo.resolve("ds", "v0")
+        _upload_version(sa._repo, remote.objects, v.root)
+        assert remote.catalog.allocate(v, at_least=v.number) == 1
+    out = cli(a, s3, "push").stdout
+    assert "0 versions pushed, 0 bytes sent" in out
+    with Store(str(a)) as sa:
+        assert [x.version for x in sa.versions("ds")] == ["v1"]
+        assert sa.get("ds:v1").digest == v.digest and sa.get("ds:latest").version == "v1"
+    assert cli(a, s3, "verify", "--remote", "origin").returncode == 0

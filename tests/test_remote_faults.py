@@ -100,3 +100,15 @@ def test_puts_killed_at_random_instants_leave_a_remote_that_verifies(s3, s3_buck
     assert here == there
     cli(a, s3, "gc", "--remote", "origin", ARTFS_REMOTE_GRACE="0", ARTFS_REMOTE_LOCK_STALE="0")
     assert cli(a, s3, "verify", "--remote", "origin").returncode == 0
+
+
+def test_a_slow_connection_is_not_an_error(s3, s3_bucket, tmp_path, proxy):
+    """Bytes trickling through in 1 KiB steps: the put completes, published and verified."""
+    a = tmp_path / "A"
+    cli(a, s3, "init")
+    bind_via(a, s3, s3_bucket, proxy)
+    write(tmp_path / "d" / "f", os.urandom(200_000))
+    proxy.mode = "slow"
+    assert cli(a, s3, "put", "ds", tmp_path / "d").stdout.strip() == "ds:v0"
+    assert remote_versions(a, s3) == ["v0"]
+    assert cli(a, s3, "verify", "--remote", "origin").returncode == 0
