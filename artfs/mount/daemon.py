@@ -8,7 +8,8 @@ Lifetime of a mount:
   1. the store is opened and STORE/daemon.lock taken (flock: one daemon per store)
   2. zombies a killed daemon left are freed; pyfuse3 mounts (fsname=artfs, subtype=artfs)
   3. the first stat of the mount proves it answers; read_ahead_kb is raised; the control socket
-     listens; STORE/daemon.json is written (atomically, 0600); the parent is released
+     listens (open to every user with --allow-other: mount/control.py authorizes each request);
+     STORE/daemon.json is written (atomically, 0600; 0644 with --allow-other); the parent is released
   4. SIGTERM/SIGINT, ``artfs unmount`` or ``fusermount3 -u`` end the loop: clean unmount, the
      socket and daemon.json are removed.
 A crash after step 3 leaves the mount in place (dead: ENOTCONN) rather than unmounting silently,
