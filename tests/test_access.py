@@ -29,23 +29,37 @@ ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 as_root = pytest.mark.root("acting as uid 65534 (nobody) needs root")
 
 
+def as_user(uid: int, *args: str, groups=()) -> subprocess.CompletedProcess:
+    """ARGS run as UID (gid UID) with exactly the supplementary GROUPS."""
+    member = [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", *member, *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
 def as_nobody(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                           *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return as_user(NOBODY, *args)
+
+
+def user_cli(uid: int, m, *args, groups=()) -> subprocess.CompletedProcess:
+    return as_user(uid, sys.executable, "-m", "artfs", "--store", m.store, *map(str, args), groups=groups)
 
 
 def nobody_cli(m, *args) -> subprocess.CompletedProcess:
-    return as_nobody(sys.executable, "-m", "artfs", "--store", m.store, *map(str, args))
+    return user_cli(NOBODY, m, *args)
 
 
-def nobody_does(code: str) -> str:
-    """Run python CODE (an expression) as nobody: 'ok <repr of its value>' or the errno's name."""
+def user_does(uid: int, code: str, groups=()) -> str:
+    """Run python CODE (an expression) as UID: 'ok <repr of its value>' or the errno's name."""
     script = ("import errno, os, sys\n"
               f"try: print('ok', repr({code}))\n"
               "except OSError as e: print(errno.errorcode[e.errno])\n")
-    proc = as_nobody(sys.executable, "-c", script)
+    proc = as_user(uid, sys.executable, "-c", script, groups=groups)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
+
+
+def nobody_does(code: str) -> str:
+    return user_does(NOBODY, code)
 
 
 def refused(proc: subprocess.CompletedProcess, *words: str) -> None:
@@ -237,6 +251,34 @@ def test_the_control_socket_authorizes_each_request_by_the_callers_uid(shared):
         ("artifact.chmod", NOBODY)]
     m.stop()
     assert stat.S_IMODE(os.stat(m.store).st_mode) == 0o700       # private again once unmounted
+
+
+@as_root
+@pytest.mark.fuse
+def test_group_members_get_the_group_bits_and_a_third_user_owns(shared):
+    m = shared
+    owner, group = 4242, 4343           # a third uid and a group: no passwd entries needed
+    run_cli(m.store, "chown", f"{owner}:{group}", "secret", check=True)
+    run_cli(m.store, "chmod", "770", "secret", check=True)
+    put_file(m.path("secret", "staging", "g"), b"new")
+    f = m.path("secret", "v0", "f")
+    in_group = dict(groups=(group,))
+    assert nobody_does(f"open({f!r}, 'rb').read()") == "EACCES"
+    assert user_does(NOBODY, f"open({f!r}, 'rb').read()", **in_group) == "ok b'data'"
+    refused(nobody_cli(m, "commit", "secret"), "write permission", "4242:4343 drwxrwx---")
+    assert user_cli(NOBODY, m, "commit", "secret", **in_group).stdout == "secret:v1\n"   # w by group
+    refused(user_cli(NOBODY, m, "rm", "secret:v0", **in_group), "only its owner or root")
+    refused(user_cli(NOBODY, m, "chmod", "777", "secret", **in_group), "only its owner or root")
+    assert user_does(owner, f"os.chmod({m.path('secret')!r}, 0o750)") == "ok None"   # the owner
+    refused(user_cli(owner, m, "chown", f":{NOBODY}", "secret"), "a group it is in")
+    refused(user_cli(NOBODY, m, "reset", "secret", **in_group), "write permission")   # r-x now
+    assert user_does(NOBODY, f"open({f!r}, 'rb').read()", **in_group) == "ok b'data'"
+    assert user_cli(owner, m, "rm", "secret", "--force").stdout == "deleted secret\n"
+    assert sorted(os.listdir(m.mnt)) == ["public"]
+    log = json.loads(run_cli(m.store, "log", "--json", check=True).stdout)
+    assert [(e["action"], e["uid"], e["user"]) for e in log if e["artifact"] == "secret"][-4:] == [
+        ("artifact.chmod", 0, "root"), ("version.create", NOBODY, "nobody"),
+        ("artifact.chmod", owner, str(owner)), ("artifact.delete", owner, str(owner))]
 
 
 @as_root
