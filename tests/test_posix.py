@@ -514,7 +514,7 @@ def test_unlinked_open_file_stays_readable_and_writable_until_closed(mounted):
         for fd in (ro, rw, new):
             os.close(fd)
     assert os.listdir(s) == []
-    assert cli_json(m.store, "status", "ul") == {"added": [], "modified": [], "deleted": ["base", "ro"]}
+    assert cli_json(m.store, "status", "ul") == {"added": [], "modified": [], "deleted": ["base", "ro"], "interrupted": []}
     assert committed(m, "ul") == "ul:v1"
     assert os.listdir(m.path("ul", "v1")) == []
 
@@ -578,7 +578,7 @@ def test_unsupported_operations_fail_with_the_documented_errno(mounted):
     assert oserror(os.open, s, os.O_TMPFILE | os.O_RDWR, 0o600) == errno.EOPNOTSUPP
     assert oserror(renameat2, os.path.join(s, "f"), os.path.join(s, "g"), 2) == errno.EINVAL
     assert snapshot(s) == before and staging_files(m, "un") == []
-    assert cli_json(m.store, "status", "un") == {"added": [], "modified": [], "deleted": []}
+    assert cli_json(m.store, "status", "un") == {"added": [], "modified": [], "deleted": [], "interrupted": []}
     v0 = m.path("un", "v0")                                   # and in a version: read-only
     assert oserror(os.link, os.path.join(v0, "f"), os.path.join(v0, "hard")) == errno.EROFS
     assert oserror(os.mknod, os.path.join(v0, "node"), stat.S_IFIFO | 0o600) == errno.EROFS
@@ -987,7 +987,7 @@ def test_allow_other_checks_the_stored_modes(mounted_allow_other):
     # versions: the kernel refuses by mode before the daemon says EROFS
     assert in_child(lambda: open("public", "ab"), m.path("sec", "v0"), NOBODY) == ERR("EACCES")
     assert in_child(_create("x"), m.path("sec", "v0", "open"), NOBODY) == ERR("EROFS")
-    assert cli_json(m.store, "status", "sec") == {"added": ["open/mine"], "modified": [], "deleted": []}
+    assert cli_json(m.store, "status", "sec") == {"added": ["open/mine"], "modified": [], "deleted": [], "interrupted": []}
 
 
 @as_root
@@ -1107,6 +1107,6 @@ def test_bad_names_are_rejected_everywhere(mounted, tmp_path, capsys):
     with pytest.raises(ValueError):
         open(os.path.join(s, "a\0b"), "wb")
     assert sorted(os.listdir(m.mnt)) == ["good"]
-    assert cli_json(m.store, "status", "good") == {"added": [], "modified": [], "deleted": []}
+    assert cli_json(m.store, "status", "good") == {"added": [], "modified": [], "deleted": [], "interrupted": []}
     assert (sorted(os.listdir(m.store)), sorted(os.listdir(os.path.join(m.store, "staging")))) == before
     assert not os.path.exists(tmp_path / "dest")

@@ -157,7 +157,7 @@ def test_unchanged_staging_commits_nothing(repo, based):
     assert based.status()["modified"] == ["a.txt"]
     info, created = commit(repo, "ds")
     assert (info.number, created) == (v0.number, False)
-    assert based.status() == {"added": [], "modified": [], "deleted": []}
+    assert based.status() == {"added": [], "modified": [], "deleted": [], "interrupted": []}
     assert_verified(repo)
 
 
@@ -203,6 +203,7 @@ def test_status_lists_added_modified_deleted(repo, based):
         "added": ["link", "moved/", "moved/d.txt", "new/", "new/e.txt"],
         "modified": ["a.txt", "sub/c.txt"],
         "deleted": ["b.txt", "sub/deep/", "sub/deep/d.txt"],
+        "interrupted": [],
     }
     v, created = commit(repo, "ds")
     assert created and (v.files, v.bytes) == (4, len(b"ALPHA!charliedeltaecho"))  # links are not files
@@ -222,7 +223,7 @@ def test_reset_discards_everything(repo, based):
     assert os.listdir(s.files.dir)
     s.reset()
     assert staged(s) == base and os.listdir(s.files.dir) == []
-    assert s.status() == {"added": [], "modified": [], "deleted": []}
+    assert s.status() == {"added": [], "modified": [], "deleted": [], "interrupted": []}
     assert_verified(repo)
 
 
@@ -717,7 +718,7 @@ class StagingMachine(RuleBasedStateMachine):
         if v is not None:
             assert stored(self.repo, v.root) == self.model
         self.committed = dict(self.model)
-        assert self.s.status() == {"added": [], "modified": [], "deleted": []}
+        assert self.s.status() == {"added": [], "modified": [], "deleted": [], "interrupted": []}
 
     @rule()
     def reset(self):

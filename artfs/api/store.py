@@ -371,26 +371,31 @@ class Store:
     # staging (what ``STORE/NAME/staging`` of a mount shows; no mount needed) ----------------------
     def status(self, name: str) -> dict[str, list[str]]:
         """Paths the staging of NAME added, modified and deleted against its base version (a
-        directory as ``dir/`` followed by its files), each list sorted."""
+        directory as ``dir/`` followed by its files), and ``interrupted``: files that were open for
+        writing when their mount died (they may be short; commit refuses them without force);
+        each list sorted."""
         check_artifact(name)
         return control.call_or_local(self.path, "status", lambda name: Staging(self._repo, name).status(),
                                      name=name)
 
     def commit(self, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
-               type: str | None = None, ttl=None, progress=None) -> Version | None:
+               type: str | None = None, ttl=None, progress=None, force: bool = False) -> Version | None:
         """Turn the staging of NAME into its next version; see commit_ex."""
         return self.commit_ex(name, aliases=aliases, message=message, metadata=metadata, type=type,
-                              ttl=ttl, progress=progress)[0]
+                              ttl=ttl, progress=progress, force=force)[0]
 
     def commit_ex(self, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
-                  type: str | None = None, ttl=None, progress=None) -> tuple[Version | None, bool]:
+                  type: str | None = None, ttl=None, progress=None,
+                  force: bool = False) -> tuple[Version | None, bool]:
         """Like commit, also saying whether a new version was made: (latest, False) when staging
         equals latest (the aliases then move to latest), (None, False) when NAME has no versions
         and an empty staging. A running daemon refuses while staging files are open for writing.
         METADATA, TYPE and TTL as for put (TYPE may set the type of an artifact made by mkdir);
         the version's producer is this process, also when the daemon commits. ``progress(n)`` is
         called as the modified files are read (n bytes each time, in all ``staged_bytes(NAME)``);
-        through a daemon that is an estimate (api/progress.py)."""
+        through a daemon that is an estimate (api/progress.py). Files that were open for writing
+        when their mount died may be short (``status(NAME)["interrupted"]``): the commit is
+        refused (Conflict) unless FORCE."""
         check_artifact(name)
         if ttl is not None:
             ttl = parse_duration(ttl, "--ttl")
@@ -402,7 +407,7 @@ class Store:
         with daemon_reads(daemon["pid"], self.staged_bytes(name), progress) if daemon else nullcontext():
             result = control.call_or_local(self.path, "commit", local, name=name, aliases=list(aliases),
                                            message=message, metadata=metadata, type=type,
-                                           producer=_lineage.producer(), ttl=ttl)
+                                           producer=_lineage.producer(), ttl=ttl, force=force)
         if result["version"] is None:
             return None, False
         return self.get(f"{name}:{result['version']}"), result["created"]

@@ -10,6 +10,10 @@ recorded; every key starts with ``NAME \\0`` (artifact names contain no NUL) and
     N u64 ino                  node record (kind, mode, owner, times, size, parent, name, ref, local)
     D u64 parent-ino name      directory overlay: child inode, or 0 for a whiteout (a base entry
                                of the parent's origin tree that was removed)
+    W u64 ino                  the file is open for writing by the mount whose writer token this
+                               is (catalog/sessions.py: a lock file its daemon holds); dropped
+                               after the last writer closes. A token whose lock nobody holds
+                               means the mount died while the file was open: it may be short.
 
 Directory entries are keyed by (parent inode, name), never by path, so a key is at most
 128 + 2 + 8 + 255 bytes whatever the depth. Invariants kept by staging.py: every recorded node but
@@ -165,10 +169,29 @@ class StagingIndex:
     def drop_dirents(self, txn, parent: int) -> None:
         self._drop_prefix(txn, self._dkey(parent))
 
+    # files open for writing ---------------------------------------------------------------------
+    def _wkey(self, ino: int) -> bytes:
+        return self.prefix + b"W" + _U64.pack(ino)
+
+    def writer(self, txn, ino: int) -> bytes | None:
+        raw = txn.get(self._wkey(ino), db=self.db)
+        return None if raw is None else bytes(raw)
+
+    def put_writer(self, txn, ino: int, token: bytes) -> None:
+        txn.put(self._wkey(ino), token, db=self.db)
+
+    def drop_writer(self, txn, ino: int) -> None:
+        txn.delete(self._wkey(ino), db=self.db)
+
+    def writers(self, txn) -> dict[int, bytes]:
+        """Every file marked open for writing: ino -> writer token."""
+        prefix = self.prefix + b"W"
+        return {_U64.unpack(key[len(prefix):])[0]: raw for key, raw in self._items(txn, prefix)}
+
     # whole staging -----------------------------------------------------------------------------
     def clear(self, txn) -> None:
         """Forget every change (staging follows latest again); the inode counter stays."""
-        for letter in (b"H", b"N", b"D"):
+        for letter in (b"H", b"N", b"D", b"W"):
             self._drop_prefix(txn, self.prefix + letter)
 
     def drop(self, txn) -> None:

@@ -244,6 +244,7 @@ class Daemon:
             self._cleanup()
             if fs.uses is not None:
                 fs.uses.flush()
+            fs.marks.close()
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", self.mountpoint)
         return 0
@@ -252,6 +253,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._startup, nursery, on_ready)
             nursery.start_soon(self._signals)
+            nursery.start_soon(self.actions.fs.marks.run)
             if self.actions.fs.uses is not None:
                 nursery.start_soon(self.actions.fs.uses.run)
             await pyfuse3.main()

@@ -36,6 +36,7 @@ from .inodes import InodeTable
 from .nodes import ArtifactDir, ArtifactState, Attr, Listing, Node, Root, VersionEntry
 from .staged import StagedNode, StagingState
 from .uses import UseRecorder
+from .writing import WriteMarks
 
 
 # Worker threads for file data. The kernel keeps at most 12 background requests (readahead) per
@@ -54,6 +55,7 @@ class Filesystem:
     def __init__(self, repo, record_use: bool = False):
         self.repo = repo
         self.uses = UseRecorder(repo) if record_use else None   # artfs mount --record-use
+        self.marks = WriteMarks(repo.path)   # staging files open for writing (mount/writing.py)
         self.uid, self.gid = os.getuid(), os.getgid()   # owner of everything outside staging
         self.root = Root(self, time.time_ns())
         self.inodes = InodeTable(self.root)

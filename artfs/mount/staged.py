@@ -201,7 +201,8 @@ class StagingState:
     async def create(self, parent: StagedNode, name: bytes, mode: int, uid: int, gid: int,
                      write: bool):
         async with self.art.lock:
-            entry = await trio.to_thread.run_sync(self.model.create, parent.sino(), name, mode, uid, gid)
+            entry = await trio.to_thread.run_sync(self.model.create, parent.sino(), name, mode, uid,
+                                                  gid, self.fs.marks.token() if write else None)
             node = parent.child(entry)
             return node, await self._open(node, write, truncate=False)
 
@@ -216,7 +217,8 @@ class StagingState:
         f = await self._file(node)
         f.refs += 1   # before any await: a concurrent last release must not close it
         try:
-            if write and (f.fd is None or truncate):
+            if write:   # copy up if needed; mark the file open for writing (mount/writing.py)
+                self.fs.marks.opened(self, node.entry.ino)
                 fd = await trio.to_thread.run_sync(functools.partial(
                     self._copy_up, node.entry.ino, truncate=truncate, want_fd=f.fd is None))
                 if fd is not None:
@@ -254,11 +256,13 @@ class StagingState:
 
     def _copy_up(self, sino: int, *, truncate: bool, want_fd: bool) -> int | None:
         """Make the data file of staging inode ``sino`` (worker thread); an fd on it if wanted."""
-        path = self.model.open_data(sino, truncate=truncate)
+        path = self.model.open_data(sino, truncate=truncate, writer=self.fs.marks.token())
         return data_fd(path) if want_fd else None
 
     def close_file(self, handle: StagedHandle) -> bytes | None:
         self.writers.discard(handle)
+        if handle.writable and not any(h.node is handle.node for h in self.writers):
+            self.fs.marks.closed(self, handle.node.entry.ino)
         return self._unref(handle.node.ino, handle.file)
 
     def _unref(self, ino: int, f: StagedFile) -> bytes | None:
@@ -279,6 +283,7 @@ class StagingState:
         await self._start()
         try:
             result = await trio.to_thread.run_sync(change)
+            self.fs.marks.forget(self)   # the change cleared the index, marks included
         finally:
             with trio.CancelScope(shield=True):
                 stale = await self._settle()

@@ -26,7 +26,8 @@ from .data import DataFiles, MissingDataFile
 
 
 def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
-           type: str | None = None, producer: dict | None = None, ttl=None, progress=None):
+           type: str | None = None, producer: dict | None = None, ttl=None, progress=None,
+           force: bool = False):
     """Make staging of NAME its next version; returns (version, created).
 
     created=False means no changes: the content equals latest (staging had no changes, or its
@@ -36,6 +37,8 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
     last writer wins). Afterwards staging shows the new latest with nothing pending. PRODUCER is
     who asked (repo/lineage.py; default: this process), TTL when the version expires (gc). TYPE
     must be the artifact's, unless it never had a version (made by mkdir): then it takes TYPE.
+    Files that were open for writing when their mount died (Staging.interrupted) may be short:
+    the commit is refused (Conflict) naming them, unless FORCE.
 
     Modified files are chunked and their chunks stored first, in bounded transactions held by an
     ingest session (memory stays bounded); then one transaction builds the trees, records the
@@ -50,6 +53,12 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
     with repo.db.read() as txn:   # a wrong type fails before any staging file is read
         check_type(name, repo.catalog.require_artifact(txn, name), type)
     staging = Staging(repo, name)
+    interrupted = [] if force else staging.interrupted()
+    if interrupted:
+        more = f" and {len(interrupted) - 1} more" if len(interrupted) > 1 else ""
+        raise Conflict(f"cannot commit {name}: staging/{interrupted[0]}{more} was open for writing "
+                       "when its mount died and may be incomplete (artfs status lists it); check "
+                       "it, then commit --force, or reset")
     with Ingest(repo, progress=progress) as ingest:
         chunked = _chunk_local_files(staging, ingest)
 

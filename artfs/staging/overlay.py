@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from . import paths as staging_paths
 from ..catalog.objects import DIR, FILE, LINK, Tree
+from ..catalog.sessions import alive
 from ..catalog.staging_index import ROOT, WHITEOUT, Base, Node, StagingIndex, staging_dir
 from ..errors import (Exists, InvalidInput, IsADirectory, NameTooLong, NotADirectory, NotEmpty,
                      NotFound)
@@ -136,18 +137,29 @@ class Staging:
 
     def status(self) -> dict[str, list[str]]:
         """Paths added, modified and deleted relative to the base version (like ``artfs diff``:
-        a directory added or deleted is listed with a trailing '/' followed by its files). A file
-        opened for writing counts as modified even if its bytes ended up equal; commit, which
-        hashes them, may then find no changes."""
+        a directory added or deleted is listed with a trailing '/' followed by its files), and
+        ``interrupted``: files that were open for writing when their mount died (see
+        ``interrupted``). A file opened for writing counts as modified even if its bytes ended up
+        equal; commit, which hashes them, may then find no changes."""
         out: dict[str, list[str]] = {"added": [], "modified": [], "deleted": []}
 
         def walk(txn, base):
             for path, old, new in changes(self, txn, base):
                 out["added" if old is None else "deleted" if new is None else "modified"].append(path)
         self._read(walk)
+        out["interrupted"] = self.interrupted()
         for paths in out.values():
             paths.sort()
         return out
+
+    def interrupted(self) -> list[str]:
+        """Paths of the files that were open for writing in a mount whose daemon died (killed,
+        crashed, or unmounted while they were open): their bytes may be short. Commit refuses
+        them without ``force``; the mark goes with reset, a commit, deleting the file, or
+        overwriting it (an open with O_TRUNC) in a live mount."""
+        marks = self._read(lambda txn, base: self.index.writers(txn))
+        dead = [ino for ino, token in marks.items() if not alive(self.repo.path, token)]
+        return sorted(os.fsdecode(p) for p in self.paths(dead).values())
 
     def paths(self, inos) -> dict[int, bytes]:
         """Where these inodes are: ino -> path (names joined by b"/", b"" for the root); inodes
@@ -182,8 +194,10 @@ class Staging:
         return self._read(get)
 
     # changing ----------------------------------------------------------------------------------
-    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> SEntry:
-        return self._make(parent, name, FILE, mode, uid, gid)
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+               writer: bytes | None = None) -> SEntry:
+        """A new empty file; WRITER, a mount's writer token, marks it open for writing."""
+        return self._make(parent, name, FILE, mode, uid, gid, writer=writer)
 
     def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> SEntry:
         return self._make(parent, name, DIR, mode, uid, gid)
@@ -262,19 +276,32 @@ class Staging:
             return self.sentry(node)
         return self._write(change)
 
-    def open_data(self, ino: int, *, truncate: bool = False) -> str:
-        """The data file to write a file through, copying its stored bytes first if needed."""
-        node = self._read(lambda txn, base: self._file(txn, base, ino))
+    def open_data(self, ino: int, *, truncate: bool = False, writer: bytes | None = None) -> str:
+        """The data file to write a file through, copying its stored bytes first if needed.
+        WRITER, a mount's writer token, marks the file open for writing (in the copy-up's
+        transaction) until ``closed``; it replaces the mark of a dead mount only with TRUNCATE."""
+        node, mark = self._read(lambda txn, base: (self._file(txn, base, ino),
+                                                   self.index.writer(txn, ino)))
         if node.local:
             if truncate:
                 os.truncate(self.files.path(ino), 0)
+            if writer is not None and mark != writer and (mark is None or truncate):
+                self._write(lambda txn, base: self._mark(txn, ino, writer, truncate))
             return self.files.path(ino)
         tmp = None if truncate else self.files.copy(self.repo, ino, node.ref, node.mtime_ns)
         try:
-            return self._write(lambda txn, base: self._install(txn, base, ino, tmp, truncate))
+            return self._write(lambda txn, base: self._install(txn, base, ino, tmp, truncate, writer))
         finally:
             if tmp is not None:
                 remove(tmp)
+
+    def closed(self, inos, writer: bytes) -> None:
+        """The mount with this writer token closed the last writer of these files."""
+        def drop(txn, base):
+            for ino in inos:
+                if self.index.writer(txn, ino) == writer:
+                    self.index.drop_writer(txn, ino)
+        self._write(drop)
 
     def reset(self) -> None:
         """Discard every change: staging shows latest again."""
@@ -466,7 +493,7 @@ class Staging:
         return node
 
     def _make(self, parent: int, name: bytes, kind: str, mode: int, uid: int, gid: int,
-              target: bytes = b"") -> SEntry:
+              target: bytes = b"", writer: bytes | None = None) -> SEntry:
         name, uid, gid = check_name(name), _check_id(uid), _check_id(gid)
 
         def make(txn, base):
@@ -484,6 +511,8 @@ class Staging:
             self._changed(txn, directory, 1, now)
             if node.local:
                 self.files.create(node.ino)
+            if writer is not None:
+                self.index.put_writer(txn, node.ino, writer)
             return self.sentry(node)
         return self._write(make)
 
@@ -522,10 +551,21 @@ class Staging:
         if entry is not None and entry.data is not None:
             remove(entry.data)
 
-    def _install(self, txn, base: Base, ino: int, tmp: str | None, truncate: bool) -> str:
+    def _mark(self, txn, ino: int, writer: bytes | None, truncate: bool) -> None:
+        """Mark a file open for writing by WRITER, keeping the mark of a dead mount unless the
+        file is being truncated (its old bytes no longer matter)."""
+        if writer is None:
+            return
+        mark = self.index.writer(txn, ino)
+        if mark is None or truncate or alive(self.repo.path, mark):
+            self.index.put_writer(txn, ino, writer)
+
+    def _install(self, txn, base: Base, ino: int, tmp: str | None, truncate: bool,
+                 writer: bytes | None = None) -> str:
         """Make a file local: its data file becomes the copy (or an empty file)."""
         node = self._file(txn, base, ino)
         path = self.files.path(node.ino)
+        self._mark(txn, ino, writer, truncate)
         if node.local:  # copied up meanwhile by someone else
             if truncate:
                 os.truncate(path, 0)
