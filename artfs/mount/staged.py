@@ -219,8 +219,13 @@ class StagingState:
         try:
             if write:   # copy up if needed; mark the file open for writing (mount/writing.py)
                 self.fs.marks.opened(self, node.entry.ino)
-                fd = await trio.to_thread.run_sync(functools.partial(
-                    self._copy_up, node.entry.ino, truncate=truncate, want_fd=f.fd is None))
+                try:
+                    fd = await trio.to_thread.run_sync(functools.partial(
+                        self._copy_up, node.entry.ino, truncate=truncate, want_fd=f.fd is None))
+                except NotFound:
+                    if f.fd is None or truncate:
+                        raise
+                    fd = None   # unlinked while open (a reopen by /proc/PID/fd): nothing to mark
                 if fd is not None:
                     f.copy_up(fd)
         except BaseException:
