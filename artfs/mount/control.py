@@ -10,9 +10,10 @@ every local user may connect (srw-rw-rw-, the store directory 0711 while mounted
 stay 0700/0600), and ``authorize`` decides each request by the caller's uid and groups as the
 kernel reports them for the connection (SO_PEERCRED, SO_PEERGROUPS): write on the artifact to
 commit, reset or set an alias; its owner to rm it, chmod/chown it (catalog/access.py) or touch a
-protected alias; read for status and a version's record; the store-wide operations (gc, compact, unmount, changed) only
-for root and the store's owner. The daemon then acts *as* the caller (catalog/access.py
-acting_as): the audit log and the version's author and producer name the caller.
+protected alias; read for status and a version's record; the store-wide operations (gc,
+compact, unmount, changed) only for root and the store's owner. The daemon then acts *as* the
+caller (catalog/access.py acting_as): the audit log and the version's author and producer name
+the caller.
 
 Operations that change what the mount shows (commit, reset, alias, delete) are executed by the
 daemon when one is running, so it can refresh the kernel's caches and keep files open in the
