@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import bench_crypto   # workload 9 (scripts/bench_crypto.py)
+
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 REPO = Path(__file__).resolve().parent.parent
 PASSTHROUGH = REPO / "scripts" / "passthrough.py"
@@ -837,6 +839,7 @@ WORKLOADS = [
     ("5", "ingest", w_ingest, {"big"}),
     ("7", "versions", w_versions, set()),
     ("8", "rss", w_rss, set()),
+    ("9", "crypto", lambda b: bench_crypto.run(b, sys.modules[__name__]), {"big"}),
 ]
 ALIASES = {"2": "1", "warm": "1", "cold": "1"}
 

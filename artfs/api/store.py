@@ -30,7 +30,7 @@ from ..catalog.objects import DIR, FILE, LINK, Entry
 from ..catalog.versions import VersionInfo
 from ..repo.diff import diff_trees, walk, walk_files
 from ..catalog.db import default_store_path
-from ..errors import Exists, IsADirectory, NotFound, NotPermitted, StoreError
+from ..errors import ArtfsError, Exists, IsADirectory, NotFound, NotPermitted, StoreError
 from ..repo.export import export_entry, export_tree, holds
 from ..names import check_artifact, parse_duration, parse_ref
 from ..repo.facade import Repo
@@ -38,7 +38,8 @@ from ..repo.verify import verify as _verify
 from ..staging.commit import commit as _commit, staged_bytes as _staged_bytes
 from ..staging.overlay import Staging
 from ..remote import bindings as _bindings
-from ..remote.sync import Remote, pull as _pull, push as _push
+from ..remote import gc as _remote_gc
+from ..remote.sync import Remote, publish as _publish, pull as _pull, push as _push
 
 
 class _ChunkReader(io.RawIOBase):
@@ -295,8 +296,11 @@ class Store:
                progress=None):
         """Like put, also saying whether a new version was made (False: content unchanged).
         TTL (seconds, or "7d") lets ``gc`` delete the version once it has passed."""
+        remote = self._bound_remote()      # unreachable: exit 11 before anything is made
         info, created = self._repo.put(name, os.path.abspath(path), type=type, aliases=list(aliases),
                                        message=message, metadata=metadata, ttl=ttl, progress=progress)
+        if created and remote is not None:
+            info = self._publish(remote, info)
         control.notify_changed(self.path, name)
         return self._version(info), created
 
@@ -359,6 +363,12 @@ class Store:
         """Delete ``NAME:REF`` (one version) or ``NAME`` (the artifact), reclaiming storage.
         Returns what went: ``NAME:vN`` for a version (never the alias it was named by), else NAME."""
         name, ref = parse_ref(spec, default=None)
+        remote = self._bound_remote()      # unreachable: exit 11 before anything is deleted
+        if remote is not None:
+            return _remote_gc.delete_here_and_there(self._repo, remote, name, ref, force, self._delete_local)
+        return self._delete_local(name, ref, force)
+
+    def _delete_local(self, name: str, ref: str | None, force: bool) -> str:
         if ref is None:
             control.call_or_local(self.path, "delete_artifact", lambda **a: self._repo.delete_artifact(**a),
                                   name=name)
@@ -403,6 +413,7 @@ class Store:
         def local(**args):
             info, created = _commit(self._repo, progress=progress, **args)
             return {"version": info.label if info else None, "created": created}
+        remote = self._bound_remote()      # unreachable: exit 11 before anything is committed
         daemon = control.daemon_info(self.path) if progress is not None and self.__repo else None
         with daemon_reads(daemon["pid"], self.staged_bytes(name), progress) if daemon else nullcontext():
             result = control.call_or_local(self.path, "commit", local, name=name, aliases=list(aliases),
@@ -410,7 +421,11 @@ class Store:
                                            producer=_lineage.producer(), ttl=ttl, force=force)
         if result["version"] is None:
             return None, False
-        return self.get(f"{name}:{result['version']}"), result["created"]
+        v = self.get(f"{name}:{result['version']}")
+        if result["created"] and remote is not None:
+            v = self._version(self._publish(remote, v._info))
+            control.notify_changed(self.path, name)
+        return v, result["created"]
 
     def staged_bytes(self, name: str) -> int | None:
         """Bytes a commit of NAME will read: the sizes of the files its staging added or modified
@@ -424,10 +439,12 @@ class Store:
 
     # remotes (docs/REMOTE.md; credentials come from the AWS environment, never stored) -------------
     def remote_add(self, name: str, url: str, *, endpoint: str | None = None, region: str | None = None,
-                   allow_http: bool = False) -> dict:
+                   allow_http: bool = False, ca_bundle: str | None = None) -> dict:
         """Bind remote NAME (``s3://BUCKET[/PREFIX]``): its config is created there when absent,
-        checked when present. Returns the remote's config."""
-        binding = {"url": url, "endpoint": endpoint, "region": region, "allow_http": allow_http}
+        checked when present. Plain http only to loopback or with allow_http; CA_BUNDLE (a PEM
+        file, kept by path) is trusted for an https endpoint. Returns the remote's config."""
+        binding = {"url": url, "endpoint": endpoint, "region": region, "allow_http": allow_http,
+                   **({"ca_bundle": os.path.abspath(ca_bundle)} if ca_bundle else {})}
         remote = Remote(self.path, name, binding, init=True)
         _bindings.add(self.path, name, binding)
         return remote.config
@@ -445,10 +462,34 @@ class Store:
         unless pulled: their files cannot be opened from here)."""
         r = Remote.bound(self._repo, remote)
         names = [check_artifact(name)] if name else r.catalog.artifacts()
-        found = {n: [self._version(v) for v in r.catalog.versions(n)] for n in names}
-        if name and not found[name]:
+        found = {n: vs for n in names if (vs := [self._version(v) for v in r.catalog.versions(n)])}
+        if name and name not in found:
             raise NotFound(f"remote {remote} has no artifact {name!r}")
         return found
+
+    def _bound_remote(self) -> Remote | None:
+        """The remote commits, puts and deletes go to (remote/bindings.py default), opened. None
+        for another user's store (its bindings are private): its owner publishes (``push``)."""
+        if self.__repo is None:
+            return None
+        name = _bindings.default(self.path)
+        return Remote.bound(self._repo, name) if name is not None else None
+
+    def _publish(self, remote: Remote, info: VersionInfo) -> VersionInfo:
+        """Create the new local version INFO on REMOTE (remote/sync.py publish)."""
+        try:
+            return _publish(self._repo, remote, info)
+        except ArtfsError as e:
+            raise type(e)(f"{info.name}:{info.label} was made here but not on remote {remote.name} ({e}); "
+                          f"`artfs push {info.name}` publishes it") from None
+
+    def remote_gc(self, remote: str = "origin") -> dict:
+        """Free what no live version on the remote uses: dead packs, orphans, stale locks."""
+        return _remote_gc.collect(Remote.bound(self._repo, remote))
+
+    def remote_verify(self, remote: str = "origin") -> dict:
+        """Check every live version on the remote: objects reachable, bytes matching their ids."""
+        return _remote_gc.verify(Remote.bound(self._repo, remote))
 
     def push(self, spec: str | None = None, remote: str = "origin") -> dict:
         """Upload the versions (all, ``NAME`` or ``NAME:REF``) the remote lacks:
@@ -468,14 +509,16 @@ class Store:
 
     @classmethod
     def clone(cls, url: str, path: str | None = None, *, endpoint: str | None = None,
-              region: str | None = None, allow_http: bool = False, data: bool = False) -> "Store":
+              region: str | None = None, allow_http: bool = False, ca_bundle: str | None = None,
+              data: bool = False) -> "Store":
         """A new local store at PATH bound to the remote as ``origin``, its metadata pulled (and
         with ``data`` its versions)."""
         if path is not None and os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
             raise Exists(f"{path} exists and is not an empty directory")
         store = cls(path)
         try:
-            store.remote_add("origin", url, endpoint=endpoint, region=region, allow_http=allow_http)
+            store.remote_add("origin", url, endpoint=endpoint, region=region, allow_http=allow_http,
+                             ca_bundle=ca_bundle)
             store.pull(data=data)
         except BaseException:
             store.close()
