@@ -15,6 +15,7 @@ mounted (so the mount is refreshed when they return); otherwise they work on the
 from __future__ import annotations
 
 import io
+import json
 import os
 from contextlib import nullcontext
 
@@ -24,10 +25,12 @@ from ..repo import metadata as _metadata
 from ..repo import retention as _retention
 from .progress import daemon_reads
 from ..repo.accounting import du as _du
+from ..catalog.access import gid_of, group_name, parse_mode, uid_of, user_name
 from ..catalog.objects import DIR, FILE, KIND_NAME, LINK, Entry
 from ..catalog.versions import VersionInfo
 from ..repo.diff import diff_trees, walk, walk_files
-from ..errors import ArtfsError, Exists, IsADirectory, NotFound
+from ..catalog.db import default_store_path
+from ..errors import ArtfsError, Exists, IsADirectory, NotFound, NotPermitted, StoreError
 from ..repo.export import export_entry, export_tree, holds
 from ..names import check_artifact, parse_duration, parse_ref
 from ..repo.facade import Repo
@@ -155,6 +158,12 @@ class Version:
             raise
 
 
+def _access_row(fields: dict) -> dict:
+    """owner, group, mode (as octal text) and the user and group names."""
+    return {"owner": fields["owner"], "group": fields["group"], "mode": f"{fields['mode']:04o}",
+            "user": user_name(fields["owner"]), "group_name": group_name(fields["group"])}
+
+
 DOWNLOAD_DIR = "artifacts"   # Version.download's default: ./artifacts/NAME:vN, like W&B
 
 
@@ -170,12 +179,32 @@ def _entry_row(path: str, e: Entry) -> dict:
 class Store:
     def __init__(self, path: str | None = None, *, create: bool = True):
         """The store at PATH (default $ARTFS_STORE, else ~/.local/share/artfs), created on first
-        use; with create=False a path without a store is StoreError (exit 6) and stays untouched."""
-        self._repo = Repo(path, create=create)
-        self.path = self._repo.path
+        use; with create=False a path without a store is StoreError (exit 6) and stays untouched.
+
+        Another user's store that its owner mounted with --allow-other is reached through its
+        daemon only (its files are private): then get, commit, reset, status, alias, rm, chmod
+        and chown work, as the artifact's owner, group and mode allow; the files of a version
+        are read through the mount (``Version.path``); everything else is NotPermitted."""
+        try:
+            self.__repo = Repo(path, create=create)
+        except StoreError:
+            path = os.path.abspath(path or default_store_path())
+            if os.access(path, os.R_OK) or control.daemon_info(path) is None:
+                raise
+            self.__repo = None   # someone else's store, served by its daemon
+        self.path = self.__repo.path if self.__repo is not None else path
+
+    @property
+    def _repo(self) -> Repo:
+        if self.__repo is None:
+            raise NotPermitted(f"the store {self.path} is private to its owner: other users reach "
+                               f"it through its mount at {control.mountpoint_of(self.path)} and "
+                               "commit, reset, status, alias, rm, chmod and chown only")
+        return self.__repo
 
     def close(self) -> None:
-        self._repo.close()
+        if self.__repo is not None:
+            self.__repo.close()
 
     def __enter__(self):
         return self
@@ -195,10 +224,12 @@ class Store:
 
     def artifact(self, name: str) -> dict:
         """NAME's type, creation time, retention policy (None, or keep_last and max_age in
-        seconds) and protected aliases."""
+        seconds), protected aliases, and owner (uid), group (gid), mode (octal text) with
+        user and group names (``chmod``, ``chown``)."""
         rec = self._repo.artifact(name)
         return {"name": name, "type": rec["type"], "created": rec["created"],
-                "retain": rec.get("retain"), "protected": list(rec.get("protected", ()))}
+                "retain": rec.get("retain"), "protected": list(rec.get("protected", ())),
+                **_access_row(self._repo.access(name).fields())}
 
     def versions(self, name: str, where=None) -> list[Version]:
         """NAME's versions, oldest first; WHERE ({key: value} or ["key=value", ...]) keeps those
@@ -210,6 +241,11 @@ class Store:
 
     def get(self, spec: str) -> Version:
         name, ref = parse_ref(spec)
+        if self.__repo is None:   # another user's store: ask its daemon
+            found = control.request(self.path, "version", name=name, ref=ref)
+            info = VersionInfo.from_record(name, found["number"], json.dumps(found["record"]).encode())
+            info.aliases = found["aliases"]
+            return self._version(info)
         return self._version(self._repo.resolve(name, ref))
 
     def use(self, spec: str) -> Version:
@@ -272,13 +308,31 @@ class Store:
         """Point ALIAS at ``NAME:REF``. Moving a protected alias needs force; protect=True/False
         also (un)protects it (a protected alias needs force to be moved or deleted)."""
         name, ref = parse_ref(spec)
-        control.call_or_local(self.path, "alias", self._repo.alias, name=name, ref=ref, alias=alias,
-                              force=force, protect=protect)
+        control.call_or_local(self.path, "alias", lambda **a: self._repo.alias(**a), name=name, ref=ref,
+                              alias=alias, force=force, protect=protect)
         return self.get(f"{name}:{alias}")
 
     def unalias(self, name: str, alias: str, *, force: bool = False) -> None:
-        control.call_or_local(self.path, "unalias", self._repo.unalias, name=name, alias=alias,
-                              force=force)
+        control.call_or_local(self.path, "unalias", lambda **a: self._repo.unalias(**a), name=name,
+                              alias=alias, force=force)
+
+    def chmod(self, name: str, mode: int | str) -> dict:
+        """Set NAME's mode (permission bits: an int, or octal text "750"); its owner or root may.
+        Returns NAME's access as ``artifact`` gives it; audited as artifact.chmod."""
+        return self._set_access(name, mode=parse_mode(mode) if isinstance(mode, str) else mode)
+
+    def chown(self, name: str, owner: int | str | None = None, group: int | str | None = None) -> dict:
+        """Give NAME another OWNER (root only) and/or GROUP (its owner may choose a group it is
+        in): uids/gids or user/group names. Audited as artifact.chown."""
+        return self._set_access(name, uid=None if owner is None else uid_of(owner),
+                                gid=None if group is None else gid_of(group))
+
+    def _set_access(self, name: str, **change) -> dict:
+        check_artifact(name)
+        fields = control.call_or_local(self.path, "access",
+                                       lambda **a: self._repo.set_access(**a).fields(), name=name,
+                                       **change)
+        return _access_row(fields)
 
     def edit(self, spec: str, *, metadata: dict | None = None, delete=(), description: str | None = None,
              ttl=None) -> Version:
@@ -316,7 +370,8 @@ class Store:
 
     def _delete_local(self, name: str, ref: str | None, force: bool) -> str:
         if ref is None:
-            control.call_or_local(self.path, "delete_artifact", self._repo.delete_artifact, name=name)
+            control.call_or_local(self.path, "delete_artifact", lambda **a: self._repo.delete_artifact(**a),
+                                  name=name)
             return name
         result = control.call_or_local(
             self.path, "delete_version", lambda **a: {"version": self._repo.delete_version(**a).label},
@@ -359,7 +414,7 @@ class Store:
             info, created = _commit(self._repo, progress=progress, **args)
             return {"version": info.label if info else None, "created": created}
         remote = self._bound_remote()      # unreachable: exit 11 before anything is committed
-        daemon = control.daemon_info(self.path) if progress is not None else None
+        daemon = control.daemon_info(self.path) if progress is not None and self.__repo else None
         with daemon_reads(daemon["pid"], self.staged_bytes(name), progress) if daemon else nullcontext():
             result = control.call_or_local(self.path, "commit", local, name=name, aliases=list(aliases),
                                            message=message, metadata=metadata, type=type,
@@ -372,9 +427,10 @@ class Store:
             control.notify_changed(self.path, name)
         return v, result["created"]
 
-    def staged_bytes(self, name: str) -> int:
-        """Bytes a commit of NAME will read: the sizes of the files its staging added or modified."""
-        return _staged_bytes(self._repo, name)
+    def staged_bytes(self, name: str) -> int | None:
+        """Bytes a commit of NAME will read: the sizes of the files its staging added or modified
+        (None in another user's store)."""
+        return _staged_bytes(self.__repo, name) if self.__repo is not None else None
 
     def reset(self, name: str) -> None:
         """Discard every change in the staging of NAME: it shows latest again."""
@@ -412,7 +468,10 @@ class Store:
         return found
 
     def _bound_remote(self) -> Remote | None:
-        """The remote commits, puts and deletes go to (remote/bindings.py default), opened."""
+        """The remote commits, puts and deletes go to (remote/bindings.py default), opened. None
+        for another user's store (its bindings are private): its owner publishes (``push``)."""
+        if self.__repo is None:
+            return None
         name = _bindings.default(self.path)
         return Remote.bound(self._repo, name) if name is not None else None
 

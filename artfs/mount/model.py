@@ -23,17 +23,19 @@ Rules for what cannot be done (docs/SEMANTICS.md):
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import time
 
 import trio
 
+from ..catalog.access import Caller, acting_as
 from ..staging.commit import create_artifact
 from ..errors import ArtfsError, CrossDevice, InvalidInput, NotFound, NotPermitted
 from ..names import check_artifact
 from .files import OpenFiles, VersionHandle
 from .inodes import InodeTable
-from .nodes import ArtifactState, Attr, Listing, Node, Root, VersionEntry
+from .nodes import ArtifactDir, ArtifactState, Attr, Listing, Node, Root, VersionEntry
 from .staged import StagedNode, StagingState
 from .uses import UseRecorder
 from .writing import WriteMarks
@@ -139,13 +141,15 @@ class Filesystem:
     # changes -----------------------------------------------------------------------------------
     async def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Attr:
         if parent == self.root.ino:
-            return self._learn(await self._create_artifact(name))
+            return self._learn(await self._create_artifact(name, Caller(uid, gid, umask=~mode & 0o777)))
         p = self._staged(parent, "written")
         return self._learn(await p.staging.mkdir(p, name, mode & 0o7777, uid, gid))
 
-    async def _create_artifact(self, name: bytes) -> Node:
+    async def _create_artifact(self, name: bytes, creator: Caller) -> Node:
+        """A new artifact owned by CREATOR, its mode 0755 less what the mkdir mode leaves out."""
         text = name.decode(errors="replace")
-        await trio.to_thread.run_sync(create_artifact, self.repo, check_artifact(text))
+        with acting_as(creator):
+            await trio.to_thread.run_sync(create_artifact, self.repo, check_artifact(text))
         return self.artifact(text).dir()
 
     async def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> Attr:
@@ -188,9 +192,24 @@ class Filesystem:
             raise NotSupported("extended attributes are not versioned")
         raise node.read_only()
 
-    async def setattr(self, ino: int, **changes) -> Attr:
+    async def setattr(self, ino: int, caller: tuple[int, int, int], **changes) -> Attr:
+        """CALLER is the (uid, gid, pid) of the process asking."""
+        node = self.inodes.node(ino)
+        if isinstance(node, ArtifactDir):
+            return await self.set_access(node, Caller.of_pid(caller[2], *caller[:2]), **changes)
         node = self._staged(ino, "changed")
         return (await node.staging.setattr(node, **changes)).attr()
+
+    async def set_access(self, node: ArtifactDir, caller: Caller, mode: int | None = None,
+                         uid: int | None = None, gid: int | None = None, **other) -> Attr:
+        """chmod / chown / chgrp of MOUNT/NAME: the artifact's own (catalog/access.py), as CALLER
+        may; its size and times cannot be changed."""
+        if other:
+            raise node.read_only()
+        with acting_as(caller):
+            await trio.to_thread.run_sync(functools.partial(
+                self.repo.set_access, node.state.name, mode=mode, uid=uid, gid=gid))
+        return node.attr()
 
     # files -------------------------------------------------------------------------------------
     async def in_thread(self, fn, *args):

@@ -175,7 +175,9 @@ class ArtifactDir(Node):
     def attr(self) -> Attr:
         versions = self.fs.repo.versions(self.state.name)
         mtime = versions[-1].created if versions else self.state.created
-        return _dir_attr(self.fs, self.ino, len(versions), _ns(mtime), 3 + len(versions), SHORT)
+        a = self.fs.repo.access(self.state.name)   # its owner, group and mode (catalog/access.py)
+        return Attr(self.ino, stat.S_IFDIR | a.mode, len(versions), _ns(mtime), _ns(mtime),
+                    3 + len(versions), a.uid, a.gid, SHORT)
 
     def lookup(self, name: bytes) -> Node:
         text = name.decode(errors="replace")

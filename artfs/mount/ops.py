@@ -113,7 +113,7 @@ class Operations(pyfuse3.Operations):
             changes["atime_ns"] = attr.st_atime_ns
         if fields.update_mtime:
             changes["mtime_ns"] = attr.st_mtime_ns
-        return entry(await self.fs.setattr(inode, **changes))
+        return entry(await self.fs.setattr(inode, (ctx.uid, ctx.gid, ctx.pid), **changes))
 
     @_handler
     async def readlink(self, inode, ctx):
@@ -206,8 +206,9 @@ class Operations(pyfuse3.Operations):
         return s
 
 
-async def invalidate(entries: list[tuple[int, bytes]]) -> None:
-    """Make the kernel drop these (directory inode, name) entries; returns once it has.
+async def invalidate(entries: list[tuple[int, bytes | None]]) -> None:
+    """Make the kernel drop these (directory inode, name) entries, and the attributes of each
+    (inode, None) (an artifact's new mode and owner); returns once it has.
 
     pyfuse3.invalidate_entry blocks until the kernel has processed the notification, so it runs
     in a worker thread: the trio loop keeps answering the requests the kernel may need answered
@@ -217,7 +218,10 @@ async def invalidate(entries: list[tuple[int, bytes]]) -> None:
     def run():
         for parent, name in entries:
             try:
-                pyfuse3.invalidate_entry(parent, name)
+                if name is None:
+                    pyfuse3.invalidate_inode(parent, attr_only=True)
+                else:
+                    pyfuse3.invalidate_entry(parent, name)
             except FileNotFoundError:
                 pass   # the kernel had no such entry cached
             except OSError as e:

@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from ..catalog.access import Access, Caller, acting_in, changed, store_owner
 from ..catalog.db import Database, counter
 from ..catalog.objects import FileObj, Objects, Tree
 from ..catalog.sessions import Sessions
@@ -66,7 +67,7 @@ class Repo:
         self.db = Database.open(path, hasher=hasher, create=create)
         self.path = self.db.path
         self.objects = Objects(self.db)
-        self.catalog = Catalog(self.db.dbs)
+        self.catalog = Catalog(self.db.dbs, store_owner(self.path))
         self.sessions = Sessions(self.db.dbs, self.objects, self.path)
         self._trees = _LRU(TREE_CACHE_BYTES)
         self._files = _LRU(FILE_CACHE_BYTES)
@@ -89,6 +90,15 @@ class Repo:
     def artifact(self, name: str) -> dict:
         with self.db.read() as txn:
             return self.catalog.require_artifact(txn, check_artifact(name))
+
+    def caller(self) -> Caller:
+        """Who this request is for (catalog/access.py), an admin if it owns the store."""
+        return acting_in(self.catalog.default_owner[0])
+
+    def access(self, name: str) -> Access:
+        """NAME's owner, group and mode (catalog/access.py)."""
+        with self.db.read() as txn:
+            return self.catalog.access(txn, check_artifact(name))
 
     def versions(self, name: str) -> list[VersionInfo]:
         with self.db.read() as txn:
@@ -247,6 +257,18 @@ class Repo:
                 self.catalog.event(txn, "alias.protect" if protect else "alias.unprotect", name,
                                    alias=alias, version=v.label)
             return self.catalog.version(txn, name, v.number)
+        return self.db.write(action)
+
+    def set_access(self, name: str, *, mode: int | None = None, uid: int | None = None,
+                   gid: int | None = None) -> Access:
+        """chmod / chown / chgrp NAME as the caller may (catalog/access.py changed); audited."""
+        caller = self.caller()
+
+        def action(txn):
+            new = changed(self.catalog.access(txn, check_artifact(name)), caller, name, mode=mode,
+                          uid=uid, gid=gid)
+            self.catalog.set_access(txn, name, new)
+            return new
         return self.db.write(action)
 
     def unalias(self, name: str, alias: str, *, force: bool = False) -> None:
