@@ -293,3 +293,26 @@ def test_without_allow_other_the_socket_stays_private(shared_dir, mount_factory)
     script = ("import socket\ns = socket.socket(socket.AF_UNIX)\n"
               f"s.connect({os.path.join(m.store, 'daemon.sock')!r})")
     assert "PermissionError" in as_nobody(sys.executable, "-c", script).stderr
+
+
+@pytest.mark.fuse
+def test_a_silent_control_client_is_dropped(mounted_allow_other, monkeypatch):
+    """With --allow-other any local user can connect to the control socket: one that never
+    finishes its request is disconnected after ARTFS_REQUEST_TIMEOUT, and others are served."""
+    import socket
+    m = mounted_allow_other
+    m.stop()
+    monkeypatch.setenv("ARTFS_REQUEST_TIMEOUT", "1")
+    m.start()
+    os.mkdir(m.path("a"))
+    silent = socket.socket(socket.AF_UNIX)
+    silent.settimeout(60)
+    try:
+        silent.connect(os.path.join(m.store, "daemon.sock"))
+        silent.sendall(b'{"op": "status"')                 # no newline: never a whole request
+        assert run_cli(m.store, "status", "a", check=True).stdout == ""   # served meanwhile
+        assert silent.recv(100) == b""                     # then dropped, without an answer
+    finally:
+        silent.close()
+    with open(m.log) as f:
+        assert "sent no complete request" in f.read()

@@ -47,6 +47,7 @@ LOCK = "daemon.lock"
 LOG = "daemon.log"
 READ_AHEAD_KB = 1024
 MAX_REQUEST = 1 << 20
+REQUEST_SECONDS = float(os.environ.get("ARTFS_REQUEST_TIMEOUT", "30"))   # to send one request line
 ACTIONS = ("commit", "reset", "status", "alias", "unalias", "delete_version", "delete_artifact",
            "changed", "compact", "gc", "access", "version")
 
@@ -313,11 +314,16 @@ class Daemon:
         try:
             async with stream:
                 buf = b""
-                while not buf.endswith(b"\n") and len(buf) < MAX_REQUEST:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    buf += data
+                # a silent client (with --allow-other: any local user) holds a task no longer
+                with trio.move_on_after(REQUEST_SECONDS) as waiting:
+                    while not buf.endswith(b"\n") and len(buf) < MAX_REQUEST:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            return
+                        buf += data
+                if waiting.cancelled_caught:
+                    log.info("control client sent no complete request in %g s", REQUEST_SECONDS)
+                    return
                 try:
                     request = json.loads(buf)
                     op, args = request["op"], request.get("args") or {}
