@@ -24,6 +24,7 @@ from ..errors import Conflict, InvalidInput, NotFound
 from .ingest import Ingest
 from .lineage import producer as this_process
 from ..names import LATEST, check_alias, check_artifact, parse_duration
+from ..store import lazy
 
 TREE_CACHE_BYTES = 64 << 20
 FILE_CACHE_BYTES = 32 << 20
@@ -59,6 +60,7 @@ class Repo:
     def __init__(self, path: str | None = None, *, hasher=None, create: bool = True):
         self.db = Database.open(path, hasher=hasher, create=create)
         self.path = self.db.path
+        self.db.objects = lazy.attach(self.path, self.db.objects)   # chunks of a bound remote on demand
         self.objects = Objects(self.db)
         self.catalog = Catalog(self.db.dbs)
         self.sessions = Sessions(self.db.dbs, self.objects, self.path)
@@ -118,7 +120,7 @@ class Repo:
 
     def read(self, fobj: FileObj, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of a file, every chunk hash-checked (CorruptData if not)."""
-        return self.objects.store.read_ranges(list(fobj.span(offset, size)))
+        return self.objects.store.read_file(fobj, offset, size)
 
     def stats(self) -> dict:
         with self.db.read() as txn:

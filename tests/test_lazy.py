@@ -1,0 +1,146 @@
+"""The lazy mount of a remote (docs/REMOTE.md "Lazy mount"), against Ceph RGW and moto.
+
+"Hosts" are stores in their own directories used by their own processes (the CLI and mount
+daemons in subprocesses); the servers are the session's (tests/conftest_s3.py). Every byte read is
+compared with the source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from artfs.repo.facade import Repo
+from artfs.repo.verify import verify
+from tests.helpers import need_fuse, write
+from tests.test_remote import aws_env, bind, cli, clone, url
+
+pytest.importorskip("obstore", reason="needs obstore: scripts/setup-s3.sh installs it")
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def creds(s3, monkeypatch):
+    """The S3 user's credentials in this process's environment (mount daemons inherit them)."""
+    for k, v in aws_env(s3).items():
+        monkeypatch.setenv(k, v)
+
+
+def published(tmp_path, s3, bucket, files: dict[str, bytes], name: str = "ds"):
+    """Host A: a store with FILES as NAME:v0, pushed to the bucket. Returns its path."""
+    a = tmp_path / "A"
+    for rel, data in files.items():
+        write(tmp_path / "src" / rel, data)
+    cli(a, s3, "put", name, tmp_path / "src")
+    bind(a, s3, bucket)
+    cli(a, s3, "push")
+    return a
+
+
+def cache_chunks(store) -> int:
+    with Repo(str(store)) as repo:
+        cache = repo.db.objects.cache(create=False)
+        return 0 if cache is None else cache.stats()["chunks"]
+
+
+def test_clone_reads_lazily_byte_exact(s3, s3_bucket, tmp_path):
+    """After a clone (metadata only) `cat` and `get` read through the remote, byte-exact; the chunks
+    fetched stay in the cache, and verify accepts the store."""
+    big = random.randbytes(6 * MiB)
+    a = published(tmp_path, s3, s3_bucket, {"big": big, "sub/small": b"small file"})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    assert cli(b, s3, "ls").stdout.splitlines()[1].split()[0] == "ds"        # the version is there at once
+    assert cache_chunks(b) == 0
+    assert cli(b, s3, "cat", "ds:v0/sub/small").stdout == "small file"
+    cli(b, s3, "get", "ds", tmp_path / "out")
+    assert (tmp_path / "out" / "big").read_bytes() == big
+    assert cache_chunks(b) > 0
+    assert cli(b, s3, "verify").returncode == 0
+    del a
+
+
+def lazy_mount(mount_factory, store, *options):
+    """A started foreground mount of STORE with extra mount OPTIONS."""
+    m = mount_factory(store=store)
+    m.extra = list(options)
+    cmd = [sys.executable, "-m", "artfs", "--store", m.store, "mount", m.mnt, "--foreground", *options]
+    with open(m.log, "ab") as log:
+        m.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (os.path.ismount(m.mnt) and m._info_pid() == m.proc.pid):
+        assert m.proc.poll() is None, m.log_text()
+        assert time.monotonic() < deadline, m.log_text()
+        time.sleep(0.05)
+    return m
+
+
+def cached_ids(store, ids) -> list[bool]:
+    with Repo(str(store)) as repo:
+        return repo.db.objects.cache().present(list(ids))
+
+
+def file_chunks(store, ref: str, path: str) -> list[bytes]:
+    with Repo(str(store)) as repo:
+        v = repo.resolve(*ref.split(":"))
+        tree = repo.tree(v.root)
+        for part in path.split("/")[:-1]:
+            tree = repo.tree(tree.lookup(part.encode()).ref)
+        return repo.file(tree.lookup(path.split("/")[-1].encode()).ref).chunks
+
+
+def test_mount_random_reads_byte_exact(s3, s3_bucket, tmp_path, creds, mount_factory):
+    """A fresh store mounted with --remote URL lists the remote's versions and serves random
+    reads of files it never downloaded, byte for byte."""
+    need_fuse()
+    files = {f"d{i}/f{j}": random.randbytes(random.randrange(0, 3 * MiB)) for i in range(3) for j in range(4)}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    m = lazy_mount(mount_factory, b, "--remote", url(s3_bucket), "--endpoint", s3.endpoint, "--allow-http")
+    assert sorted(os.listdir(m.path("ds"))) == ["latest", "staging", "v0"]
+    assert sorted(os.listdir(m.path("ds", "latest", "d1"))) == ["f0", "f1", "f2", "f3"]
+    rng = random.Random(1)
+    for _ in range(200):
+        rel, data = rng.choice(sorted(files.items()))
+        offset = rng.randrange(0, len(data) + 1)
+        size = rng.randrange(0, 300_000)
+        with open(m.path("ds", "v0", rel), "rb") as f:
+            f.seek(offset)
+            assert f.read(size) == data[offset:offset + size], (rel, offset, size)
+    for rel, data in files.items():
+        with open(m.path("ds", "latest", rel), "rb") as f:
+            assert f.read() == data, rel
+
+
+def test_eviction_under_small_cache_keeps_open_files(s3, s3_bucket, tmp_path, creds, mount_factory):
+    """With a 4 MiB cache, reading 12 MiB of other files evicts, but never the chunks of a file
+    held open; the cache stays within 5% of its limit and every byte read is right."""
+    need_fuse()
+    files = {"held": random.randbytes(MiB), **{f"other{i}": random.randbytes(2 * MiB) for i in range(6)}}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    m = lazy_mount(mount_factory, b, "--cache-size", "4M")
+    held_chunks = file_chunks(b, "ds:v0", "held")
+    with open(m.path("ds", "v0", "held"), "rb") as held:
+        assert held.read() == files["held"]
+        for i in range(6):
+            with open(m.path("ds", "v0", f"other{i}"), "rb") as f:
+                assert f.read() == files[f"other{i}"]
+        assert all(cached_ids(b, held_chunks))
+        held.seek(0)
+        assert held.read() == files["held"]
+    first_other = file_chunks(b, "ds:v0", "other0")
+    assert not all(cached_ids(b, first_other))          # evicted: the cache is bounded
+    with Repo(str(b)) as repo:
+        cache = repo.db.objects.cache()
+        assert cache.stats()["bytes"] <= 4 * MiB * 1.05
+        assert all(p is None for p in cache.objects.check(cache.ids()))
