@@ -7,6 +7,7 @@ compared with the source.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -20,6 +21,7 @@ import pytest
 from artfs.repo.facade import Repo
 from artfs.repo.verify import verify
 from tests.helpers import need_fuse, write
+from tests.s3servers import free_port
 from tests.test_remote import aws_env, bind, cli, clone, url
 
 pytest.importorskip("obstore", reason="needs obstore: scripts/setup-s3.sh installs it")
@@ -144,3 +146,90 @@ def test_eviction_under_small_cache_keeps_open_files(s3, s3_bucket, tmp_path, cr
         cache = repo.db.objects.cache()
         assert cache.stats()["bytes"] <= 4 * MiB * 1.05
         assert all(p is None for p in cache.objects.check(cache.ids()))
+
+
+def wait_for(predicate, what: str, seconds: float = 120):
+    """Poll until PREDICATE holds (a liveness wait with a generous bound, not a timing claim)."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.1)
+
+
+def test_version_pushed_by_another_host_appears_and_open_file_keeps_its_version(
+        s3, s3_bucket, tmp_path, creds, mount_factory):
+    """Host A pushes v1 while host B's mount runs: B shows v1 and moves latest to it by itself
+    (the daemon's refresh), and a file B opened through latest before keeps reading v0."""
+    need_fuse()
+    old, new = random.randbytes(3 * MiB), random.randbytes(3 * MiB)
+    a = published(tmp_path, s3, s3_bucket, {"f": old})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    m = lazy_mount(mount_factory, b, "--refresh", "0.5")
+    with open(m.path("ds", "latest", "f"), "rb") as f:
+        assert f.read(MiB) == old[:MiB]
+        write(tmp_path / "src" / "f", new)
+        cli(a, s3, "put", "ds", tmp_path / "src")
+        cli(a, s3, "push")
+        wait_for(lambda: os.readlink(m.path("ds", "latest")) == "v1", "latest moved to v1 on host B")
+        assert f.read() == old[MiB:]
+    with open(m.path("ds", "latest", "f"), "rb") as f:
+        assert f.read() == new
+
+
+def test_sigkill_mid_fetch_leaves_a_cache_verify_accepts(s3, s3_bucket, tmp_path, creds, mount_factory):
+    """SIGKILL of the daemon while a big file is being fetched: the store verifies clean, every
+    cached chunk hashes right, and a new mount reads the file byte for byte."""
+    need_fuse()
+    big = random.randbytes(48 * MiB)
+    published(tmp_path, s3, s3_bucket, {"big": big})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    m = lazy_mount(mount_factory, b)
+    reader = subprocess.Popen(["cat", m.path("ds", "v0", "big")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(b / "cache" / "objects") and cache_chunks(b) > 16
+                 or reader.poll() is not None, "chunks cached")
+        os.kill(m.proc.pid, signal.SIGKILL)
+        m.proc.wait()
+    finally:
+        reader.wait(timeout=60)
+    m.stop()
+    assert cache_chunks(b) < len(file_chunks(b, "ds:v0", "big")), "killed too late to be mid-fetch"
+    proc = cli(b, s3, "verify", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with Repo(str(b)) as repo:
+        cache = repo.db.objects.cache()
+        assert all(p is None for p in cache.objects.check(cache.ids()))
+    m2 = lazy_mount(mount_factory, b)
+    with open(m2.path("ds", "v0", "big"), "rb") as f:
+        assert f.read() == big
+
+
+def test_remote_down_cached_reads_work_uncached_fail_with_eio(s3, s3_bucket, tmp_path, creds, mount_factory,
+                                                              monkeypatch):
+    """With the remote unreachable, a file read before is served from the cache; another fails
+    with EIO within the configured timeout, and the daemon's log says why in one line."""
+    need_fuse()
+    files = {"seen": random.randbytes(2 * MiB), "unseen": random.randbytes(2 * MiB)}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    seen = subprocess.run([sys.executable, "-m", "artfs", "--store", str(b), "cat", "ds:v0/seen"],
+                          capture_output=True, env=aws_env(s3), check=True).stdout
+    assert seen == files["seen"]                                     # now cached
+    remotes = json.loads((b / "remotes.json").read_text())        # the server goes away:
+    remotes["origin"]["endpoint"] = f"http://127.0.0.1:{free_port()}"   # nothing listens there
+    (b / "remotes.json").write_text(json.dumps(remotes))
+    monkeypatch.setenv("ARTFS_LAZY_TIMEOUT", "5")
+    monkeypatch.setenv("ARTFS_REMOTE_RETRIES", "1")
+    m = lazy_mount(mount_factory, b, "--refresh", "1")
+    with open(m.path("ds", "v0", "seen"), "rb") as f:
+        assert f.read() == files["seen"]
+    with pytest.raises(OSError) as e:
+        with open(m.path("ds", "v0", "unseen"), "rb") as f:
+            f.read()
+    assert e.value.errno == errno.EIO
+    log = m.log_text()
+    assert "fetching" in log and "failed" in log, log
