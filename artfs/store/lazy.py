@@ -43,6 +43,7 @@ from .ids import CHUNK
 from .local import LocalObjectStore
 
 log = logging.getLogger("artfs.lazy")
+log.addHandler(logging.NullHandler())   # the CLI says it in its one error line; a daemon logs it
 
 BATCH = 4 << 20              # bytes per ranged fetch (one or a few coalesced GETs)
 FETCHERS = 8                 # batches fetched at once
