@@ -233,3 +233,33 @@ def test_remote_down_cached_reads_work_uncached_fail_with_eio(s3, s3_bucket, tmp
     assert e.value.errno == errno.EIO
     log = m.log_text()
     assert "fetching" in log and "failed" in log, log
+
+
+def test_pull_data_prefills_cache_ls_and_clear(s3, s3_bucket, tmp_path):
+    """`cache ls` shows each version's bytes as local, cached or remote; `pull NAME:REF --data`
+    moves them all into the cache (reads then need no remote); `cache clear` empties it."""
+    files = {"a": random.randbytes(3 * MiB), "b": random.randbytes(MiB)}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+
+    def where():
+        info = json.loads(cli(b, s3, "cache", "ls", "--json").stdout)
+        (row,) = info["versions"]
+        return info["cache"], (row["local"], row["cached"], row["remote"])
+    total = sum(map(len, files.values()))
+    assert where()[1] == (0, 0, total)
+    assert "pulled ds:v0" in cli(b, s3, "pull", "ds:v0", "--data").stdout
+    stats, split = where()
+    assert split == (0, total, 0) and stats["bytes"] == total
+    remotes = json.loads((b / "remotes.json").read_text())
+    good = remotes["origin"]["endpoint"]
+    remotes["origin"]["endpoint"] = f"http://127.0.0.1:{free_port()}"   # the remote goes away
+    (b / "remotes.json").write_text(json.dumps(remotes))
+    cli(b, s3, "get", "ds:v0", tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == files
+    assert "cache cleared" in cli(b, s3, "cache", "clear").stdout
+    assert where()[1] == (0, 0, total)
+    remotes["origin"]["endpoint"] = good
+    (b / "remotes.json").write_text(json.dumps(remotes))
+    assert cli(b, s3, "verify").returncode == 0

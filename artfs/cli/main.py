@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from . import completion, fstab
+from . import cache as cli_cache, completion, fstab
 from . import files as cli_files
 from . import lineage as cli_lineage
 from . import metadata as cli_metadata
@@ -348,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_metadata.register(sub)
     cli_retention.register(sub)
     cli_remote.register(sub)
+    cli_cache.register(sub)
     completion.register(sub)
     return p
 

@@ -364,6 +364,9 @@ class Daemon:
         try:
             if op == "unmount":
                 return {"ok": True, "result": await self._unmount()}
+            if op == "cache":   # the chunk cache this daemon fills and evicts (store/cache.py)
+                result = await trio.to_thread.run_sync(self.actions.fs.repo.cache_op, bool(args.get("clear")))
+                return {"ok": True, "result": result}
             if op not in ACTIONS or not isinstance(args, dict):
                 raise UsageError(f"malformed daemon request (operation {op!r})")
             action = getattr(self.actions, op)

@@ -122,6 +122,13 @@ class Repo:
         """Bytes [offset, offset+size) of a file, every chunk hash-checked (CorruptData if not)."""
         return self.objects.store.read_file(fobj, offset, size)
 
+    def cache_op(self, clear: bool = False):
+        """The chunk cache's stats, or with ``clear`` the bytes it freed (store/cache.py)."""
+        cache = self.db.objects.cache(create=False)
+        if clear:
+            return cache.clear() if cache is not None else 0
+        return cache.stats() if cache is not None else {"chunks": 0, "bytes": 0, "limit": None, "file_bytes": 0}
+
     def stats(self) -> dict:
         with self.db.read() as txn:
             meta = self.db.dbs["meta"]
