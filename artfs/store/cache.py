@@ -129,7 +129,19 @@ class ChunkCache:
         return self.objects.get_many(ids)
 
     def read_ranges(self, spans) -> bytes:
-        return self.objects.read_ranges(spans)
+        """Like LocalObjectStore.read_ranges (CorruptData when one is absent or damaged)."""
+        data = self.objects.read_ranges(spans)
+        with self._lock:
+            for oid, _, _ in spans:
+                if oid in self._lru:
+                    self._lru.move_to_end(oid)
+        return data
+
+    def drop(self, ids: Sequence[bytes]) -> None:
+        """Forget damaged entries."""
+        with self._lock:
+            self.used -= sum(self._lru.pop(oid, 0) for oid in ids)
+        self.objects.delete(ids)
 
     # writing -----------------------------------------------------------------------------------
     def put_many(self, objs: Sequence[Obj]) -> None:

@@ -49,6 +49,8 @@ BATCH = 4 << 20              # bytes per ranged fetch (one or a few coalesced GE
 FETCHERS = 8                 # batches fetched at once
 READ_AHEAD_MIN = 1 << 20
 READ_AHEAD_MAX = 32 << 20
+SEQUENTIAL_SLACK = 4 << 20   # how far from the previous end a read still counts as sequential
+KEEP_BYTES = 64 << 20       # fetched bytes waiting to be stored, at most
 PREFETCH_IDS = 1024         # chunks (about 64 MiB) a prefetch waits for at once
 STREAMS = 256                # files whose sequential state is remembered
 REMOTE_CONFIG = "artfs-remote.json"   # remote/catalog.py CONFIG
@@ -71,10 +73,10 @@ def binding(store: str) -> dict | None:
 
 
 class _Stream:
-    __slots__ = ("next", "window")
+    __slots__ = ("next", "window", "ahead")
 
     def __init__(self):
-        self.next, self.window = -1, 0
+        self.next, self.window, self.ahead = 0, 0, 0
 
 
 class LazyObjectStore:
@@ -88,6 +90,7 @@ class LazyObjectStore:
         self._lock = threading.Lock()
         self._inflight: dict[bytes, Future] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._keep: _Keeper | None = None
         self._streams: OrderedDict[int, _Stream] = OrderedDict()
         self.cache_limit: int | None = None        # artfs mount --cache-size
         self.fetched_bytes = 0
@@ -99,6 +102,8 @@ class LazyObjectStore:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._keep is not None:
+            self._keep.close()                 # what was fetched is stored before the cache closes
         if self._cache is not None:
             self._cache.close()
         self.local.close()
@@ -153,12 +158,34 @@ class LazyObjectStore:
 
     def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
         try:
+            return self.local.read_ranges(spans)     # local data: no other cost
+        except CorruptData:
+            return self._fallback(spans, list)
+
+    def read_file(self, fobj, offset: int, size: int) -> bytes:
+        """Bytes [offset, offset+size) of a file object, with read-ahead on sequential reads."""
+        spans = list(fobj.span(offset, size))
+        try:
             return self.local.read_ranges(spans)
         except CorruptData:
-            ids = list(dict.fromkeys(oid for oid, _, _ in spans))
-            if all(self.local.has(ids)) or self.remote() is None and self.cache(create=False) is None:
-                raise
-        got = self._obtain([oid for oid, h in zip(ids, self.local.has(ids)) if not h])
+            return self._fallback(spans, lambda: self._read_ahead(fobj, offset, size))
+
+    def _fallback(self, spans, ahead) -> bytes:
+        """The spans' bytes when some are not local: from the cache, else fetched; ``ahead()``
+        names chunks to fetch too, scheduled after the ones this read waits for."""
+        ids = list(dict.fromkeys(oid for oid, _, _ in spans))
+        if all(self.local.has(ids)) or self.remote() is None and self.cache(create=False) is None:
+            raise CorruptData(f"missing or damaged object among {len(ids)} (run artfs verify)") \
+                if all(self.local.has(ids)) else CorruptData(f"missing object {ids[0].hex()}")
+        cache = self.cache(create=False)
+        if cache is not None:
+            try:
+                data = cache.read_ranges(spans)
+                self._schedule(ahead(), only_absent=True)
+                return data
+            except CorruptData:
+                pass
+        got = self._obtain([oid for oid, h in zip(ids, self.local.has(ids)) if not h], ahead())
         local = {}
         return b"".join(got[oid][s:e] if oid in got else self._local_bytes(local, oid)[s:e]
                         for oid, s, e in spans)
@@ -168,27 +195,27 @@ class LazyObjectStore:
             memo[oid] = self.local.get_many([oid])[0]
         return memo[oid]
 
-    def read_file(self, fobj, offset: int, size: int) -> bytes:
-        """Bytes [offset, offset+size) of a file object, with read-ahead on sequential reads."""
-        data = self.read_ranges(list(fobj.span(offset, size)))
-        if self._remote is None:
-            return data
-        end = offset + len(data)
+    def _read_ahead(self, fobj, offset: int, size: int) -> list[bytes]:
+        """The chunks to fetch ahead of this read of ``fobj``: a read near the end of the previous
+        ones (the kernel sends several at once, so they arrive out of order) doubles the window;
+        any other read resets it."""
+        end = min(offset + size, fobj.size)
         with self._lock:
             key = id(fobj)
             stream = self._streams.pop(key, None) or _Stream()
             self._streams[key] = stream
             if len(self._streams) > STREAMS:
                 self._streams.popitem(last=False)
-            if offset == stream.next:
+            if abs(offset - stream.next) <= SEQUENTIAL_SLACK:
                 stream.window = min(max(2 * stream.window, READ_AHEAD_MIN), READ_AHEAD_MAX)
             else:
-                stream.window = 0
-            stream.next = end
-            window = stream.window
-        if window and end < fobj.size:
-            self.prefetch([oid for oid, _, _ in fobj.span(end, window)], wait=False)
-        return data
+                stream.window, stream.ahead = 0, 0
+            stream.next = max(stream.next, end)
+            start, stop = max(stream.ahead, end), min(end + stream.window, fobj.size)
+            if start >= stop or start > end and stop - start < BATCH and stop < fobj.size:
+                return []                     # enough in flight: extend by whole batches
+            stream.ahead = stop
+        return [oid for oid, _, _ in fobj.span(start, stop - start)]
 
     def put_many(self, objs: Sequence[Obj]) -> int:
         return self.local.put_many(objs)
@@ -241,36 +268,32 @@ class LazyObjectStore:
         return self.local.ids()
 
     # fetching ----------------------------------------------------------------------------------
-    def prefetch(self, ids: Sequence[bytes], wait: bool = True) -> int:
+    def prefetch(self, ids: Sequence[bytes]) -> int:
         """Fetch the chunks among ``ids`` that are neither local nor cached into the cache;
-        returns the bytes fetched (0 when not waiting)."""
+        returns the bytes fetched."""
         ids = list(dict.fromkeys(ids))
         absent = [oid for oid, h in zip(ids, self.local.has(ids)) if not h]
-        if not wait:
-            self._schedule(absent, only_absent=True)
-            return 0
         before = self.fetched_bytes
         for i in range(0, len(absent), PREFETCH_IDS):   # each batch within the read timeout
             self._obtain(absent[i:i + PREFETCH_IDS])
         return self.fetched_bytes - before
 
-    def _obtain(self, ids: Sequence[bytes]) -> dict[bytes, bytes]:
-        """The bytes of objects not in the local store: from the cache, else fetched."""
+    def _obtain(self, ids: Sequence[bytes], ahead: Sequence[bytes] = ()) -> dict[bytes, bytes]:
+        """The bytes of objects not in the local store: from the cache, else fetched (then the
+        chunks AHEAD are scheduled too, without waiting for them)."""
         if not ids:
             return {}
         remote = self.remote()
         cache = self.cache(create=remote is not None)
-        out: dict[bytes, bytes] = {}
-        if cache is not None:
-            cached = [oid for oid, h in zip(ids, cache.present(ids)) if h]
-            for oid, data in zip(cached, cache.get_many(cached)):
-                out[oid] = data
+        out = self._cached(cache, ids) if cache is not None else {}
         rest = [oid for oid in dict.fromkeys(ids) if oid not in out]
         if not rest:
+            self._schedule(ahead, only_absent=True)
             return out
         if remote is None:
             raise CorruptData(f"missing object {rest[0].hex()}")
         futures = self._schedule(rest)
+        self._schedule(ahead, only_absent=True)
         deadline = time.monotonic() + timeout()
         for oid in rest:
             try:
@@ -282,14 +305,25 @@ class LazyObjectStore:
                 raise RemoteError(msg) from None
         return out
 
+    def _cached(self, cache: ChunkCache, ids: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The cached ones among IDS; a damaged entry is dropped (and fetched again)."""
+        found = [oid for oid, h in zip(ids, cache.present(ids)) if h]
+        try:
+            return dict(zip(found, cache.get_many(found)))
+        except CorruptData:
+            bad = [oid for oid, problem in zip(found, cache.objects.check(found)) if problem]
+            log.warning("dropping %d damaged chunks from the cache %s", len(bad), cache.dir)
+            cache.drop(bad)
+            return self._cached(cache, ids)
+
     def _schedule(self, ids: Sequence[bytes], only_absent: bool = False) -> dict[bytes, Future]:
         """A future per id: the fetch in flight, or a new one (batched by pack and position)."""
         remote = self.remote()
-        if remote is None:
+        if remote is None or not ids:
             return {}
         if only_absent:
-            cache = self.cache()
-            ids = [oid for oid, h in zip(ids, cache.present(ids)) if not h]
+            here = [a or b for a, b in zip(self.local.has(ids), self.cache().present(ids))]
+            ids = [oid for oid, h in zip(ids, here) if not h]
         futures, new = {}, []
         with self._lock:
             for oid in ids:
@@ -326,21 +360,28 @@ class LazyObjectStore:
     def _fetch(self, remote, ids: list[bytes]) -> None:   # fetcher thread
         try:
             data = remote.get_many(ids)       # verified: id and SHA-256 from the pack index
-            chunks, meta = [], []
-            for oid, d in zip(ids, data):
-                loc = remote.index[oid]
-                (chunks if loc.kind == CHUNK else meta).append(Obj(oid, loc.digest, d))
-            if chunks:
-                self.cache().put_many(chunks)
-            if meta:
-                self.local.put_many(meta)
         except Exception as e:
             self._failed(remote, ids, e)
             return
-        with self._lock:
+        with self._lock:                      # readers go on while the bytes are stored
             self.fetched_bytes += sum(map(len, data))
             for oid, d in zip(ids, data):
-                self._inflight.pop(oid).set_result(d)
+                self._inflight[oid].set_result(d)
+        objs = [Obj(oid, remote.index[oid].digest, d) for oid, d in zip(ids, data)]
+        self._keeper().put([o for o in objs if remote.index[o.id].kind == CHUNK],
+                           [o for o in objs if remote.index[o.id].kind != CHUNK])
+
+    def _keeper(self) -> "_Keeper":
+        with self._lock:
+            if self._keep is None:
+                self._keep = _Keeper(self)
+            return self._keep
+
+    def kept(self, objs: list[Obj]) -> None:
+        """The fetches of OBJS are over (stored or not): later reads look in the cache."""
+        with self._lock:
+            for o in objs:
+                self._inflight.pop(o.id, None)
 
     def _failed(self, remote, ids: list[bytes], error: Exception) -> None:
         """One log line saying why, and the error for every reader waiting on these ids."""
@@ -351,6 +392,59 @@ class LazyObjectStore:
         with self._lock:
             for oid in ids:
                 self._inflight.pop(oid).set_exception(error)
+
+
+class _Keeper:
+    """One thread storing fetched objects (chunks into the cache, trees and file objects into the
+    local store), many fetches per transaction: LMDB commits are synchronous, and a fetcher never
+    waits for one. At most KEEP_BYTES wait (fetchers block beyond: memory stays bounded)."""
+
+    def __init__(self, lazy: LazyObjectStore):
+        self.lazy = lazy
+        self.queue: list[tuple[list[Obj], list[Obj]]] = []
+        self.queued = 0
+        self.cond = threading.Condition()
+        self.closing = False
+        self.thread = threading.Thread(target=self._run, name="artfs-keep", daemon=True)
+        self.thread.start()
+
+    def put(self, chunks: list[Obj], meta: list[Obj]) -> None:   # fetcher thread
+        size = sum(len(o.data) for o in chunks + meta)
+        with self.cond:
+            while self.queued and self.queued + size > KEEP_BYTES:
+                self.cond.wait()
+            self.queue.append((chunks, meta))
+            self.queued += size
+            self.cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.queue and not self.closing:
+                    self.cond.wait()
+                if not self.queue:
+                    return
+                work, self.queue = self.queue, []
+            chunks = [o for c, _ in work for o in c]
+            meta = [o for _, m in work for o in m]
+            try:
+                if chunks:
+                    self.lazy.cache().put_many(chunks)
+                if meta:
+                    self.lazy.local.put_many(meta)
+            except Exception as e:            # served, not kept: a later read fetches again
+                log.warning("keeping %d fetched objects failed: %s", len(chunks) + len(meta), e)
+            finally:
+                self.lazy.kept(chunks + meta)
+                with self.cond:
+                    self.queued -= sum(len(o.data) for o in chunks + meta)
+                    self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closing = True
+            self.cond.notify_all()
+        self.thread.join()
 
 
 def attach(store: str, objects) -> LazyObjectStore:
