@@ -263,3 +263,31 @@ def test_pull_data_prefills_cache_ls_and_clear(s3, s3_bucket, tmp_path):
     remotes["origin"]["endpoint"] = good
     (b / "remotes.json").write_text(json.dumps(remotes))
     assert cli(b, s3, "verify").returncode == 0
+
+
+def test_staging_and_commit_on_a_lazy_mount_push_only_new_chunks(s3, s3_bucket, tmp_path, creds,
+                                                                   mount_factory):
+    """On a lazy mount, staging changes commit as locally; the push sends only the new chunks (not
+    the lazily read ones), and a third host reads the new version byte-exact."""
+    need_fuse()
+    files = {"big": random.randbytes(6 * MiB), "small": b"old small"}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    m = lazy_mount(mount_factory, b)
+    added = random.randbytes(MiB)
+    with open(m.path("ds", "staging", "small"), "ab") as f:        # copied up: fetched first
+        f.write(b" + new")
+    with open(m.path("ds", "staging", "added"), "wb") as f:
+        f.write(added)
+    assert m.cli("commit", "ds").stdout.strip() == "ds:v1"
+    out = cli(b, s3, "push").stdout
+    assert "pushed ds:v1" in out
+    sent = int(out.split("versions pushed, ")[1].split()[0])
+    assert MiB <= sent < MiB + (256 << 10)                        # the new chunks, not big's 6 MiB
+    c = tmp_path / "C"
+    clone(c, s3, s3_bucket)
+    cli(c, s3, "get", "ds:v1", tmp_path / "out")
+    assert (tmp_path / "out" / "big").read_bytes() == files["big"]
+    assert (tmp_path / "out" / "small").read_bytes() == b"old small + new"
+    assert (tmp_path / "out" / "added").read_bytes() == added

@@ -7,18 +7,21 @@ and file objects are kept in the local store (pulled in bulk, docs/REMOTE.md "La
 chunks are fetched on first read.
 
 Reads (``read_file``, ``read_ranges``, ``get_many``): objects in the local store are served from
-it; chunks in the cache (store/cache.py) from there; the rest are fetched with ranged GETs
-(store/remote.py ``RemoteObjectStore.get_many``: every object checked against its id and the
-SHA-256 its pack index lists) in batches of about ``BATCH`` bytes, ``FETCHERS`` batches at once,
-then cached. A chunk being fetched is fetched once: other readers wait for the same fetch. A reader
+it (a local store pays nothing more); chunks in the cache (store/cache.py) from there, in place;
+the rest are fetched with ranged GETs (store/remote.py ``RemoteObjectStore.get_many``: every
+object checked against its id and the SHA-256 its pack index lists) in batches of neighbours of
+about ``BATCH`` bytes (one coalesced GET each), ``FETCHERS`` batches at once. A chunk being
+fetched is fetched once: other readers wait for the same fetch. Readers get the bytes as soon as
+they are verified; one keeper thread then stores them (chunks into the cache, trees and file
+objects into the local store: listings never fetch twice), many fetches per transaction. A reader
 waits at most ``ARTFS_LAZY_TIMEOUT`` seconds (default 30) for its chunks, then gets RemoteError
-(EIO in the mount) and the daemon's log one line naming the remote and why; the fetch itself
-ends within the client's own bounded timeouts (store/s3.py).
+(EIO in the mount) and the daemon's log one line naming the remote and why; the fetch itself ends
+within the client's own bounded timeouts and retries (store/s3.py).
 
-Read-ahead: per file object read (``read_file``), a read that starts where the previous one ended
-doubles the window fetched ahead (from ``READ_AHEAD_MIN`` up to ``READ_AHEAD_MAX``), without
-waiting for it; any other read resets it. Trees and file objects fetched here go to the local
-store (kept: listings never fetch twice); chunks to the cache (evictable).
+Read-ahead, per file object (``read_file``): a read that starts within ``SEQUENTIAL_SLACK`` of
+the end of the previous ones (the kernel sends several reads at once, out of order) doubles the
+window fetched ahead, from ``READ_AHEAD_MIN`` up to ``READ_AHEAD_MAX``, scheduled after the
+chunks the read waits for and extended by whole batches; any other read resets it.
 
 ``has`` answers what a read will find: stored here, or a data chunk the remote lists. Trees and
 file objects count only when local (a pull fetches them in bulk when ``has`` says they are absent).
@@ -142,9 +145,12 @@ class LazyObjectStore:
 
     # ObjectStore -------------------------------------------------------------------------------
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
-        here = self.local.has(ids)
-        if all(here):
+        try:
             return self.local.get_many(ids)
+        except CorruptData:
+            here = self.local.has(ids)
+            if all(here) or self.remote() is None and self.cache(create=False) is None:
+                raise
         out: list[bytes | None] = [None] * len(ids)
         local = [i for i, h in enumerate(here) if h]
         for i, data in zip(local, self.local.get_many([ids[i] for i in local])):
@@ -159,24 +165,24 @@ class LazyObjectStore:
     def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
         try:
             return self.local.read_ranges(spans)     # local data: no other cost
-        except CorruptData:
-            return self._fallback(spans, list)
+        except CorruptData as e:
+            return self._fallback(spans, list, e)
 
     def read_file(self, fobj, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of a file object, with read-ahead on sequential reads."""
         spans = list(fobj.span(offset, size))
         try:
             return self.local.read_ranges(spans)
-        except CorruptData:
-            return self._fallback(spans, lambda: self._read_ahead(fobj, offset, size))
+        except CorruptData as e:
+            return self._fallback(spans, lambda: self._read_ahead(fobj, offset, size), e)
 
-    def _fallback(self, spans, ahead) -> bytes:
+    def _fallback(self, spans, ahead, error: CorruptData) -> bytes:
         """The spans' bytes when some are not local: from the cache, else fetched; ``ahead()``
-        names chunks to fetch too, scheduled after the ones this read waits for."""
+        names chunks to fetch too, scheduled after the ones this read waits for. ERROR (what the
+        local store said) when they are all local (damaged) or no remote is bound."""
         ids = list(dict.fromkeys(oid for oid, _, _ in spans))
         if all(self.local.has(ids)) or self.remote() is None and self.cache(create=False) is None:
-            raise CorruptData(f"missing or damaged object among {len(ids)} (run artfs verify)") \
-                if all(self.local.has(ids)) else CorruptData(f"missing object {ids[0].hex()}")
+            raise error
         cache = self.cache(create=False)
         if cache is not None:
             try:
