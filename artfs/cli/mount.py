@@ -62,9 +62,19 @@ def _lazy(daemon, args):
     opened = {}
 
     def refresh(repo) -> list[str]:   # a daemon worker thread
+        """Pull the artifacts whose remote version numbers this store lacks: one LIST of the
+        remote's version records, and their records only when something is new."""
         if "remote" not in opened:
             opened["remote"] = Remote.bound(repo, name)
-        return sorted({v.split(":")[0] for v in pull(repo, opened["remote"])["versions"]})
+        remote, numbers = opened["remote"], {}
+        for key, _ in remote.s3.list("versions/"):             # versions/NAME/NNNNNNNNNN.json
+            parts = key.split("/")
+            if len(parts) == 3 and parts[2].endswith(".json") and parts[2][:-5].isdigit():
+                numbers.setdefault(parts[1], set()).add(int(parts[2][:-5]))
+        local = set(repo.artifacts())
+        changed = [n for n, theirs in sorted(numbers.items())
+                   if n not in local or theirs - {v.number for v in repo.versions(n)}]
+        return [n for n in changed if pull(repo, remote, n)["versions"]]
     return daemon.Lazy(cache_size, refresh, args.refresh)
 
 

@@ -191,7 +191,7 @@ def _log_to(stream) -> None:
 class Lazy(NamedTuple):
     """A mount of a store bound to a remote (docs/REMOTE.md "Lazy mount"): the chunk cache's
     limit (None: kept, else a fraction of free disk) and ``refresh(repo)`` -> names of the
-    artifacts it recorded new versions of (remote/sync.py pull, metadata only), run every
+    artifacts it recorded new versions of (cli/mount.py: a pull of metadata), run every
     ``interval`` seconds; None when no remote is bound."""
     cache_size: int | None = None
     refresh: Callable | None = None
