@@ -53,6 +53,7 @@ FETCHERS = 8                 # batches fetched at once
 READ_AHEAD_MIN = 1 << 20
 READ_AHEAD_MAX = 32 << 20
 SEQUENTIAL_SLACK = 4 << 20   # how far from the previous end a read still counts as sequential
+AHEAD_CHUNKS = 1536          # no read-ahead while this many chunks (~96 MiB) are in flight
 KEEP_BYTES = 64 << 20       # fetched bytes waiting to be stored, at most
 PREFETCH_IDS = 1024         # chunks (about 64 MiB) a prefetch waits for at once
 STREAMS = 256                # files whose sequential state is remembered
@@ -327,7 +328,9 @@ class LazyObjectStore:
         remote = self.remote()
         if remote is None or not ids:
             return {}
-        if only_absent:
+        if only_absent:                       # read-ahead: within the memory bound only
+            if len(self._inflight) >= AHEAD_CHUNKS:
+                return {}
             here = [a or b for a, b in zip(self.local.has(ids), self.cache().present(ids))]
             ids = [oid for oid, h in zip(ids, here) if not h]
         futures, new = {}, []
