@@ -178,16 +178,19 @@ def test_version_pushed_by_another_host_appears_and_open_file_keeps_its_version(
 
 
 def test_sigkill_mid_fetch_leaves_a_cache_verify_accepts(s3, s3_bucket, tmp_path, creds, mount_factory):
-    """SIGKILL of the daemon while a big file is being fetched: the store verifies clean, every
+    """SIGKILL of the daemon while a big file is being fetched (read slowly, so read-ahead keeps the
+    fetches within 32 MiB of the reader): the store verifies clean, every
     cached chunk hashes right, and a new mount reads the file byte for byte."""
     need_fuse()
-    big = random.randbytes(48 * MiB)
+    big = random.randbytes(96 * MiB)
     published(tmp_path, s3, s3_bucket, {"big": big})
     b = tmp_path / "B"
     clone(b, s3, s3_bucket)
     m = lazy_mount(mount_factory, b)
-    reader = subprocess.Popen(["cat", m.path("ds", "v0", "big")], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    slow_reader = ("import sys, time\nwith open(sys.argv[1], 'rb') as f:\n"
+                   "    while f.read(1 << 20):\n        time.sleep(0.05)\n")
+    reader = subprocess.Popen([sys.executable, "-c", slow_reader, m.path("ds", "v0", "big")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)   # read-ahead: <= 32 MiB ahead
     try:
         wait_for(lambda: os.path.exists(b / "cache" / "objects") and cache_chunks(b) > 16
                  or reader.poll() is not None, "chunks cached")
