@@ -294,3 +294,28 @@ def test_staging_and_commit_on_a_lazy_mount_push_only_new_chunks(s3, s3_bucket, 
     assert (tmp_path / "out" / "big").read_bytes() == files["big"]
     assert (tmp_path / "out" / "small").read_bytes() == b"old small + new"
     assert (tmp_path / "out" / "added").read_bytes() == added
+
+
+def test_cache_never_exceeds_its_limit_and_survives_a_reopen(tmp_path):
+    """A batch bigger than the whole cache keeps only what fits; the entries and their recency
+    order survive closing and reopening (a remount); the oldest go first after that."""
+    from artfs.store.backend import Obj
+    from artfs.store.cache import ChunkCache
+    from artfs.store.ids import object_id, strong_digest
+
+    def chunks(n, seed):
+        rng = random.Random(seed)
+        return [Obj(object_id(d), strong_digest(d), d) for d in (rng.randbytes(64 << 10) for _ in range(n))]
+    cache = ChunkCache(str(tmp_path), limit=4 * MiB)
+    first = chunks(160, 1)                                  # 10 MiB at once
+    cache.put_many(first)
+    assert cache.stats()["bytes"] <= 4 * MiB
+    kept = cache.ids()
+    assert kept == [o.id for o in first[-len(kept):]] and len(kept) >= 60
+    cache.close()
+    cache = ChunkCache(str(tmp_path))                       # the limit is kept too
+    assert cache.ids() == kept and cache.stats()["limit"] == 4 * MiB
+    cache.put_many(chunks(8, 2))
+    assert cache.ids()[:len(kept) - 8] == kept[8:]          # the 8 oldest made room
+    assert all(p is None for p in cache.objects.check(cache.ids()))
+    cache.close()

@@ -147,9 +147,11 @@ class ChunkCache:
     def put_many(self, objs: Sequence[Obj]) -> None:
         """Store verified chunks, evicting the least recently used first to make room."""
         objs = [o for o in objs if o.id not in self._lru]
+        need = sum(len(o.data) for o in objs)
+        while objs and need > self.limit:      # more than fits: keep the last ones
+            need -= len(objs.pop(0).data)
         if not objs:
             return
-        need = sum(len(o.data) for o in objs)
         self._evict(need)
         self.objects.put_many(objs)
         with self._lock:
@@ -163,10 +165,10 @@ class ChunkCache:
             self.save()
 
     def _evict(self, need: int) -> None:
+        if self.used + need <= self.limit:
+            return
+        pinned = self.pinned()                 # outside the lock: it may read file objects
         with self._lock:
-            if self.used + need <= self.limit:
-                return
-            pinned = self.pinned()
             victims, freed, skipped = [], 0, []
             while self._lru and self.used - freed + need > self.limit:
                 oid, size = self._lru.popitem(last=False)
@@ -184,8 +186,8 @@ class ChunkCache:
 
     def clear(self) -> int:
         """Drop every unpinned chunk; returns the bytes freed."""
+        pinned = self.pinned()
         with self._lock:
-            pinned = self.pinned()
             victims = [oid for oid in self._lru if oid not in pinned]
             freed = sum(self._lru.pop(oid) for oid in victims)
             self.used -= freed
