@@ -48,13 +48,13 @@ from .local import LocalObjectStore
 log = logging.getLogger("artfs.lazy")
 log.addHandler(logging.NullHandler())   # the CLI says it in its one error line; a daemon logs it
 
-BATCH = 4 << 20              # bytes per ranged fetch (one or a few coalesced GETs)
+BATCH = 8 << 20              # bytes per ranged fetch (one or a few coalesced GETs)
 FETCHERS = 8                 # batches fetched at once
 READ_AHEAD_MIN = 1 << 20
 READ_AHEAD_MAX = 32 << 20
 SEQUENTIAL_SLACK = 4 << 20   # how far from the previous end a read still counts as sequential
 AHEAD_CHUNKS = 1536          # no read-ahead while this many chunks (~96 MiB) are in flight
-KEEP_BYTES = 64 << 20       # fetched bytes waiting to be stored, at most
+KEEP_BYTES = 32 << 20       # fetched bytes waiting to be stored, at most
 PREFETCH_IDS = 1024         # chunks (about 64 MiB) a prefetch waits for at once
 STREAMS = 256                # files whose sequential state is remembered
 REMOTE_CONFIG = "artfs-remote.json"   # remote/catalog.py CONFIG
@@ -92,6 +92,7 @@ class LazyObjectStore:
         self._remote = None
         self._cache: ChunkCache | None = None
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)   # fetches stored or failed
         self._inflight: dict[bytes, Future] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._keep: _Keeper | None = None
@@ -283,6 +284,7 @@ class LazyObjectStore:
         before = self.fetched_bytes
         for i in range(0, len(absent), PREFETCH_IDS):   # each batch within the read timeout
             self._obtain(absent[i:i + PREFETCH_IDS])
+            self._wait_kept(absent[i:i + PREFETCH_IDS])
         return self.fetched_bytes - before
 
     def _obtain(self, ids: Sequence[bytes], ahead: Sequence[bytes] = ()) -> dict[bytes, bytes]:
@@ -391,6 +393,12 @@ class LazyObjectStore:
         with self._lock:
             for o in objs:
                 self._inflight.pop(o.id, None)
+            self._settled.notify_all()
+
+    def _wait_kept(self, ids: Sequence[bytes]) -> None:
+        """Until the fetches of IDS are stored (or failed): a prefetch has filled the cache."""
+        with self._lock:
+            self._settled.wait_for(lambda: not any(oid in self._inflight for oid in ids), timeout())
 
     def _failed(self, remote, ids: list[bytes], error: Exception) -> None:
         """One log line saying why, and the error for every reader waiting on these ids."""
@@ -401,6 +409,7 @@ class LazyObjectStore:
         with self._lock:
             for oid in ids:
                 self._inflight.pop(oid).set_exception(error)
+            self._settled.notify_all()
 
 
 class _Keeper:
@@ -420,8 +429,11 @@ class _Keeper:
     def put(self, chunks: list[Obj], meta: list[Obj]) -> None:   # fetcher thread
         size = sum(len(o.data) for o in chunks + meta)
         with self.cond:
-            while self.queued and self.queued + size > KEEP_BYTES:
+            while self.queued and self.queued + size > KEEP_BYTES and not self.closing:
                 self.cond.wait()
+            if self.closing and not self.thread.is_alive():
+                self.lazy.kept(chunks + meta)   # closed: served, not kept
+                return
             self.queue.append((chunks, meta))
             self.queued += size
             self.cond.notify_all()
