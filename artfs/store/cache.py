@@ -12,9 +12,10 @@ object store, and the chunks of local versions (pushed or not) are in the local 
 nothing here is the only copy of anything: any entry may be evicted or lost.
 
 Eviction is least-recently-used by bytes: before chunks are stored, the oldest entries go until
-the new ones fit under the limit. Entries ``pinned()`` names (the chunks of files open in the
-mount) are skipped; if only pinned chunks are left the cache goes over its limit, and says so in
-``stats``. A chunk is stored and deleted in LMDB transactions, so a process killed at any instant
+the new ones fit under the limit, so the cache never holds more than its limit. Entries
+``pinned()`` names (the chunks of files open in the mount) are never evicted; when they leave too
+little room, only the newest of the new chunks that fit are stored (the others were served, just
+not kept). A chunk is stored and deleted in LMDB transactions, so a process killed at any instant
 leaves a cache whose every entry is whole and hashes right (a missing ``lru`` entry only makes it
 the oldest). The accounting (bytes, order) is this process's: with two processes filling one
 cache (a mount and an ``artfs cat``), each evicts what it knows of.
@@ -148,11 +149,11 @@ class ChunkCache:
         """Store verified chunks, evicting the least recently used first to make room."""
         objs = [o for o in objs if o.id not in self._lru]
         need = sum(len(o.data) for o in objs)
-        while objs and need > self.limit:      # more than fits: keep the last ones
-            need -= len(objs.pop(0).data)
+        room = self._evict(need)
+        while objs and need > room:            # more than fits (pinned chunks fill the rest):
+            need -= len(objs.pop(0).data)      # keep the last ones, the others are not cached
         if not objs:
             return
-        self._evict(need)
         self.objects.put_many(objs)
         with self._lock:
             for o in objs:
@@ -164,9 +165,10 @@ class ChunkCache:
         if save:
             self.save()
 
-    def _evict(self, need: int) -> None:
+    def _evict(self, need: int) -> int:
+        """Evict unpinned entries, oldest first, until NEED bytes fit; returns the room made."""
         if self.used + need <= self.limit:
-            return
+            return self.limit - self.used
         pinned = self.pinned()                 # outside the lock: it may read file objects
         with self._lock:
             victims, freed, skipped = [], 0, []
@@ -183,6 +185,7 @@ class ChunkCache:
             self.used -= freed
         if victims:
             self.objects.delete(victims)
+        return self.limit - self.used
 
     def clear(self) -> int:
         """Drop every unpinned chunk; returns the bytes freed."""
