@@ -225,6 +225,11 @@ class LazyObjectStore:
             stream.ahead = stop
         return [oid for oid, _, _ in fobj.span(start, stop - start)]
 
+    def read_ranges_resident(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes | None:
+        """The local store's (None where not local or not in memory: the caller reads in a thread)."""
+        nowait = getattr(self.local, "read_ranges_resident", None)
+        return nowait(spans) if nowait is not None else None
+
     def put_many(self, objs: Sequence[Obj]) -> int:
         return self.local.put_many(objs)
 
