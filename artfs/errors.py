@@ -107,3 +107,10 @@ class RemoteError(ArtfsError):
 
     errno = _errno.EIO
     exit_code = 11
+
+
+class BadKey(ArtfsError):
+    """An encrypted store was given a wrong passphrase or key file, or none."""
+
+    errno = _errno.EACCES
+    exit_code = 12

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import bench_crypto   # workload 9 (scripts/bench_crypto.py)
+
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 REPO = Path(__file__).resolve().parent.parent
 PASSTHROUGH = REPO / "scripts" / "passthrough.py"
@@ -87,7 +89,7 @@ class Sizes:
 # machine / kernel helpers
 
 def run(cmd: list[str], timeout: float = 600, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+    env = dict(kw.pop("env", os.environ))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
     if check and p.returncode != 0:
@@ -573,10 +575,14 @@ class Bench:
 # --------------------------------------------------------------------------
 # workloads
 
-def read_file(path: Path | str, buf: bytearray | None = None) -> int:
+def read_file(path: Path | str, buf: bytearray | None = None, uncached: bool = False) -> int:
+    """Read a whole file; UNCACHED: drop the kernel's cached pages of it first (fadvise), so on
+    a FUSE mount the reads reach the daemon while what is behind it stays in memory."""
     buf = buf or bytearray(BUF)
     n = 0
     with open(path, "rb", buffering=0) as f:
+        if uncached:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         while (k := f.readinto(buf)):
             n += k
     return n
@@ -609,13 +615,13 @@ def w_seq(b: Bench) -> None:
     b.measure({"x": r2}, list(TARGETS), seq, warmup=True)
 
 
-def walk_read(root: Path, expect_files: int) -> dict[str, float]:
+def walk_read(root: Path, expect_files: int, uncached: bool = False) -> dict[str, float]:
     buf = bytearray(BUF)
     t = time.perf_counter()
     files = 0
     for dirpath, _, names in os.walk(root):
         for n in names:
-            read_file(os.path.join(dirpath, n), buf)
+            read_file(os.path.join(dirpath, n), buf, uncached)
             files += 1
     dt = time.perf_counter() - t
     if files != expect_files:
@@ -629,6 +635,9 @@ def w_small(b: Bench) -> None:
     fn = lambda t: walk_read(t.root("small"), sz.small_n)  # noqa: E731
     b.measure({"x": b.row("3a", desc + ", cold", "files/s")}, list(TARGETS), fn, cold=True)
     b.measure({"x": b.row("3b", desc + ", warm", "files/s")}, list(TARGETS), fn, warmup=True)
+    in_memory = lambda t: walk_read(t.root("small"), sz.small_n, uncached=True)  # noqa: E731
+    b.measure({"x": b.row("3c", desc + ", daemon behind a dropped page cache, its data in memory",
+                          "files/s")}, list(TARGETS), in_memory, warmup=True)
 
 
 def walk_stat(root: Path, expect: int) -> dict[str, float]:
@@ -757,6 +766,7 @@ def w_versions(b: Bench) -> None:
         write_random(src / f"part{i:03d}.bin", sz.ver_file_size, rng)
     store = b.work / "versions" / "store"
     art = "artfs" in b.targets
+    borg = Borg(b.work / "versions" / "borg") if shutil.which("borg") else None
     logical, distinct, per_version = 0, {}, []
     err = None
     for v in range(sz.versions):
@@ -776,6 +786,8 @@ def w_versions(b: Bench) -> None:
         run(["cp", "-r", str(src), str(dst)])
         rec["native_cp_s"] = time.perf_counter() - t
         shutil.rmtree(dst)
+        if borg is not None:
+            rec["borg_create_s"] = borg.create(src, f"v{v}")
         if art and err is None:
             try:
                 t = time.perf_counter()
@@ -791,7 +803,11 @@ def w_versions(b: Bench) -> None:
     r_t = b.row("7a", f"versions: put time per version ({sz.versions} x ~{human(sz.ver_files * sz.ver_file_size)}; native: cp -r)", "s", higher_better=False)
     r_s = b.row("7b", f"versions: stored after {sz.versions} versions (native: full copies)", "MiB", higher_better=False)
     r_f = b.row("7c", "versions: file-level dedup of the same versions", "MiB", higher_better=False)
+    r_n = b.row("7d", "versions: next-version put, v1.. (native column: borg create, the peer)", "s",
+                higher_better=False)
     r_t.samples["native"] = [r["native_cp_s"] for r in per_version]
+    if borg is not None:   # else the cell stays empty: scripts/setup.sh installs borg
+        r_n.samples["native"] = [r["borg_create_s"] for r in per_version[1:]]
     r_s.samples["native"] = [last["logical_bytes"] / MiB]
     r_f.samples["native"] = [last["file_dedup_bytes"] / MiB]
     if art:
@@ -800,9 +816,28 @@ def w_versions(b: Bench) -> None:
                 r.errors["artfs"] = err
         else:
             r_t.samples["artfs"] = [r["artfs_put_s"] for r in per_version]
+            r_n.samples["artfs"] = [r["artfs_put_s"] for r in per_version[1:]]
             r_s.samples["artfs"] = [last["artfs_stored_bytes"] / MiB]
     b.extra["versions"] = per_version
     shutil.rmtree(b.work / "versions", ignore_errors=True)
+
+
+class Borg:
+    """borg create of each version into one repository (unencrypted, borg's default compression
+    and files cache): the peer of artfs put for versioned data."""
+
+    def __init__(self, root: Path):
+        self.repo = root / "repo"
+        self.env = {**os.environ, "BORG_BASE_DIR": str(root / "home"),
+                    "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+                    "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}
+        root.mkdir(parents=True, exist_ok=True)
+        run(["borg", "init", "--encryption=none", str(self.repo)], env=self.env)
+
+    def create(self, src: Path, name: str) -> float:
+        t = time.perf_counter()
+        run(["borg", "create", f"{self.repo}::{name}", "."], env=self.env, cwd=src)
+        return time.perf_counter() - t
 
 
 def w_rss(b: Bench) -> None:
@@ -844,7 +879,8 @@ WORKLOADS = [
     ("5", "ingest", w_ingest, {"big"}),
     ("7", "versions", w_versions, set()),
     ("8", "rss", w_rss, set()),
-    ("9", "lazy", w_lazy, set()),          # the lazy mount of a remote
+    ("9", "crypto", lambda b: bench_crypto.run(b, sys.modules[__name__]), {"big"}),
+    ("10", "lazy", w_lazy, set()),          # the lazy mount of a remote
 ]
 ALIASES = {"2": "1", "warm": "1", "cold": "1"}
 

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in fuse3 libfuse3-dev pkg-config gcc; do
+for pkg in fuse3 libfuse3-dev pkg-config gcc borgbackup; do   # borg: the peer of bench.py row 7d
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import lmdb
 import pytest
@@ -130,3 +131,23 @@ def damage_blob(store, key: bytes, how: str) -> None:
             data[DIGEST_LEN + (len(data) - DIGEST_LEN) // 2] ^= 0xFF   # a byte of the object, not its digest
             txn.put(key, bytes(data))
     env.close()
+
+
+def marked_writing(store, name: str) -> set[str]:
+    """Paths in NAME's staging that the staging index marks open for writing (mount/writing.py)."""
+    from artfs.repo.facade import Repo
+    from artfs.staging.overlay import Staging
+    repo = Repo(store, create=False)
+    staging = Staging(repo, name)
+    with repo.db.read() as txn:
+        inos = staging.index.writers(txn)
+    return {os.fsdecode(p) for p in staging.paths(inos).values()}
+
+
+def wait_for_marks(store, name: str, expected: set[str] = frozenset(), timeout: float = 30.0) -> None:
+    """Wait until the mount has dropped the marks of closed files (it batches them): only the
+    files still open for writing, EXPECTED, are marked."""
+    deadline = time.monotonic() + timeout
+    while (marked := marked_writing(store, name)) != set(expected):
+        assert time.monotonic() < deadline, f"files marked open for writing: {sorted(marked)}"
+        time.sleep(0.05)

@@ -233,7 +233,7 @@ def test_commit_status_reset_without_a_mount(store, tmp_path):
             s.mkdir(ROOT, b"new", 0o755, os.getuid(), os.getgid())
     change()
     assert run_cli(store, "status", "ds", check=True).stdout == "A new/\nD a\n"
-    assert cli_json(store, "status", "ds") == {"added": ["new/"], "modified": [], "deleted": ["a"]}
+    assert cli_json(store, "status", "ds") == {"added": ["new/"], "modified": [], "deleted": ["a"], "interrupted": []}
     reset = run_cli(store, "reset", "ds", check=True)
     assert reset.stdout == "reset the staging of ds to its latest version\n"
     assert run_cli(store, "status", "ds", check=True).stdout == ""

@@ -193,15 +193,6 @@ def test_round_trip_keeps_everything(store, tmp_path):
     os.chmod(out / "ro", 0o755)
 
 
-def test_special_files_are_skipped_with_warning(store, tmp_path, capsys):
-    d = tmp_path / "d"
-    write(d / "f", b"x")
-    os.mkfifo(d / "fifo")
-    v = store.put("d", str(d))
-    assert v.files() == ["f"]
-    assert "skipped" in capsys.readouterr().err
-
-
 def test_single_file_put(store, tmp_path):
     write(tmp_path / "model.pt", b"w" * 1000)
     v = store.put("m", str(tmp_path / "model.pt"))
@@ -299,7 +290,7 @@ def test_file_over_4gib(store, tmp_path):
 
 
 # staging: status, commit, reset (through the daemon when mounted) ------------------------------
-NOTHING = {"added": [], "modified": [], "deleted": []}
+NOTHING = {"added": [], "modified": [], "deleted": [], "interrupted": []}
 
 
 def stage(path, name: str, change) -> None:
@@ -328,7 +319,7 @@ def test_status_commit_reset_without_a_mount(tmp_path):
         assert store.status("ds") == NOTHING
     stage(path, "ds", remove_a_add_new)
     with artfs.Store(str(path)) as store:
-        assert store.status("ds") == {"added": ["new/"], "modified": [], "deleted": ["a"]}
+        assert store.status("ds") == {"added": ["new/"], "modified": [], "deleted": ["a"], "interrupted": []}
         store.reset("ds")
         assert store.status("ds") == NOTHING
         assert store.get("ds").files() == ["a", "keep"]
@@ -358,7 +349,7 @@ def test_status_commit_reset_go_through_the_daemon(mounted):
     with artfs.Store(m.store) as store:
         assert store.commit("ds") is None
         put_file(m.path("ds", "staging", "a"), b"first")
-        assert store.status("ds") == {"added": ["a"], "modified": [], "deleted": []}
+        assert store.status("ds") == {"added": ["a"], "modified": [], "deleted": [], "interrupted": []}
         v0, created = store.commit_ex("ds", aliases=["best"], message="m")
         assert (v0.version, created, v0.message, sorted(v0.aliases)) == ("v0", True, "m", ["best", "latest"])
         assert read(m.path("ds", "v0", "a")) == b"first" and os.readlink(m.path("ds", "best")) == "v0"
@@ -372,7 +363,7 @@ def test_status_commit_reset_go_through_the_daemon(mounted):
                 store.commit("ds")
         finally:
             os.close(fd)
-        assert store.status("ds") == {"added": [], "modified": ["a"], "deleted": []}
+        assert store.status("ds") == {"added": [], "modified": ["a"], "deleted": [], "interrupted": []}
         assert store.commit("ds").version == "v1"
         assert read(m.path("ds", "latest", "a")) == b"First"
 
@@ -440,7 +431,7 @@ def test_api_commits_a_staging_2000_directories_deep(deep_store, default_recursi
     down (trees_equal) before making the version."""
     stage(deep_store, "deep", lambda s: s.unlink(deep_leaf(s), b"g"))
     with artfs.Store(deep_store) as store:
-        assert store.status("deep") == {"added": [], "modified": [], "deleted": [f"{DEEP_PATH}/g"]}
+        assert store.status("deep") == {"added": [], "modified": [], "deleted": [f"{DEEP_PATH}/g"], "interrupted": []}
         assert store.commit("deep").version == "v2"
         assert store.diff("deep:v0", "deep:v2") == {"added": [], "removed": [], "modified": []}
         assert store.status("deep") == NOTHING

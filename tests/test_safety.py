@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from tests.conftest import in_mount_table
-from tests.helpers import put_file, run_cli
+from tests.helpers import cli_json, marked_writing, put_file, run_cli, wait_for_marks
 
 
 def _two_versions(tmp_path, store, name="scratch"):
@@ -204,3 +204,43 @@ def test_a_non_creating_open_shares_an_open_store(tmp_path):
     else:
         raise AssertionError("a non-creating open made a store")
     assert not (tmp_path / "missing").exists()
+
+
+def test_files_open_for_writing_when_the_daemon_died_are_flagged(mounted):
+    """A file open for writing when the daemon was killed may be short: status marks it (!), commit
+    refuses it without --force; a file closed before the kill, or overwritten since, is not."""
+    os.mkdir(mounted.path("a"))
+    put_file(mounted.path("a", "staging", "old"), b"o" * 100)
+    mounted.cli("commit", "a")
+    put_file(mounted.path("a", "staging", "done"), b"complete")
+    edited = os.open(mounted.path("a", "staging", "old"), os.O_WRONLY)    # copied up
+    os.write(edited, b"O" * 10)
+    partial = os.open(mounted.path("a", "staging", "partial"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(partial, b"p" * 10)
+    wait_for_marks(mounted.store, "a", {"old", "partial"})   # the close of done landed
+    _kill_daemon(mounted)
+    for fd in (edited, partial):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    assert run_cli(mounted.store, "unmount", mounted.mnt).returncode == 0
+
+    status = run_cli(mounted.store, "status", "a", check=True)
+    assert status.stdout == "A done\nA partial\nM old\n! old\n! partial\n"
+    assert "commit --force" in status.stderr
+    assert cli_json(mounted.store, "status", "a")["interrupted"] == ["old", "partial"]
+    refused = run_cli(mounted.store, "commit", "a")
+    line, = refused.stderr.strip().splitlines()
+    assert refused.returncode == 5 and "staging/old and 1 more" in line and "--force" in line
+    assert cli_json(mounted.store, "ls")[0]["latest"] == "v0"
+
+    mounted.start()   # a new daemon: the dead one's marks stay; overwriting a file clears its own
+    assert cli_json(mounted.store, "status", "a")["interrupted"] == ["old", "partial"]
+    with open(mounted.path("a", "staging", "old"), "r+b") as f:   # no O_TRUNC: may still be short
+        f.write(b"x")
+    put_file(mounted.path("a", "staging", "partial"), b"rewritten")
+    assert cli_json(mounted.store, "status", "a")["interrupted"] == ["old"]
+    assert mounted.cli("commit", "a", "--force").stdout == "a:v1\n"
+    assert cli_json(mounted.store, "status", "a")["interrupted"] == []
+    assert marked_writing(mounted.store, "a") == set()

@@ -157,7 +157,7 @@ def test_unchanged_staging_commits_nothing(repo, based):
     assert based.status()["modified"] == ["a.txt"]
     info, created = commit(repo, "ds")
     assert (info.number, created) == (v0.number, False)
-    assert based.status() == {"added": [], "modified": [], "deleted": []}
+    assert based.status() == {"added": [], "modified": [], "deleted": [], "interrupted": []}
     assert_verified(repo)
 
 
@@ -203,6 +203,7 @@ def test_status_lists_added_modified_deleted(repo, based):
         "added": ["link", "moved/", "moved/d.txt", "new/", "new/e.txt"],
         "modified": ["a.txt", "sub/c.txt"],
         "deleted": ["b.txt", "sub/deep/", "sub/deep/d.txt"],
+        "interrupted": [],
     }
     v, created = commit(repo, "ds")
     assert created and (v.files, v.bytes) == (4, len(b"ALPHA!charliedeltaecho"))  # links are not files
@@ -222,7 +223,7 @@ def test_reset_discards_everything(repo, based):
     assert os.listdir(s.files.dir)
     s.reset()
     assert staged(s) == base and os.listdir(s.files.dir) == []
-    assert s.status() == {"added": [], "modified": [], "deleted": []}
+    assert s.status() == {"added": [], "modified": [], "deleted": [], "interrupted": []}
     assert_verified(repo)
 
 
@@ -717,7 +718,7 @@ class StagingMachine(RuleBasedStateMachine):
         if v is not None:
             assert stored(self.repo, v.root) == self.model
         self.committed = dict(self.model)
-        assert self.s.status() == {"added": [], "modified": [], "deleted": []}
+        assert self.s.status() == {"added": [], "modified": [], "deleted": [], "interrupted": []}
 
     @rule()
     def reset(self):
@@ -737,3 +738,31 @@ class StagingMachine(RuleBasedStateMachine):
 
 TestStagingMachine = StagingMachine.TestCase
 TestStagingMachine.settings = settings(max_examples=300, stateful_step_count=30, deadline=None)
+
+
+def test_directory_records_of_an_older_artfs_get_their_link_count(repo, based):
+    """A directory recorded before records kept the subdirectory count (no _SUBDIRS flag) shows
+    2 + its subdirectories, counted from its origin tree and overlay, and keeps it once it
+    changes again."""
+    s = Staging(repo, "ds")
+    d = s.lookup(ROOT, b"sub")                       # a committed directory
+    s.mkdir(d.ino, b"new", 0o755, 0, 0)
+    s.mkdir(ROOT, b"top", 0o755, 0, 0)
+    before = {name: s.lookup(ROOT, name).nlink for name in (b"sub", b"top")} | {b"": s.getattr(ROOT).nlink}
+    assert before == {b"sub": 4, b"top": 2, b"": 4}   # sub/deep and sub/new; sub and top
+
+    def as_older_artfs(txn):
+        for ino in (ROOT, d.ino, s.lookup(ROOT, b"top").ino):
+            node = s.index.node(txn, ino)
+            node.subdirs = None                    # encodes exactly as an older artfs did
+            s.index.put_node(txn, node)
+    repo.db.write(as_older_artfs)
+    with repo.db.read() as txn:
+        assert s.index.node(txn, d.ino).subdirs is None
+    s = Staging(repo, "ds")
+    assert {name: s.lookup(ROOT, name).nlink for name in (b"sub", b"top")} | \
+        {b"": s.getattr(ROOT).nlink} == before
+    s.rmdir(d.ino, b"new")
+    assert s.lookup(ROOT, b"sub").nlink == 3
+    assert commit(repo, "ds")[1]
+    assert_verified(repo)

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem, make_instance
 
 from ..catalog.db import MARKER, default_store_path
-from ..catalog.objects import DIR, FILE
+from ..catalog.objects import DIR, FILE, LINK
 from ..errors import ArtfsError, IsADirectory, NotADirectory, NotFound
 from ..names import parse_ref, version_number
 from .store import Store
@@ -118,7 +118,7 @@ class ArtfsFileSystem(AbstractFileSystem):
                 "type": {DIR: "directory", FILE: "file"}.get(e.kind, "other")}
         if e.kind == FILE:
             info["id"] = e.ref.hex()   # the content id: equal ids, equal bytes
-        elif e.kind != DIR:
+        elif e.kind == LINK:
             info.update(islink=True, destination=os.fsdecode(e.ref))
         return info
 

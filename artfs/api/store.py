@@ -15,6 +15,7 @@ mounted (so the mount is refreshed when they return); otherwise they work on the
 from __future__ import annotations
 
 import io
+import json
 import os
 from contextlib import nullcontext
 
@@ -25,10 +26,12 @@ from ..repo import retention as _retention
 from .progress import daemon_reads
 from ..repo.accounting import du as _du
 from ..repo.residency import residency as _residency
-from ..catalog.objects import DIR, FILE, LINK, Entry
+from ..catalog.access import gid_of, group_name, parse_mode, uid_of, user_name
+from ..catalog.objects import DIR, FILE, KIND_NAME, LINK, Entry
 from ..catalog.versions import VersionInfo
 from ..repo.diff import diff_trees, walk, walk_files
-from ..errors import Exists, IsADirectory, NotFound
+from ..catalog.db import default_store_path
+from ..errors import ArtfsError, Exists, IsADirectory, NotFound, NotPermitted, StoreError
 from ..repo.export import export_entry, export_tree, holds
 from ..names import check_artifact, parse_duration, parse_ref
 from ..repo.facade import Repo
@@ -36,7 +39,8 @@ from ..repo.verify import verify as _verify
 from ..staging.commit import commit as _commit, staged_bytes as _staged_bytes
 from ..staging.overlay import Staging
 from ..remote import bindings as _bindings
-from ..remote.sync import Remote, pull as _pull, push as _push
+from ..remote import gc as _remote_gc
+from ..remote.sync import Remote, publish as _publish, pull as _pull, push as _push
 
 
 class _ChunkReader(io.RawIOBase):
@@ -106,9 +110,10 @@ class Version:
     def entries(self, path: str = "") -> list[dict]:
         """What ``artfs ls NAME:REF [PATH]`` lists: every entry under PATH (the version's root by
         default; PATH may name one file), depth first in name order, as dicts: path (from the
-        version's root), kind ("file", "dir" or "symlink"), mode (octal text), size (bytes; a
-        symlink's target length; None for a directory), mtime (seconds), digest (the file's or
-        tree's content id in hex; None for a symlink), target (symlinks only)."""
+        version's root), kind ("file", "dir", "symlink", "fifo", "socket", "char" or "block"),
+        mode (octal text), size (bytes; a symlink's target length; None for a directory), mtime
+        (seconds), digest (the file's or tree's content id in hex; None for other kinds), target
+        (symlinks only)."""
         e = self._lookup(path)
         top = "/".join(p for p in path.split("/") if p not in ("", "."))
         pairs = walk(self._store._repo.tree, e.ref, top) if e.kind == DIR else [(top, e)]
@@ -118,8 +123,8 @@ class Version:
         e = self._lookup(relpath)
         if e.kind == DIR:
             raise IsADirectory(f"{self.name}:{self.version}/{relpath} is a directory")
-        if e.kind != "f":
-            raise NotFound(f"{self.name}:{self.version}/{relpath} is a symlink, not a file")
+        if e.kind != FILE:
+            raise NotFound(f"{self.name}:{self.version}/{relpath} is a {KIND_NAME[e.kind]}, not a file")
         return io.BufferedReader(_ChunkReader(self._store._repo, e.ref), buffer_size=1 << 20)
 
     @property
@@ -154,14 +159,19 @@ class Version:
             raise
 
 
+def _access_row(fields: dict) -> dict:
+    """owner, group, mode (as octal text) and the user and group names."""
+    return {"owner": fields["owner"], "group": fields["group"], "mode": f"{fields['mode']:04o}",
+            "user": user_name(fields["owner"]), "group_name": group_name(fields["group"])}
+
+
 DOWNLOAD_DIR = "artifacts"   # Version.download's default: ./artifacts/NAME:vN, like W&B
 
 
 def _entry_row(path: str, e: Entry) -> dict:
-    kind = {FILE: "file", DIR: "dir", LINK: "symlink"}[e.kind]
-    row = {"path": path, "kind": kind, "mode": f"{e.mode:04o}",
+    row = {"path": path, "kind": KIND_NAME[e.kind], "mode": f"{e.mode:04o}",
            "size": None if e.kind == DIR else e.size, "mtime": e.mtime_ns / 1e9,
-           "digest": None if e.kind == LINK else e.ref.hex()}
+           "digest": e.ref.hex() if e.holds_object else None}
     if e.kind == LINK:
         row["target"] = os.fsdecode(e.ref)
     return row
@@ -170,12 +180,32 @@ def _entry_row(path: str, e: Entry) -> dict:
 class Store:
     def __init__(self, path: str | None = None, *, create: bool = True):
         """The store at PATH (default $ARTFS_STORE, else ~/.local/share/artfs), created on first
-        use; with create=False a path without a store is StoreError (exit 6) and stays untouched."""
-        self._repo = Repo(path, create=create)
-        self.path = self._repo.path
+        use; with create=False a path without a store is StoreError (exit 6) and stays untouched.
+
+        Another user's store that its owner mounted with --allow-other is reached through its
+        daemon only (its files are private): then get, commit, reset, status, alias, rm, chmod
+        and chown work, as the artifact's owner, group and mode allow; the files of a version
+        are read through the mount (``Version.path``); everything else is NotPermitted."""
+        try:
+            self.__repo = Repo(path, create=create)
+        except StoreError:
+            path = os.path.abspath(path or default_store_path())
+            if os.access(path, os.R_OK) or control.daemon_info(path) is None:
+                raise
+            self.__repo = None   # someone else's store, served by its daemon
+        self.path = self.__repo.path if self.__repo is not None else path
+
+    @property
+    def _repo(self) -> Repo:
+        if self.__repo is None:
+            raise NotPermitted(f"the store {self.path} is private to its owner: other users reach "
+                               f"it through its mount at {control.mountpoint_of(self.path)} and "
+                               "commit, reset, status, alias, rm, chmod and chown only")
+        return self.__repo
 
     def close(self) -> None:
-        self._repo.close()
+        if self.__repo is not None:
+            self.__repo.close()
 
     def __enter__(self):
         return self
@@ -195,10 +225,12 @@ class Store:
 
     def artifact(self, name: str) -> dict:
         """NAME's type, creation time, retention policy (None, or keep_last and max_age in
-        seconds) and protected aliases."""
+        seconds), protected aliases, and owner (uid), group (gid), mode (octal text) with
+        user and group names (``chmod``, ``chown``)."""
         rec = self._repo.artifact(name)
         return {"name": name, "type": rec["type"], "created": rec["created"],
-                "retain": rec.get("retain"), "protected": list(rec.get("protected", ()))}
+                "retain": rec.get("retain"), "protected": list(rec.get("protected", ())),
+                **_access_row(self._repo.access(name).fields())}
 
     def versions(self, name: str, where=None) -> list[Version]:
         """NAME's versions, oldest first; WHERE ({key: value} or ["key=value", ...]) keeps those
@@ -210,6 +242,11 @@ class Store:
 
     def get(self, spec: str) -> Version:
         name, ref = parse_ref(spec)
+        if self.__repo is None:   # another user's store: ask its daemon
+            found = control.request(self.path, "version", name=name, ref=ref)
+            info = VersionInfo.from_record(name, found["number"], json.dumps(found["record"]).encode())
+            info.aliases = found["aliases"]
+            return self._version(info)
         return self._version(self._repo.resolve(name, ref))
 
     def use(self, spec: str) -> Version:
@@ -274,8 +311,11 @@ class Store:
                progress=None):
         """Like put, also saying whether a new version was made (False: content unchanged).
         TTL (seconds, or "7d") lets ``gc`` delete the version once it has passed."""
+        remote = self._bound_remote()      # unreachable: exit 11 before anything is made
         info, created = self._repo.put(name, os.path.abspath(path), type=type, aliases=list(aliases),
                                        message=message, metadata=metadata, ttl=ttl, progress=progress)
+        if created and remote is not None:
+            info = self._publish(remote, info)
         control.notify_changed(self.path, name)
         return self._version(info), created
 
@@ -283,13 +323,31 @@ class Store:
         """Point ALIAS at ``NAME:REF``. Moving a protected alias needs force; protect=True/False
         also (un)protects it (a protected alias needs force to be moved or deleted)."""
         name, ref = parse_ref(spec)
-        control.call_or_local(self.path, "alias", self._repo.alias, name=name, ref=ref, alias=alias,
-                              force=force, protect=protect)
+        control.call_or_local(self.path, "alias", lambda **a: self._repo.alias(**a), name=name, ref=ref,
+                              alias=alias, force=force, protect=protect)
         return self.get(f"{name}:{alias}")
 
     def unalias(self, name: str, alias: str, *, force: bool = False) -> None:
-        control.call_or_local(self.path, "unalias", self._repo.unalias, name=name, alias=alias,
-                              force=force)
+        control.call_or_local(self.path, "unalias", lambda **a: self._repo.unalias(**a), name=name,
+                              alias=alias, force=force)
+
+    def chmod(self, name: str, mode: int | str) -> dict:
+        """Set NAME's mode (permission bits: an int, or octal text "750"); its owner or root may.
+        Returns NAME's access as ``artifact`` gives it; audited as artifact.chmod."""
+        return self._set_access(name, mode=parse_mode(mode) if isinstance(mode, str) else mode)
+
+    def chown(self, name: str, owner: int | str | None = None, group: int | str | None = None) -> dict:
+        """Give NAME another OWNER (root only) and/or GROUP (its owner may choose a group it is
+        in): uids/gids or user/group names. Audited as artifact.chown."""
+        return self._set_access(name, uid=None if owner is None else uid_of(owner),
+                                gid=None if group is None else gid_of(group))
+
+    def _set_access(self, name: str, **change) -> dict:
+        check_artifact(name)
+        fields = control.call_or_local(self.path, "access",
+                                       lambda **a: self._repo.set_access(**a).fields(), name=name,
+                                       **change)
+        return _access_row(fields)
 
     def edit(self, spec: str, *, metadata: dict | None = None, delete=(), description: str | None = None,
              ttl=None) -> Version:
@@ -320,8 +378,15 @@ class Store:
         """Delete ``NAME:REF`` (one version) or ``NAME`` (the artifact), reclaiming storage.
         Returns what went: ``NAME:vN`` for a version (never the alias it was named by), else NAME."""
         name, ref = parse_ref(spec, default=None)
+        remote = self._bound_remote()      # unreachable: exit 11 before anything is deleted
+        if remote is not None:
+            return _remote_gc.delete_here_and_there(self._repo, remote, name, ref, force, self._delete_local)
+        return self._delete_local(name, ref, force)
+
+    def _delete_local(self, name: str, ref: str | None, force: bool) -> str:
         if ref is None:
-            control.call_or_local(self.path, "delete_artifact", self._repo.delete_artifact, name=name)
+            control.call_or_local(self.path, "delete_artifact", lambda **a: self._repo.delete_artifact(**a),
+                                  name=name)
             return name
         result = control.call_or_local(
             self.path, "delete_version", lambda **a: {"version": self._repo.delete_version(**a).label},
@@ -331,26 +396,31 @@ class Store:
     # staging (what ``STORE/NAME/staging`` of a mount shows; no mount needed) ----------------------
     def status(self, name: str) -> dict[str, list[str]]:
         """Paths the staging of NAME added, modified and deleted against its base version (a
-        directory as ``dir/`` followed by its files), each list sorted."""
+        directory as ``dir/`` followed by its files), and ``interrupted``: files that were open for
+        writing when their mount died (they may be short; commit refuses them without force);
+        each list sorted."""
         check_artifact(name)
         return control.call_or_local(self.path, "status", lambda name: Staging(self._repo, name).status(),
                                      name=name)
 
     def commit(self, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
-               type: str | None = None, ttl=None, progress=None) -> Version | None:
+               type: str | None = None, ttl=None, progress=None, force: bool = False) -> Version | None:
         """Turn the staging of NAME into its next version; see commit_ex."""
         return self.commit_ex(name, aliases=aliases, message=message, metadata=metadata, type=type,
-                              ttl=ttl, progress=progress)[0]
+                              ttl=ttl, progress=progress, force=force)[0]
 
     def commit_ex(self, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
-                  type: str | None = None, ttl=None, progress=None) -> tuple[Version | None, bool]:
+                  type: str | None = None, ttl=None, progress=None,
+                  force: bool = False) -> tuple[Version | None, bool]:
         """Like commit, also saying whether a new version was made: (latest, False) when staging
         equals latest (the aliases then move to latest), (None, False) when NAME has no versions
         and an empty staging. A running daemon refuses while staging files are open for writing.
         METADATA, TYPE and TTL as for put (TYPE may set the type of an artifact made by mkdir);
         the version's producer is this process, also when the daemon commits. ``progress(n)`` is
         called as the modified files are read (n bytes each time, in all ``staged_bytes(NAME)``);
-        through a daemon that is an estimate (api/progress.py)."""
+        through a daemon that is an estimate (api/progress.py). Files that were open for writing
+        when their mount died may be short (``status(NAME)["interrupted"]``): the commit is
+        refused (Conflict) unless FORCE."""
         check_artifact(name)
         if ttl is not None:
             ttl = parse_duration(ttl, "--ttl")
@@ -358,18 +428,24 @@ class Store:
         def local(**args):
             info, created = _commit(self._repo, progress=progress, **args)
             return {"version": info.label if info else None, "created": created}
-        daemon = control.daemon_info(self.path) if progress is not None else None
+        remote = self._bound_remote()      # unreachable: exit 11 before anything is committed
+        daemon = control.daemon_info(self.path) if progress is not None and self.__repo else None
         with daemon_reads(daemon["pid"], self.staged_bytes(name), progress) if daemon else nullcontext():
             result = control.call_or_local(self.path, "commit", local, name=name, aliases=list(aliases),
                                            message=message, metadata=metadata, type=type,
-                                           producer=_lineage.producer(), ttl=ttl)
+                                           producer=_lineage.producer(), ttl=ttl, force=force)
         if result["version"] is None:
             return None, False
-        return self.get(f"{name}:{result['version']}"), result["created"]
+        v = self.get(f"{name}:{result['version']}")
+        if result["created"] and remote is not None:
+            v = self._version(self._publish(remote, v._info))
+            control.notify_changed(self.path, name)
+        return v, result["created"]
 
-    def staged_bytes(self, name: str) -> int:
-        """Bytes a commit of NAME will read: the sizes of the files its staging added or modified."""
-        return _staged_bytes(self._repo, name)
+    def staged_bytes(self, name: str) -> int | None:
+        """Bytes a commit of NAME will read: the sizes of the files its staging added or modified
+        (None in another user's store)."""
+        return _staged_bytes(self.__repo, name) if self.__repo is not None else None
 
     def reset(self, name: str) -> None:
         """Discard every change in the staging of NAME: it shows latest again."""
@@ -378,10 +454,12 @@ class Store:
 
     # remotes (docs/REMOTE.md; credentials come from the AWS environment, never stored) -------------
     def remote_add(self, name: str, url: str, *, endpoint: str | None = None, region: str | None = None,
-                   allow_http: bool = False) -> dict:
+                   allow_http: bool = False, ca_bundle: str | None = None) -> dict:
         """Bind remote NAME (``s3://BUCKET[/PREFIX]``): its config is created there when absent,
-        checked when present. Returns the remote's config."""
-        binding = {"url": url, "endpoint": endpoint, "region": region, "allow_http": allow_http}
+        checked when present. Plain http only to loopback or with allow_http; CA_BUNDLE (a PEM
+        file, kept by path) is trusted for an https endpoint. Returns the remote's config."""
+        binding = {"url": url, "endpoint": endpoint, "region": region, "allow_http": allow_http,
+                   **({"ca_bundle": os.path.abspath(ca_bundle)} if ca_bundle else {})}
         remote = Remote(self.path, name, binding, init=True)
         _bindings.add(self.path, name, binding)
         return remote.config
@@ -399,10 +477,34 @@ class Store:
         unless pulled: their files cannot be opened from here)."""
         r = Remote.bound(self._repo, remote)
         names = [check_artifact(name)] if name else r.catalog.artifacts()
-        found = {n: [self._version(v) for v in r.catalog.versions(n)] for n in names}
-        if name and not found[name]:
+        found = {n: vs for n in names if (vs := [self._version(v) for v in r.catalog.versions(n)])}
+        if name and name not in found:
             raise NotFound(f"remote {remote} has no artifact {name!r}")
         return found
+
+    def _bound_remote(self) -> Remote | None:
+        """The remote commits, puts and deletes go to (remote/bindings.py default), opened. None
+        for another user's store (its bindings are private): its owner publishes (``push``)."""
+        if self.__repo is None:
+            return None
+        name = _bindings.default(self.path)
+        return Remote.bound(self._repo, name) if name is not None else None
+
+    def _publish(self, remote: Remote, info: VersionInfo) -> VersionInfo:
+        """Create the new local version INFO on REMOTE (remote/sync.py publish)."""
+        try:
+            return _publish(self._repo, remote, info)
+        except ArtfsError as e:
+            raise type(e)(f"{info.name}:{info.label} was made here but not on remote {remote.name} ({e}); "
+                          f"`artfs push {info.name}` publishes it") from None
+
+    def remote_gc(self, remote: str = "origin") -> dict:
+        """Free what no live version on the remote uses: dead packs, orphans, stale locks."""
+        return _remote_gc.collect(Remote.bound(self._repo, remote))
+
+    def remote_verify(self, remote: str = "origin") -> dict:
+        """Check every live version on the remote: objects reachable, bytes matching their ids."""
+        return _remote_gc.verify(Remote.bound(self._repo, remote))
 
     def push(self, spec: str | None = None, remote: str = "origin") -> dict:
         """Upload the versions (all, ``NAME`` or ``NAME:REF``) the remote lacks:
@@ -422,14 +524,16 @@ class Store:
 
     @classmethod
     def clone(cls, url: str, path: str | None = None, *, endpoint: str | None = None,
-              region: str | None = None, allow_http: bool = False, data: bool = False) -> "Store":
+              region: str | None = None, allow_http: bool = False, ca_bundle: str | None = None,
+              data: bool = False) -> "Store":
         """A new local store at PATH bound to the remote as ``origin``, its metadata pulled (and
         with ``data`` its versions)."""
         if path is not None and os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
             raise Exists(f"{path} exists and is not an empty directory")
         store = cls(path)
         try:
-            store.remote_add("origin", url, endpoint=endpoint, region=region, allow_http=allow_http)
+            store.remote_add("origin", url, endpoint=endpoint, region=region, allow_http=allow_http,
+                             ca_bundle=ca_bundle)
             store.pull(data=data)
         except BaseException:
             store.close()

@@ -2,7 +2,10 @@
 
 Layout of a store directory (created private, 0700):
 
-    ARTFS-STORE        marker: {"format": 2, "data": "data.N"}; a directory without it is not a store
+    ARTFS-STORE        marker: {"format": 2, "data": "data.N"}; an encrypted store is format 3
+                       (format 2 with sealed objects: an artfs that reads only format 2 refuses
+                       it instead of writing plaintext into it); without it, not a store
+    ARTFS-KEY          an encrypted store's master key, wrapped (crypto/keyfile.py)
     store.lock         flock: shared by every process using the store, exclusive to compact/migrate
     data.N/catalog/    the catalog's LMDB environment (this module's named databases), files 0600
     data.N/objects/    the local object store (store/local.py), its own LMDB environment
@@ -35,6 +38,7 @@ from ..store.local import LocalObjectStore
 from ..store.ids import object_id
 
 FORMAT = 2
+SEALED_FORMAT = 3   # FORMAT with every object sealed (crypto/, store/sealed.py)
 MARKER = "ARTFS-STORE"
 LOCK = "store.lock"
 DATABASES = (
@@ -65,12 +69,13 @@ def default_store_path() -> str:
     return os.path.join(base, "artfs")
 
 
-def _prepare_dir(path: str, create: bool = True) -> None:
+def _prepare_dir(path: str, create: bool = True, encrypt: Callable[[str], None] | None = None) -> None:
     """Create the store on first use (unless CREATE is false: then a path without a store is
     StoreError and nothing is made), or check it is one this artfs can read.
 
     Processes creating the same store at once take turns on an flock of the directory, so none
-    sees another's half-made store as "not an artfs store" (or as no store).
+    sees another's half-made store as "not an artfs store" (or as no store). A new store is
+    encrypted when ENCRYPT is given: it writes the key (ARTFS-KEY) before the marker says so.
     """
     missing = StoreError(f"no artfs store at {path}: run artfs init or put to create one")
     if os.path.exists(path) and not os.path.isdir(path):
@@ -87,7 +92,9 @@ def _prepare_dir(path: str, create: bool = True) -> None:
             if not create:
                 raise missing
             os.chmod(path, 0o700)
-            write_marker(path, {"format": FORMAT, "data": "data.0"})
+            if encrypt is not None:
+                encrypt(path)
+            write_marker(path, {"format": SEALED_FORMAT if encrypt else FORMAT, "data": "data.0"})
     finally:
         os.close(fd)
 
@@ -99,11 +106,16 @@ def read_marker(path: str) -> dict:
         fmt = marker["format"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise StoreError(f"{path}: unreadable store marker {MARKER}: {e}") from None
-    if not isinstance(fmt, int) or fmt > FORMAT:
-        raise StoreError(f"{path} has store format {fmt}; this artfs reads format {FORMAT}: upgrade artfs")
-    if fmt == FORMAT and not _DATA.fullmatch(str(marker.get("data"))):
+    if not isinstance(fmt, int) or fmt > SEALED_FORMAT:
+        raise StoreError(f"{path} has store format {fmt}; this artfs reads formats up to "
+                         f"{SEALED_FORMAT}: upgrade artfs")
+    if fmt >= FORMAT and not _DATA.fullmatch(str(marker.get("data"))):
         raise StoreError(f"{path}: store marker {MARKER} names no data directory")
     return marker
+
+
+def encrypted(marker: dict) -> bool:
+    return marker["format"] == SEALED_FORMAT
 
 
 def write_marker(path: str, marker: dict) -> None:
@@ -182,25 +194,26 @@ class Database:
     """An open store: the catalog environment, its named databases, and the object store."""
 
     @classmethod
-    def open(cls, path: str | None = None, *, hasher=None, create: bool = True) -> "Database":
+    def open(cls, path: str | None = None, *, hasher=None, create: bool = True, encrypt=None) -> "Database":
         """The store at PATH, created on first use unless CREATE is false: then a path without a
-        store is StoreError and nothing is made there."""
+        store is StoreError and nothing is made there. ENCRYPT (see _prepare_dir) makes a new
+        store an encrypted one."""
         path = os.path.abspath(path or default_store_path())
         with _registry_lock:
             db = _registry.get(path)
             if db is None or hasher is not None:
-                db = cls(path, hasher=hasher or object_id, create=create)
+                db = cls(path, hasher=hasher or object_id, create=create, encrypt=encrypt)
                 if hasher is None:
                     _registry[path] = db
             db._users += 1
             return db
 
-    def __init__(self, path: str, *, hasher=object_id, create: bool = True):
+    def __init__(self, path: str, *, hasher=object_id, create: bool = True, encrypt=None):
         self.path = path
         self._users = 0
         self._lockfd = None
         try:
-            _prepare_dir(path, create)
+            _prepare_dir(path, create, encrypt)
             for sub in ("staging", "sessions"):
                 os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
             self._lockfd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -210,8 +223,10 @@ class Database:
                 marker = self._migrate()
             self.data = marker["data"]
             self._clean_stale()
+            master = _master_key(path) if encrypted(marker) else None   # BadKey: nothing opened
             self.catalog_env = Env(self._dir("catalog"), DATABASES, initial_map=INITIAL_MAP)
-            self.objects = LocalObjectStore(self._dir("objects"), hasher)
+            self.objects = (LocalObjectStore(self._dir("objects"), hasher) if master is None
+                            else _sealed(self._dir("objects"), master))
         except OSError as e:
             self._unlock()
             raise os_error(path, e) from None
@@ -383,7 +398,7 @@ class Database:
                     if isinstance(e, OSError):
                         raise os_error(self.path, e) from None
                     raise
-                write_marker(self.path, {"format": FORMAT, "data": new})
+                write_marker(self.path, {**read_marker(self.path), "data": new})
                 previous = self.data
                 self._switch(new)
                 shutil.rmtree(os.path.join(self.path, previous), ignore_errors=True)
@@ -412,6 +427,16 @@ class Database:
                 data = read_marker(self.path)["data"]
                 if data != self.data:
                     self._switch(data)
+
+
+def _master_key(path: str) -> bytes:
+    from ..crypto.keyring import master_key   # cryptography is imported for encrypted stores only
+    return master_key(path)
+
+
+def _sealed(path: str, master: bytes):
+    from ..store.sealed import SealedObjectStore
+    return SealedObjectStore.local(path, master)
 
 
 def counter(txn, db, key: bytes) -> int:

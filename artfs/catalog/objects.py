@@ -2,7 +2,9 @@
 
 Like git: a *file object* is the ordered list of its chunk ids and lengths; a *tree object* is the
 sorted list of entries (name, kind, mode, size, mtime, ref) where ref is a file object id, a tree
-id, or a symlink's target bytes. A version points at a root tree, whose id is the version's digest.
+id, a symlink's target bytes, or a special file's device number (FIFOs, sockets, character and
+block devices have no object). Hard-linked files carry a link group (an id unique within the
+version, and how many names it has there); each name references the file object, like any file. A version points at a root tree, whose id is the version's digest.
 Unchanged subtrees keep their ids, so a commit stores only what changed and a diff skips equal
 subtrees.
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 import bisect
 import stat
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from ..errors import CorruptData
@@ -38,7 +40,16 @@ from ..store.ids import ID_LEN, strong_digest
 from .db import bump
 
 FILE, DIR, LINK = "f", "d", "l"
-_KIND_BYTE = {FILE: b"f", DIR: b"d", LINK: b"l"}
+FIFO, SOCKET, CHAR, BLOCK = "p", "s", "c", "b"   # special files: no object, ref = their rdev
+SPECIAL = {FIFO: stat.S_IFIFO, SOCKET: stat.S_IFSOCK, CHAR: stat.S_IFCHR, BLOCK: stat.S_IFBLK}
+FORMAT = {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, LINK: stat.S_IFLNK, **SPECIAL}
+KIND_OF = {fmt: kind for kind, fmt in FORMAT.items()}   # stat.S_IFMT(st_mode) -> kind
+KIND_NAME = {FILE: "file", DIR: "dir", LINK: "symlink", FIFO: "fifo", SOCKET: "socket",
+             CHAR: "char", BLOCK: "block"}   # as listings show a kind
+_KIND_BYTE = {kind: kind.encode() for kind in FORMAT}
+_RDEV = struct.Struct(">Q")
+_LINKS = struct.Struct(">IIB")   # trailer: entry index, names in the link group, group id length
+GROUP_LEN = 16
 _ENTRY_HEAD = struct.Struct(">cIQqHH")  # kind, mode, size, mtime_ns, name length, ref length
 _CHUNK_REF = struct.Struct(f">{ID_LEN}sI")
 
@@ -46,30 +57,65 @@ _CHUNK_REF = struct.Struct(f">{ID_LEN}sI")
 @dataclass(frozen=True, slots=True)
 class Entry:
     name: bytes
-    kind: str          # FILE, DIR or LINK
+    kind: str          # FILE, DIR, LINK or one of SPECIAL
     mode: int          # permission bits (S_IMODE)
-    size: int          # file bytes; entry count for a directory; target length for a link
+    size: int          # file bytes; entry count for a directory; target length for a link; 0
     mtime_ns: int
-    ref: bytes         # file object id, tree id, or symlink target
+    ref: bytes         # file object id, tree id, symlink target, or a special file's rdev_ref
+    group: bytes = b""   # a hard-linked file's link group (b"": none), unique within its version
+    nlink: int = 1       # names of that link group in the version
 
     @property
     def st_mode(self) -> int:
-        fmt = {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, LINK: stat.S_IFLNK}[self.kind]
-        return fmt | self.mode
+        return FORMAT[self.kind] | self.mode
+
+    @property
+    def holds_object(self) -> bool:
+        """Whether ``ref`` is a referenced object (a file or a tree)."""
+        return self.kind in (FILE, DIR)
+
+    @property
+    def rdev(self) -> int:
+        return decode_rdev(self.ref) if self.kind in SPECIAL else 0
 
     def same_content(self, other: "Entry") -> bool:
-        """Equal but for mtime: what counts as a change for diff and 'no changes'."""
-        return (self.kind, self.mode, self.ref) == (other.kind, other.mode, other.ref)
+        """Equal but for mtime: what counts as a change for diff and 'no changes' (a file that
+        became or stopped being a hard link, or joined another link group, changed)."""
+        return (self.kind, self.mode, self.ref, self.group, self.nlink) == \
+            (other.kind, other.mode, other.ref, other.group, other.nlink)
+
+
+def link_group(first_name: bytes) -> bytes:
+    """The id of a link group found by a walk, from the path of its first name (unique within a
+    version, and the same for the same tree wherever it is read)."""
+    return strong_digest(b"artfs link group\0" + first_name)[:GROUP_LEN]
+
+
+def rdev_ref(kind: str, rdev: int) -> bytes:
+    """The ref of a special file: its device number for a device node, nothing for a FIFO or socket."""
+    return _RDEV.pack(rdev) if kind in (CHAR, BLOCK) else b""
+
+
+def decode_rdev(ref: bytes) -> int:
+    return _RDEV.unpack(ref)[0] if len(ref) == _RDEV.size else 0
 
 
 class Tree:
     """A parsed tree object: entries sorted by name."""
 
-    __slots__ = ("entries", "_names")
+    __slots__ = ("entries", "_names", "_subdirs")
 
     def __init__(self, entries: list[Entry]):
         self.entries = entries
         self._names = [e.name for e in entries]
+        self._subdirs = None
+
+    @property
+    def subdirs(self) -> int:
+        """How many entries are directories (a directory's link count is 2 + this)."""
+        if self._subdirs is None:
+            self._subdirs = sum(e.kind == DIR for e in self.entries)
+        return self._subdirs
 
     def lookup(self, name: bytes) -> Entry | None:
         i = bisect.bisect_left(self._names, name)
@@ -83,6 +129,10 @@ class Tree:
             parts.append(_ENTRY_HEAD.pack(_KIND_BYTE[e.kind], e.mode, e.size, e.mtime_ns, len(e.name), len(e.ref)))
             parts.append(e.name)
             parts.append(e.ref)
+        linked = [(i, e) for i, e in enumerate(self.entries) if e.group]
+        if linked:   # a trailer: trees without hard links encode as they always did
+            parts.append(b"H" + struct.pack(">I", len(linked)))
+            parts.extend(_LINKS.pack(i, e.nlink, len(e.group)) + e.group for i, e in linked)
         return b"".join(parts)
 
     @classmethod
@@ -99,6 +149,13 @@ class Tree:
             pos += nlen
             entries.append(Entry(name, kind.decode(), mode, size, mtime, data[pos:pos + rlen]))
             pos += rlen
+        if data[pos:pos + 1] == b"H":
+            (count,), pos = struct.unpack_from(">I", data, pos + 1), pos + 5
+            for _ in range(count):
+                i, nlink, glen = _LINKS.unpack_from(data, pos)
+                pos += _LINKS.size
+                entries[i] = replace(entries[i], group=data[pos:pos + glen], nlink=nlink)
+                pos += glen
         return cls(entries)
 
 
@@ -270,7 +327,7 @@ class Objects:
 
     def hold_entry(self, txn, e: Entry) -> None:
         """Take one more reference to what an entry points at (reusing it in a new tree)."""
-        if e.kind != LINK:
+        if e.holds_object:
             self.incref(txn, e.ref)
 
     # releasing ---------------------------------------------------------------------------------

@@ -15,6 +15,10 @@ every chunk nothing else uses. That decision is made inside a write transaction,
 cannot finish (drop its records) and be judged abandoned at once.
 
 Keys: token (16 random bytes) + batch number u32 -> concatenated chunk ids.
+
+A mount's daemon holds a session for its whole life too, without records: its token marks the
+staging files it has open for writing (catalog/staging_index.py), so that after the daemon dies
+those files are known to be possibly short (``alive`` says which marks are dead).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def lock_path(store_path: str, token: bytes) -> str:
     return os.path.join(store_path, "sessions", token.hex())
 
 
-def _alive(store_path: str, token: bytes) -> bool:
+def alive(store_path: str, token: bytes) -> bool:
     """Whether the session's owner still holds its lock (a missing lock file: it never will)."""
     return flock_held(lock_path(store_path, token))
 
@@ -102,7 +106,7 @@ class Sessions:
         return {key[:TOKEN_LEN] for key, _ in self._records(txn)}
 
     def abandoned(self, txn) -> list[bytes]:
-        return [t for t in self.tokens(txn) if not _alive(self.store_path, t)]
+        return [t for t in self.tokens(txn) if not alive(self.store_path, t)]
 
     def forget(self, token: bytes) -> None:
         """Remove the lock file of a released abandoned session."""

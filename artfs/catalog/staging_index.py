@@ -7,14 +7,22 @@ recorded; every key starts with ``NAME \\0`` (artifact names contain no NUL) and
                                Present exactly when staging has changes (else it follows latest).
     C                          next inode number for new nodes (kept by reset and commit, so an
                                inode number is never reused while the artifact lives)
-    N u64 ino                  node record (kind, mode, owner, times, size, parent, name, ref, local)
+    N u64 ino                  node record (kind, mode, owner, times, size, parent, name, ref, local;
+                               a directory's number of subdirectories, for its link count)
     D u64 parent-ino name      directory overlay: child inode, or 0 for a whiteout (a base entry
                                of the parent's origin tree that was removed)
+    W u64 ino                  the file is open for writing by the mount whose writer token this
+                               is (catalog/sessions.py: a lock file its daemon holds); dropped
+                               after the last writer closes. A token whose lock nobody holds
+                               means the mount died while the file was open: it may be short.
+    L u64 ino u64 parent name  every name of a node with more than one (hard links); the node
+                               record holds one of them (and the link count and link group)
 
 Directory entries are keyed by (parent inode, name), never by path, so a key is at most
 128 + 2 + 8 + 255 bytes whatever the depth. Invariants kept by staging.py: every recorded node but
 the root has an overlay entry under its current parent; the parent of a recorded node is recorded;
-the header exists iff the root is recorded.
+the header exists iff the root is recorded; a node with nlink > 1 has exactly its nlink L keys,
+one per overlay entry naming it, and its record names one of them.
 """
 
 from __future__ import annotations
@@ -30,13 +38,19 @@ FIRST_NEW_INO = 2
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">qq")  # base version (-1: none), base mtime_ns; then the root tree id
 _NODE = struct.Struct(">cBIIIqqQQH")  # kind, flags, mode, uid, gid, mtime, ctime, size, parent, name length
+_U32 = struct.Struct(">I")
 _LOCAL = 1
+_SUBDIRS = 2   # a u32 subdirectory count follows the head (records of older artfs lack it)
+_LINKED = 4    # then a u32 link count, a u8 group length and the link group
+_LINKS = struct.Struct(">IB")
 
 
 @dataclass(slots=True)
 class Node:
     """One staging node; ``ref`` is a file object id (unmodified file), the origin tree id of a
-    directory (b"" for a directory made in staging), or a symlink target. ``stored`` is not
+    directory (b"" for a directory made in staging), a symlink target, or a special file's rdev
+    (objects.rdev_ref). ``subdirs`` is a directory's number of subdirectories (None: not counted
+    yet); ``nlink`` and ``group`` a file's names and link group (objects.Entry). ``stored`` is not
     persisted: it says whether the node has a record (False: derived from the base tree)."""
 
     ino: int
@@ -51,21 +65,33 @@ class Node:
     name: bytes
     ref: bytes = b""
     local: bool = False
+    subdirs: int | None = None
+    nlink: int = 1
+    group: bytes = b""
     stored: bool = field(default=False, compare=False)
 
     def encode(self) -> bytes:
-        head = _NODE.pack(self.kind.encode(), _LOCAL if self.local else 0, self.mode, self.uid,
-                          self.gid, self.mtime_ns, self.ctime_ns, self.size, self.parent,
-                          len(self.name))
-        return head + self.name + self.ref
+        counted, linked = self.subdirs is not None, bool(self.group)
+        flags = (_LOCAL if self.local else 0) | (_SUBDIRS if counted else 0) | (_LINKED if linked else 0)
+        head = _NODE.pack(self.kind.encode(), flags, self.mode, self.uid, self.gid, self.mtime_ns,
+                          self.ctime_ns, self.size, self.parent, len(self.name))
+        extra = (_U32.pack(self.subdirs) if counted else b"") + (
+            _LINKS.pack(self.nlink, len(self.group)) + self.group if linked else b"")
+        return head + extra + self.name + self.ref
 
     @classmethod
     def decode(cls, ino: int, raw) -> Node:
         raw = bytes(raw)
         kind, flags, mode, uid, gid, mtime, ctime, size, parent, nlen = _NODE.unpack_from(raw)
-        name = raw[_NODE.size:_NODE.size + nlen]
-        return cls(ino, kind.decode(), mode, uid, gid, mtime, ctime, size, parent, name,
-                   raw[_NODE.size + nlen:], bool(flags & _LOCAL), True)
+        pos, subdirs, nlink, group = _NODE.size, None, 1, b""
+        if flags & _SUBDIRS:
+            (subdirs,), pos = _U32.unpack_from(raw, pos), pos + _U32.size
+        if flags & _LINKED:
+            (nlink, glen), pos = _LINKS.unpack_from(raw, pos), pos + _LINKS.size
+            group, pos = raw[pos:pos + glen], pos + glen
+        return cls(ino, kind.decode(), mode, uid, gid, mtime, ctime, size, parent,
+                   raw[pos:pos + nlen], raw[pos + nlen:], bool(flags & _LOCAL), subdirs, nlink,
+                   group, True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +191,47 @@ class StagingIndex:
     def drop_dirents(self, txn, parent: int) -> None:
         self._drop_prefix(txn, self._dkey(parent))
 
+    # files open for writing ---------------------------------------------------------------------
+    def _wkey(self, ino: int) -> bytes:
+        return self.prefix + b"W" + _U64.pack(ino)
+
+    def writer(self, txn, ino: int) -> bytes | None:
+        raw = txn.get(self._wkey(ino), db=self.db)
+        return None if raw is None else bytes(raw)
+
+    def put_writer(self, txn, ino: int, token: bytes) -> None:
+        txn.put(self._wkey(ino), token, db=self.db)
+
+    def drop_writer(self, txn, ino: int) -> None:
+        txn.delete(self._wkey(ino), db=self.db)
+
+    def writers(self, txn) -> dict[int, bytes]:
+        """Every file marked open for writing: ino -> writer token."""
+        prefix = self.prefix + b"W"
+        return {_U64.unpack(key[len(prefix):])[0]: raw for key, raw in self._items(txn, prefix)}
+    # names of hard-linked nodes ---------------------------------------------------------------
+    def _lkey(self, ino: int, parent: int | None = None, name: bytes = b"") -> bytes:
+        return self.prefix + b"L" + _U64.pack(ino) + (b"" if parent is None else _U64.pack(parent) + name)
+
+    def names(self, txn, ino: int) -> list[tuple[int, bytes]]:
+        """Every (parent inode, name) of a node with more than one name, sorted."""
+        prefix = self._lkey(ino)
+        return [(_U64.unpack(key[len(prefix):len(prefix) + 8])[0], key[len(prefix) + 8:])
+                for key, _ in self._items(txn, prefix)]
+
+    def add_name(self, txn, ino: int, parent: int, name: bytes) -> None:
+        txn.put(self._lkey(ino, parent, name), b"", db=self.db)
+
+    def drop_name(self, txn, ino: int, parent: int, name: bytes) -> None:
+        txn.delete(self._lkey(ino, parent, name), db=self.db)
+
+    def drop_names(self, txn, ino: int) -> None:
+        self._drop_prefix(txn, self._lkey(ino))
+
     # whole staging -----------------------------------------------------------------------------
     def clear(self, txn) -> None:
         """Forget every change (staging follows latest again); the inode counter stays."""
-        for letter in (b"H", b"N", b"D"):
+        for letter in (b"H", b"N", b"D", b"W", b"L"):
             self._drop_prefix(txn, self.prefix + letter)
 
     def drop(self, txn) -> None:

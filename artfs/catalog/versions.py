@@ -4,11 +4,11 @@ Keys: ``artifacts`` name; ``versions`` name \\0 u32-big-endian number; ``aliases
 (``latest`` is stored like any alias but only artfs moves it); ``events`` u64 sequence; ``uses``
 (catalog/uses.py) name \\0 u32 number \\0 u64 sequence.
 
-An artifact record holds its type, creation time and next version number, and optionally its
-retention policy (``retain``: keep_last, max_age in seconds) and its protected aliases
-(``protected``). A version record holds its root, type, message, metadata, author, counts, what
-made it (``producer``: user, host, argv, cwd, git commit, run id) and when it expires (``expires``,
-a time, or absent).
+An artifact record holds its type, creation time and next version number, who may use it
+(``owner``, ``group``, ``mode``: catalog/access.py), and optionally its retention policy
+(``retain``: keep_last, max_age in seconds) and its protected aliases (``protected``). A version
+record holds its root, type, message, metadata, author, counts, what made it (``producer``: user,
+host, argv, cwd, git commit, run id) and when it expires (``expires``, a time, or absent).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import InvalidInput, NotFound
+from .access import Access, acting, delegated
 from ..names import LATEST, version_number
 from .db import bump, prefix_items
 from .uses import Uses
@@ -76,6 +77,10 @@ def _akey(name: str, alias: str) -> bytes:
 
 
 def whoami() -> tuple[str, int]:
+    """The user and uid a request is for: this process's, or (in the mount daemon) the caller's."""
+    if delegated():
+        caller = acting()
+        return caller.user, caller.uid
     uid = os.getuid()
     try:
         return getpass.getuser(), uid
@@ -90,9 +95,11 @@ def check_type(name: str, rec: dict | None, type_: str | None) -> None:
 
 
 class Catalog:
-    def __init__(self, dbs):
+    def __init__(self, dbs, default_owner: tuple[int, int] | None = None):
         self.dbs = dbs
         self.uses = Uses(dbs)
+        # owner and group of artifacts recorded before access control: the store directory's
+        self.default_owner = default_owner or (os.getuid(), os.getgid())
 
     # artifacts ---------------------------------------------------------------------------------
     def artifact_names(self, txn) -> list[str]:
@@ -114,9 +121,11 @@ class Catalog:
         had a version (``mkdir MOUNT/NAME``) takes TYPE; one that had versions keeps its own."""
         rec = self.artifact(txn, name)
         if rec is None:
-            rec = {"type": type_ or "dataset", "created": time.time(), "next": 0}
+            access = Access.for_creator(acting())
+            rec = {"type": type_ or "dataset", "created": time.time(), "next": 0, **access.fields()}
             self._put_artifact(txn, name, rec)
-            self.event(txn, "artifact.create", name, type=rec["type"])
+            self.event(txn, "artifact.create", name, type=rec["type"], owner=access.uid,
+                       group=access.gid, mode=f"{access.mode:04o}")
         elif type_ and type_ != rec["type"]:
             check_type(name, rec, type_)
             rec["type"] = type_
@@ -140,6 +149,21 @@ class Catalog:
             rec[key] = value
         self._put_artifact(txn, name, rec)
         return rec
+
+    def access(self, txn, name: str) -> Access:
+        return Access.of(self.require_artifact(txn, name), self.default_owner)
+
+    def set_access(self, txn, name: str, new: Access) -> None:
+        """Record NAME's new owner, group and mode, audited as artifact.chmod / artifact.chown."""
+        old = self.access(txn, name)
+        rec = self.require_artifact(txn, name)
+        rec.update(new.fields())
+        self._put_artifact(txn, name, rec)
+        if new.mode != old.mode:
+            self.event(txn, "artifact.chmod", name, mode=f"{new.mode:04o}", previous=f"{old.mode:04o}")
+        if (new.uid, new.gid) != (old.uid, old.gid):
+            self.event(txn, "artifact.chown", name, owner=new.uid, group=new.gid,
+                       previous=f"{old.uid}:{old.gid}")
 
     # versions ----------------------------------------------------------------------------------
     def versions(self, txn, name: str) -> list[VersionInfo]:

@@ -10,8 +10,10 @@ import argparse
 import os
 import sys
 
+from . import access as cli_access
 from . import cache as cli_cache, completion, fstab
 from . import files as cli_files
+from . import key as cli_key
 from . import lineage as cli_lineage
 from . import metadata as cli_metadata
 from . import mount as cli_mount
@@ -19,7 +21,7 @@ from . import remote as cli_remote
 from . import retention as cli_retention
 from .. import __version__
 from ..api.store import Store
-from ..errors import ArtfsError, Conflict, InvalidInput, UsageError
+from ..errors import ArtfsError, Conflict, InvalidInput, NotFound, UsageError
 from ..names import parse_ref
 from .output import emit_json as _emit_json, human as _human, json_object, table as _table, when as _when
 from .progress import input_bytes, progress_bar
@@ -140,7 +142,15 @@ def cmd_alias(store: Store, args) -> int:
 
 def _what_goes(store: Store, name: str, ref: str | None) -> str | None:
     """What ``rm`` would delete, when that needs --force or a confirmation: a whole artifact, or a
-    version a user alias points at; None otherwise."""
+    version a user alias points at; None otherwise. Not here but on the bound remote: an artifact
+    still needs --force, a version does not (its aliases are the remote's)."""
+    try:
+        return _what_goes_here(store, name, ref)
+    except NotFound:
+        return f"artifact {name}" if ref is None else None
+
+
+def _what_goes_here(store: Store, name: str, ref: str | None) -> str | None:
     if ref is None:
         versions = store.versions(name)
         aliases = sorted({a for v in versions for a in v.aliases if a != "latest"})
@@ -201,6 +211,8 @@ def cmd_compact(store: Store, args) -> int:
 
 
 def cmd_verify(store: Store, args) -> int:
+    if args.remote:
+        return cli_remote.verify(store, args)
     with progress_bar("verify", None) as p:
         report = store.verify(args.target, progress=p)
     if args.json:
@@ -223,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="artfs", description="Versioned datasets and models as a filesystem.")
     p.add_argument("--store", metavar="PATH", help="store directory (default: $ARTFS_STORE, "
                    "else ~/.local/share/artfs)")
+    cli_key.add_global_options(p)
     p.add_argument("--version", action="version", version=f"artfs {__version__}",
                    help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
@@ -232,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Log directory (or single file) PATH as the next version of "
                        "artifact NAME, created on first use, and print NAME:vN. Content equal to "
                        "the latest version makes no new version. Symlinks are stored as symlinks; "
-                       "sockets, FIFOs and devices are skipped with a warning.")
+                       "FIFOs, sockets and device nodes as entries; hard links as link groups.")
     c.add_argument("name", metavar="NAME", help="the artifact (1-128 characters of A-Z a-z 0-9 . _ -)")
     c.add_argument("path", metavar="PATH", help="the directory or file to store")
     c.add_argument("-t", "--type", help="artifact type (default: dataset; fixed at creation)")
@@ -248,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "else ~/.local/share/artfs) and print its path; an existing store is left as "
                        "it is. Only init, put, commit, mount and clone create a store: every other "
                        "command on a path without one exits 6.")
+    cli_key.add_init_options(c)
     c.set_defaults(func=cmd_init, creates_store=True)
 
     c = sub.add_parser("get", help="write a version's files (or one file or directory of it) into DEST",
@@ -340,15 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "naming each damaged object with the versions and paths it affects.")
     c.add_argument("target", nargs="?", metavar="NAME[:REF]", help="check only this artifact or version")
     c.add_argument("--json", action="store_true", help=JSON_HELP)
+    c.add_argument("--remote", metavar="REMOTE", help="instead: check every live version on the bound "
+                   "remote REMOTE (objects reachable, bytes matching their ids and digests)")
     c.set_defaults(func=cmd_verify)
 
     cli_mount.register(sub)
     cli_files.register(sub)
+    cli_key.register(sub)
     cli_lineage.register(sub)
     cli_metadata.register(sub)
     cli_retention.register(sub)
     cli_remote.register(sub)
     cli_cache.register(sub)
+    cli_access.register(sub)
     completion.register(sub)
     return p
 
@@ -358,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parser.parse_args(fstab.helper_argv(argv, parser) or argv)   # mount(8)'s form too
+        cli_key.prepare(args)
         if getattr(args, "no_store", False):
             code = args.func(args)
         else:

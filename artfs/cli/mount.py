@@ -14,7 +14,7 @@ from ..errors import MountError, UsageError
 from .output import json_object
 from .progress import progress_bar
 
-_STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"))
+_STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"), ("!", "interrupted"))
 
 
 def _daemon():
@@ -95,7 +95,7 @@ def cmd_commit(store, args) -> int:
     with progress_bar(f"commit {args.name}", store.staged_bytes(args.name) if sys.stderr.isatty() else None) as p:
         v, created = store.commit_ex(args.name, aliases=args.alias, message=args.message,
                                      metadata=json_object(args.metadata), type=args.type, ttl=args.ttl,
-                                     progress=p)
+                                     progress=p, force=args.force)
     if v is None:
         print(f"artfs: nothing to commit: {args.name} has no versions and an empty staging",
               file=sys.stderr)
@@ -117,6 +117,9 @@ def cmd_status(store, args) -> int:
     for mark, key in _STATUS_MARKS:
         for path in status[key]:
             print(f"{mark} {path}")
+    if status["interrupted"]:
+        print("artfs: ! files were open for writing when their mount died and may be incomplete: "
+              "check them, then commit --force, or reset", file=sys.stderr)
     return 0
 
 
@@ -174,11 +177,15 @@ def register(sub) -> None:
     c.add_argument("--metadata", help="a JSON object stored with the version")
     c.add_argument("--ttl", metavar="AGE", help="let artfs gc delete the version AGE after it is made "
                    "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
+    c.add_argument("--force", action="store_true", help="commit files that were open for writing "
+                   "when their mount died (artfs status marks them '!'; they may be incomplete)")
     c.set_defaults(func=cmd_commit, creates_store=True)
 
     c = sub.add_parser("status", help="what the staging of NAME added, modified and deleted",
                        description="The paths the staging of NAME added (A), modified (M) and "
-                       "deleted (D) against the version it started from.")
+                       "deleted (D) against the version it started from, and (!) files that were "
+                       "open for writing when their mount died: they may be incomplete, and "
+                       "commit refuses them without --force.")
     c.add_argument("name", metavar="NAME", help="the artifact")
     c.add_argument("--json", action="store_true", help="print the result as JSON, for scripts")
     c.set_defaults(func=cmd_status)

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from ..api.store import Store
 from ..errors import UsageError
+from .output import emit_json, human
 
 
 def cmd_remote(store: Store, args) -> int:
     if args.action == "add":
         if not args.url:
-            raise UsageError("usage: artfs remote add NAME s3://BUCKET[/PREFIX] [--endpoint URL] [--region R] [--allow-http]")
+            raise UsageError("usage: artfs remote add NAME s3://BUCKET[/PREFIX] [--endpoint URL] [--region R] "
+                             "[--ca-bundle FILE] [--allow-http]")
         config = store.remote_add(args.name, args.url, endpoint=args.endpoint, region=args.region,
-                                  allow_http=args.allow_http)
+                                  allow_http=args.allow_http, ca_bundle=args.ca_bundle)
         print(f"remote {args.name}: {args.url} (remote id {config['id']})")
     elif args.action == "rm":
         store.remote_remove(args.name)
         print(f"removed remote {args.name}")
     else:
         for name, b in sorted(store.remotes().items()):
-            extra = "".join(f"  {k}={b[k]}" for k in ("endpoint", "region") if b.get(k))
+            extra = "".join(f"  {k}={b[k]}" for k in ("endpoint", "region", "ca_bundle") if b.get(k))
             print(f"{name}  {b['url']}{extra}{'  allow-http' if b.get('allow_http') else ''}")
     return 0
 
@@ -44,15 +46,46 @@ def cmd_pull(store: Store, args) -> int:
 
 def cmd_clone(args) -> int:
     with Store.clone(args.url, args.dest or args.store, endpoint=args.endpoint, region=args.region,
-                     allow_http=args.allow_http, data=args.data) as store:
+                     allow_http=args.allow_http, ca_bundle=args.ca_bundle, data=args.data) as store:
         print(f"cloned {args.url} into {store.path} (remote origin)")
     return 0
+
+
+def gc(store: Store, args) -> int:
+    """``artfs gc --remote REMOTE``."""
+    if args.name or args.dry_run:
+        raise UsageError("gc --remote takes no NAME and no --dry-run: it frees only what no live version uses")
+    report = store.remote_gc(args.remote)
+    if args.json:
+        emit_json(report)
+    else:
+        print(f"gc --remote {args.remote}: freed {human(report['freed_bytes'])}")
+    return 0
+
+
+def verify(store: Store, args) -> int:
+    """``artfs verify --remote REMOTE``: exit 7 naming each problem."""
+    if args.target:
+        raise UsageError("verify --remote checks every version on the remote: it takes no NAME[:REF]")
+    report = store.remote_verify(args.remote)
+    if args.json:
+        emit_json({"ok": not report["problems"], **report})
+    else:
+        for line in report["problems"]:
+            print(line)
+        print(f"{'ok' if not report['problems'] else 'DAMAGED'}: remote {args.remote}: {report['versions']} "
+              f"versions, {report['objects']} objects, {human(report['bytes'])} checked; "
+              f"{len(report['problems'])} problems")
+    return 7 if report["problems"] else 0
 
 
 def _endpoint_args(c) -> None:
     c.add_argument("--endpoint", help="S3 endpoint URL (default: AWS, or $AWS_ENDPOINT_URL)")
     c.add_argument("--region", help="bucket region (default: $AWS_REGION, else us-east-1)")
-    c.add_argument("--allow-http", action="store_true", help="allow a plain-http endpoint")
+    c.add_argument("--ca-bundle", metavar="FILE", help="PEM file of the CA to trust for an https endpoint "
+                   "(a private CA); kept by path")
+    c.add_argument("--allow-http", action="store_true", help="allow a plain-http endpoint that is not "
+                   "loopback (credentials and data unencrypted)")
 
 
 def register(sub) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..errors import UsageError
 from ..names import format_duration
+from . import remote as cli_remote
 from .output import emit_json, human
 
 
@@ -42,6 +43,8 @@ def cmd_retain(store, args) -> int:
 
 
 def cmd_gc(store, args) -> int:
+    if args.remote:
+        return cli_remote.gc(store, args)
     report = store.gc(args.name, dry_run=args.dry_run)
     if args.json:
         emit_json(report)
@@ -82,4 +85,6 @@ def register(sub) -> None:
     c.add_argument("--dry-run", action="store_true", help="show what would go and the bytes it would free; "
                    "delete nothing")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.add_argument("--remote", metavar="REMOTE", help="instead: free what no live version on the bound "
+                   "remote REMOTE uses (dead and partly dead packs, orphans past the grace period, stale locks)")
     c.set_defaults(func=cmd_gc)

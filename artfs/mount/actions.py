@@ -12,6 +12,7 @@ invalidated: only the entries of nodes that are gone or whose attributes changed
 from __future__ import annotations
 
 import functools
+import json
 
 import trio
 
@@ -38,14 +39,16 @@ class Actions:
         return [(art.ino, name) for name in art.refresh()]
 
     async def commit(self, name: str, aliases=(), message: str = "", metadata=None, type=None,
-                     producer=None, ttl=None):
+                     producer=None, ttl=None, force: bool = False):
         """PRODUCER is the caller's (repo/lineage.py): the version records who asked, not us."""
         art = self.fs.artifact(name)
         staging = self.fs.staging_of(art)
         run = functools.partial(commit, self.repo, name, aliases=list(aliases), message=message,
-                                metadata=metadata, type=type, producer=producer, ttl=ttl)
+                                metadata=metadata, type=type, producer=producer, ttl=ttl,
+                                force=force)
         async with art.lock:
             staging.check_no_writers("commit")
+            await self.fs.marks.flush(staging)
             (info, created), stale = await staging.follow(run)
         result = {"version": info.label if info else None, "created": created}
         return result, self._changed(art) + stale
@@ -70,6 +73,19 @@ class Actions:
         art = self.fs.artifact(name)
         await _thread(self.repo.unalias, name, alias, force=force)
         return None, self._changed(art)
+
+    async def version(self, name: str, ref: str):
+        """NAME:REF's record, for a client that cannot read the store (api/store.py)."""
+        v = self.repo.resolve(name, ref)
+        return {"number": v.number, "record": json.loads(v.record()), "aliases": v.aliases}, []
+
+    async def access(self, name: str, mode: int | None = None, uid: int | None = None,
+                     gid: int | None = None):
+        """chmod / chown NAME (catalog/access.py); the kernel drops MOUNT/NAME's cached attributes
+        before the caller is answered, so its new mode is enforced from then on."""
+        art = self.fs.artifact(name)
+        new = await _thread(self.repo.set_access, name, mode=mode, uid=uid, gid=gid)
+        return new.fields(), [(art.ino, None)]
 
     async def gc(self, name: str | None = None):
         """Apply retention (repo/retention.py); open files of deleted versions stay readable."""

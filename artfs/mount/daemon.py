@@ -8,7 +8,8 @@ Lifetime of a mount:
   1. the store is opened and STORE/daemon.lock taken (flock: one daemon per store)
   2. zombies a killed daemon left are freed; pyfuse3 mounts (fsname=artfs, subtype=artfs)
   3. the first stat of the mount proves it answers; read_ahead_kb is raised; the control socket
-     listens; STORE/daemon.json is written (atomically, 0600); the parent is released
+     listens (open to every user with --allow-other: mount/control.py authorizes each request);
+     STORE/daemon.json is written (atomically, 0600; 0644 with --allow-other); the parent is released
   4. SIGTERM/SIGINT, ``artfs unmount`` or ``fusermount3 -u`` end the loop: clean unmount, the
      socket and daemon.json are removed.
 A crash after step 3 leaves the mount in place (dead: ENOTCONN) rather than unmounting silently,
@@ -35,6 +36,7 @@ import pyfuse3
 import trio
 
 from . import control
+from ..catalog.access import acting_as
 from ..catalog.db import default_store_path, flock_held
 from ..errors import ArtfsError, Conflict, MountError, UsageError
 from .actions import Actions
@@ -48,7 +50,7 @@ LOG = "daemon.log"
 READ_AHEAD_KB = 1024
 MAX_REQUEST = 1 << 20
 ACTIONS = ("commit", "reset", "status", "alias", "unalias", "delete_version", "delete_artifact",
-           "changed", "compact", "gc")
+           "changed", "compact", "gc", "access", "version")
 
 
 def check_mountpoint(path: str, nonempty: bool = False) -> None:
@@ -207,6 +209,7 @@ class Daemon:
         self.socket = os.path.join(store, control.SOCKET)
         self.info = control.info_path(store)
         self.ready = False
+        self.store_mode: int | None = None   # the store directory's, while opened to others
 
     def run(self, on_ready) -> int:
         repo = Repo(self.store)
@@ -258,6 +261,7 @@ class Daemon:
             self._cleanup()
             if fs.uses is not None:
                 fs.uses.flush()
+            fs.marks.close()
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", self.mountpoint)
         return 0
@@ -266,6 +270,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._startup, nursery, on_ready)
             nursery.start_soon(self._signals)
+            nursery.start_soon(self.actions.fs.marks.run)
             if self.actions.fs.uses is not None:
                 nursery.start_soon(self.actions.fs.uses.run)
             if self.lazy.refresh is not None:
@@ -284,10 +289,15 @@ class Daemon:
             await sock.bind(self.socket)
         finally:
             os.umask(old)
+        if self.allow_other:   # every local user may ask; each request is authorized (control.py)
+            os.chmod(self.socket, 0o666)
+            self.store_mode = stat.S_IMODE(os.stat(self.store).st_mode)
+            os.chmod(self.store, self.store_mode | 0o011)
         sock.listen(16)
         nursery.start_soon(trio.serve_listeners, self._client, [trio.SocketListener(sock)])
         tmp = self.info + ".tmp"
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            os.fchmod(f.fileno(), 0o644 if self.allow_other else 0o600)
             json.dump({"pid": os.getpid(), "mountpoint": self.mountpoint, "socket": self.socket}, f)
         os.replace(tmp, self.info)
         self.ready = True
@@ -337,6 +347,8 @@ class Daemon:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+        if self.store_mode is not None:
+            os.chmod(self.store, self.store_mode)
 
     # control socket ----------------------------------------------------------------------------
     async def _client(self, stream) -> None:
@@ -355,14 +367,16 @@ class Daemon:
                     op, args = None, {}
                 # an unmount ends the loop (cancelling this task) just before its answer is sent
                 with trio.CancelScope(shield=op == "unmount"):
-                    answer = await self._answer(op, args)
+                    answer = await self._answer(op, args, stream.socket)
                     await stream.send_all(json.dumps(answer).encode() + b"\n")
         except (trio.BrokenResourceError, OSError) as e:
             log.info("control client went away: %s", e)
 
-    async def _answer(self, op: str, args: dict) -> dict:
+    async def _answer(self, op: str, args: dict, sock) -> dict:
         try:
+            caller = control.peer(sock, self.actions.repo.catalog.default_owner[0])
             if op == "unmount":
+                control.authorize(self.actions.repo, caller, op, args)
                 return {"ok": True, "result": await self._unmount()}
             if op == "cache":   # the chunk cache this daemon fills and evicts (store/cache.py)
                 result = await trio.to_thread.run_sync(self.actions.fs.repo.cache_op, bool(args.get("clear")))
@@ -374,7 +388,9 @@ class Daemon:
                 inspect.signature(action).bind(**args)
             except TypeError as e:
                 raise UsageError(f"bad arguments for {op}: {e}") from None
-            result, entries = await action(**args)
+            args = control.authorize(self.actions.repo, caller, op, args)
+            with acting_as(caller):   # the audit log and the version name the caller
+                result, entries = await action(**args)
             await invalidate(entries)
             return {"ok": True, "result": result}
         except Exception as e:

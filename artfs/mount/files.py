@@ -3,7 +3,9 @@
 A version file handle keeps the chunk list (FileObj) of the version it was opened in, so a reader
 keeps reading those bytes while commits move ``latest``; every read goes through ``Repo.read``,
 which hash-checks each chunk. Reads and writes run in worker threads (mount/model.py); what is
-called from a worker thread is marked so, and may block.
+called from a worker thread is marked so, and may block. A read whose bytes are in memory is served
+on the trio thread instead (``read_nowait``: None when it might wait for a disk), saving two
+thread hand-offs, which cost more than such a read (docs/benchmarks.md).
 
 Pins. While a file id is open it is *pinned*: deleting its last version parks it as a zombie
 (catalog/objects.py) instead of freeing it, and the last close frees it. A delete runs in a worker
@@ -43,6 +45,16 @@ def data_fd(path: str) -> int:
     return os.open(path, os.O_RDWR | os.O_CLOEXEC)
 
 
+def stored_nowait(f, offset: int, size: int) -> bytes | None:   # trio thread
+    """Bytes of the stored file F reads (its ``fid``, chunk list ``fobj`` once loaded) if they
+    are in memory, else None; the chunk list is taken only from the repo's cache."""
+    if f.fobj is None:
+        f.fobj = f.fs.repo.file_nowait(f.fid)
+        if f.fobj is None:
+            return None
+    return f.fs.repo.read_nowait(f.fobj, offset, size)
+
+
 class StagedFile:
     """The open state of one staging inode, shared by its handles.
 
@@ -70,6 +82,20 @@ class StagedFile:
             self.fobj = self.fs.repo.file(self.fid)
         return self.fs.repo.read(self.fobj, offset, size)
 
+    def read_nowait(self, offset: int, size: int) -> bytes | None:   # trio thread
+        """``read`` if it needs no disk (the bytes are in memory), else None."""
+        fd = self.fd
+        if fd is None:
+            return stored_nowait(self, offset, size)
+        buf = bytearray(size)
+        try:
+            n = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
+        except (BlockingIOError, OSError):
+            return None
+        if n < size and offset + n < os.fstat(fd).st_size:   # short: the rest is not in memory
+            return None
+        return bytes(memoryview(buf)[:n])
+
     def write(self, offset: int, data) -> int:   # worker thread
         return os.pwrite(self.fd, data, offset)
 
@@ -95,6 +121,10 @@ class VersionHandle:
             self.fobj = self.fs.repo.file(self.fid)
         return self.fs.repo.read(self.fobj, offset, size)
 
+    def read_nowait(self, offset: int, size: int) -> bytes | None:   # trio thread
+        """``read`` if it needs no disk (repo/facade.py read_nowait), else None."""
+        return stored_nowait(self, offset, size)
+
     def close(self) -> bytes | None:
         return self.fid
 
@@ -105,6 +135,9 @@ class StagedHandle:
 
     def read(self, offset: int, size: int) -> bytes:   # worker thread
         return self.file.read(offset, size)
+
+    def read_nowait(self, offset: int, size: int) -> bytes | None:   # trio thread
+        return self.file.read_nowait(offset, size)
 
     def write(self, offset: int, data) -> int:   # worker thread
         return self.file.write(offset, data)

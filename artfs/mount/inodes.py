@@ -5,10 +5,14 @@ content while the daemon runs. Keys are plain tuples chosen by mount/nodes.py:
 
     ("A", name, created)                 an artifact directory (re-created artifact: new inode)
     ("d", parent inode, name)            a directory inside a version (and a version root ``vN``)
-    ("f", file id, mode, mtime_ns)       a version file: the same file in v3 and v4 is ONE inode,
-                                         so its page cache survives commits (like a hard link);
+    ("f", file id, mode, mtime_ns, group, nlink)
+                                         a version file: the same file in v3 and v4 is ONE inode,
+                                         so its page cache survives commits (like a hard link),
+                                         and so are the names of a link group (hard links);
                                          with --record-use + (artifact inode, N): one per version
     ("l", target, mode, mtime_ns)        a symlink inside a version
+    ("n", directory inode, name)         a FIFO, socket or device node inside a version
+    ("n", artifact inode, N, group)      ... with hard links: its link group in version N
     ("a", artifact inode, alias, vN)     an alias symlink; moving the alias gives a new inode
     ("s", artifact key, staging ino)     a staging entry; when a commit, reset or moved latest
                                          renumbers staging, each number the kernel knows moves

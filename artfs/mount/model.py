@@ -15,25 +15,30 @@ VM, more than a whole warm open, so opens and closes take one only then (docs/be
 Rules for what cannot be done (docs/SEMANTICS.md):
   outside staging   every change is ReadOnly (EROFS), except ``mkdir MOUNT/NAME`` (new artifact)
   rename            within one staging: yes; between a staging and anything else: CrossDevice
-  hard links, mknod in staging: NotPermitted (EPERM); xattrs in staging: not supported
+  link                  within one staging: yes; from or into anything else: CrossDevice
+  xattrs in staging: not supported
+  device nodes          kept as entries; opening one is the kernel's, and the mount is nodev
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import time
 
 import trio
 
+from ..catalog.access import Caller, acting_as
 from ..staging.commit import create_artifact
 from ..errors import ArtfsError, CrossDevice, InvalidInput, NotFound, NotPermitted
 from ..names import check_artifact
 from .files import OpenFiles, VersionHandle
 from .inodes import InodeTable
-from .nodes import ArtifactState, Attr, Listing, Node, Root, VersionEntry
+from .nodes import ArtifactDir, ArtifactState, Attr, Listing, Node, Root, VersionEntry
 from .staged import StagedNode, StagingState
 from .uses import UseRecorder
+from .writing import WriteMarks
 
 
 # Worker threads for file data. The kernel keeps at most 12 background requests (readahead) per
@@ -52,6 +57,7 @@ class Filesystem:
     def __init__(self, repo, record_use: bool = False):
         self.repo = repo
         self.uses = UseRecorder(repo) if record_use else None   # artfs mount --record-use
+        self.marks = WriteMarks(repo.path)   # staging files open for writing (mount/writing.py)
         self.uid, self.gid = os.getuid(), os.getgid()   # owner of everything outside staging
         self.root = Root(self, time.time_ns())
         self.inodes = InodeTable(self.root)
@@ -135,13 +141,15 @@ class Filesystem:
     # changes -----------------------------------------------------------------------------------
     async def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Attr:
         if parent == self.root.ino:
-            return self._learn(await self._create_artifact(name))
+            return self._learn(await self._create_artifact(name, Caller(uid, gid, umask=~mode & 0o777)))
         p = self._staged(parent, "written")
         return self._learn(await p.staging.mkdir(p, name, mode & 0o7777, uid, gid))
 
-    async def _create_artifact(self, name: bytes) -> Node:
+    async def _create_artifact(self, name: bytes, creator: Caller) -> Node:
+        """A new artifact owned by CREATOR, its mode 0755 less what the mkdir mode leaves out."""
         text = name.decode(errors="replace")
-        await trio.to_thread.run_sync(create_artifact, self.repo, check_artifact(text))
+        with acting_as(creator):
+            await trio.to_thread.run_sync(create_artifact, self.repo, check_artifact(text))
         return self.artifact(text).dir()
 
     async def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> Attr:
@@ -165,17 +173,18 @@ class Filesystem:
                               "rename only works within one artifact's staging")
         await a.staging.rename(a, old_name, b, new_name, flags)
 
-    def link(self, parent: int) -> None:
-        p = self.inodes.node(parent)
-        if p.staging is not None:
-            raise NotPermitted("hard links are not supported in staging")
-        raise p.read_only("linked into")
+    async def link(self, ino: int, parent: int, name: bytes) -> Attr:
+        node, p = self.inodes.node(ino), self.inodes.node(parent)
+        if p.staging is None:
+            raise p.read_only("linked into")
+        if node.staging is not p.staging:
+            raise CrossDevice(f"cannot link {node.where()} into {p.where()}: hard links only work "
+                              "within one artifact's staging")
+        return self._learn(await p.staging.link(node, p, name))
 
-    def mknod(self, parent: int) -> None:
-        p = self.inodes.node(parent)
-        if p.staging is not None:
-            raise NotPermitted("staging holds only files, directories and symlinks")
-        raise p.read_only("written")
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, uid: int, gid: int) -> Attr:
+        p = self._staged(parent, "written")
+        return self._learn(await p.staging.mknod(p, name, mode, rdev, uid, gid))
 
     def setxattr(self, ino: int) -> None:
         node = self.inodes.node(ino)
@@ -183,9 +192,24 @@ class Filesystem:
             raise NotSupported("extended attributes are not versioned")
         raise node.read_only()
 
-    async def setattr(self, ino: int, **changes) -> Attr:
+    async def setattr(self, ino: int, caller: tuple[int, int, int], **changes) -> Attr:
+        """CALLER is the (uid, gid, pid) of the process asking."""
+        node = self.inodes.node(ino)
+        if isinstance(node, ArtifactDir):
+            return await self.set_access(node, Caller.of_pid(caller[2], *caller[:2]), **changes)
         node = self._staged(ino, "changed")
         return (await node.staging.setattr(node, **changes)).attr()
+
+    async def set_access(self, node: ArtifactDir, caller: Caller, mode: int | None = None,
+                         uid: int | None = None, gid: int | None = None, **other) -> Attr:
+        """chmod / chown / chgrp of MOUNT/NAME: the artifact's own (catalog/access.py), as CALLER
+        may; its size and times cannot be changed."""
+        if other:
+            raise node.read_only()
+        with acting_as(caller):
+            await trio.to_thread.run_sync(functools.partial(
+                self.repo.set_access, node.state.name, mode=mode, uid=uid, gid=gid))
+        return node.attr()
 
     # files -------------------------------------------------------------------------------------
     async def in_thread(self, fn, *args):
@@ -231,7 +255,9 @@ class Filesystem:
         return self.files.add(handle), self._learn(node)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
-        return await self.in_thread(self.files.get(fh).read, offset, size)
+        handle = self.files.get(fh)
+        data = handle.read_nowait(offset, size)   # bytes in memory: no thread (mount/files.py)
+        return data if data is not None else await self.in_thread(handle.read, offset, size)
 
     async def write(self, fh: int, offset: int, data) -> int:
         return await self.in_thread(self.files.get(fh).write, offset, data)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ..catalog.objects import DIR, FILE, Entry
+from ..catalog.objects import DIR, FILE, LINK, SPECIAL, Entry
 from ..errors import InvalidInput, NotADirectory, NotFound, ReadOnly
 from ..names import STAGING, version_number
 from .inodes import ROOT_INODE
@@ -40,6 +40,7 @@ class Attr:
     uid: int
     gid: int
     timeout: float
+    rdev: int = 0      # a device node's device number
 
 
 class Listing:
@@ -174,7 +175,9 @@ class ArtifactDir(Node):
     def attr(self) -> Attr:
         versions = self.fs.repo.versions(self.state.name)
         mtime = versions[-1].created if versions else self.state.created
-        return _dir_attr(self.fs, self.ino, len(versions), _ns(mtime), 3 + len(versions), SHORT)
+        a = self.fs.repo.access(self.state.name)   # its owner, group and mode (catalog/access.py)
+        return Attr(self.ino, stat.S_IFDIR | a.mode, len(versions), _ns(mtime), _ns(mtime),
+                    3 + len(versions), a.uid, a.gid, SHORT)
 
     def lookup(self, name: bytes) -> Node:
         text = name.decode(errors="replace")
@@ -227,10 +230,8 @@ class AliasLink(Node):
 
 
 class VersionDir(Node):
-    """A directory of a version: its tree is immutable (and cached by the Repo).
-
-    Its link count is 2: counting subdirectories would read every child tree for one ``ls -l``.
-    """
+    """A directory of a version: its tree is immutable (and cached by the Repo, with its count
+    of subdirectories: the link count is 2 + that, as on ext4)."""
 
     __slots__ = ("fs", "state", "number", "tid", "ino", "mode", "size", "mtime_ns")
 
@@ -247,13 +248,14 @@ class VersionDir(Node):
         return self.fs.repo.tree(self.tid)
 
     def attr(self) -> Attr:
-        return _dir_attr(self.fs, self.ino, self.size, self.mtime_ns, 2, LONG, self.mode)
+        return _dir_attr(self.fs, self.ino, self.size, self.mtime_ns, 2 + self._tree().subdirs, LONG,
+                         self.mode)
 
     def child(self, e: Entry) -> Node:
         if e.kind == DIR:
             ino = self.fs.inodes.inode(("d", self.ino, e.name))
             return VersionDir(self.fs, self.state, self.number, e.ref, ino, e.mode, e.size, e.mtime_ns)
-        return VersionEntry(self.fs, e, self.state, self.number)
+        return VersionEntry(self.fs, e, self.state, self.number, self.ino)
 
     def lookup(self, name: bytes) -> Node:
         e = self._tree().lookup(name)
@@ -267,16 +269,23 @@ class VersionDir(Node):
 
 
 class VersionEntry(Node):
-    """A file or symlink of a version; its inode is its entry identity (kind, content, mode,
-    mtime), so the same file in every version holding it is one kernel inode. With
-    ``--record-use`` the version is part of the identity, so an open tells which one is read."""
+    """A file, symlink or special file of a version. A file's or symlink's inode is its entry
+    identity (kind, content, mode, mtime, link group), so the same file in every version holding
+    it is one kernel inode, and so are the names of one link group (hard links); with ``--record-use`` the version is part of the identity, so an open tells
+    which one is read. A FIFO or socket is one kernel object per inode, so a special file's inode
+    is its place (directory inode, name), or its link group in its version: two equal FIFOs are
+    never one pipe."""
 
     __slots__ = ("fs", "entry", "origin", "ino")
 
-    def __init__(self, fs, e: Entry, state: ArtifactState, number: int):
+    def __init__(self, fs, e: Entry, state: ArtifactState, number: int, parent: int):
         self.fs, self.entry, self.origin = fs, e, (state.name, number)
+        if e.kind in SPECIAL:   # hard links of one: its link group in this version
+            place = (state.ino, number, e.group) if e.group else (parent, e.name)
+            self.ino = fs.inodes.inode(("n",) + place)
+            return
         per_version = (state.ino, number) if fs.uses is not None else ()
-        self.ino = fs.inodes.inode((e.kind, e.ref, e.mode, e.mtime_ns) + per_version)
+        self.ino = fs.inodes.inode((e.kind, e.ref, e.mode, e.mtime_ns, e.group, e.nlink) + per_version)
 
     @property
     def is_file(self) -> bool:
@@ -284,10 +293,11 @@ class VersionEntry(Node):
 
     def attr(self) -> Attr:
         e = self.entry
-        size = e.size if self.is_file else len(e.ref)
-        return Attr(self.ino, e.st_mode, size, e.mtime_ns, e.mtime_ns, 1, self.fs.uid, self.fs.gid, LONG)
+        size = len(e.ref) if e.kind == LINK else e.size
+        return Attr(self.ino, e.st_mode, size, e.mtime_ns, e.mtime_ns, e.nlink, self.fs.uid,
+                    self.fs.gid, LONG, e.rdev)
 
     def readlink(self) -> bytes:
-        if self.is_file:
+        if self.entry.kind != LINK:
             return super().readlink()
         return self.entry.ref

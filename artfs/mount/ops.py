@@ -71,7 +71,7 @@ def entry(a: Attr) -> pyfuse3.EntryAttributes:
     e = pyfuse3.EntryAttributes()
     e.st_ino, e.generation = a.ino, 0
     e.entry_timeout = e.attr_timeout = a.timeout
-    e.st_mode, e.st_nlink, e.st_uid, e.st_gid, e.st_rdev = a.mode, a.nlink, a.uid, a.gid, 0
+    e.st_mode, e.st_nlink, e.st_uid, e.st_gid, e.st_rdev = a.mode, a.nlink, a.uid, a.gid, a.rdev
     e.st_size, e.st_blksize, e.st_blocks = a.size, BLKSIZE, (a.size + 511) // 512
     e.st_atime_ns = e.st_mtime_ns = a.mtime_ns
     e.st_ctime_ns = a.ctime_ns
@@ -113,7 +113,7 @@ class Operations(pyfuse3.Operations):
             changes["atime_ns"] = attr.st_atime_ns
         if fields.update_mtime:
             changes["mtime_ns"] = attr.st_mtime_ns
-        return entry(await self.fs.setattr(inode, **changes))
+        return entry(await self.fs.setattr(inode, (ctx.uid, ctx.gid, ctx.pid), **changes))
 
     @_handler
     async def readlink(self, inode, ctx):
@@ -161,11 +161,11 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        self.fs.link(new_parent_inode)
+        return entry(await self.fs.link(inode, new_parent_inode, new_name))
 
     @_handler
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        self.fs.mknod(parent_inode)
+        return entry(await self.fs.mknod(parent_inode, name, mode, rdev, ctx.uid, ctx.gid))
 
     @_handler
     async def setxattr(self, inode, name, value, ctx):
@@ -206,8 +206,9 @@ class Operations(pyfuse3.Operations):
         return s
 
 
-async def invalidate(entries: list[tuple[int, bytes]]) -> None:
-    """Make the kernel drop these (directory inode, name) entries; returns once it has.
+async def invalidate(entries: list[tuple[int, bytes | None]]) -> None:
+    """Make the kernel drop these (directory inode, name) entries, and the attributes of each
+    (inode, None) (an artifact's new mode and owner); returns once it has.
 
     pyfuse3.invalidate_entry blocks until the kernel has processed the notification, so it runs
     in a worker thread: the trio loop keeps answering the requests the kernel may need answered
@@ -217,7 +218,10 @@ async def invalidate(entries: list[tuple[int, bytes]]) -> None:
     def run():
         for parent, name in entries:
             try:
-                pyfuse3.invalidate_entry(parent, name)
+                if name is None:
+                    pyfuse3.invalidate_inode(parent, attr_only=True)
+                else:
+                    pyfuse3.invalidate_entry(parent, name)
             except FileNotFoundError:
                 pass   # the kernel had no such entry cached
             except OSError as e:

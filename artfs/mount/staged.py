@@ -23,6 +23,7 @@ import weakref
 
 import trio
 
+from ..catalog.objects import FORMAT
 from ..errors import Conflict, NotFound
 from ..staging.overlay import ROOT, Staging
 from ..staging.paths import join
@@ -30,7 +31,6 @@ from .files import StagedFile, StagedHandle, data_fd
 from .moves import Move, Stale
 from .nodes import SHORT, Attr, Listing, Node
 
-_FMT = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK}
 GONE = 0   # the staging inode of a node that no longer exists (no staging node has 0)
 
 
@@ -74,6 +74,7 @@ class StagedNode(Node):
                 raise
             # unlinked (or gone in a reset) while open: the open file is what remains
             st = f.stat()
+            self.entry = dataclasses.replace(self.entry, nlink=0)
             if st is not None:
                 self.entry = dataclasses.replace(self.entry, size=st.st_size,
                                                  mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
@@ -81,8 +82,8 @@ class StagedNode(Node):
 
     def attr(self) -> Attr:
         e = self.entry
-        return Attr(self.ino, _FMT[e.kind] | e.mode, e.size, e.mtime_ns, e.ctime_ns,
-                    2 if e.kind == "d" else 1, e.uid, e.gid, SHORT)
+        return Attr(self.ino, FORMAT[e.kind] | e.mode, e.size, e.mtime_ns, e.ctime_ns, e.nlink,
+                    e.uid, e.gid, SHORT, e.rdev)
 
     def child(self, entry) -> "StagedNode":
         return self.staging.node(entry, self)
@@ -173,6 +174,13 @@ class StagingState:
         return parent.child(await self._mutate(self.model.symlink, parent, name, target,
                                                uid, gid))
 
+    async def mknod(self, parent: StagedNode, name: bytes, mode: int, rdev: int, uid: int, gid: int):
+        return parent.child(await self._mutate(self.model.mknod, parent, name, mode, rdev,
+                                               uid, gid))
+
+    async def link(self, node: StagedNode, parent: StagedNode, name: bytes):
+        return parent.child(await self._mutate(self.model.link, node, parent, name))
+
     async def unlink(self, parent: StagedNode, name: bytes) -> None:
         await self._mutate(self.model.unlink, parent, name)
 
@@ -201,7 +209,8 @@ class StagingState:
     async def create(self, parent: StagedNode, name: bytes, mode: int, uid: int, gid: int,
                      write: bool):
         async with self.art.lock:
-            entry = await trio.to_thread.run_sync(self.model.create, parent.sino(), name, mode, uid, gid)
+            entry = await trio.to_thread.run_sync(self.model.create, parent.sino(), name, mode, uid,
+                                                  gid, self.fs.marks.token() if write else None)
             node = parent.child(entry)
             return node, await self._open(node, write, truncate=False)
 
@@ -216,9 +225,15 @@ class StagingState:
         f = await self._file(node)
         f.refs += 1   # before any await: a concurrent last release must not close it
         try:
-            if write and (f.fd is None or truncate):
-                fd = await trio.to_thread.run_sync(functools.partial(
-                    self._copy_up, node.entry.ino, truncate=truncate, want_fd=f.fd is None))
+            if write:   # copy up if needed; mark the file open for writing (mount/writing.py)
+                self.fs.marks.opened(self, node.entry.ino)
+                try:
+                    fd = await trio.to_thread.run_sync(functools.partial(
+                        self._copy_up, node.entry.ino, truncate=truncate, want_fd=f.fd is None))
+                except NotFound:
+                    if f.fd is None or truncate:
+                        raise
+                    fd = None   # unlinked while open (a reopen by /proc/PID/fd): nothing to mark
                 if fd is not None:
                     f.copy_up(fd)
         except BaseException:
@@ -254,11 +269,13 @@ class StagingState:
 
     def _copy_up(self, sino: int, *, truncate: bool, want_fd: bool) -> int | None:
         """Make the data file of staging inode ``sino`` (worker thread); an fd on it if wanted."""
-        path = self.model.open_data(sino, truncate=truncate)
+        path = self.model.open_data(sino, truncate=truncate, writer=self.fs.marks.token())
         return data_fd(path) if want_fd else None
 
     def close_file(self, handle: StagedHandle) -> bytes | None:
         self.writers.discard(handle)
+        if handle.writable and not any(h.node is handle.node for h in self.writers):
+            self.fs.marks.closed(self, handle.node.entry.ino)
         return self._unref(handle.node.ino, handle.file)
 
     def _unref(self, ino: int, f: StagedFile) -> bytes | None:
@@ -279,6 +296,7 @@ class StagingState:
         await self._start()
         try:
             result = await trio.to_thread.run_sync(change)
+            self.fs.marks.forget(self)   # the change cleared the index, marks included
         finally:
             with trio.CancelScope(shield=True):
                 stale = await self._settle()

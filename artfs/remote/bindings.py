@@ -49,6 +49,15 @@ def get(store: str, name: str) -> dict:
     return remotes[name]
 
 
+def default(store: str) -> str | None:
+    """The remote commits, puts and deletes go to: ``origin`` when bound, else the only bound
+    remote, else None (they stay local)."""
+    remotes = load(store)
+    if "origin" in remotes:
+        return "origin"
+    return next(iter(remotes)) if len(remotes) == 1 else None
+
+
 def add(store: str, name: str, binding: dict) -> None:
     if not _NAME.fullmatch(name):
         raise InvalidInput(f"bad remote name {name!r}: 1-64 of A-Z a-z 0-9 . _ -")

@@ -2,10 +2,12 @@
 
     artfs-remote.json                  {"format": 1, "id": uuid, "created": t}   create-only
     versions/NAME/NNNNNNNNNN.json      one version (VersionInfo.record())       create-only
+                                       then a tombstone {"deleted": t, "root": hex, "created": t}
     aliases/NAME/ALIAS.json            {"version": N}                            compare-and-swap
 
-A version record is written once and never changed, so a name ``NAME:vN`` means the same content
-on every host; aliases move by compare-and-swap against the ETag read, ``latest`` only forward.
+A version record is written once and only ever replaced by its tombstone, so a name ``NAME:vN``
+means the same content on every host and a number is never reused; aliases move by
+compare-and-swap against the ETag read, ``latest`` only forward.
 """
 
 from __future__ import annotations
@@ -18,16 +20,25 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..catalog.versions import VersionInfo
 from ..errors import Conflict, Exists, NotFound, StoreError
-from ..names import LATEST
+from ..names import LATEST, version_number
 from ..store.s3 import S3Store
 
 FORMAT = 1
 CONFIG = "artfs-remote.json"
 CAS_ATTEMPTS = 50
+ALLOCATE_ATTEMPTS = 1000
 
 
 def _version_key(name: str, number: int) -> str:
     return f"versions/{name}/{number:010d}.json"
+
+
+def matching(versions: list[VersionInfo], ref: str) -> list[VersionInfo]:
+    """The version among VERSIONS that REF (vN or an alias) names, as a list of one or none."""
+    number = version_number(ref)
+    if number is None:
+        number = next((v.number for v in versions if ref in v.aliases), None)
+    return [v for v in versions if v.number == number]
 
 
 class RemoteCatalog:
@@ -68,22 +79,42 @@ class RemoteCatalog:
     def artifacts(self) -> list[str]:
         return sorted({key.split("/")[1] for key, _ in self.s3.list("versions/") if key.count("/") == 2})
 
-    def versions(self, name: str) -> list[VersionInfo]:
-        """Every version record of NAME, by number, with its aliases."""
-        keys = [key for key, _ in self.s3.list(f"versions/{name}/") if key.endswith(".json")]
+    def numbers(self, name: str) -> list[int]:
+        """Every number NAME's versions took on the remote, deleted ones too (one LIST)."""
+        return sorted(int(key.rsplit("/", 1)[1][:-5]) for key, _ in self.s3.list(f"versions/{name}/")
+                      if key.endswith(".json"))
+
+    def _records(self, name: str) -> list[tuple[int, dict]]:
+        numbers = self.numbers(name)
         with ThreadPoolExecutor(8) as pool:
-            raws = list(pool.map(self.s3.get, keys))
-        aliases = self.aliases(name) if keys else {}
+            raws = list(pool.map(lambda n: self.s3.get(_version_key(name, n)), numbers))
         out = []
-        for key, raw in zip(keys, raws):
-            number = int(key.rsplit("/", 1)[1][:-5])
+        for number, raw in zip(numbers, raws):
             try:
-                v = VersionInfo.from_record(name, number, raw)
+                out.append((number, json.loads(raw)))
+            except ValueError:
+                raise StoreError(f"remote version record {self.s3.url}/{_version_key(name, number)} "
+                                 "is malformed") from None
+        return out
+
+    def versions(self, name: str, *, deleted: bool = False) -> list[VersionInfo]:
+        """Every live version of NAME, by number, with its aliases (with ``deleted``, the
+        tombstones instead, as VersionInfo with their root and created time only)."""
+        records = self._records(name)
+        aliases = self.aliases(name) if records and not deleted else {}
+        out = []
+        for number, rec in records:
+            if ("deleted" in rec) != deleted:
+                continue
+            try:
+                v = (VersionInfo(name, number, bytes.fromhex(rec["root"]), "", rec["created"]) if deleted
+                     else VersionInfo.from_record(name, number, json.dumps(rec).encode()))
             except (ValueError, KeyError, TypeError):
-                raise StoreError(f"remote version record {self.s3.url}/{key} is malformed") from None
+                raise StoreError(f"remote version record {self.s3.url}/{_version_key(name, number)} "
+                                 "is malformed") from None
             v.aliases = sorted((a for a, n in aliases.items() if n == number), key=lambda a: (a != LATEST, a))
             out.append(v)
-        return sorted(out, key=lambda v: v.number)
+        return out
 
     def create_version(self, v: VersionInfo) -> None:
         """Write NAME:vN create-only. When another host created it first, fine if it has the same
@@ -91,11 +122,29 @@ class RemoteCatalog:
         try:
             self.s3.put(_version_key(v.name, v.number), v.record(), create=True)
         except Exists:
-            theirs = VersionInfo.from_record(v.name, v.number, self.s3.get(_version_key(v.name, v.number)))
-            if theirs.root != v.root:
+            theirs = json.loads(self.s3.get(_version_key(v.name, v.number)))
+            if theirs.get("root") != v.root.hex() or "deleted" in theirs:
                 raise Conflict(f"{v.name}:{v.label} was just created on the remote by another host with "
-                               f"other content (digest {theirs.digest[:12]}); nothing of {v.name}:{v.label} "
-                               "was recorded there") from None
+                               f"other content (digest {str(theirs.get('root'))[:12]}); nothing of "
+                               f"{v.name}:{v.label} was recorded there") from None
+
+    def allocate(self, v: VersionInfo, at_least: int = 0) -> int:
+        """Record V under the next free number (at least AT_LEAST) by create-only writes: of hosts
+        racing for one number exactly one wins, the others take the next. Returns the number."""
+        numbers = self.numbers(v.name)
+        number = max(numbers[-1] + 1 if numbers else 0, at_least)
+        for _ in range(ALLOCATE_ATTEMPTS):
+            try:
+                self.s3.put(_version_key(v.name, number), v.record(), create=True)
+                return number
+            except Exists:
+                number += 1
+        raise Conflict(f"{v.name}: {ALLOCATE_ATTEMPTS} version numbers in a row were taken meanwhile")
+
+    def tombstone(self, v: VersionInfo) -> None:
+        """Replace NAME:vN's record by its tombstone: the number stays taken, the version is gone."""
+        self.s3.put(_version_key(v.name, v.number),
+                    json.dumps({"deleted": time.time(), "root": v.root.hex(), "created": v.created}).encode())
 
     # aliases ---------------------------------------------------------------------------------
     def aliases(self, name: str) -> dict[str, int]:
@@ -110,9 +159,9 @@ class RemoteCatalog:
                 raise StoreError(f"remote alias {self.s3.url}/{key} is malformed") from None
         return out
 
-    def set_alias(self, name: str, alias: str, number: int) -> int:
-        """Point ALIAS at vN by compare-and-swap; ``latest`` only ever moves to a higher number.
-        Returns where the alias points afterwards."""
+    def set_alias(self, name: str, alias: str, number: int, *, retreat: bool = False) -> int:
+        """Point ALIAS at vN by compare-and-swap; ``latest`` only ever moves to a higher number
+        (unless ``retreat``: a delete moving it back). Returns where the alias points afterwards."""
         key = f"aliases/{name}/{alias}.json"
         for attempt in range(CAS_ATTEMPTS):
             try:
@@ -120,7 +169,7 @@ class RemoteCatalog:
                 current = int(json.loads(raw)["version"])
             except NotFound:
                 raw, etag, current = None, None, None
-            if current == number or (alias == LATEST and current is not None and current > number):
+            if current == number or (alias == LATEST and not retreat and current is not None and current > number):
                 return current
             try:
                 self.s3.put(key, json.dumps({"version": number}).encode(), create=etag is None, if_match=etag)
@@ -128,3 +177,6 @@ class RemoteCatalog:
             except Conflict:      # another host moved it (or created it) meanwhile: read again
                 time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
         raise Conflict(f"alias {name}:{alias} on the remote kept changing ({CAS_ATTEMPTS} attempts)")
+
+    def drop_alias(self, name: str, alias: str) -> None:
+        self.s3.delete(f"aliases/{name}/{alias}.json")

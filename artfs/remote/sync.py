@@ -1,12 +1,17 @@
-"""push, pull and clone: moving versions between a local store (repo/) and a remote.
+"""push, pull and clone: moving versions between a local store (repo/) and a remote; publishing
+the versions that commit and put make while a remote is bound.
 
-Numbering rule of this first slice: a version keeps its number everywhere. A push creates the
-remote record ``NAME:vN`` of each local version the remote lacks, create-only; a push is refused
-(Conflict, before anything is uploaded) when the remote has NAME:vN with other content, and so is
-a push that loses the race for vN to another host. A pull adds the remote's versions under their
-numbers and is refused when the local store has NAME:vN with other content.
+Numbers are the remote's: a version gets its number when it is published (at commit or put with a
+remote bound, else at push) by a create-only write of ``versions/NAME/N.json`` for the next free
+N (a host that loses the race takes N+1), and the local store then renumbers it to N (one catalog
+transaction). A local version is "already there" when the remote has a live version with its root
+and creation time (under any number: a crash between the remote's record and the local renumbering
+is repaired by the next push); one whose tombstone is there was deleted on the remote and is not
+pushed again. A pull adds the remote's versions under their numbers and is refused when the local
+store has NAME:vN with other content.
 
 Objects go up before the version records that name them (chunks, files, trees: children first),
+under a shared push lock (remote/locks.py) so no delete frees what the push deduplicated against,
 and come down verified (store/remote.py) before they are stored locally; a pulled version is
 recorded in one catalog transaction that references its objects (``Objects.adopt_tree``) and
 checks, inside it, that every newly referenced object is stored.
@@ -20,14 +25,15 @@ from collections.abc import Iterable
 from ..catalog.objects import DIR, FILE
 from ..catalog.versions import VersionInfo
 from ..errors import Conflict, NotFound
-from ..names import LATEST, check_artifact, version_number
+from ..names import LATEST, check_artifact
 from ..repo.facade import Repo
 from ..store.backend import Obj
 from ..store.ids import strong_digest
 from ..store.remote import PACK_SIZE, RemoteObjectStore
 from ..store.s3 import S3Store
 from . import bindings
-from .catalog import RemoteCatalog
+from .catalog import RemoteCatalog, matching
+from .locks import PUSH, Lock
 
 BATCH_BYTES = 32 << 20
 
@@ -38,7 +44,7 @@ class Remote:
     def __init__(self, store_path: str, name: str, binding: dict, *, init: bool = False):
         self.name, self.binding = name, binding
         self.s3 = S3Store(binding["url"], endpoint=binding.get("endpoint"), region=binding.get("region"),
-                          allow_http=binding.get("allow_http", False))
+                          allow_http=binding.get("allow_http", False), ca_bundle=binding.get("ca_bundle"))
         self.catalog = RemoteCatalog(self.s3)
         self.config = self.catalog.init() if init else self.catalog.config()
         cache = os.path.join(store_path, "remotes", self.config["id"], "idx")
@@ -81,36 +87,73 @@ def _batches(ids: Iterable[bytes], size_of) -> Iterable[list[bytes]]:
 
 # push ------------------------------------------------------------------------------------------
 def push(repo: Repo, remote: Remote, name: str | None = None, ref: str | None = None) -> dict:
-    """Upload what the remote lacks for the local versions (all, or NAME, or NAME:REF), then
-    create their records and move the remote's `latest` (and the versions' user aliases)."""
+    """Publish the local versions (all, or NAME, or NAME:REF) the remote lacks, oldest first:
+    each gets the remote's next free number (and is renumbered here when that differs)."""
     names = [check_artifact(name)] if name else repo.artifacts()
-    plan: list[tuple[str, list[VersionInfo]]] = []
-    for n in names:
-        local = [repo.resolve(n, ref)] if ref else repo.versions(n)
-        theirs = {v.number: v for v in remote.catalog.versions(n)}
-        for v in local:
-            other = theirs.get(v.number)
-            if other is not None and other.root != v.root:
-                raise Conflict(f"{n}:{v.label} on remote {remote.name} has other content (digest "
-                               f"{other.digest[:12]}, here {v.digest[:12]}): this store's history of {n} "
-                               "diverged from the remote's; nothing was pushed")
-        plan.append((n, [v for v in local if v.number not in theirs]))
     sent_before = remote.objects.bytes_sent
-    for _, todo in plan:
-        for v in todo:
-            _upload_version(repo, remote.objects, v.root)
-    pushed = []
-    for n, todo in plan:
-        for v in todo:
-            remote.catalog.create_version(v)
-            pushed.append(f"{n}:{v.label}")
-        if todo:
-            remote.catalog.set_alias(n, LATEST, max(v.number for v in todo))
-            for v in todo:
-                for alias in v.aliases:
-                    if alias != LATEST:
-                        remote.catalog.set_alias(n, alias, v.number)
+    pushed: list[str] = []
+    with Lock(remote.s3, PUSH) as lock:
+        remote.objects.refresh()
+        for n in names:
+            local = [repo.resolve(n, ref)] if ref else repo.versions(n)
+            live = remote.catalog.versions(n)
+            there = {_identity(v): v.number for v in live}
+            gone = {_identity(v) for v in remote.catalog.versions(n, deleted=True)}
+            for v in local:
+                number = there.get(_identity(v))
+                if number is not None:
+                    if number != v.number:               # published, but a crash kept the old number here
+                        _renumber(repo, v, number)
+                    continue
+                if _identity(v) not in gone:
+                    pushed.append(f"{n}:{_publish(repo, remote, lock, v).label}")
     return {"versions": pushed, "bytes_sent": remote.objects.bytes_sent - sent_before}
+
+
+def publish(repo: Repo, remote: Remote, v: VersionInfo) -> VersionInfo:
+    """Create the local version V on the remote (its objects, then its record under the next free
+    number, then `latest` and its aliases); returns it as the local store now holds it."""
+    with Lock(remote.s3, PUSH) as lock:
+        remote.objects.refresh()
+        return _publish(repo, remote, lock, v)
+
+
+def _identity(v: VersionInfo) -> tuple[bytes, float]:
+    return v.root, v.created
+
+
+def _publish(repo: Repo, remote: Remote, lock: Lock, v: VersionInfo) -> VersionInfo:
+    _upload_version(repo, remote.objects, v.root)
+    if not lock.fresh():      # suspended past the stale age: a delete may have freed what we reused
+        lock.release()
+        lock.acquire()
+        remote.objects.refresh()
+        _upload_version(repo, remote.objects, v.root)
+    number = remote.catalog.allocate(v, at_least=v.number)
+    if number != v.number:
+        v = _renumber(repo, v, number)
+    remote.catalog.set_alias(v.name, LATEST, number)
+    for alias in v.aliases:
+        if alias != LATEST:
+            remote.catalog.set_alias(v.name, alias, number)
+    return v
+
+
+def _renumber(repo: Repo, v: VersionInfo, number: int) -> VersionInfo:
+    """Move local version V to NUMBER (the remote's), with its aliases, in one transaction."""
+    def action(txn):
+        current = repo.catalog.version(txn, v.name, v.number)
+        if current is None or current.root != v.root:
+            raise Conflict(f"{v.name}:{v.label} changed here while it was being published")
+        repo.catalog.drop_version(txn, v.name, v.number)
+        moved = VersionInfo(v.name, number, v.root, current.type, current.created, current.message,
+                            current.metadata, current.author, current.uid, current.files, current.bytes,
+                            producer=current.producer, expires=current.expires)
+        repo.catalog.add_version_at(txn, moved, action="version.publish")
+        for alias in current.aliases:
+            repo.catalog.set_alias(txn, v.name, alias, number)
+        return repo.catalog.version(txn, v.name, number)
+    return repo.db.write(action)
 
 
 def _upload_version(repo: Repo, objects: RemoteObjectStore, root: bytes) -> None:
@@ -131,18 +174,15 @@ class _Vanished(Exception):
 
 def pull(repo: Repo, remote: Remote, name: str | None = None, ref: str | None = None,
          data: bool = False) -> dict:
-    """Fetch the remote's versions (all, NAME, or NAME:REF): their trees and file objects, with
-    ``data`` also their chunks, every object verified. With data the versions are recorded in the
-    local store; without, only their metadata is fetched (lazy reads are not built yet)."""
+    """Record the remote's versions (all, NAME, or NAME:REF) here: their trees and file objects
+    are fetched, every object verified; their chunks are read lazily (store/lazy.py), and with
+    ``data`` fetched into the chunk cache now (also for versions recorded before)."""
     names = [check_artifact(name)] if name else remote.catalog.artifacts()
     received, pulled, fetched = 0, [], []
     for n in names:
         theirs = remote.catalog.versions(n)
         if ref:
-            number = version_number(ref)
-            if number is None:
-                number = next((v.number for v in theirs if ref in v.aliases), None)
-            theirs = [v for v in theirs if v.number == number]
+            theirs = matching(theirs, ref)
             if not theirs:
                 raise NotFound(f"remote {remote.name} has no {n}:{ref}")
         if not theirs and name:

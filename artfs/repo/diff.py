@@ -1,6 +1,7 @@
 """Comparing two trees: added, removed and modified paths, skipping equal subtrees.
 
-A change is a difference in kind, mode or content (file bytes, symlink target); an mtime alone is
+A change is a difference in kind, mode or content (file bytes, symlink target, device number,
+which files are hard links of each other); an mtime alone is
 not a change, so re-putting a copy with fresh mtimes makes no new version.
 
 Every walk takes ``tree``, a function from a tree id to its Tree (``Repo.tree``; inside a write
@@ -96,6 +97,6 @@ def trees_equal(tree: TreeOf, old: bytes, new: bytes) -> bool:
                 return False
             if ea.kind == DIR:
                 todo.append((ea.ref, eb.ref))
-            elif ea.ref != eb.ref:
+            elif not ea.same_content(eb):
                 return False
     return True

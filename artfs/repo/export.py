@@ -5,7 +5,10 @@ either holds the complete version or is untouched (the sibling is removed on fai
 written through directory file descriptors (no PATH_MAX limit), one open at a time, with an
 explicit stack (any depth); modes and mtimes are applied after contents, directories last.
 One file (``get NAME:REF/path``) is written to a hidden sibling too and linked into place, so an
-existing DEST is never replaced. ``holds`` tells whether a path still holds a version (or a file)
+existing DEST is never replaced. The names of a link group are written once and hard-linked.
+FIFOs and sockets are recreated with mknod(2), device nodes
+too when the process may (root): otherwise each is left out with one warning, as tar does.
+``holds`` tells whether a path still holds a version (or a file)
 as written (``Version.download``'s default location is reused when it does).
 """
 
@@ -15,13 +18,14 @@ import os
 import stat
 import tempfile
 
-from ..catalog.objects import DIR, FILE, LINK
+from ..catalog.objects import DIR, FILE, FORMAT, LINK, SPECIAL
 from ..errors import Exists, InvalidInput
+from .facade import stderr_warn
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def export_tree(repo, root: bytes, dest: str, progress=None) -> str:
+def export_tree(repo, root: bytes, dest: str, progress=None, warn=stderr_warn) -> str:
     dest = os.path.abspath(dest)
     if os.path.lexists(dest) and not (os.path.isdir(dest) and not os.listdir(dest)):
         raise Exists(f"{dest} already exists and is not an empty directory")
@@ -31,7 +35,7 @@ def export_tree(repo, root: bytes, dest: str, progress=None) -> str:
     except OSError as e:
         raise InvalidInput(f"cannot write into {parent}: {e.strerror}") from None
     try:
-        _write_tree(repo, root, tmp, progress or (lambda n: None))
+        _write_tree(repo, root, tmp, progress or (lambda n: None), warn)
         if os.path.isdir(dest):
             os.rmdir(dest)
         os.chmod(tmp, 0o755)
@@ -45,42 +49,59 @@ def export_tree(repo, root: bytes, dest: str, progress=None) -> str:
     return dest
 
 
-def _write_tree(repo, root: bytes, top: str, progress) -> None:
+def _write_tree(repo, root: bytes, top: str, progress, warn) -> None:
     """Depth first with one directory descriptor open at a time: a directory is entered from its
     parent's descriptor and left through "..", so no limit on recursion or descriptors binds the
     depth. A directory gets its mode and mtime once its contents are written."""
     fd = os.open(top, _DIR)
-    stack = [(None, iter(repo.tree(root).entries))]   # (directory's entry, entries left)
+    stack = [(None, iter(repo.tree(root).entries), b"")]   # (directory's entry, entries left, path)
+    linked: dict[bytes, bytes] = {}   # link group -> where its first name was written
     try:
         while stack:
             e = next(stack[-1][1], None)
             if e is None:
-                finished, _ = stack.pop()
+                finished, _, _ = stack.pop()
                 if finished is not None:
                     fd = _enter(fd, "..")
                     _set_attributes(finished, fd)
             elif e.kind == DIR:
                 os.mkdir(e.name, 0o700, dir_fd=fd)
                 fd = _enter(fd, e.name)
-                stack.append((e, iter(repo.tree(e.ref).entries)))
+                stack.append((e, iter(repo.tree(e.ref).entries), os.path.join(stack[-1][2], e.name)))
+            elif e.group in linked:
+                os.link(linked[e.group], e.name, dst_dir_fd=fd, follow_symlinks=False)
             else:
-                if e.kind == FILE:
-                    out = os.open(e.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
-                                  dir_fd=fd)
-                    try:
-                        write_file(repo, e.ref, out, progress)
-                    finally:
-                        os.close(out)
-                else:
-                    os.symlink(e.ref, e.name, dir_fd=fd)
-                _set_attributes(e, fd)
+                path = os.path.join(stack[-1][2], e.name)
+                if _write_entry(repo, e, fd, path, progress, warn) and e.group:
+                    linked[e.group] = os.path.join(os.fsencode(top), path)
     finally:
         os.close(fd)
 
 
+def _write_entry(repo, e, dir_fd: int, path: bytes, progress, warn) -> bool:
+    """Write a file, symlink or special entry into DIR_FD with its attributes; False when it is
+    left out: a device node the process may not make (EPERM without CAP_MKNOD), with one warning."""
+    if e.kind == FILE:
+        out = os.open(e.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+        try:
+            write_file(repo, e.ref, out, progress)
+        finally:
+            os.close(out)
+    elif e.kind == LINK:
+        os.symlink(e.ref, e.name, dir_fd=dir_fd)
+    else:
+        try:
+            os.mknod(e.name, FORMAT[e.kind] | 0o600, e.rdev, dir_fd=dir_fd)
+        except PermissionError:
+            warn(f"{os.fsdecode(path)}: cannot create device node without root (CAP_MKNOD); left out")
+            return False
+    _set_attributes(e, dir_fd)
+    return True
+
+
 def export_entry(repo, e, dest: str, progress=None) -> str:
-    """Write one file or symlink entry to DEST, or into DEST when it is a directory (as ``cp``);
-    an existing target is never replaced (Exists)."""
+    """Write one file, symlink or special entry to DEST, or into DEST when it is a directory (as
+    ``cp``); an existing target is never replaced (Exists)."""
     dest = os.path.abspath(dest)
     if os.path.isdir(dest):
         dest = os.path.join(dest, os.fsdecode(e.name))
@@ -90,6 +111,11 @@ def export_entry(repo, e, dest: str, progress=None) -> str:
         if e.kind == LINK:
             os.symlink(e.ref, dest)
             os.utime(dest, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+            return dest
+        if e.kind in SPECIAL:
+            os.mknod(dest, FORMAT[e.kind] | 0o600, e.rdev)
+            os.chmod(dest, e.mode)
+            os.utime(dest, ns=(e.mtime_ns, e.mtime_ns))
             return dest
         fd, tmp = tempfile.mkstemp(prefix=".artfs-get-", dir=os.path.dirname(dest))
     except FileExistsError:
@@ -171,6 +197,8 @@ def _same_entry(e, st: os.stat_result, target: bytes | None) -> bool:
         return False
     if e.kind == DIR:
         return stat.S_ISDIR(st.st_mode)
+    if e.kind in SPECIAL:
+        return stat.S_IFMT(st.st_mode) == FORMAT[e.kind] and st.st_rdev == e.rdev
     return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (e.size, e.mtime_ns)
 
 

@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from ..catalog.access import Access, Caller, acting_in, changed, store_owner
 from ..catalog.db import Database, counter
 from ..catalog.objects import FileObj, Objects, Tree
 from ..catalog.sessions import Sessions
@@ -27,11 +28,12 @@ from ..names import LATEST, check_alias, check_artifact, parse_duration
 from ..store import lazy
 
 TREE_CACHE_BYTES = 64 << 20
+TOUCHED = 1 << 16   # chunk ids remembered as read recently (about 6 MB), forgotten all at once
 FILE_CACHE_BYTES = 32 << 20
 PARSED_PER_ENCODED = 11   # measured: a parsed tree takes ~6x its encoding, a file object ~10x
 
 
-def _stderr_warn(msg: str) -> None:
+def stderr_warn(msg: str) -> None:
     print(f"artfs: warning: {msg}", file=sys.stderr)
 
 
@@ -55,6 +57,11 @@ class _LRU:
                 self.used -= self.items.popitem(last=False)[1][1]
             return value
 
+    def peek(self, key):
+        """The cached value of KEY, or None (nothing loaded)."""
+        item = self.items.get(key)
+        return item[0] if item is not None else None
+
 
 class Repo:
     def __init__(self, path: str | None = None, *, hasher=None, create: bool = True):
@@ -62,10 +69,11 @@ class Repo:
         self.path = self.db.path
         self.db.objects = lazy.attach(self.path, self.db.objects)   # chunks of a bound remote on demand
         self.objects = Objects(self.db)
-        self.catalog = Catalog(self.db.dbs)
+        self.catalog = Catalog(self.db.dbs, store_owner(self.path))
         self.sessions = Sessions(self.db.dbs, self.objects, self.path)
         self._trees = _LRU(TREE_CACHE_BYTES)
         self._files = _LRU(FILE_CACHE_BYTES)
+        self._touched: set[bytes] = set()   # chunk ids this process read (read_nowait)
 
     def close(self) -> None:
         self.db.close()
@@ -84,6 +92,15 @@ class Repo:
     def artifact(self, name: str) -> dict:
         with self.db.read() as txn:
             return self.catalog.require_artifact(txn, check_artifact(name))
+
+    def caller(self) -> Caller:
+        """Who this request is for (catalog/access.py), an admin if it owns the store."""
+        return acting_in(self.catalog.default_owner[0])
+
+    def access(self, name: str) -> Access:
+        """NAME's owner, group and mode (catalog/access.py)."""
+        with self.db.read() as txn:
+            return self.catalog.access(txn, check_artifact(name))
 
     def versions(self, name: str) -> list[VersionInfo]:
         with self.db.read() as txn:
@@ -118,9 +135,30 @@ class Repo:
             return FileObj.decode(data), len(data)
         return self._files.get(fid, load)
 
+    def file_nowait(self, fid: bytes) -> FileObj | None:
+        """A file object if it is cached (``file`` without loading it), else None."""
+        return self._files.peek(fid)
+
     def read(self, fobj: FileObj, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of a file, every chunk hash-checked (CorruptData if not)."""
-        return self.objects.store.read_file(fobj, offset, size)
+        spans = list(fobj.span(offset, size))
+        data = self.objects.store.read_file(fobj, offset, size)   # store/lazy.py: read-ahead
+        touched = self._touched
+        if len(touched) >= TOUCHED:
+            touched.clear()
+        touched.update(cid for cid, _, _ in spans)
+        return data
+
+    def read_nowait(self, fobj: FileObj, offset: int, size: int) -> bytes | None:
+        """``read``, or None where it might wait for a disk: for a caller on an event loop, which
+        then reads in a thread. Only chunks this process read recently are read here (so the
+        index pages their lookup touches were just used), and only if their bytes are in memory
+        (store/lmdb_env.py resident)."""
+        spans = list(fobj.span(offset, size))
+        nowait = getattr(self.objects.store, "read_ranges_resident", None)
+        if nowait is None or not all(cid in self._touched for cid, _, _ in spans):
+            return None
+        return nowait(spans)
 
     def cache_op(self, clear: bool = False):
         """The chunk cache's stats, or with ``clear`` the bytes it freed (store/cache.py)."""
@@ -138,7 +176,7 @@ class Repo:
 
     # writing -----------------------------------------------------------------------------------
     def put(self, name: str, path: str, *, type: str | None = None, aliases=(), message: str = "",
-            metadata: dict | None = None, producer: dict | None = None, ttl=None, warn=_stderr_warn,
+            metadata: dict | None = None, producer: dict | None = None, ttl=None, warn=stderr_warn,
             progress: Callable[[int], None] | None = None) -> tuple[VersionInfo, bool]:
         """Log PATH as the next version of NAME; returns (version, created).
 
@@ -228,6 +266,18 @@ class Repo:
                 self.catalog.event(txn, "alias.protect" if protect else "alias.unprotect", name,
                                    alias=alias, version=v.label)
             return self.catalog.version(txn, name, v.number)
+        return self.db.write(action)
+
+    def set_access(self, name: str, *, mode: int | None = None, uid: int | None = None,
+                   gid: int | None = None) -> Access:
+        """chmod / chown / chgrp NAME as the caller may (catalog/access.py changed); audited."""
+        caller = self.caller()
+
+        def action(txn):
+            new = changed(self.catalog.access(txn, check_artifact(name)), caller, name, mode=mode,
+                          uid=uid, gid=gid)
+            self.catalog.set_access(txn, name, new)
+            return new
         return self.db.write(action)
 
     def unalias(self, name: str, alias: str, *, force: bool = False) -> None:

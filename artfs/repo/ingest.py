@@ -14,22 +14,27 @@ If the ingest fails, leaving the ``with`` block releases the session's reference
 the process dies, the kernel drops its session lock and the next writer releases them.
 
 The walk uses directory file descriptors and O_NOFOLLOW throughout, so deep trees are not limited
-by PATH_MAX and symlinks inside PATH are stored as symlinks, never followed. Sockets, FIFOs and
-device nodes are skipped with a warning (they have no content to version).
+by PATH_MAX and symlinks inside PATH are stored as symlinks, never followed. FIFOs, sockets and
+device nodes are stored as entries (kind, mode, device number), never opened. Names of one inode
+(hard links) are read once and stored as a link group (as tar does: the group has the names found
+under PATH; links to files outside PATH do not count). ``put`` does not open a file that its files
+cache (repo/files_cache.py) knows unchanged: it reuses its file object.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..catalog.objects import DIR, FILE, LINK, Entry
+from ..catalog.objects import DIR, FILE, KIND_OF, LINK, Entry, link_group, rdev_ref
 from ..catalog.sessions import Session
 from ..errors import InvalidInput, StoreError
 from ..store.backend import Obj
 from ..store.chunker import hashed_chunks
+from .files_cache import FilesCache
 
 Warn = Callable[[str], None]
 Progress = Callable[[int], None]
@@ -37,8 +42,16 @@ BATCH_BYTES = 32 << 20
 
 
 @dataclass
+class LinkGroup:
+    """The names of one inode found by a walk (hard links): the first one's chunks serve all."""
+
+    group: bytes
+    names: int = 1
+
+
+@dataclass
 class Pending:
-    """A file, directory or symlink read but not yet recorded as an object."""
+    """A file, directory, symlink or special file read but not yet recorded as an object."""
 
     name: bytes
     kind: str
@@ -47,7 +60,8 @@ class Pending:
     mtime_ns: int
     chunks: list[list] = field(default_factory=list)       # FILE: [chunk id, length] each
     children: list["Pending"] = field(default_factory=list)  # DIR
-    target: bytes = b""                                       # LINK
+    target: bytes = b""                                       # LINK; SPECIAL: rdev_ref
+    link: LinkGroup | None = None                             # FILE with other names
 
 
 class Ingest:
@@ -60,6 +74,10 @@ class Ingest:
         self._batches = 0
         self._queue: list[tuple[Obj, list]] = []   # (chunk, slot to fill with its id)
         self._queued = 0
+        self.files_cache: FilesCache | None = None   # put only (scan)
+        self._root = ""                              # the path being scanned
+        self._reused: list[tuple] = []   # (file id, chunk list, path, rel, stat) taken from the cache
+        self._inodes: dict[tuple[int, int], tuple[Pending, str]] = {}   # (dev, ino) -> first name
 
     def __enter__(self):
         self.repo.collect_abandoned()
@@ -75,6 +93,11 @@ class Ingest:
         except Exception:  # noqa: BLE001 - the original error matters more; the next writer retries
             return
         self._session.end()
+        if exc_type is None and self.files_cache is not None:
+            try:
+                self.files_cache.save()
+            except OSError as e:
+                self.warn(f"files cache not saved ({e.strerror}): the next put reads every file")
 
     # phase 1: reading and storing chunks --------------------------------------------------------
     def add_file(self, fd: int, size: int, display: str) -> list[list]:
@@ -97,19 +120,37 @@ class Ingest:
         return chunks
 
     def flush(self) -> None:
-        """Reference the queued chunks for the session (one transaction), then store their bytes."""
-        if not self._queue:
+        """Reference the queued chunks, and those of the file objects reused from the files cache
+        that are still referenced, for the session (one transaction); then store the queued bytes
+        and read the reused files whose file object was deleted meanwhile."""
+        if not self._queue and not self._reused:
             return
         queue, self._queue, self._queued = self._queue, [], 0
+        reused, self._reused = self._reused, []
         batch, self._batches = self._batches, self._batches + 1
         objects, sessions, token = self.repo.objects, self.repo.sessions, self._session.token
         chunks = [obj for obj, _ in queue]
+        gone = []
 
         def action(txn):
-            objects.hold_chunks(txn, [(c.id, len(c.data)) for c in chunks])
-            sessions.hold(txn, token, batch, [c.id for c in chunks])
+            gone.clear()
+            held = [(c.id, len(c.data)) for c in chunks]
+            for item in reused:
+                if objects.refcount(txn, item[0]):
+                    held.extend((cid, n) for cid, n in item[1])
+                else:
+                    gone.append(item)
+            objects.hold_chunks(txn, held)
+            sessions.hold(txn, token, batch, [cid for cid, _ in held])
         self.repo.db.write(action)
         objects.store.put_many(chunks)
+        for _fid, slots, display, rel, st in gone:
+            self.files -= 1
+            self.bytes -= st.st_size
+            self.files_cache.seen.pop(rel, None)
+            slots[:] = self._read(None, os.fsencode(display), display, rel, follow=display == self._root)
+        if gone:
+            self.flush()
 
     def scan(self, path: str) -> Pending:
         """Read PATH (a directory, or one file) into a pending root directory."""
@@ -118,16 +159,14 @@ class Ingest:
         except OSError as e:
             raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
         root = Pending(b"", DIR, 0o755, 0, st.st_mtime_ns)
+        self.files_cache = FilesCache(self.repo.path, path, self.repo.objects.store.object_id)
+        self._root = path
         if stat.S_ISDIR(st.st_mode):
             self._walk(_open(None, os.fsencode(path), path, os.O_DIRECTORY, follow=True), path, root)
         elif stat.S_ISREG(st.st_mode):
-            fd = _open(None, os.fsencode(path), path, 0, follow=True)
-            try:
-                name = os.fsencode(os.path.basename(os.path.normpath(path)))
-                root.children = [Pending(name, FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns,
-                                         chunks=self.add_file(fd, os.fstat(fd).st_size, path))]
-            finally:
-                os.close(fd)
+            name = os.fsencode(os.path.basename(os.path.normpath(path)))
+            root.children = [Pending(name, FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns,
+                                     chunks=self._regular(None, os.fsencode(path), path, st, follow=True))]
         else:
             raise InvalidInput(f"{path} is not a regular file or directory")
         self.flush()
@@ -174,19 +213,62 @@ class Ingest:
         if stat.S_ISLNK(st.st_mode):
             p.kind, p.target = LINK, os.readlink(name, dir_fd=dir_fd)
             p.size = len(p.target)
+        elif stat.S_ISREG(st.st_mode) and self._linked(p, st, display):
+            pass
         elif stat.S_ISREG(st.st_mode):
-            fd = _open(dir_fd, name, display, 0)
-            try:
-                p.kind, p.chunks = FILE, self.add_file(fd, os.fstat(fd).st_size, display)
-            finally:
-                os.close(fd)
+            p.kind, p.chunks = FILE, self._regular(dir_fd, name, display, st)
         elif stat.S_ISDIR(st.st_mode):
             p.kind = DIR
             return p, _open(dir_fd, name, display, os.O_DIRECTORY)
         else:
-            self.warn(f"skipped {display}: not a regular file, directory or symlink")
-            return None, None
+            p.kind, p.size = KIND_OF[stat.S_IFMT(st.st_mode)], 0
+            p.target = rdev_ref(p.kind, st.st_rdev)
         return p, None
+
+    def _regular(self, dir_fd, name: bytes, display: str, st, follow: bool = False) -> list[list]:
+        """The chunk list of a regular file (ST: its lstat): the file object's recorded in the
+        files cache when the file is unchanged since (not opened then), else read."""
+        rel = os.fsencode(os.path.relpath(display, self._root)) if display != self._root else name
+        fid = self.files_cache.lookup(rel, st)
+        if fid is not None:
+            with self.repo.db.read() as txn:
+                live = self.repo.objects.refcount(txn, fid) > 0
+            if live:   # checked again when its chunks are referenced (flush)
+                fobj = self.repo.file(fid)
+                slots = [[cid, n] for cid, n in zip(fobj.chunks, fobj.lengths)]
+                self._reused.append((fid, slots, display, rel, st))
+                self.files_cache.keep(rel)
+                self.files += 1
+                self.bytes += st.st_size
+                self.progress(st.st_size)
+                return slots
+        return self._read(dir_fd, name, display, rel, follow)
+
+    def _read(self, dir_fd, name: bytes, display: str, rel: bytes, follow: bool = False) -> list[list]:
+        opened = time.time_ns()
+        fd = _open(dir_fd, name, display, 0, follow)
+        try:
+            st = os.fstat(fd)
+            chunks = self.add_file(fd, st.st_size, display)
+        finally:
+            os.close(fd)
+        self.files_cache.record(rel, st, opened, chunks)
+        return chunks
+    def _linked(self, p: Pending, st: os.stat_result, display: str) -> bool:
+        """Whether ``p`` is another name of a file read already: then it shares its chunks and
+        link group. Else a file with more names is remembered as the first of its inode."""
+        if st.st_nlink < 2:
+            return False
+        first, where = self._inodes.setdefault((st.st_dev, st.st_ino), (p, display))
+        if first is p:
+            return False
+        if first.link is None:
+            first.link = LinkGroup(link_group(os.fsencode(os.path.relpath(where, self._root))))
+        first.link.names += 1
+        p.kind, p.chunks, p.size, p.link = FILE, first.chunks, first.size, first.link
+        self.files += 1
+        self.bytes += p.size
+        return True
 
     # phase 2: inside the final transaction ------------------------------------------------------
     def file_object(self, txn, chunks: list[list]) -> bytes:
@@ -197,6 +279,7 @@ class Ingest:
         """The entry of a pending directory, its objects created bottom-up (any depth), with one
         reference held."""
         objects = self.repo.objects
+        fids: dict[int, bytes] = {}   # id(link group) -> its file object, referenced once per name
         stack = [(root, iter(root.children), [])]
         while True:
             node, children, built = stack[-1]
@@ -209,9 +292,17 @@ class Ingest:
                 stack[-1][2].append(done)
             elif child.kind == DIR:
                 stack.append((child, iter(child.children), []))
-            else:
+            elif child.link is None:
                 ref = self.file_object(txn, child.chunks) if child.kind == FILE else child.target
                 built.append(Entry(child.name, child.kind, child.mode, child.size, child.mtime_ns, ref))
+            else:
+                fid = fids.get(id(child.link))
+                if fid is None:
+                    fid = fids[id(child.link)] = self.file_object(txn, child.chunks)
+                else:
+                    objects.incref(txn, fid)
+                built.append(Entry(child.name, FILE, child.mode, child.size, child.mtime_ns, fid,
+                                   child.link.group, child.link.names))
 
     def finish(self, txn) -> None:
         """Drop the session in the final transaction: its references now belong to the objects.

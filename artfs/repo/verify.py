@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..catalog.db import counter
-from ..catalog.objects import DIR, FILE, LINK
+from ..catalog.objects import DIR, FILE
 from ..errors import ArtfsError
 from ..names import LATEST
 from .diff import join_path
@@ -172,7 +172,7 @@ def _check_references(repo, report: Report, versions) -> None:
         try:
             if kind == DIR:
                 for e in objects.tree(oid).entries:
-                    if e.kind != LINK:
+                    if e.holds_object:
                         expected[e.ref] += 1
                         stack.append((e.kind, e.ref))
             else:

@@ -11,6 +11,7 @@ between leaves stray data files that the next Staging open, commit or reset dele
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from ..catalog.objects import DIR, FILE, Entry
 from ..catalog.staging_index import ROOT, StagingIndex, staging_dir
@@ -26,7 +27,8 @@ from .data import DataFiles, MissingDataFile
 
 
 def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
-           type: str | None = None, producer: dict | None = None, ttl=None, progress=None):
+           type: str | None = None, producer: dict | None = None, ttl=None, progress=None,
+           force: bool = False):
     """Make staging of NAME its next version; returns (version, created).
 
     created=False means no changes: the content equals latest (staging had no changes, or its
@@ -36,6 +38,8 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
     last writer wins). Afterwards staging shows the new latest with nothing pending. PRODUCER is
     who asked (repo/lineage.py; default: this process), TTL when the version expires (gc). TYPE
     must be the artifact's, unless it never had a version (made by mkdir): then it takes TYPE.
+    Files that were open for writing when their mount died (Staging.interrupted) may be short:
+    the commit is refused (Conflict) naming them, unless FORCE.
 
     Modified files are chunked and their chunks stored first, in bounded transactions held by an
     ingest session (memory stays bounded); then one transaction builds the trees, records the
@@ -50,6 +54,12 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
     with repo.db.read() as txn:   # a wrong type fails before any staging file is read
         check_type(name, repo.catalog.require_artifact(txn, name), type)
     staging = Staging(repo, name)
+    interrupted = [] if force else staging.interrupted()
+    if interrupted:
+        more = f" and {len(interrupted) - 1} more" if len(interrupted) > 1 else ""
+        raise Conflict(f"cannot commit {name}: staging/{interrupted[0]}{more} was open for writing "
+                       "when its mount died and may be incomplete (artfs status lists it); check "
+                       "it, then commit --force, or reset")
     with Ingest(repo, progress=progress) as ingest:
         chunked = _chunk_local_files(staging, ingest)
 
@@ -151,6 +161,7 @@ class _Builder:
         self.staging, self.txn, self.base = staging, txn, base
         self.objects = staging.repo.objects
         self.ingest, self.chunked = ingest, chunked
+        self.linked: dict[int, Entry] = {}   # ino -> entry of its first name (hard links)
 
     def root(self, root) -> Entry:
         """The root's entry, with one reference held. Recorded directories are rebuilt bottom-up
@@ -179,12 +190,18 @@ class _Builder:
     def _leaf(self, node) -> Entry:
         if node.local:
             return self._local_file(node)
-        e = Entry(node.name, node.kind, node.mode, node.size, node.mtime_ns, node.ref)
+        e = Entry(node.name, node.kind, node.mode, node.size, node.mtime_ns, node.ref, node.group,
+                  node.nlink)
         self.objects.hold_entry(self.txn, e)
         return e
 
     def _local_file(self, node) -> Entry:
-        """A modified file from its phase-1 chunk list (consumed here, so leftovers are known)."""
+        """A modified file from its phase-1 chunk list (consumed here, so leftovers are known);
+        the other names of a hard-linked one reference the file object its first name made."""
+        first = self.linked.get(node.ino)
+        if first is not None:
+            self.objects.incref(self.txn, first.ref)
+            return replace(first, name=node.name)
         path = self.staging.files.path(node.ino)
         try:
             chunks, size, mtime_ns = self.chunked.pop(node.ino)
@@ -194,4 +211,6 @@ class _Builder:
         if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
             raise Conflict(f"staging file {path} changed during the commit; retry")
         fid = self.ingest.file_object(self.txn, chunks)
-        return Entry(node.name, FILE, node.mode, size, mtime_ns, fid)
+        e = self.linked[node.ino] = Entry(node.name, FILE, node.mode, size, mtime_ns, fid,
+                                          node.group, node.nlink)
+        return e

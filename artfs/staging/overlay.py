@@ -10,6 +10,10 @@ handful of keys. A file's bytes are copied from the store into a *data file*,
 truncated; writes go straight into that real file, so they survive a daemon crash and a remount,
 and size/mtime of a modified file are read from it.
 
+A file may have several names (link(2)): its node record names one of them and the index lists
+all (catalog/staging_index.py); a base version's link groups are one node too (staging/links.py).
+FIFOs, sockets and device nodes are nodes without bytes (their ref is their device number).
+
 The base is the latest version when staging first changes. A staging without changes always shows
 the current latest (a ``put`` from elsewhere moves it along); a staging with changes keeps its base
 if latest moves, and ``commit`` then makes a version of that base plus the changes: the last
@@ -29,17 +33,20 @@ import heapq
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import paths as staging_paths
-from ..catalog.objects import DIR, FILE, LINK, Tree
+from ..catalog.objects import (DIR, FILE, GROUP_LEN, KIND_OF, LINK, SPECIAL, Tree, decode_rdev,
+                               rdev_ref)
+from ..catalog.sessions import alive
 from ..catalog.staging_index import ROOT, WHITEOUT, Base, Node, StagingIndex, staging_dir
 from ..errors import (Exists, InvalidInput, IsADirectory, NameTooLong, NotADirectory, NotEmpty,
-                     NotFound)
+                     NotFound, NotPermitted)
 from ..names import LATEST, check_artifact
 from .changes import changes
 from .data import DataFiles, MissingDataFile, remove
 from .inodes import BaseNumbering, base_offset, in_base
+from .links import BaseGroups
 
 __all__ = ["ROOT", "RENAME_NOREPLACE", "RENAME_EXCHANGE", "SEntry", "Staging", "check_name"]
 
@@ -66,6 +73,8 @@ class SEntry:
     base: bytes | None
     data: str | None
     target: bytes | None
+    nlink: int = 1
+    rdev: int = 0
 
 
 def check_name(name: bytes) -> bytes:
@@ -102,6 +111,7 @@ class Staging:
         self.name = check_artifact(name)
         self.index = StagingIndex(repo.db.dbs, name)
         self.numbering = BaseNumbering(repo.tree)
+        self.groups = BaseGroups(repo.tree, self.numbering)
         self.files = DataFiles(staging_dir(repo.path, name))
         self._uid, self._gid = os.getuid(), os.getgid()
         self.clean_data()  # also raises NotFound for a missing artifact
@@ -114,15 +124,15 @@ class Staging:
             node = self.child(txn, base, self.resolve(txn, base, parent), name)
             if node is None:
                 raise NotFound(f"staging of {self.name} has no {name!r} in directory {parent}")
-            return self.sentry(node)
+            return self.sentry(node, txn)
         return self._read(get)
 
     def getattr(self, ino: int) -> SEntry:
-        return self._read(lambda txn, base: self.sentry(self.resolve(txn, base, ino)))
+        return self._read(lambda txn, base: self.sentry(self.resolve(txn, base, ino), txn))
 
     def readdir(self, ino: int) -> list[SEntry]:
         def get(txn, base):
-            return [self.sentry(n) for n in self.children(txn, base, self._dir(txn, base, ino))]
+            return [self.sentry(n, txn) for n in self.children(txn, base, self._dir(txn, base, ino))]
         return self._read(get)
 
     def readlink(self, ino: int) -> bytes:
@@ -136,18 +146,29 @@ class Staging:
 
     def status(self) -> dict[str, list[str]]:
         """Paths added, modified and deleted relative to the base version (like ``artfs diff``:
-        a directory added or deleted is listed with a trailing '/' followed by its files). A file
-        opened for writing counts as modified even if its bytes ended up equal; commit, which
-        hashes them, may then find no changes."""
+        a directory added or deleted is listed with a trailing '/' followed by its files), and
+        ``interrupted``: files that were open for writing when their mount died (see
+        ``interrupted``). A file opened for writing counts as modified even if its bytes ended up
+        equal; commit, which hashes them, may then find no changes."""
         out: dict[str, list[str]] = {"added": [], "modified": [], "deleted": []}
 
         def walk(txn, base):
             for path, old, new in changes(self, txn, base):
                 out["added" if old is None else "deleted" if new is None else "modified"].append(path)
         self._read(walk)
+        out["interrupted"] = self.interrupted()
         for paths in out.values():
             paths.sort()
         return out
+
+    def interrupted(self) -> list[str]:
+        """Paths of the files that were open for writing in a mount whose daemon died (killed,
+        crashed, or unmounted while they were open): their bytes may be short. Commit refuses
+        them without ``force``; the mark goes with reset, a commit, deleting the file, or
+        overwriting it (an open with O_TRUNC) in a live mount."""
+        marks = self._read(lambda txn, base: self.index.writers(txn))
+        dead = [ino for ino, token in marks.items() if not alive(self.repo.path, token)]
+        return sorted(os.fsdecode(p) for p in self.paths(dead).values())
 
     def paths(self, inos) -> dict[int, bytes]:
         """Where these inodes are: ino -> path (names joined by b"/", b"" for the root); inodes
@@ -167,7 +188,7 @@ class Staging:
         """What is at these paths now; paths that do not exist are left out."""
         def get(txn, base):
             found = staging_paths.nodes_at(self, txn, base, paths)
-            return {path: self.sentry(node) for path, node in found.items()}
+            return {path: self.sentry(node, txn) for path, node in found.items()}
         return self._read(get)
 
     def readdir_at(self, path: bytes) -> list[SEntry]:
@@ -178,18 +199,55 @@ class Staging:
                 raise NotFound(f"staging of {self.name} has no {path!r}")
             if node.kind != DIR:
                 raise NotADirectory(f"{path!r} in staging of {self.name} is not a directory")
-            return [self.sentry(n) for n in self.children(txn, base, node)]
+            return [self.sentry(n, txn) for n in self.children(txn, base, node)]
         return self._read(get)
 
     # changing ----------------------------------------------------------------------------------
-    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> SEntry:
-        return self._make(parent, name, FILE, mode, uid, gid)
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+               writer: bytes | None = None) -> SEntry:
+        """A new empty file; WRITER, a mount's writer token, marks it open for writing."""
+        return self._make(parent, name, FILE, mode, uid, gid, writer=writer)
 
     def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> SEntry:
         return self._make(parent, name, DIR, mode, uid, gid)
 
     def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> SEntry:
         return self._make(parent, name, LINK, 0o777, uid, gid, _check_target(target))
+
+    def mknod(self, parent: int, name: bytes, mode: int, rdev: int, uid: int, gid: int) -> SEntry:
+        """A FIFO, unix socket, character or block device (kept as an entry: it has no bytes),
+        or an empty regular file (``S_IFREG``)."""
+        kind = KIND_OF.get(stat.S_IFMT(mode))
+        if kind == FILE:
+            return self.create(parent, name, mode, uid, gid)
+        if kind not in SPECIAL:
+            raise InvalidInput(f"mknod cannot make file type {stat.S_IFMT(mode):#o}")
+        return self._make(parent, name, kind, mode, uid, gid, rdev_ref(kind, rdev))
+
+    def link(self, ino: int, parent: int, name: bytes) -> SEntry:
+        """link(2): one more name for a file, symlink or special file of this staging."""
+        name = check_name(name)
+
+        def make(txn, base):
+            node = self.resolve(txn, base, ino)
+            if node.kind == DIR:
+                raise NotPermitted("a directory cannot be hard-linked")
+            directory = self._dir(txn, base, parent)
+            if self.child(txn, base, directory, name) is not None:
+                raise Exists(f"{name!r} already exists in staging of {self.name}")
+            now = time.time_ns()
+            self._record(txn, base, node)
+            self._record(txn, base, directory)
+            if node.nlink == 1:   # its first other name: it joins a new link group
+                self.index.add_name(txn, node.ino, node.parent, node.name)
+                node.group = os.urandom(GROUP_LEN)
+            self.index.add_name(txn, node.ino, directory.ino, name)
+            self.index.put_dirent(txn, directory.ino, name, node.ino)
+            node.nlink, node.ctime_ns = node.nlink + 1, now
+            self.index.put_node(txn, node)
+            self._changed(txn, directory, 1, now)
+            return self.sentry(_named(node, directory.ino, name), txn)
+        return self._write(make)
 
     def unlink(self, parent: int, name: bytes) -> SEntry:
         return self._remove(parent, name, directory=False)
@@ -218,17 +276,22 @@ class Staging:
             if node.kind == DIR and self._inside(txn, base, dst, node.ino):
                 raise InvalidInput("cannot move a directory into itself")
             _check_replace(node, old)
-            replaced = self.sentry(old) if old is not None else None
+            replaced = self.sentry(old, txn) if old is not None else None
             now = time.time_ns()
             for n in (src, dst, node):
                 self._record(txn, base, n)
-            if old is not None:
-                self._drop(txn, dst, old)
+            if old is not None and not self._drop(txn, base, dst, old):
+                replaced.data = None   # its other names keep its data file
             self._unlink_slot(txn, src, old_name)
+            if node.nlink > 1:
+                self.index.drop_name(txn, node.ino, src.ino, old_name)
+                self.index.add_name(txn, node.ino, dst.ino, new_name)
             node.parent, node.name, node.ctime_ns = dst.ino, new_name, now
             self._link(txn, dst, node)
-            self._changed(txn, src, -1, now)
-            self._changed(txn, dst, 0 if old is not None else 1, now)
+            moved = int(node.kind == DIR)
+            self._changed(txn, src, -1, now, -moved)
+            self._changed(txn, dst, 0 if old is not None else 1, now,
+                          moved - int(old is not None and old.kind == DIR))
             return replaced
         replaced = self._write(move)
         self._discard(replaced)
@@ -259,22 +322,35 @@ class Staging:
                     os.utime(self.files.path(ino), ns=(atime, mtime_ns))
             node.ctime_ns = time.time_ns()
             self.index.put_node(txn, node)
-            return self.sentry(node)
+            return self.sentry(node, txn)
         return self._write(change)
 
-    def open_data(self, ino: int, *, truncate: bool = False) -> str:
-        """The data file to write a file through, copying its stored bytes first if needed."""
-        node = self._read(lambda txn, base: self._file(txn, base, ino))
+    def open_data(self, ino: int, *, truncate: bool = False, writer: bytes | None = None) -> str:
+        """The data file to write a file through, copying its stored bytes first if needed.
+        WRITER, a mount's writer token, marks the file open for writing (in the copy-up's
+        transaction) until ``closed``; it replaces the mark of a dead mount only with TRUNCATE."""
+        node, mark = self._read(lambda txn, base: (self._file(txn, base, ino),
+                                                   self.index.writer(txn, ino)))
         if node.local:
             if truncate:
                 os.truncate(self.files.path(ino), 0)
+            if writer is not None and mark != writer and (mark is None or truncate):
+                self._write(lambda txn, base: self._mark(txn, ino, writer, truncate))
             return self.files.path(ino)
         tmp = None if truncate else self.files.copy(self.repo, ino, node.ref, node.mtime_ns)
         try:
-            return self._write(lambda txn, base: self._install(txn, base, ino, tmp, truncate))
+            return self._write(lambda txn, base: self._install(txn, base, ino, tmp, truncate, writer))
         finally:
             if tmp is not None:
                 remove(tmp)
+
+    def closed(self, inos, writer: bytes) -> None:
+        """The mount with this writer token closed the last writer of these files."""
+        def drop(txn, base):
+            for ino in inos:
+                if self.index.writer(txn, ino) == writer:
+                    self.index.drop_writer(txn, ino)
+        self._write(drop)
 
     def reset(self) -> None:
         """Discard every change: staging shows latest again."""
@@ -304,7 +380,7 @@ class Staging:
     def resolve(self, txn, base: Base, ino: int) -> Node:
         node = self.index.node(txn, ino)
         if node is not None:
-            return node
+            return self._counted(txn, node)
         if ino == ROOT:
             return self._root(base)
         path = self._base_path(base, ino)
@@ -318,7 +394,9 @@ class Staging:
         if parent.stored:
             ino = self.index.dirent(txn, parent.ino, name)
             if ino is not None:
-                return self.index.node(txn, ino) if ino != WHITEOUT else None
+                if ino == WHITEOUT:
+                    return None
+                return _named(self._counted(txn, self.index.node(txn, ino)), parent.ino, name)
         entries = self._origin(parent).entries
         i = bisect.bisect_left(entries, name, key=_node_name)
         if i < len(entries) and entries[i].name == name:
@@ -334,17 +412,43 @@ class Staging:
         shadowed = {name for name, _ in overlay}
         unmodified = (self._derive(base, parent, i, starts)
                       for i, e in enumerate(entries) if e.name not in shadowed)
-        recorded = (self.index.node(txn, ino) for _, ino in overlay if ino != WHITEOUT)
+        recorded = (_named(self.index.node(txn, ino), parent.ino, name)
+                    for name, ino in overlay if ino != WHITEOUT)
         return heapq.merge(unmodified, recorded, key=_node_name)
 
-    def sentry(self, node: Node) -> SEntry:
+    def sentry(self, node: Node, txn=None) -> SEntry:
+        """What the mount shows of a node (``txn``: for a directory's link count)."""
         size, mtime, ctime, data = node.size, node.mtime_ns, node.ctime_ns, None
         if node.local:
             st, data = self.files.stat(node.ino), self.files.path(node.ino)
             size, mtime, ctime = st.st_size, st.st_mtime_ns, max(ctime, st.st_ctime_ns)
+        nlink = 2 + self.subdirs(txn, node) if node.kind == DIR else node.nlink
+        rdev = decode_rdev(node.ref) if node.kind in SPECIAL else 0
         return SEntry(node.ino, node.name, node.kind, node.mode, node.uid, node.gid, size, mtime,
                       ctime, node.ref if node.kind == FILE and not node.local else None, data,
-                      node.ref if node.kind == LINK else None)
+                      node.ref if node.kind == LINK else None, nlink, rdev)
+
+    def _counted(self, txn, node: Node) -> Node:
+        """A recorded node, a directory recorded by an older artfs counted now: before a change
+        to its overlay, which its count is derived from."""
+        if node.kind == DIR and node.subdirs is None:
+            self.subdirs(txn, node)
+        return node
+
+    def subdirs(self, txn, directory: Node) -> int:
+        """How many subdirectories a directory has: counted in its origin tree (trees are cached
+        with their count) until it is recorded, then kept in its record by every change."""
+        if directory.subdirs is None:
+            count = self._origin(directory).subdirs
+            if directory.stored:   # recorded by an older artfs, without the count
+                overlay = self.index.dirents(txn, directory.ino)
+                origin = self._origin(directory)
+                for name, ino in overlay:
+                    old = origin.lookup(name)
+                    count -= old is not None and old.kind == DIR
+                    count += ino != WHITEOUT and self.index.node(txn, ino).kind == DIR
+            directory.subdirs = count
+        return directory.subdirs
 
     # transactions ------------------------------------------------------------------------------
     def _read(self, fn):
@@ -370,15 +474,18 @@ class Staging:
 
     def _from_entry(self, e, ino: int, parent: int) -> Node:
         return Node(ino, e.kind, e.mode, self._uid, self._gid, e.mtime_ns, e.mtime_ns, e.size,
-                    parent, e.name, e.ref)
+                    parent, e.name, e.ref, nlink=e.nlink, group=e.group)
 
     def _derive(self, base: Base, parent: Node, i: int, starts: list[int] | None) -> Node:
-        """Child i of parent's origin tree, unmodified; numbered when ``starts`` is given."""
-        ino = 0
-        if starts is not None:
+        """Child i of parent's origin tree, unmodified; numbered when ``starts`` is given (the
+        names of a link group by the number of its first name: one inode)."""
+        ino, e = 0, self._origin(parent).entries[i]
+        if starts is not None and e.group:
+            ino = base_offset(base.number) + self.groups.of(base.root)[e.group][0][0]
+        elif starts is not None:
             at = 0 if parent.ino == ROOT else parent.ino - base_offset(base.number)
             ino = base_offset(base.number) + at + starts[i]
-        return self._from_entry(self._origin(parent).entries[i], ino, parent.ino)
+        return self._from_entry(e, ino, parent.ino)
 
     def _base_path(self, base: Base, ino: int) -> list[Node] | None:
         """The unmodified nodes from the root down to base inode ``ino``; None if not a base inode."""
@@ -408,6 +515,8 @@ class Staging:
         """Give a node, and its unrecorded ancestors, index records so that it can change."""
         if node.stored:
             return
+        if node.nlink > 1 and node.kind != DIR:
+            return self._record_group(txn, base, node)
         chain = [node] if node.ino == ROOT else self._base_path(base, node.ino)[:-1] + [node]
         todo = []
         for n in reversed(chain):
@@ -415,12 +524,36 @@ class Staging:
                 break
             todo.append(n)
         for n in reversed(todo):
+            if n.kind == DIR:
+                self.subdirs(txn, n)   # counted in its origin tree, from now on kept in its record
             if n.ino == ROOT:
                 self.index.set_header(txn, base)
             else:
                 self.index.put_dirent(txn, n.parent, n.name, n.ino)
             self.index.put_node(txn, n)
         node.stored = True
+
+    def _record_group(self, txn, base: Base, node: Node) -> None:
+        """Record every name of an unmodified base link group at once, as one node."""
+        offset = base_offset(base.number)
+        for _, at, name in self.groups.of(base.root)[node.group]:
+            parent = self.resolve(txn, base, ROOT if at == 0 else offset + at)
+            self._record(txn, base, parent)
+            self.index.put_dirent(txn, parent.ino, name, node.ino)
+            self.index.add_name(txn, node.ino, parent.ino, name)
+        self.index.put_node(txn, node)
+
+    def _unname(self, txn, ino: int, parent: int, name: bytes, now: int) -> None:
+        """One name of a node with several goes; the node stays with the others."""
+        node = self.index.node(txn, ino)
+        self.index.drop_name(txn, ino, parent, name)
+        node.nlink, node.ctime_ns = node.nlink - 1, now
+        if (node.parent, node.name) == (parent, name):
+            node.parent, node.name = self.index.names(txn, ino)[0]
+        if node.nlink == 1:   # a plain file again
+            self.index.drop_names(txn, ino)
+            node.group = b""
+        self.index.put_node(txn, node)
 
     def _link(self, txn, parent: Node, node: Node) -> None:
         self.index.put_dirent(txn, parent.ino, node.name, node.ino)
@@ -432,14 +565,24 @@ class Staging:
         else:
             self.index.drop_dirent(txn, parent.ino, name)
 
-    def _drop(self, txn, parent: Node, node: Node) -> None:
+    def _drop(self, txn, base: Base, parent: Node, node: Node) -> bool:
+        """Remove the name of ``node`` in ``parent``; whether the node is gone (not when it has
+        other names)."""
+        if node.nlink > 1 and node.kind != DIR:
+            self._record(txn, base, node)
+            self._unlink_slot(txn, parent, node.name)
+            self._unname(txn, node.ino, parent.ino, node.name, time.time_ns())
+            return False
         if node.stored:
             self.index.drop_node(txn, node.ino)
             if node.kind == DIR:
                 self.index.drop_dirents(txn, node.ino)
         self._unlink_slot(txn, parent, node.name)
+        return True
 
-    def _changed(self, txn, directory: Node, delta: int, now: int) -> None:
+    def _changed(self, txn, directory: Node, delta: int, now: int, dirs: int = 0) -> None:
+        """A directory gained (or lost) ``delta`` entries, ``dirs`` of them directories."""
+        directory.subdirs = self.subdirs(txn, directory) + dirs
         directory.size += delta
         directory.mtime_ns = directory.ctime_ns = now
         self.index.put_node(txn, directory)
@@ -456,7 +599,7 @@ class Staging:
         if node.kind == DIR:
             raise IsADirectory(f"staging inode {ino} is a directory")
         if node.kind != FILE:
-            raise InvalidInput(f"staging inode {ino} is a symlink")
+            raise InvalidInput(f"staging inode {ino} is not a regular file")
         return node
 
     def _existing(self, txn, base: Base, parent: Node, name: bytes) -> Node:
@@ -466,7 +609,7 @@ class Staging:
         return node
 
     def _make(self, parent: int, name: bytes, kind: str, mode: int, uid: int, gid: int,
-              target: bytes = b"") -> SEntry:
+              target: bytes = b"", writer: bytes | None = None) -> SEntry:
         name, uid, gid = check_name(name), _check_id(uid), _check_id(gid)
 
         def make(txn, base):
@@ -478,13 +621,16 @@ class Staging:
             if directory.mode & stat.S_ISGID:  # setgid directory: its group, setgid subdirs (ext4)
                 group, bits = directory.gid, bits | (stat.S_ISGID if kind == DIR else 0)
             node = Node(self.index.new_ino(txn), kind, bits, uid, group, now, now,
-                        len(target), directory.ino, name, target, local=kind == FILE)
+                        len(target) if kind == LINK else 0, directory.ino, name, target,
+                        local=kind == FILE, subdirs=0 if kind == DIR else None)
             self._record(txn, base, directory)
             self._link(txn, directory, node)
-            self._changed(txn, directory, 1, now)
+            self._changed(txn, directory, 1, now, int(kind == DIR))
             if node.local:
                 self.files.create(node.ino)
-            return self.sentry(node)
+            if writer is not None:
+                self.index.put_writer(txn, node.ino, writer)
+            return self.sentry(node, txn)
         return self._write(make)
 
     def _remove(self, parent: int, name: bytes, *, directory: bool) -> SEntry:
@@ -499,10 +645,11 @@ class Staging:
                 raise IsADirectory(f"{name!r} is a directory")
             if node.kind == DIR and node.size:
                 raise NotEmpty(f"directory {name!r} is not empty")
-            removed = self.sentry(node)
+            removed = self.sentry(node, txn)
             self._record(txn, base, parent_node)
-            self._drop(txn, parent_node, node)
-            self._changed(txn, parent_node, -1, time.time_ns())
+            if not self._drop(txn, base, parent_node, node):
+                removed.data = None   # its other names keep its data file
+            self._changed(txn, parent_node, -1, time.time_ns(), -int(node.kind == DIR))
             return removed
         removed = self._write(drop)
         self._discard(removed)
@@ -522,10 +669,21 @@ class Staging:
         if entry is not None and entry.data is not None:
             remove(entry.data)
 
-    def _install(self, txn, base: Base, ino: int, tmp: str | None, truncate: bool) -> str:
+    def _mark(self, txn, ino: int, writer: bytes | None, truncate: bool) -> None:
+        """Mark a file open for writing by WRITER, keeping the mark of a dead mount unless the
+        file is being truncated (its old bytes no longer matter)."""
+        if writer is None:
+            return
+        mark = self.index.writer(txn, ino)
+        if mark is None or truncate or alive(self.repo.path, mark):
+            self.index.put_writer(txn, ino, writer)
+
+    def _install(self, txn, base: Base, ino: int, tmp: str | None, truncate: bool,
+                 writer: bytes | None = None) -> str:
         """Make a file local: its data file becomes the copy (or an empty file)."""
         node = self._file(txn, base, ino)
         path = self.files.path(node.ino)
+        self._mark(txn, ino, writer, truncate)
         if node.local:  # copied up meanwhile by someone else
             if truncate:
                 os.truncate(path, 0)
@@ -538,6 +696,13 @@ class Staging:
         else:
             self.files.install(tmp, node.ino)
         return path
+
+
+def _named(node: Node, parent: int, name: bytes) -> Node:
+    """A node as found under one of its names (a hard-linked node's record holds one of them)."""
+    if node.nlink < 2 or (node.parent, node.name) == (parent, name):
+        return node
+    return replace(node, parent=parent, name=name)
 
 
 def _check_replace(node: Node, old: Node | None) -> None:

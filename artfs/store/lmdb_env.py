@@ -25,7 +25,9 @@ processes are cleared (``reader_check``) when the environment opens and every fe
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -328,6 +330,39 @@ class Batches:
             last = batch[-1][0]
             self._close()
             self._open()
+
+
+class _Buffer(ctypes.Structure):   # CPython's Py_buffer, for a view's address
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.py_object), ("len", ctypes.c_ssize_t),
+                ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+                ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
+_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+_get_buffer.argtypes = (ctypes.py_object, ctypes.POINTER(_Buffer), ctypes.c_int)
+_release_buffer = ctypes.pythonapi.PyBuffer_Release
+_release_buffer.argtypes = (ctypes.POINTER(_Buffer),)
+_PAGE = mmap.PAGESIZE
+
+
+def resident(view) -> bool:
+    """Whether every page of ``view`` (a value read from a mapped environment) is in memory, so
+    reading it cannot wait for a disk (mincore(2); a page may still be evicted right after)."""
+    info = _Buffer()
+    _get_buffer(view, ctypes.byref(info), 0)
+    try:
+        start = info.buf - info.buf % _PAGE
+        length = info.buf + info.len - start
+        pages = (length + _PAGE - 1) // _PAGE
+        vec = ctypes.create_string_buffer(pages)
+        if _libc.mincore(start, length, vec) != 0:
+            return False
+        return all(b & 1 for b in vec.raw)
+    finally:
+        _release_buffer(ctypes.byref(info))
 
 
 def fsync_path(path: str) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from ..errors import CorruptData
 from .backend import Obj
 from .ids import DIGEST_LEN, id_matches, object_id, strong_digest
-from .lmdb_env import Env
+from .lmdb_env import Env, resident
 
 DATABASES = (b"objects", b"meta")
 INITIAL_MAP = 1 << 40    # 1 TiB of address space; the file grows only as pages are used
@@ -39,9 +39,9 @@ class LocalObjectStore:
     def _write(self, fn):
         return self.env.write(fn, lambda txn: _touch(txn, self.env.dbs["meta"]))
 
-    def _checked(self, txn, oid: bytes):
+    def _checked(self, txn, oid: bytes, value=None):
         """The stored bytes of ``oid`` (a view valid in ``txn``), checked against the id."""
-        value = txn.get(oid, db=self._db)
+        value = txn.get(oid, db=self._db) if value is None else value
         if value is None:
             raise CorruptData(f"missing object {oid.hex()}")
         data = value[DIGEST_LEN:]
@@ -58,6 +58,20 @@ class LocalObjectStore:
         one copy, straight from the map."""
         with self.env.read() as txn:
             return b"".join(self._checked(txn, oid)[start:end] for oid, start, end in spans)
+
+    def read_ranges_resident(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes | None:
+        """``read_ranges``, or None when a value's pages are not all in memory (reading them
+        could wait for a disk). The caller makes sure the lookups themselves touch pages in
+        memory (ids it read recently: repo/facade.py)."""
+        with self.env.read() as txn:
+            values = []
+            for oid, _, _ in spans:
+                value = txn.get(oid, db=self._db)
+                if value is None or not resident(value):
+                    return None
+                values.append(value)
+            return b"".join(self._checked(txn, oid, value)[start:end]
+                            for (oid, start, end), value in zip(spans, values))
 
     def put_many(self, objs: Sequence[Obj]) -> int:
         def action(txn):

@@ -13,6 +13,7 @@ so a damaged or tampered pack is CorruptData naming the object, never wrong byte
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -29,29 +30,34 @@ PARALLEL = 8
 _ORDER = {CHUNK: 0, FILE: 1, TREE: 2}
 
 
+class _PackGone(CorruptData):
+    """A pack named by an index read earlier is gone: after a refresh, CorruptData if still so."""
+
+
 class RemoteObjectStore:
     def __init__(self, s3: S3Store, cache_dir: str, pack_size: int = PACK_SIZE, hasher=object_id):
         self.s3, self.cache_dir, self.pack_size = s3, cache_dir, pack_size
         self.object_id = hasher
         self.index: dict[bytes, Location] = {}
-        self._packs: set[str] = set()
+        self.packs: dict[str, dict[bytes, Location]] = {}     # PACKID -> its index
+        self.bytes_sent = 0                                   # pack and index bytes uploaded
         os.makedirs(cache_dir, exist_ok=True)
-
-    @property
-    def bytes_sent(self) -> int:
-        return self.s3.bytes_sent
 
     def close(self) -> None:
         pass
 
     # the index -------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Add every pack index the remote lists and this one has not read yet."""
-        new = [pid for key, _ in self.s3.list(PREFIX)
-               if (pid := pack_id_of_index(key)) is not None and pid not in self._packs]
+        """Read every pack index the remote lists and this one has not read yet, and forget the
+        packs whose index is gone (a gc deleted or repacked them)."""
+        listed = {pid for key, _ in self.s3.list(PREFIX) if (pid := pack_id_of_index(key)) is not None}
+        new = sorted(listed - self.packs.keys())
         with ThreadPoolExecutor(PARALLEL) as pool:
             for pid, data in zip(new, pool.map(self._index_bytes, new)):
                 self._add_index(pid, data)
+        gone = self.packs.keys() - listed
+        if gone:
+            self._forget(gone)
 
     def _index_bytes(self, pack_id: str) -> bytes:
         path = os.path.join(self.cache_dir, pack_id + ".idx")
@@ -72,10 +78,23 @@ class RemoteObjectStore:
             f.write(data)
         os.replace(tmp, path)
 
+    def _forget(self, pack_ids) -> None:
+        """Drop these packs from the index (and the cache); their objects fall back to another
+        pack holding them, if any."""
+        for pid in pack_ids:
+            del self.packs[pid]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.cache_dir, pid + ".idx"))
+        self.index = {}
+        for entries in self.packs.values():
+            for oid, loc in entries.items():
+                self.index.setdefault(oid, loc)
+
     def _add_index(self, pack_id: str, data: bytes) -> None:
-        for oid, loc in parse_index(pack_id, data).items():
+        entries = parse_index(pack_id, data)
+        for oid, loc in entries.items():
             self.index.setdefault(oid, loc)   # the first index read wins; a reader checks digests
-        self._packs.add(pack_id)
+        self.packs[pack_id] = entries
 
     def _locate(self, ids: Sequence[bytes]) -> list[Location | None]:
         if any(oid not in self.index for oid in ids):
@@ -84,6 +103,13 @@ class RemoteObjectStore:
 
     # ObjectStore -----------------------------------------------------------------------------
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
+        try:
+            return self._get_many(ids)
+        except _PackGone:          # a gc repacked it meanwhile: the objects are in another pack now
+            self.refresh()
+            return self._get_many(ids)
+
+    def _get_many(self, ids: Sequence[bytes]) -> list[bytes]:
         locs = self._locate(ids)
         by_pack: dict[str, list[int]] = defaultdict(list)
         for i, (oid, loc) in enumerate(zip(ids, locs)):
@@ -98,7 +124,7 @@ class RemoteObjectStore:
                 got = self.s3.get_ranges(pack_key(pack), [(locs[i].offset, locs[i].offset + locs[i].length)
                                                           for i in where])
             except NotFound:
-                raise CorruptData(f"remote pack {pack_key(pack)} is missing (its index names it)") from None
+                raise _PackGone(f"remote pack {pack_key(pack)} is missing (its index names it)") from None
             for i, data in zip(where, got):
                 oid = ids[i]
                 if (len(data) != locs[i].length or not id_matches(self.object_id, data, oid)
@@ -134,15 +160,17 @@ class RemoteObjectStore:
             self._upload(batch)
         return sum(len(o.data) for o in todo)
 
-    def _upload(self, objs: list[Obj]) -> None:
+    def _upload(self, objs: list[Obj]) -> str:
         pack_id, pack, index = build(objs)
         for key, data in ((pack_key(pack_id), pack), (index_key(pack_id), index)):
             try:
                 self.s3.put(key, data, create=True)
+                self.bytes_sent += len(data)
             except Exists:
                 pass      # named by its SHA-256: another host uploaded these very bytes
         self._cache(pack_id, index)
         self._add_index(pack_id, index)
+        return pack_id
 
     def has(self, ids: Sequence[bytes]) -> list[bool]:
         return [loc is not None for loc in self._locate(ids)]
@@ -168,5 +196,16 @@ class RemoteObjectStore:
         yield from list(self.index)
 
     def delete(self, ids: Sequence[bytes]) -> None:
-        raise UsageError("deleting objects from a remote needs its garbage collector, which is not "
-                         "built yet (docs/REMOTE.md, Status)")
+        raise UsageError("objects leave a remote only through its garbage collector (remote/gc.py), "
+                         "which holds the remote's delete lock")
+
+    def drop_pack(self, pack_id: str) -> None:
+        """Delete pack PACKID, its index first (an index always names a complete pack). Only the
+        garbage collector calls this, holding the remote's delete lock."""
+        self.s3.delete(index_key(pack_id))
+        self.s3.delete(pack_key(pack_id))
+        self._forget({pack_id} & self.packs.keys())
+
+    def upload(self, objs: Sequence[Obj]) -> str:
+        """Put these objects in one new pack (the garbage collector's repack); returns its id."""
+        return self._upload(list(objs))

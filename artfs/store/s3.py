@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import ipaddress
 import os
 from collections.abc import Sequence
 from urllib.parse import urlparse
 
-from ..errors import Conflict, Exists, NotFound, NotPermitted, RemoteError, UsageError
+from ..errors import Conflict, Exists, InvalidInput, NotFound, NotPermitted, RemoteError, UsageError
 
 try:
     import obstore
@@ -41,6 +42,37 @@ def parse_url(url: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.strip("/")
 
 
+def check_endpoint(endpoint: str | None, allow_http: bool) -> bool:
+    """Whether plain http may be used for ENDPOINT: https always; http only to a loopback host
+    or with ``allow_http`` (credentials and data would cross the network in the clear)."""
+    if endpoint is None:
+        return allow_http
+    parsed = urlparse(endpoint)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UsageError(f"not an endpoint URL: {endpoint!r} (expected https://HOST[:PORT])")
+    if parsed.scheme == "https":
+        return allow_http
+    host = parsed.hostname
+    loopback = host == "localhost"
+    with contextlib.suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    if not (loopback or allow_http):
+        raise UsageError(f"refusing plain http to {host}: credentials and data would cross the network "
+                         "unencrypted; use an https endpoint (with --ca-bundle for a private CA) or --allow-http")
+    return True
+
+
+def _read_ca(path: str) -> str:
+    try:
+        with open(path) as f:
+            pem = f.read()
+    except OSError as e:
+        raise InvalidInput(f"cannot read CA bundle {path}: {e.strerror}") from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise InvalidInput(f"CA bundle {path} holds no PEM certificate")
+    return pem
+
+
 def _seconds(name: str, default: float) -> datetime.timedelta:
     return datetime.timedelta(seconds=float(os.environ.get(name, default)))
 
@@ -49,9 +81,11 @@ class S3Store:
     """Keys under ``s3://bucket/prefix``; each call is one request (or a few, in parallel)."""
 
     def __init__(self, url: str, *, endpoint: str | None = None, region: str | None = None,
-                 allow_http: bool = False, credentials: tuple[str, str] | None = None):
+                 allow_http: bool = False, ca_bundle: str | None = None,
+                 credentials: tuple[str, str] | None = None):
         if obstore is None:
             raise UsageError("remotes need the obstore package (pip install 'obstore>=0.12,<0.13')")
+        allow_http = check_endpoint(endpoint, allow_http)
         self.url = url
         self.bucket, self.prefix = parse_url(url)
         self.endpoint = endpoint
@@ -65,10 +99,12 @@ class S3Store:
         if credentials:
             config["access_key_id"], config["secret_access_key"] = credentials
         retries = int(os.environ.get("ARTFS_REMOTE_RETRIES", 4))
+        client = {"allow_http": allow_http, "connect_timeout": _seconds("ARTFS_REMOTE_CONNECT_TIMEOUT", 5),
+                  "timeout": _seconds("ARTFS_REMOTE_TIMEOUT", 120)}
+        if ca_bundle:
+            client["root_certificate"] = _read_ca(ca_bundle)
         self._store = _ObS3Store(
-            self.bucket, prefix=self.prefix or None, config=config,
-            client_options={"allow_http": allow_http, "connect_timeout": _seconds("ARTFS_REMOTE_CONNECT_TIMEOUT", 5),
-                            "timeout": _seconds("ARTFS_REMOTE_TIMEOUT", 120)},
+            self.bucket, prefix=self.prefix or None, config=config, client_options=client,
             retry_config={"max_retries": retries, "retry_timeout": _seconds("ARTFS_REMOTE_RETRY_TIMEOUT", 30),
                           "backoff": {"init_backoff": datetime.timedelta(milliseconds=100),
                                       "max_backoff": datetime.timedelta(seconds=5), "base": 2}})
@@ -128,6 +164,12 @@ class S3Store:
         with self._errors("list", prefix):
             return sorted((m["path"], m["size"]) for batch in obstore.list(self._store, prefix=prefix or None)
                           for m in batch)
+
+    def listing(self, prefix: str = "") -> list[tuple[str, int, float]]:
+        """(key, size, last modified by the server's clock, in epoch seconds) under ``prefix``."""
+        with self._errors("list", prefix):
+            return sorted((m["path"], m["size"], m["last_modified"].timestamp())
+                          for batch in obstore.list(self._store, prefix=prefix or None) for m in batch)
 
     # writing -----------------------------------------------------------------------------------
     def put(self, key: str, data: bytes, *, create: bool = False, if_match: str | None = None) -> str:

@@ -1,0 +1,85 @@
+"""Keyed object ids and sealed objects, from a store's master key.
+
+Two subkeys are derived from the 256-bit master key with HKDF-SHA256 (distinct ``info``): one
+for ids, one for sealing. Neither is ever stored.
+
+- **Keyed ids**: ``HMAC-SHA256(id key, kind || xxh3-128(data, seed=kind))`` truncated to 16 bytes.
+  Without the key nobody can compute the id of known content, so a reader of the store (or of a
+  bucket holding its objects) cannot test whether that content is stored. Collisions are exactly
+  as rare, and handled exactly as, for plain ids (docs/ARCHITECTURE.md, "Content ids"): two
+  contents share an id only if they share an xxh3-128, and a put then finds a different digest
+  and refuses.
+- **Sealing**: AES-256-GCM under a per-object key ``HMAC-SHA256(seal key, id)`` with a zero
+  nonce. Each (key, nonce) pair therefore only ever encrypts the one content of that id (a second
+  content under one id is a collision that put refuses before storing anything), so there is no
+  nonce to run out of and no birthday bound on the number of objects; equal content sealed twice
+  gives equal bytes, which dedup and the create-only compare need. The sealed form is
+  ``VERSION || id || ciphertext || tag``, the first 17 bytes being the associated data: an object
+  moved to another id, or damaged anywhere, fails to open. The id is itself keyed over the kind,
+  so the kind is bound too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import xxhash
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+ID_LEN = 16
+VERSION = b"\x01"
+HEADER = len(VERSION) + ID_LEN
+TAG = 16
+_NONCE = bytes(12)
+_KINDS = [bytes([k]) for k in range(256)]
+
+
+def subkey(master: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"artfs " + purpose + b" v1").derive(master)
+
+
+def keyed_hasher(master: bytes):
+    """``hasher(data, kind=0)``: the keyed id of ``data`` (store/ids.py's object_id, keyed)."""
+    key = subkey(master, b"object id")
+
+    def keyed_id(data, kind: int = 0) -> bytes:
+        h = hmac.new(key, _KINDS[kind], hashlib.sha256)
+        h.update(xxhash.xxh3_128_digest(data, seed=kind))
+        return h.digest()[:ID_LEN]
+    return keyed_id
+
+
+def header_id(sealed, kind: int = 0) -> bytes:
+    """The id a sealed object names in its header: what the store under the sealing layer checks
+    its records against (a cheap check that a record is where it belongs; the AEAD tag is what
+    authenticates it)."""
+    return bytes(sealed[len(VERSION):HEADER])
+
+
+class Sealer:
+    def __init__(self, master: bytes):
+        self._key = subkey(master, b"object seal")
+
+    def _aead(self, oid: bytes) -> AESGCM:
+        return AESGCM(hmac.digest(self._key, oid, "sha256"))
+
+    def seal(self, oid: bytes, data) -> bytes:
+        header = VERSION + oid
+        return header + self._aead(oid).encrypt(_NONCE, bytes(data), header)
+
+    def open(self, oid: bytes, sealed) -> bytes | None:
+        """The plaintext, or None when ``sealed`` is not ``oid``'s object sealed with this key
+        (a wrong key, a moved object or damage: AES-GCM cannot tell them apart)."""
+        view = memoryview(sealed)
+        header = bytes(view[:HEADER])
+        if len(view) < HEADER + TAG or header != VERSION + oid:
+            return None
+        try:
+            return self._aead(oid).decrypt(_NONCE, view[HEADER:], header)
+        except InvalidTag:
+            return None

@@ -1,0 +1,75 @@
+"""Which staging files this mount has open for writing, kept in the staging index.
+
+If the daemon dies while a file is open for writing, the file may be short (the writer's last
+writes never arrived), and nothing in the file itself says so. So the daemon holds a *writer
+token* for its life (catalog/sessions.py: a lock file under its flock) and marks each staging
+file with it in the transaction that makes the file writable (create, copy-up; staging/overlay.py).
+After the last writer of a file closes, the mark is dropped; those drops are batched, at most
+one transaction per artifact every FLUSH_SECONDS, since a transaction costs an fsync and ``cp -r``
+closes files by the thousand. A mark whose token's lock nobody holds is a file the dead mount had
+open: ``status`` lists it and ``commit`` refuses it without --force. Dying within FLUSH_SECONDS
+after a close only over-reports (the file is flagged although complete), never under-reports.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from ..catalog.sessions import Session
+from ..errors import NotFound
+
+FLUSH_SECONDS = 0.1
+
+
+class WriteMarks:
+    def __init__(self, store_path: str):
+        self.store_path = store_path
+        self._session: Session | None = None
+        self._closed: dict[object, set[int]] = {}   # StagingState -> staging inodes to unmark
+
+    def token(self) -> bytes:
+        """This mount's writer token (its lock is taken on first use)."""
+        if self._session is None:
+            self._session = Session(self.store_path)
+        return self._session.token
+
+    def opened(self, staging, sino: int) -> None:
+        """A file is open for writing again: its mark must stay."""
+        self._closed.get(staging, set()).discard(sino)
+
+    def closed(self, staging, sino: int) -> None:
+        """The last writer of a file closed: drop its mark at the next flush."""
+        self._closed.setdefault(staging, set()).add(sino)
+
+    def forget(self, staging) -> None:
+        """Staging was renumbered (commit, reset): its marks went with the index records."""
+        self._closed.pop(staging, None)
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(FLUSH_SECONDS)
+            for staging in list(self._closed):
+                async with staging.art.lock:   # no open for writing marks a file meanwhile
+                    await self.flush(staging)
+
+    async def flush(self, staging) -> None:
+        """Drop the marks of STAGING's closed files now (the caller holds its artifact's lock):
+        a commit does, so that being killed during it flags no file closed before it."""
+        inos = self._closed.pop(staging, None)
+        if inos:
+            await trio.to_thread.run_sync(self._drop, staging, inos)
+
+    def close(self) -> None:
+        """At exit (no requests run any more): drop the marks of closed files, give up the token.
+        Files still open keep their marks, which are now dead: they may be short."""
+        for staging, inos in self._closed.items():
+            self._drop(staging, inos)
+        self._closed.clear()
+        if self._session is not None:
+            self._session.end()
+
+    def _drop(self, staging, inos: set[int]) -> None:
+        try:
+            staging.model.closed(sorted(inos), self.token())
+        except NotFound:   # the artifact was deleted meanwhile
+            pass

@@ -1,0 +1,157 @@
+"""The files cache of ``put``: unchanged files reuse their file object without being read.
+
+Like borg's and restic's, an entry says "the file at this path, with this size, mtime, ctime,
+inode and device, had this content (file object id) when it was last put". A file whose ``lstat``
+matches its entry is not opened: ``put`` takes the file object's chunk list instead (repo/ingest.py).
+
+Safe against same-second edits: an entry is recorded only if the file's mtime and ctime are older
+than GRACE_NS before the moment the file was opened for reading. Any later write to it (or chmod,
+rename over it, ...) sets its ctime to at least that moment minus the timestamp granularity, so
+the file no longer matches even on a file system whose clock is GRACE_NS coarse (FAT: 2 s).
+Files changed in the last seconds before a put are simply read again by the next one.
+
+Safe against the store: the cache holds content ids, not references. A file object whose last
+version was deleted may be gone; ``put`` uses an entry only if the file object is still referenced,
+checked inside the catalog transaction that takes the session's references to its chunks (the
+ingest session protocol of catalog/sessions.py: reference before use). If it is gone by then,
+the file is read after all.
+
+One cache file per source root (its real path) under ``STORE/cache/files/``, rewritten atomically
+after each successful put and checksummed (a damaged or foreign file is an empty cache). Bounded:
+an entry not seen for MAX_AGE puts of its root is dropped, and only the MAX_ROOTS most recently
+used roots keep a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import time
+from dataclasses import dataclass
+
+import xxhash
+
+from ..catalog.objects import FileObj
+from ..store import ids
+from ..store.ids import ID_LEN
+
+GRACE_NS = 2 * 10**9
+MAX_AGE = 20
+MAX_ROOTS = 64
+_MAGIC = b"ARTFS-FILES-CACHE 1\n"
+_RECORD = struct.Struct(f">QqqQQH{ID_LEN}sI")   # size, mtime, ctime, inode, device, age, file id, path length
+_SUM = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What must be unchanged for a file's content to be taken as unchanged."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    dev: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "Stamp":
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def cache_dir(store_path: str) -> str:
+    return os.path.join(store_path, "cache", "files")
+
+
+class FilesCache:
+    """The entries of one source root: those loaded from the last puts, and those this put saw."""
+
+    def __init__(self, store_path: str, root: str, hasher):
+        real = os.fsencode(os.path.realpath(root))
+        self.path = os.path.join(cache_dir(store_path), hashlib.blake2b(real, digest_size=16).hexdigest())
+        self.hasher = hasher
+        self.old = _load(self.path)              # path -> (Stamp, file id, age)
+        self.seen: dict[bytes, tuple] = {}       # path -> (Stamp, file id or chunk list, age)
+
+    def lookup(self, rel: bytes, st: os.stat_result) -> bytes | None:
+        """The file id recorded for REL if its stamp still matches ST (the caller checks that the
+        file object is still referenced before it uses it)."""
+        entry = self.old.get(rel)
+        if entry is None or entry[0] != Stamp.of(st):
+            return None
+        return entry[1]
+
+    def keep(self, rel: bytes) -> None:
+        """REL matched and was reused: it stays, seen now."""
+        stamp, fid, _ = self.old[rel]
+        self.seen[rel] = (stamp, fid, 0)
+
+    def record(self, rel: bytes, st: os.stat_result, opened_ns: int, chunks: list[list]) -> None:
+        """REL was read with stamp ST, after OPENED_NS (time.time_ns() before it was opened); its
+        chunk list becomes a file id when the cache is saved (after the put committed)."""
+        if max(st.st_mtime_ns, st.st_ctime_ns) < opened_ns - GRACE_NS:
+            self.seen[rel] = (Stamp.of(st), chunks, 0)
+
+    def save(self) -> None:
+        """Write the entries seen by this put, and those not seen for fewer than MAX_AGE puts."""
+        entries = {rel: (stamp, fid, age + 1) for rel, (stamp, fid, age) in self.old.items()
+                   if age + 1 < MAX_AGE}
+        for rel, (stamp, ref, age) in self.seen.items():
+            if not isinstance(ref, bytes):
+                ref = self.hasher(FileObj([(c, n) for c, n in ref]).encode(), ids.FILE)
+            entries[rel] = (stamp, ref, age)
+        parts = [_MAGIC]
+        for rel, (s, fid, age) in entries.items():
+            parts.append(_RECORD.pack(s.size, s.mtime_ns, s.ctime_ns, s.ino, s.dev, age, fid, len(rel)))
+            parts.append(rel)
+        body = b"".join(parts)
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as f:
+            f.write(body)
+            f.write(xxhash.xxh3_128_digest(body))
+        os.replace(tmp, self.path)
+        _trim(os.path.dirname(self.path))
+
+
+def _load(path: str) -> dict[bytes, tuple]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    body = data[:-_SUM]
+    if not body.startswith(_MAGIC) or xxhash.xxh3_128_digest(body) != data[-_SUM:]:
+        return {}
+    out, pos, view = {}, len(_MAGIC), memoryview(body)
+    while pos < len(body):
+        size, mtime, ctime, ino, dev, age, fid, n = _RECORD.unpack_from(body, pos)
+        pos += _RECORD.size
+        out[bytes(view[pos:pos + n])] = (Stamp(size, mtime, ctime, ino, dev), fid, age)
+        pos += n
+    return out
+
+
+def _trim(directory: str) -> None:
+    """Keep the MAX_ROOTS most recently written caches (and no leftover temporary files)."""
+    now = time.time()
+    files = []
+    for entry in os.scandir(directory):
+        try:
+            mtime = entry.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if entry.name.endswith(".tmp"):
+            if now - mtime > 3600:   # a put killed while saving; a running one is seconds old
+                _unlink(entry.path)
+        else:
+            files.append((mtime, entry.path))
+    for _, path in sorted(files, reverse=True)[MAX_ROOTS:]:
+        _unlink(path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

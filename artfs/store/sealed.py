@@ -1,0 +1,115 @@
+"""An object store that seals what it stores, over any other (store/backend.py).
+
+``SealedObjectStore(inner, master)`` is the object store of an encrypted store: ids are keyed
+(``object_id`` is the keyed hasher, crypto/seal.py) and every object goes into INNER sealed
+(AES-256-GCM, the id in the associated data) as ``Obj(id, SHA-256 of the sealed bytes, sealed
+bytes)``: INNER keeps its own contract (its digest is of what it stores, its records are checked
+against their id by the id the sealed header names), so the local store now and the remote later
+hold and verify sealed objects as they are, without the key. Reads open and authenticate every
+object: a wrong key, an object moved to another id or any damage is CorruptData naming the
+object, never other bytes. The chunk-sized objects opened last are kept, so a sequential read
+whose requests split chunks opens each chunk once (no lock: each dict operation is atomic, so a
+fork at any moment leaves the child a usable cache).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+
+from ..crypto.seal import HEADER, TAG, Sealer, header_id, keyed_hasher
+from ..errors import CorruptData
+from .backend import Obj
+from .ids import id_matches, strong_digest
+from .local import LocalObjectStore
+
+OVERHEAD = HEADER + TAG
+RECENT = 32              # opened objects kept: a few read requests' worth of chunks
+RECENT_MAX = 256 << 10   # only objects up to the largest chunk (store/chunker.py): at most 8 MiB
+
+
+class SealedObjectStore:
+    def __init__(self, inner, master: bytes):
+        self.inner = inner
+        self.object_id = keyed_hasher(master)
+        self._sealer = Sealer(master)
+        self._recent: OrderedDict[bytes, bytes] = OrderedDict()
+
+    @classmethod
+    def local(cls, path: str, master: bytes) -> "SealedObjectStore":
+        """Over the local LMDB store at PATH, whose records are checked by their sealed header."""
+        return cls(LocalObjectStore(path, hasher=header_id), master)
+
+    @property
+    def env(self):
+        """The inner store's LMDB environment (compaction, file sizes: catalog/db.py)."""
+        return self.inner.env
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def _open(self, oid: bytes, sealed) -> bytes:
+        data = self._sealer.open(oid, sealed)
+        if data is None:
+            raise CorruptData(f"object {oid.hex()} fails its authentication check: damaged, "
+                              "tampered with or sealed with another key (run artfs verify)")
+        return data
+
+    def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
+        out = [self._recent.get(oid) for oid in ids]
+        missing = [oid for oid, data in zip(ids, out) if data is None]
+        if missing:
+            opened = dict(zip(missing, map(self._open, missing, self.inner.get_many(missing))))
+            out = [opened[oid] if data is None else data for oid, data in zip(ids, out)]
+            self._keep(opened)
+        return out
+
+    def _keep(self, opened: dict[bytes, bytes]) -> None:
+        recent = self._recent
+        for oid, data in opened.items():
+            if len(data) <= RECENT_MAX:
+                recent[oid] = data
+        while len(recent) > RECENT:
+            try:
+                recent.popitem(last=False)
+            except KeyError:   # another thread emptied it meanwhile
+                break
+
+    def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
+        data = self.get_many([oid for oid, _, _ in spans])
+        if len(spans) == 1:
+            _, start, end = spans[0]
+            return data[0][start:end]
+        return b"".join(memoryview(d)[start:end] for d, (_, start, end) in zip(data, spans))
+
+    def put_many(self, objs: Sequence[Obj]) -> int:
+        sealed = []
+        for obj in objs:
+            blob = self._sealer.seal(obj.id, obj.data)
+            sealed.append(Obj(obj.id, strong_digest(blob), blob))
+        return self.inner.put_many(sealed)
+
+    def has(self, ids: Sequence[bytes]) -> list[bool]:
+        return self.inner.has(ids)
+
+    def delete(self, ids: Sequence[bytes]) -> None:
+        for oid in ids:
+            self._recent.pop(oid, None)
+        self.inner.delete(ids)
+
+    def sizes(self, ids: Sequence[bytes]) -> list[int | None]:
+        return [None if n is None else n - OVERHEAD for n in self.inner.sizes(ids)]
+
+    def check(self, ids: Sequence[bytes]) -> list[str | None]:
+        """The inner store's check (present, header, SHA-256 of the sealed bytes), then each
+        object opened and its content hashed against its keyed id."""
+        out = self.inner.check(ids)
+        for i, oid in enumerate(ids):
+            if out[i] is None:
+                data = self._sealer.open(oid, self.inner.get_many([oid])[0])
+                if data is None or not id_matches(self.object_id, data, oid):
+                    out[i] = "corrupt"
+        return out
+
+    def ids(self) -> Iterator[bytes]:
+        return self.inner.ids()

@@ -1,0 +1,229 @@
+"""Encryption at rest (artfs init --encrypt): sealed objects, keyed ids, keys and their errors,
+on real stores, through the CLI and a real mount."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+
+import lmdb
+import pytest
+
+from artfs.errors import BadKey, CorruptData
+from artfs.repo.facade import Repo
+from artfs.store.ids import DIGEST_LEN
+from tests.helpers import objects_env, run_cli, tree_snapshot, write
+
+PASS = "correct horse battery staple"
+SECRET = b"artfs-crypto-test: the plaintext nobody may find on disk 7f3a9c\n" * 3000   # ~190 kB
+NAME = "quarterly-secrets-4b1d.csv"
+
+
+def env(passphrase: str | None = PASS, **more) -> dict:
+    out = {k: v for k, v in os.environ.items() if k not in ("ARTFS_PASSPHRASE", "ARTFS_KEY_FILE")}
+    if passphrase is not None:
+        out["ARTFS_PASSPHRASE"] = passphrase
+    return {**out, **more}
+
+
+def cli(store, *args, passphrase: str | None = PASS, check: bool = False, **more):
+    return run_cli(store, *args, env=env(passphrase, **more), check=check)
+
+
+def make_input(d) -> None:
+    write(os.path.join(d, NAME), SECRET)
+    write(os.path.join(d, "sub", "random.bin"), os.urandom(300_000))
+
+
+def store_files(store) -> dict[str, bytes]:
+    """Every file of the store's data directories (the LMDB data files), by path."""
+    out = {}
+    for path in glob.glob(os.path.join(str(store), "data.*", "*", "*")):
+        with open(path, "rb") as f:
+            out[path] = f.read()
+    return out
+
+
+def object_ids(store) -> set[bytes]:
+    env_ = lmdb.open(objects_env(store), max_dbs=16, readonly=True, lock=False)
+    try:
+        with env_.begin(db=env_.open_db(b"objects", create=False)) as txn:
+            return {bytes(k) for k, _ in txn.cursor()}
+    finally:
+        env_.close()
+
+
+@pytest.fixture
+def enc(tmp_path):
+    """An encrypted store holding the distinctive input as secret:v0; verified clean at the end."""
+    s = tmp_path / "enc"
+    assert cli(s, "init", "--encrypt", check=True).stdout.strip() == str(s)
+    make_input(tmp_path / "in")
+    assert cli(s, "put", "secret", tmp_path / "in", check=True).stdout == "secret:v0\n"
+    yield s
+    proc = cli(s, "verify")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_round_trip_put_get_and_commit_through_the_mount(enc, tmp_path, mount_factory, monkeypatch):
+    monkeypatch.setenv("ARTFS_PASSPHRASE", PASS)   # the daemon (and the fixture's verify) inherit it
+    with open(os.path.join(str(enc), "ARTFS-STORE")) as f:
+        assert json.load(f)["format"] == 3   # format 2 + sealed objects: older artfs refuses it
+    assert os.stat(os.path.join(str(enc), "ARTFS-KEY")).st_mode & 0o777 == 0o600
+    cli(enc, "get", "secret", tmp_path / "out", check=True)
+    assert tree_snapshot(tmp_path / "out") == tree_snapshot(tmp_path / "in")
+
+    m = mount_factory(store=enc).start()
+    with open(m.path("secret", "v0", NAME), "rb") as f:
+        assert f.read() == SECRET
+    new = os.urandom(200_000)
+    write(m.path("secret", "staging", "added.bin"), new)
+    assert cli(enc, "commit", "secret", "-m", "through the mount", check=True).stdout == "secret:v1\n"
+    with open(m.path("secret", "v1", "added.bin"), "rb") as f:
+        assert f.read() == new
+    m.stop()
+    m.verify()
+    cli(enc, "get", "secret:v1", tmp_path / "out1", check=True)
+    with open(tmp_path / "out1" / "added.bin", "rb") as f:
+        assert f.read() == new
+
+
+def test_the_data_files_hold_no_plaintext_nor_file_names(enc, tmp_path):
+    plain = tmp_path / "plain"
+    run_cli(plain, "put", "secret", tmp_path / "in", check=True)
+    needles = (SECRET[:64], NAME.encode(), b"random.bin")
+    # the same input in an unencrypted store: the scan finds them there
+    assert all(any(n in data for data in store_files(plain).values()) for n in needles)
+    files = store_files(enc)
+    assert files and sum(map(len, files.values())) > len(SECRET)
+    for path, data in files.items():
+        for n in needles:
+            assert n not in data, f"{n!r} in {path}"
+
+
+def test_ids_are_keyed(enc, tmp_path):
+    plain, other = tmp_path / "plain", tmp_path / "other"
+    run_cli(plain, "put", "secret", tmp_path / "in", check=True)
+    cli(other, "init", "--encrypt", check=True)   # same passphrase, another master key
+    cli(other, "put", "secret", tmp_path / "in", check=True)
+    digests = {json.loads(cli(s, "ls", "secret", "--json", check=True).stdout)[0]["digest"]
+               for s in (enc, plain, other)}
+    assert len(digests) == 3
+    ids = [object_ids(s) for s in (enc, plain, other)]
+    assert all(len(i) >= 5 for i in ids)   # the tree, two file objects, chunks
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+
+
+def test_wrong_or_missing_key_is_one_line_and_writes_nothing(enc, tmp_path):
+    before = {p: hashlib.sha256(d).digest() for p, d in store_files(enc).items()}
+    write(tmp_path / "more" / "x", b"more bytes")
+    for passphrase in ("wrong", None):
+        for args in (("put", "secret", tmp_path / "more"), ("ls",), ("get", "secret", tmp_path / "o")):
+            proc = cli(enc, *args, passphrase=passphrase)
+            assert proc.returncode == BadKey.exit_code, proc.stderr
+            assert proc.stdout == "" and len(proc.stderr.splitlines()) == 1
+            assert ("wrong passphrase or key for " + str(enc) if passphrase else "ARTFS_PASSPHRASE") in proc.stderr
+    assert not os.path.exists(tmp_path / "o")
+    assert {p: hashlib.sha256(d).digest() for p, d in store_files(enc).items()} == before
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32))
+    proc = cli(enc, "--key-file", key, "ls", passphrase=None)   # wrapped with a passphrase
+    assert proc.returncode == BadKey.exit_code and "passphrase" in proc.stderr
+    assert len(json.loads(cli(enc, "ls", "secret", "--json", check=True).stdout)) == 1
+
+
+def _forge(store, oid: bytes, data: bytes) -> None:
+    """Store DATA as OID's record with a matching SHA-256, behind artfs's back."""
+    e = lmdb.open(objects_env(store), max_dbs=16)
+    with e.begin(write=True, db=e.open_db(b"objects")) as txn:
+        txn.put(oid, hashlib.sha256(data).digest() + data)
+    e.close()
+
+
+def _record(store, oid: bytes) -> bytes:
+    e = lmdb.open(objects_env(store), max_dbs=16, readonly=True, lock=False)
+    with e.begin(db=e.open_db(b"objects", create=False)) as txn:
+        value = bytes(txn.get(oid))
+    e.close()
+    return value[DIGEST_LEN:]
+
+
+@pytest.mark.parametrize("how", ["flipped", "moved"])
+def test_a_tampered_object_is_corrupt_data_and_verify_reports_it(enc, tmp_path, how, monkeypatch):
+    monkeypatch.setenv("ARTFS_PASSPHRASE", PASS)
+    with Repo(str(enc)) as repo:
+        sub = repo.tree(repo.resolve("secret").root).lookup(b"sub")
+        victim, donor = repo.file(repo.tree(sub.ref).lookup(b"random.bin").ref).chunks[:2]
+    original = _record(enc, victim)
+    if how == "flipped":    # one byte of the ciphertext, the SHA-256 recomputed to match
+        forged = bytearray(original)
+        forged[len(forged) // 2] ^= 1
+    else:                   # another object's ciphertext under this id, header and SHA-256 forged
+        forged = original[:17] + _record(enc, donor)[17:]
+    assert bytes(forged) != original
+    _forge(enc, victim, bytes(forged))
+    with Repo(str(enc)) as repo, pytest.raises(CorruptData, match="fails its authentication check"):
+        repo.objects.store.get_many([victim])
+    proc = cli(enc, "get", "secret", tmp_path / "out")
+    assert proc.returncode == CorruptData.exit_code and len(proc.stderr.splitlines()) == 1
+    proc = cli(enc, "verify")
+    assert proc.returncode == CorruptData.exit_code and "secret:v0 sub/random.bin" in proc.stdout
+    _forge(enc, victim, original)   # clean again for the fixture's verify
+
+
+def test_change_passphrase_and_key_files(enc, tmp_path):
+    proc = cli(enc, "key", "change-passphrase", ARTFS_NEW_PASSPHRASE="new one")
+    assert proc.returncode == 0, proc.stderr
+    assert cli(enc, "ls", passphrase="new one").returncode == 0
+    old = cli(enc, "ls")
+    assert old.returncode == BadKey.exit_code and "wrong passphrase or key" in old.stderr
+    key = tmp_path / "key"
+    key.write_text(os.urandom(32).hex() + "\n")   # hex form
+    assert cli(enc, "key", "change-passphrase", "--new-key-file", key, passphrase="new one").returncode == 0
+    assert cli(enc, "ls", passphrase="new one").returncode == BadKey.exit_code
+    cli(enc, "--key-file", key, "get", "secret", tmp_path / "out", passphrase=None, check=True)
+    assert tree_snapshot(tmp_path / "out") == tree_snapshot(tmp_path / "in")
+    wrong = tmp_path / "wrong"
+    wrong.write_bytes(os.urandom(32))                # raw form
+    proc = cli(enc, "ls", passphrase=None, ARTFS_KEY_FILE=str(wrong))
+    assert proc.returncode == BadKey.exit_code and "wrong passphrase or key" in proc.stderr
+    # back to a passphrase, for the fixture's verify
+    assert cli(enc, "--key-file", key, "key", "change-passphrase", passphrase=None,
+               ARTFS_NEW_PASSPHRASE=PASS).returncode == 0
+
+
+def test_a_key_file_store_and_compaction_keep_it_encrypted(tmp_path):
+    s, key = tmp_path / "s", tmp_path / "key"
+    key.write_bytes(os.urandom(32))
+    assert cli(s, "init", "--encrypt", "--key-file", key, passphrase=None).returncode == 0
+    assert cli(s, "ls", passphrase=None).returncode == BadKey.exit_code   # no key given
+    make_input(tmp_path / "in")
+    k = ("--key-file", key)
+    cli(s, *k, "put", "secret", tmp_path / "in", passphrase=None, check=True)
+    cli(s, *k, "rm", "secret:v0", "--force", passphrase=None, check=True)
+    cli(s, *k, "put", "secret", tmp_path / "in", passphrase=None, check=True)
+    cli(s, *k, "compact", passphrase=None, check=True)
+    with open(os.path.join(str(s), "ARTFS-STORE")) as f:
+        assert json.load(f)["format"] == 3   # format 2 + sealed objects: older artfs refuses it
+    cli(s, *k, "put", "other", tmp_path / "in", passphrase=None, check=True)
+    assert all(SECRET[:64] not in data for data in store_files(s).values())
+    cli(s, *k, "get", "other", tmp_path / "out", passphrase=None, check=True)
+    assert tree_snapshot(tmp_path / "out") == tree_snapshot(tmp_path / "in")
+    assert cli(s, *k, "verify", passphrase=None).returncode == 0
+
+
+def test_init_encrypt_on_an_existing_plain_store_is_refused(tmp_path):
+    s = tmp_path / "s"
+    run_cli(s, "init", check=True)
+    proc = cli(s, "init", "--encrypt")
+    assert proc.returncode == 5 and "not encrypted" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert not os.path.exists(os.path.join(str(s), "ARTFS-KEY"))
+
+
+def test_remotes_of_an_encrypted_store_are_refused_until_built(enc):
+    for args in (("remote", "add", "origin", "s3://bucket/prefix"), ("push",), ("pull",)):
+        proc = cli(enc, *args)
+        assert proc.returncode == 2 and "encrypted" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert not os.path.exists(os.path.join(str(enc), "remotes.json"))
