@@ -5,13 +5,13 @@ multiplies). One Ceph RGW (memstore, loopback; moto when Ceph is not installed) 
 run. The artfs column is the lazy mount; the "native" column holds the row's peer, so artfs/native
 is the ratio the issue asks for:
 
-  9a  cold sequential read through a fresh lazy mount (empty cache, caches dropped) vs a plain
+  10a cold sequential read through a fresh lazy mount (empty cache, caches dropped) vs a plain
       parallel ranged download of the same bytes with obstore (8 threads x 8 MiB ranges, to memory)
-  9b  the same cold read vs `rclone mount` (vfs-cache-mode off) of the same bytes as one object
-  9c  the same cold read vs `s3fs` of that object
-  9d  warm: the lazy mount with the file in its chunk cache (fresh daemon, caches dropped) vs the
+  10b the same cold read vs `rclone mount` (vfs-cache-mode off) of the same bytes as one object
+  10c the same cold read vs `s3fs` of that object
+  10d warm: the lazy mount with the file in its chunk cache (fresh daemon, caches dropped) vs the
       same version mounted from the local store that pushed it
-  9e  the lazy daemon's peak RSS (MiB; artfs column only)
+  10e the lazy daemon's peak RSS (MiB; artfs column only)
 
 Peers read the file as one plain object (``raw/data.bin``) uploaded next to artfs's packs.
 """
@@ -68,9 +68,9 @@ class Peer:
 
 
 def workload(b, B) -> None:
-    """Fill rows 9a-9e of Bench ``b``; ``B`` is the bench module (its helpers)."""
+    """Fill rows 10a-10e of Bench ``b``; ``B`` is the bench module (its helpers)."""
     size, work = b.sz.big, b.work / "lazy"
-    rows = {k: b.row(f"9{k}", title, unit, hib) for k, title, unit, hib in (
+    rows = {k: b.row(f"10{k}", title, unit, hib) for k, title, unit, hib in (
         ("a", f"lazy mount cold read {B.human(size)} / obstore ranged download (native col)", "MB/s", True),
         ("b", "  same / rclone mount (native col)", "MB/s", True),
         ("c", "  same / s3fs (native col)", "MB/s", True),
