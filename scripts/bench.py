@@ -864,6 +864,13 @@ def w_rss(b: Bench) -> None:
 
 
 # id, name, function, data sets it reads
+def w_lazy(b: Bench) -> None:
+    """Rows 10a-10e: the lazy mount of a remote vs its peers (scripts/bench_lazy.py)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import bench_lazy
+    bench_lazy.workload(b, sys.modules[__name__])
+
+
 WORKLOADS = [
     ("1", "seq", w_seq, {"big"}),          # 1 cold + 2 warm sequential read
     ("3", "small", w_small, {"small"}),
@@ -873,6 +880,7 @@ WORKLOADS = [
     ("7", "versions", w_versions, set()),
     ("8", "rss", w_rss, set()),
     ("9", "crypto", lambda b: bench_crypto.run(b, sys.modules[__name__]), {"big"}),
+    ("10", "lazy", w_lazy, set()),          # the lazy mount of a remote
 ]
 ALIASES = {"2": "1", "warm": "1", "cold": "1"}
 

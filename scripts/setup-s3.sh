@@ -2,6 +2,7 @@
 # Idempotent set-up of what the S3 tests need, after scripts/setup.sh made .venv: Ceph's mon, OSD and
 # radosgw from Debian's packages (installing them starts no daemon; tests/s3servers.py runs them)
 # and, in .venv, moto's server plus the S3 clients the tests use. Prints only short progress lines.
+# rclone and s3fs (s3fs-fuse) are the peers of the lazy-mount rows of scripts/bench.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,7 @@ quiet() { "$@" >"$log" 2>&1 || { cat "$log" >&2; echo "setup-s3: failed: $*" >&2
 [ -x .venv/bin/python ] || { echo "setup-s3: no .venv here: run scripts/setup.sh first" >&2; exit 1; }
 
 need=()
-for pkg in radosgw ceph-mon ceph-osd ceph-common; do
+for pkg in radosgw ceph-mon ceph-osd ceph-common rclone s3fs; do   # rclone, s3fs: bench peers
   [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null)" = "ii " ] || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

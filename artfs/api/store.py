@@ -25,6 +25,7 @@ from ..repo import metadata as _metadata
 from ..repo import retention as _retention
 from .progress import daemon_reads
 from ..repo.accounting import du as _du
+from ..repo.residency import residency as _residency
 from ..catalog.access import gid_of, group_name, parse_mode, uid_of, user_name
 from ..catalog.objects import DIR, FILE, KIND_NAME, LINK, Entry
 from ..catalog.versions import VersionInfo
@@ -268,6 +269,20 @@ class Store:
 
     def du(self, name: str | None = None) -> dict:
         return _du(self._repo, name)
+
+    def cache(self, name: str | None = None) -> dict:
+        """The chunk cache of the bound remote (store/cache.py: chunks, bytes, limit, file_bytes;
+        the mount's own count while one runs) and, per version (of NAME), its bytes local, cached
+        and only on the remote."""
+        stats = control.call_or_local(self.path, "cache", self._cache_op, clear=False)
+        return {"cache": stats, "versions": _residency(self._repo, check_artifact(name) if name else None)}
+
+    def cache_clear(self) -> int:
+        """Drop every cached chunk no open file of the mount uses; returns the bytes freed."""
+        return control.call_or_local(self.path, "cache", self._cache_op, clear=True)
+
+    def _cache_op(self, clear: bool):
+        return self._repo.cache_op(clear)
 
     def verify(self, spec: str | None = None, progress=None):
         """Collect what interrupted ingests left, then check (see artfs.repo.verify)."""

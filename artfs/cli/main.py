@@ -11,7 +11,7 @@ import os
 import sys
 
 from . import access as cli_access
-from . import completion, fstab
+from . import cache as cli_cache, completion, fstab
 from . import files as cli_files
 from . import key as cli_key
 from . import lineage as cli_lineage
@@ -365,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_metadata.register(sub)
     cli_retention.register(sub)
     cli_remote.register(sub)
+    cli_cache.register(sub)
     cli_access.register(sub)
     completion.register(sub)
     return p

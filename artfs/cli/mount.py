@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..errors import MountError
+from ..errors import MountError, UsageError
 from .output import json_object
 from .progress import progress_bar
 
@@ -30,10 +30,59 @@ def _daemon():
     return daemon
 
 
+def _lazy(daemon, args):
+    """The remote side of a mount (docs/REMOTE.md "Lazy mount"): with ``--remote URL`` a store
+    without remotes is bound to it as origin; with ``--remote`` its metadata is pulled before the
+    mount answers; with any remote bound, new versions are pulled every ``--refresh`` seconds."""
+    from ..api.store import Store
+    from ..remote.sync import Remote, pull
+    from ..store.cache import parse_size
+    try:
+        cache_size = parse_size(args.cache_size) if args.cache_size else None
+    except ValueError:
+        raise UsageError(f"--cache-size {args.cache_size!r} is not a size (512M, 20G, 1T, bytes)") from None
+    if args.refresh <= 0:
+        raise UsageError("--refresh needs a positive number of seconds")
+    name = args.remote or "origin"
+    with Store(args.store) as store:
+        if args.remote and args.remote.startswith("s3://"):
+            name = "origin"
+            if name not in store.remotes():
+                store.remote_add(name, args.remote, endpoint=args.endpoint, region=args.region,
+                                 allow_http=args.allow_http)
+        bound = store.remotes()
+        if args.remote and name not in bound:
+            raise UsageError(f"no remote named {name!r}: artfs remote add it, or give --remote s3://...")
+        if args.remote:
+            store.pull(remote=name)
+    if name not in bound:
+        name = next(iter(sorted(bound)), None)
+    if name is None:
+        return daemon.Lazy(cache_size)
+    opened = {}
+
+    def refresh(repo) -> list[str]:   # a daemon worker thread
+        """Pull the artifacts whose remote version numbers this store lacks: one LIST of the
+        remote's version records, and their records only when something is new."""
+        if "remote" not in opened:
+            opened["remote"] = Remote.bound(repo, name)
+        remote, numbers = opened["remote"], {}
+        for key, _ in remote.s3.list("versions/"):             # versions/NAME/NNNNNNNNNN.json
+            parts = key.split("/")
+            if len(parts) == 3 and parts[2].endswith(".json") and parts[2][:-5].isdigit():
+                numbers.setdefault(parts[1], set()).add(int(parts[2][:-5]))
+        local = set(repo.artifacts())
+        changed = [n for n, theirs in sorted(numbers.items())
+                   if n not in local or theirs - {v.number for v in repo.versions(n)}]
+        return [n for n in changed if pull(repo, remote, n)["versions"]]
+    return daemon.Lazy(cache_size, refresh, args.refresh)
+
+
 def cmd_mount(args) -> int:
-    return _daemon().mount(args.store, args.mountpoint, foreground=args.foreground,
-                           allow_other=args.allow_other, record_use=args.record_use,
-                           nonempty=args.nonempty)
+    daemon = _daemon()
+    return daemon.mount(args.store, args.mountpoint, foreground=args.foreground,
+                        allow_other=args.allow_other, record_use=args.record_use,
+                        nonempty=args.nonempty, lazy=_lazy(daemon, args))
 
 
 def cmd_unmount(args) -> int:
@@ -96,6 +145,16 @@ def register(sub) -> None:
     c.add_argument("--record-use", action="store_true",
                    help="record the first open of each version by each process as a consumer "
                    "(pid, argv, uid; see artfs lineage)")
+    c.add_argument("--remote", metavar="NAME|URL", help="pull the metadata of remote NAME (bound) "
+                   "before mounting; an s3:// URL is bound as origin first. File data is fetched on "
+                   "first read either way (docs/REMOTE.md, Lazy mount)")
+    c.add_argument("--endpoint", help="with --remote URL: S3 endpoint URL")
+    c.add_argument("--region", help="with --remote URL: bucket region")
+    c.add_argument("--allow-http", action="store_true", help="with --remote URL: allow a plain-http endpoint")
+    c.add_argument("--cache-size", metavar="SIZE", help="bound of the chunk cache of remote data "
+                   "(512M, 20G, 1T; default: kept from the last mount, else 20%% of the free disk)")
+    c.add_argument("--refresh", type=float, default=5.0, metavar="SECONDS",
+                   help="pull new versions of the remote this often (default 5)")
     c.set_defaults(func=cmd_mount, no_store=True)
 
     c = sub.add_parser("unmount", help="unmount MOUNTPOINT and wait for its daemon to exit",

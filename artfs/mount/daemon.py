@@ -29,6 +29,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import pyfuse3
 import trio
@@ -89,11 +91,11 @@ def _fusermount_u(mountpoint: str, *flags: str) -> None:
 
 
 def mount(store: str | None, mountpoint: str, *, foreground: bool, allow_other: bool,
-          record_use: bool = False, nonempty: bool = False) -> int:
+          record_use: bool = False, nonempty: bool = False, lazy: Lazy | None = None) -> int:
     store = os.path.abspath(store or default_store_path())
     mountpoint = os.path.abspath(mountpoint)
     check_mountpoint(mountpoint, nonempty)
-    daemon = Daemon(store, mountpoint, allow_other, record_use)
+    daemon = Daemon(store, mountpoint, allow_other, record_use, lazy or Lazy())
     if foreground:
         _log_to(sys.stderr)
         return daemon.run(lambda: log.info("serving %s at %s", store, mountpoint))
@@ -189,9 +191,21 @@ def _log_to(stream) -> None:
     root.setLevel(logging.INFO)
 
 
+class Lazy(NamedTuple):
+    """A mount of a store bound to a remote (docs/REMOTE.md "Lazy mount"): the chunk cache's
+    limit (None: kept, else a fraction of free disk) and ``refresh(repo)`` -> names of the
+    artifacts it recorded new versions of (cli/mount.py: a pull of metadata), run every
+    ``interval`` seconds; None when no remote is bound."""
+    cache_size: int | None = None
+    refresh: Callable | None = None
+    interval: float = 5.0
+
+
 class Daemon:
-    def __init__(self, store: str, mountpoint: str, allow_other: bool, record_use: bool = False):
+    def __init__(self, store: str, mountpoint: str, allow_other: bool, record_use: bool = False,
+                 lazy: Lazy = Lazy()):
         self.store, self.mountpoint, self.allow_other = store, mountpoint, allow_other
+        self.lazy = lazy
         self.record_use = record_use   # consumers of versions: mount/uses.py
         self.socket = os.path.join(store, control.SOCKET)
         self.info = control.info_path(store)
@@ -223,6 +237,9 @@ class Daemon:
     def _serve(self, repo: Repo, on_ready) -> int:
         repo.recover()
         fs = Filesystem(repo, record_use=self.record_use)
+        repo.db.objects.cache_limit = self.lazy.cache_size
+        if self.lazy.refresh is not None:   # the chunks of open files stay in the cache
+            repo.db.objects.set_pinned(lambda: {c for fid in dict(fs.files._open) for c in repo.file(fid).chunks})
         self.actions = Actions(fs)
         options = {"fsname=artfs", "subtype=artfs"}
         if self.allow_other:
@@ -257,6 +274,8 @@ class Daemon:
             nursery.start_soon(self.actions.fs.marks.run)
             if self.actions.fs.uses is not None:
                 nursery.start_soon(self.actions.fs.uses.run)
+            if self.lazy.refresh is not None:
+                nursery.start_soon(self._refresh)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 
@@ -292,6 +311,29 @@ class Daemon:
                 f.write(str(READ_AHEAD_KB))
         except OSError as e:
             log.info("read-ahead left at the default (%s: %s)", path, e.strerror)
+
+    async def _refresh(self) -> None:
+        """Record the versions other hosts pushed, every ``interval`` seconds; `latest` moves in
+        the pull's transaction, and the kernel's entries of the artifacts changed are dropped.
+        A failure is logged once (and its end), never fatal: cached data keeps being served."""
+        repo, failing = self.actions.fs.repo, None
+        limiter = trio.CapacityLimiter(1)
+        while True:
+            await trio.sleep(self.lazy.interval)
+            try:
+                names = await trio.to_thread.run_sync(self.lazy.refresh, repo, limiter=limiter)
+            except ArtfsError as e:
+                if str(e) != failing:
+                    log.warning("refreshing from the remote failed (retrying every %.0f s): %s",
+                                self.lazy.interval, e)
+                failing = str(e)
+                continue
+            if failing is not None:
+                log.info("refreshing from the remote works again")
+                failing = None
+            for name in names:
+                _, entries = await self.actions.changed(name)
+                await invalidate(entries)
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -342,6 +384,9 @@ class Daemon:
             if op == "unmount":
                 control.authorize(self.actions.repo, caller, op, args)
                 return {"ok": True, "result": await self._unmount()}
+            if op == "cache":   # the chunk cache this daemon fills and evicts (store/cache.py)
+                result = await trio.to_thread.run_sync(self.actions.fs.repo.cache_op, bool(args.get("clear")))
+                return {"ok": True, "result": result}
             if op not in ACTIONS or not isinstance(args, dict):
                 raise UsageError(f"malformed daemon request (operation {op!r})")
             action = getattr(self.actions, op)

@@ -174,9 +174,9 @@ class _Vanished(Exception):
 
 def pull(repo: Repo, remote: Remote, name: str | None = None, ref: str | None = None,
          data: bool = False) -> dict:
-    """Fetch the remote's versions (all, NAME, or NAME:REF): their trees and file objects, with
-    ``data`` also their chunks, every object verified. With data the versions are recorded in the
-    local store; without, only their metadata is fetched (lazy reads are not built yet)."""
+    """Record the remote's versions (all, NAME, or NAME:REF) here: their trees and file objects
+    are fetched, every object verified; their chunks are read lazily (store/lazy.py), and with
+    ``data`` fetched into the chunk cache now (also for versions recorded before)."""
     names = [check_artifact(name)] if name else remote.catalog.artifacts()
     received, pulled, fetched = 0, [], []
     for n in names:
@@ -196,21 +196,21 @@ def pull(repo: Repo, remote: Remote, name: str | None = None, ref: str | None = 
                 raise Conflict(f"{n}:{v.label} here has other content (digest {mine[v.number].digest[:12]}) "
                                f"than on remote {remote.name} ({v.digest[:12]}): nothing was pulled")
         for v in theirs:
-            if v.number in mine:
-                continue
-            for attempt in range(3):
-                received += _fetch(repo, remote.objects, v.root, data)
-                if not data:
-                    fetched.append(f"{n}:{v.label}")
-                    break
-                try:
-                    _record(repo, v, [a for a in v.aliases if a != LATEST])
-                    pulled.append(f"{n}:{v.label}")
-                    break
-                except _Vanished:
-                    continue
-            else:
-                raise Conflict(f"{n}:{v.label}: local objects kept being purged during the pull; try again")
+            if v.number not in mine:
+                for attempt in range(3):
+                    received += _fetch(repo, remote.objects, v.root, False)
+                    try:
+                        _record(repo, v, [a for a in v.aliases if a != LATEST])
+                        pulled.append(f"{n}:{v.label}")
+                        break
+                    except _Vanished:
+                        continue
+                else:
+                    raise Conflict(f"{n}:{v.label}: local objects kept being purged during the pull; try again")
+            elif data:
+                pulled.append(f"{n}:{v.label}")
+            if data:   # its chunks into the chunk cache (store/lazy.py): reads need no fetch
+                received += repo.db.objects.prefetch(list(_walk(repo.tree, repo.file, v.root)[2]))
     return {"versions": pulled, "metadata_only": fetched, "bytes_received": received}
 
 

@@ -25,6 +25,7 @@ from ..errors import Conflict, InvalidInput, NotFound
 from .ingest import Ingest
 from .lineage import producer as this_process
 from ..names import LATEST, check_alias, check_artifact, parse_duration
+from ..store import lazy
 
 TREE_CACHE_BYTES = 64 << 20
 TOUCHED = 1 << 16   # chunk ids remembered as read recently (about 6 MB), forgotten all at once
@@ -66,6 +67,7 @@ class Repo:
     def __init__(self, path: str | None = None, *, hasher=None, create: bool = True):
         self.db = Database.open(path, hasher=hasher, create=create)
         self.path = self.db.path
+        self.db.objects = lazy.attach(self.path, self.db.objects)   # chunks of a bound remote on demand
         self.objects = Objects(self.db)
         self.catalog = Catalog(self.db.dbs, store_owner(self.path))
         self.sessions = Sessions(self.db.dbs, self.objects, self.path)
@@ -140,7 +142,7 @@ class Repo:
     def read(self, fobj: FileObj, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of a file, every chunk hash-checked (CorruptData if not)."""
         spans = list(fobj.span(offset, size))
-        data = self.objects.store.read_ranges(spans)
+        data = self.objects.store.read_file(fobj, offset, size)   # store/lazy.py: read-ahead
         touched = self._touched
         if len(touched) >= TOUCHED:
             touched.clear()
@@ -157,6 +159,13 @@ class Repo:
         if nowait is None or not all(cid in self._touched for cid, _, _ in spans):
             return None
         return nowait(spans)
+
+    def cache_op(self, clear: bool = False):
+        """The chunk cache's stats, or with ``clear`` the bytes it freed (store/cache.py)."""
+        cache = self.db.objects.cache(create=False)
+        if clear:
+            return cache.clear() if cache is not None else 0
+        return cache.stats() if cache is not None else {"chunks": 0, "bytes": 0, "limit": None, "file_bytes": 0}
 
     def stats(self) -> dict:
         with self.db.read() as txn:

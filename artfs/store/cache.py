@@ -1,0 +1,210 @@
+"""The chunk cache of a lazily read remote: verified chunks kept on local disk, bounded by bytes.
+
+``STORE/cache/`` holds
+
+    objects/     an LMDB object store (store/local.py: id -> SHA-256 + bytes, re-hashed on read)
+    lru          the recency order, oldest first (16-byte ids back to back), saved now and then
+    config.json  {"limit": bytes}: set by ``artfs mount --cache-size``, kept for later processes
+
+Only data chunks fetched from the remote come here, after they were checked against their id and
+the SHA-256 the remote's pack index lists (store/lazy.py); trees and file objects go to the local
+object store, and the chunks of local versions (pushed or not) are in the local store too, so
+nothing here is the only copy of anything: any entry may be evicted or lost.
+
+Eviction is least-recently-used by bytes: before chunks are stored, the oldest entries go until
+the new ones fit under the limit, so the cache never holds more than its limit. Entries
+``pinned()`` names (the chunks of files open in the mount) are never evicted; when they leave too
+little room, only the newest of the new chunks that fit are stored (the others were served, just
+not kept). A chunk is stored and deleted in LMDB transactions, so a process killed at any instant
+leaves a cache whose every entry is whole and hashes right (a missing ``lru`` entry only makes it
+the oldest). The accounting (bytes, order) is this process's: with two processes filling one
+cache (a mount and an ``artfs cat``), each evicts what it knows of.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from .backend import Obj
+from .ids import ID_LEN
+from .local import LocalObjectStore
+
+DEFAULT_FRACTION = 0.2      # of the free disk (plus what the cache holds) when no limit is set
+MIN_LIMIT = 1 << 20
+SAVE_EVERY = 4096           # stores between two saves of the recency order
+
+
+def cache_dir(store: str) -> str:
+    return os.path.join(store, "cache")
+
+
+def parse_size(text: str) -> int:
+    """Bytes of ``512M``, ``20G``, ``1.5T``, ``1048576`` (powers of 1024); ValueError if not one."""
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1:], 1)
+    number = float(text[:-1] if scale > 1 else text)
+    if number < 0:
+        raise ValueError(text)
+    return int(number * scale)
+
+
+class ChunkCache:
+    def __init__(self, store: str, limit: int | None = None):
+        self.dir = cache_dir(store)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.objects = LocalObjectStore(os.path.join(self.dir, "objects"))
+        self.limit = self._limit(limit)
+        self.pinned: Callable[[], set[bytes]] = set
+        self._lock = threading.Lock()
+        self._lru: OrderedDict[bytes, int] = OrderedDict()
+        self.used = 0
+        self._stores = 0
+        self._load()
+
+    # configuration -----------------------------------------------------------------------------
+    def _config_path(self) -> str:
+        return os.path.join(self.dir, "config.json")
+
+    def _limit(self, limit: int | None) -> int:
+        if limit is not None:
+            limit = max(limit, MIN_LIMIT)
+            tmp = self._config_path() + f".{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"limit": limit}, f)
+            os.replace(tmp, self._config_path())
+            return limit
+        try:
+            with open(self._config_path()) as f:
+                return int(json.load(f)["limit"])
+        except (OSError, ValueError, KeyError, TypeError):
+            st = os.statvfs(self.dir)
+            return max(int(st.f_bavail * st.f_frsize * DEFAULT_FRACTION), MIN_LIMIT)
+
+    # the recency order -------------------------------------------------------------------------
+    def _load(self) -> None:
+        """Every stored chunk with its size, in the saved order (unknown ones oldest)."""
+        sizes: dict[bytes, int] = {}
+        ids = list(self.objects.ids())
+        for i in range(0, len(ids), 4096):
+            batch = ids[i:i + 4096]
+            sizes.update((oid, n) for oid, n in zip(batch, self.objects.sizes(batch)) if n is not None)
+        try:
+            with open(os.path.join(self.dir, "lru"), "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raw = b""
+        saved = [raw[i:i + ID_LEN] for i in range(0, len(raw) - ID_LEN + 1, ID_LEN)]
+        known = set(saved)
+        for oid in [o for o in sizes if o not in known] + [o for o in saved if o in sizes]:
+            self._lru[oid] = sizes[oid]
+        self.used = sum(self._lru.values())
+
+    def save(self) -> None:
+        with self._lock:
+            raw = b"".join(self._lru)
+        path = os.path.join(self.dir, "lru")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(raw)
+        os.replace(tmp, path)
+
+    def close(self) -> None:
+        self.save()
+        self.objects.close()
+
+    # reading -----------------------------------------------------------------------------------
+    def present(self, ids: Sequence[bytes]) -> list[bool]:
+        """Which ids are stored here (asks LMDB: another process may have added some)."""
+        found = self.objects.has(ids)
+        with self._lock:
+            for oid, here in zip(ids, found):
+                if here and oid in self._lru:
+                    self._lru.move_to_end(oid)
+        return found
+
+    def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
+        return self.objects.get_many(ids)
+
+    def read_ranges(self, spans) -> bytes:
+        """Like LocalObjectStore.read_ranges (CorruptData when one is absent or damaged)."""
+        data = self.objects.read_ranges(spans)
+        with self._lock:
+            for oid, _, _ in spans:
+                if oid in self._lru:
+                    self._lru.move_to_end(oid)
+        return data
+
+    def drop(self, ids: Sequence[bytes]) -> None:
+        """Forget damaged entries."""
+        with self._lock:
+            self.used -= sum(self._lru.pop(oid, 0) for oid in ids)
+        self.objects.delete(ids)
+
+    # writing -----------------------------------------------------------------------------------
+    def put_many(self, objs: Sequence[Obj]) -> None:
+        """Store verified chunks, evicting the least recently used first to make room."""
+        objs = [o for o in objs if o.id not in self._lru]
+        need = sum(len(o.data) for o in objs)
+        room = self._evict(need)
+        while objs and need > room:            # more than fits (pinned chunks fill the rest):
+            need -= len(objs.pop(0).data)      # keep the last ones, the others are not cached
+        if not objs:
+            return
+        self.objects.put_many(objs)
+        with self._lock:
+            for o in objs:
+                if o.id not in self._lru:
+                    self._lru[o.id] = len(o.data)
+                    self.used += len(o.data)
+            self._stores += 1
+            save = self._stores % SAVE_EVERY == 0
+        if save:
+            self.save()
+
+    def _evict(self, need: int) -> int:
+        """Evict unpinned entries, oldest first, until NEED bytes fit; returns the room made."""
+        if self.used + need <= self.limit:
+            return self.limit - self.used
+        pinned = self.pinned()                 # outside the lock: it may read file objects
+        with self._lock:
+            victims, freed, skipped = [], 0, []
+            while self._lru and self.used - freed + need > self.limit:
+                oid, size = self._lru.popitem(last=False)
+                if oid in pinned:
+                    skipped.append((oid, size))
+                    continue
+                victims.append(oid)
+                freed += size
+            for oid, size in reversed(skipped):       # pinned ones keep their place
+                self._lru[oid] = size
+                self._lru.move_to_end(oid, last=False)
+            self.used -= freed
+        if victims:
+            self.objects.delete(victims)
+        return self.limit - self.used
+
+    def clear(self) -> int:
+        """Drop every unpinned chunk; returns the bytes freed."""
+        pinned = self.pinned()
+        with self._lock:
+            victims = [oid for oid in self._lru if oid not in pinned]
+            freed = sum(self._lru.pop(oid) for oid in victims)
+            self.used -= freed
+        for i in range(0, len(victims), 10_000):
+            self.objects.delete(victims[i:i + 10_000])
+        self.save()
+        return freed
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"chunks": len(self._lru), "bytes": self.used, "limit": self.limit,
+                    "file_bytes": self.objects.env.file_bytes()}
+
+    def ids(self) -> list[bytes]:
+        with self._lock:
+            return list(self._lru)
+

@@ -1,0 +1,478 @@
+"""The lazy object store: local objects first, then the chunk cache, then the remote.
+
+Every store is opened through this wrapper (repo/facade.py); while no remote is bound it is the
+local store plus one failed lookup on a miss. With a remote bound (``STORE/remotes.json``: the one
+named ``origin``, else the first), a version can be recorded whose chunks are not here: its trees
+and file objects are kept in the local store (pulled in bulk, docs/REMOTE.md "Lazy mount"), its
+chunks are fetched on first read.
+
+Reads (``read_file``, ``read_ranges``, ``get_many``): objects in the local store are served from
+it (a local store pays nothing more); chunks in the cache (store/cache.py) from there, in place;
+the rest are fetched with ranged GETs (store/remote.py ``RemoteObjectStore.get_many``: every
+object checked against its id and the SHA-256 its pack index lists) in batches of neighbours of
+about ``BATCH`` bytes (one coalesced GET each), ``FETCHERS`` batches at once. A chunk being
+fetched is fetched once: other readers wait for the same fetch. Readers get the bytes as soon as
+they are verified; one keeper thread then stores them (chunks into the cache, trees and file
+objects into the local store: listings never fetch twice), many fetches per transaction. A reader
+waits at most ``ARTFS_LAZY_TIMEOUT`` seconds (default 30) for its chunks, then gets RemoteError
+(EIO in the mount) and the daemon's log one line naming the remote and why; the fetch itself ends
+within the client's own bounded timeouts and retries (store/s3.py).
+
+Read-ahead, per file object (``read_file``): a read that starts within ``SEQUENTIAL_SLACK`` of
+the end of the previous ones (the kernel sends several reads at once, out of order) doubles the
+window fetched ahead, from ``READ_AHEAD_MIN`` up to ``READ_AHEAD_MAX``, scheduled after the
+chunks the read waits for and extended by whole batches; any other read resets it.
+
+``has`` answers what a read will find: stored here, or a data chunk the remote lists. Trees and
+file objects count only when local (a pull fetches them in bulk when ``has`` says they are absent).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from ..errors import ArtfsError, CorruptData, RemoteError
+from .backend import Obj
+from .cache import ChunkCache, cache_dir
+from .ids import CHUNK
+from .local import LocalObjectStore
+
+log = logging.getLogger("artfs.lazy")
+log.addHandler(logging.NullHandler())   # the CLI says it in its one error line; a daemon logs it
+
+BATCH = 8 << 20              # bytes per ranged fetch (one or a few coalesced GETs)
+FETCHERS = 8                 # batches fetched at once
+READ_AHEAD_MIN = 1 << 20
+READ_AHEAD_MAX = 32 << 20
+SEQUENTIAL_SLACK = 4 << 20   # how far from the previous end a read still counts as sequential
+AHEAD_CHUNKS = 1536          # no read-ahead while this many chunks (~96 MiB) are in flight
+KEEP_BYTES = 32 << 20       # fetched bytes waiting to be stored, at most
+PREFETCH_IDS = 1024         # chunks (about 64 MiB) a prefetch waits for at once
+STREAMS = 256                # files whose sequential state is remembered
+REMOTE_CONFIG = "artfs-remote.json"   # remote/catalog.py CONFIG
+
+
+def timeout() -> float:
+    return float(os.environ.get("ARTFS_LAZY_TIMEOUT", 30))
+
+
+def binding(store: str) -> dict | None:
+    """The remote a lazy store reads from: ``origin``, else the first bound, else None."""
+    try:
+        with open(os.path.join(store, "remotes.json")) as f:
+            remotes = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not remotes:
+        return None
+    return remotes.get("origin") or remotes[sorted(remotes)[0]]
+
+
+class _Stream:
+    __slots__ = ("next", "window", "ahead")
+
+    def __init__(self):
+        self.next, self.window, self.ahead = 0, 0, 0
+
+
+class LazyObjectStore:
+    lazy = True
+
+    def __init__(self, store: str, local: LocalObjectStore):
+        self.store, self.local = store, local
+        self.object_id = local.object_id
+        self._remote = None
+        self._cache: ChunkCache | None = None
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)   # fetches stored or failed
+        self._inflight: dict[bytes, Future] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._keep: _Keeper | None = None
+        self._streams: OrderedDict[int, _Stream] = OrderedDict()
+        self.cache_limit: int | None = None        # artfs mount --cache-size
+        self.fetched_bytes = 0
+
+    @property
+    def env(self):
+        return self.local.env      # compaction and migration work on the local store's files
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._keep is not None:
+            self._keep.close()                 # what was fetched is stored before the cache closes
+        if self._cache is not None:
+            self._cache.close()
+        self.local.close()
+
+    # the remote and the cache, opened on first need ------------------------------------------------
+    def remote(self):
+        """The RemoteObjectStore of the bound remote, or None when none is bound."""
+        with self._lock:
+            if self._remote is None:
+                bound = binding(self.store)
+                if bound is None:
+                    return None
+                from .remote import PACK_SIZE, RemoteObjectStore
+                from .s3 import S3Store
+                s3 = S3Store(bound["url"], endpoint=bound.get("endpoint"), region=bound.get("region"),
+                             allow_http=bound.get("allow_http", False), ca_bundle=bound.get("ca_bundle"))
+                self._remote = RemoteObjectStore(s3, self._index_dir(s3), PACK_SIZE)
+            return self._remote
+
+    def _index_dir(self, s3) -> str:
+        """Where the remote's pack indexes are cached: the remote's directory (remote/sync.py)."""
+        top = os.path.join(self.store, "remotes")
+        known = os.listdir(top) if os.path.isdir(top) else []
+        rid = known[0] if len(known) == 1 else json.loads(s3.get(REMOTE_CONFIG))["id"]
+        return os.path.join(top, rid, "idx")
+
+    def cache(self, create: bool = True) -> ChunkCache | None:
+        with self._lock:
+            if self._cache is None and (create or os.path.isdir(cache_dir(self.store))):
+                self._cache = ChunkCache(self.store, self.cache_limit)
+            return self._cache
+
+    def set_pinned(self, pinned) -> None:
+        """``pinned()`` -> chunk ids the cache must not evict (the mount's open files)."""
+        self.cache().pinned = pinned
+
+    # ObjectStore -------------------------------------------------------------------------------
+    def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
+        try:
+            return self.local.get_many(ids)
+        except CorruptData:
+            here = self.local.has(ids)
+            if all(here) or self.remote() is None and self.cache(create=False) is None:
+                raise
+        out: list[bytes | None] = [None] * len(ids)
+        local = [i for i, h in enumerate(here) if h]
+        for i, data in zip(local, self.local.get_many([ids[i] for i in local])):
+            out[i] = data
+        missing = [ids[i] for i, h in enumerate(here) if not h]
+        got = self._obtain(missing)
+        for i, h in enumerate(here):
+            if not h:
+                out[i] = got[ids[i]]
+        return out
+
+    def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
+        try:
+            return self.local.read_ranges(spans)     # local data: no other cost
+        except CorruptData as e:
+            return self._fallback(spans, list, e)
+
+    def read_file(self, fobj, offset: int, size: int) -> bytes:
+        """Bytes [offset, offset+size) of a file object, with read-ahead on sequential reads."""
+        spans = list(fobj.span(offset, size))
+        try:
+            return self.local.read_ranges(spans)
+        except CorruptData as e:
+            return self._fallback(spans, lambda: self._read_ahead(fobj, offset, size), e)
+
+    def _fallback(self, spans, ahead, error: CorruptData) -> bytes:
+        """The spans' bytes when some are not local: from the cache, else fetched; ``ahead()``
+        names chunks to fetch too, scheduled after the ones this read waits for. ERROR (what the
+        local store said) when they are all local (damaged) or no remote is bound."""
+        ids = list(dict.fromkeys(oid for oid, _, _ in spans))
+        if all(self.local.has(ids)) or self.remote() is None and self.cache(create=False) is None:
+            raise error
+        cache = self.cache(create=False)
+        if cache is not None:
+            try:
+                data = cache.read_ranges(spans)
+                self._schedule(ahead(), only_absent=True)
+                return data
+            except CorruptData:
+                pass
+        got = self._obtain([oid for oid, h in zip(ids, self.local.has(ids)) if not h], ahead())
+        local = {}
+        return b"".join(got[oid][s:e] if oid in got else self._local_bytes(local, oid)[s:e]
+                        for oid, s, e in spans)
+
+    def _local_bytes(self, memo: dict, oid: bytes) -> bytes:
+        if oid not in memo:
+            memo[oid] = self.local.get_many([oid])[0]
+        return memo[oid]
+
+    def _read_ahead(self, fobj, offset: int, size: int) -> list[bytes]:
+        """The chunks to fetch ahead of this read of ``fobj``: a read near the end of the previous
+        ones (the kernel sends several at once, so they arrive out of order) doubles the window;
+        any other read resets it."""
+        end = min(offset + size, fobj.size)
+        with self._lock:
+            key = id(fobj)
+            stream = self._streams.pop(key, None) or _Stream()
+            self._streams[key] = stream
+            if len(self._streams) > STREAMS:
+                self._streams.popitem(last=False)
+            if abs(offset - stream.next) <= SEQUENTIAL_SLACK:
+                stream.window = min(max(2 * stream.window, READ_AHEAD_MIN), READ_AHEAD_MAX)
+            else:
+                stream.window, stream.ahead = 0, 0
+            stream.next = max(stream.next, end)
+            start, stop = max(stream.ahead, end), min(end + stream.window, fobj.size)
+            if start >= stop or start > end and stop - start < BATCH and stop < fobj.size:
+                return []                     # enough in flight: extend by whole batches
+            stream.ahead = stop
+        return [oid for oid, _, _ in fobj.span(start, stop - start)]
+
+    def read_ranges_resident(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes | None:
+        """The local store's (None where not local or not in memory: the caller reads in a thread)."""
+        nowait = getattr(self.local, "read_ranges_resident", None)
+        return nowait(spans) if nowait is not None else None
+
+    def put_many(self, objs: Sequence[Obj]) -> int:
+        return self.local.put_many(objs)
+
+    def has(self, ids: Sequence[bytes]) -> list[bool]:
+        here = self.local.has(ids)
+        if all(here):
+            return here
+        remote = self.remote()
+        if remote is None:
+            return here
+        rest = [oid for oid, h in zip(ids, here) if not h]
+        kinds = dict(zip(rest, remote.kinds(rest)))
+        return [h or kinds[oid] == CHUNK for oid, h in zip(ids, here)]
+
+    def delete(self, ids: Sequence[bytes]) -> None:
+        self.local.delete(ids)      # the cache only ever holds copies: it evicts by itself
+
+    def sizes(self, ids: Sequence[bytes]) -> list[int | None]:
+        sizes = self.local.sizes(ids)
+        if all(s is not None for s in sizes) or self.remote() is None:
+            return sizes
+        rest = [oid for oid, s in zip(ids, sizes) if s is None]
+        remote = dict(zip(rest, self._remote.sizes(rest)))
+        return [s if s is not None else remote[oid] for oid, s in zip(ids, sizes)]
+
+    def check(self, ids: Sequence[bytes]) -> list[str | None]:
+        """Local objects deep-checked; a chunk held only as a copy in the cache is checked there;
+        one only on the remote must be listed by its index (``verify --remote`` fetches it)."""
+        out = self.local.check(ids)
+        missing = [i for i, p in enumerate(out) if p == "missing"]
+        if not missing or self.remote() is None:
+            return out
+        rest = [ids[i] for i in missing]
+        cache = self.cache(create=False)
+        cached = cache.present(rest) if cache is not None else [False] * len(rest)
+        cache_check = dict(zip([o for o, c in zip(rest, cached) if c],
+                               cache.objects.check([o for o, c in zip(rest, cached) if c]) if any(cached) else []))
+        kinds = self._remote.kinds(rest)
+        for i, oid, kind in zip(missing, rest, kinds):
+            if oid in cache_check:
+                out[i] = cache_check[oid] and f"{cache_check[oid]} in the chunk cache"
+            elif kind == CHUNK:
+                out[i] = None
+            elif kind is not None:
+                out[i] = "missing (a tree or file object only the remote holds)"
+        return out
+
+    def ids(self) -> Iterator[bytes]:
+        return self.local.ids()
+
+    # fetching ----------------------------------------------------------------------------------
+    def prefetch(self, ids: Sequence[bytes]) -> int:
+        """Fetch the chunks among ``ids`` that are neither local nor cached into the cache;
+        returns the bytes fetched."""
+        ids = list(dict.fromkeys(ids))
+        absent = [oid for oid, h in zip(ids, self.local.has(ids)) if not h]
+        before = self.fetched_bytes
+        for i in range(0, len(absent), PREFETCH_IDS):   # each batch within the read timeout
+            self._obtain(absent[i:i + PREFETCH_IDS])
+            self._wait_kept(absent[i:i + PREFETCH_IDS])
+        return self.fetched_bytes - before
+
+    def _obtain(self, ids: Sequence[bytes], ahead: Sequence[bytes] = ()) -> dict[bytes, bytes]:
+        """The bytes of objects not in the local store: from the cache, else fetched (then the
+        chunks AHEAD are scheduled too, without waiting for them)."""
+        if not ids:
+            return {}
+        remote = self.remote()
+        cache = self.cache(create=remote is not None)
+        out = self._cached(cache, ids) if cache is not None else {}
+        rest = [oid for oid in dict.fromkeys(ids) if oid not in out]
+        if not rest:
+            self._schedule(ahead, only_absent=True)
+            return out
+        if remote is None:
+            raise CorruptData(f"missing object {rest[0].hex()}")
+        futures = self._schedule(rest)
+        self._schedule(ahead, only_absent=True)
+        deadline = time.monotonic() + timeout()
+        for oid in rest:
+            try:
+                out[oid] = futures[oid].result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                msg = (f"remote {remote.s3.url} did not answer within {timeout():.0f} s "
+                       f"(ARTFS_LAZY_TIMEOUT) for object {oid.hex()}")
+                log.warning("%s", msg)
+                raise RemoteError(msg) from None
+        return out
+
+    def _cached(self, cache: ChunkCache, ids: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The cached ones among IDS; a damaged entry is dropped (and fetched again)."""
+        found = [oid for oid, h in zip(ids, cache.present(ids)) if h]
+        try:
+            return dict(zip(found, cache.get_many(found)))
+        except CorruptData:
+            bad = [oid for oid, problem in zip(found, cache.objects.check(found)) if problem]
+            log.warning("dropping %d damaged chunks from the cache %s", len(bad), cache.dir)
+            cache.drop(bad)
+            return self._cached(cache, ids)
+
+    def _schedule(self, ids: Sequence[bytes], only_absent: bool = False) -> dict[bytes, Future]:
+        """A future per id: the fetch in flight, or a new one (batched by pack and position)."""
+        remote = self.remote()
+        if remote is None or not ids:
+            return {}
+        if only_absent:                       # read-ahead: within the memory bound only
+            if len(self._inflight) >= AHEAD_CHUNKS:
+                return {}
+            here = [a or b for a, b in zip(self.local.has(ids), self.cache().present(ids))]
+            ids = [oid for oid, h in zip(ids, here) if not h]
+        futures, new = {}, []
+        with self._lock:
+            for oid in ids:
+                fut = self._inflight.get(oid)
+                if fut is None:
+                    fut = self._inflight[oid] = Future()
+                    new.append(oid)
+                futures[oid] = fut
+            if new and self._pool is None:
+                self._pool = ThreadPoolExecutor(FETCHERS, thread_name_prefix="artfs-fetch")
+        if new:
+            self._pool.submit(self._dispatch, remote, new)
+        return futures
+
+    def _dispatch(self, remote, ids: list[bytes]) -> None:   # fetcher thread
+        """Split ids into batches of neighbours (by pack and offset) and fetch them in parallel."""
+        try:
+            remote.has(ids)                   # reads the pack indexes not read yet
+        except Exception as e:
+            self._failed(remote, ids, e)
+            return
+        locs = {oid: remote.index.get(oid) for oid in ids}
+        order = sorted(ids, key=lambda oid: (locs[oid].pack, locs[oid].offset) if locs[oid] else ("", 0))
+        batch, size = [], 0
+        for oid in order:
+            batch.append(oid)
+            size += locs[oid].length if locs[oid] is not None else 0
+            if size >= BATCH:
+                self._pool.submit(self._fetch, remote, batch)
+                batch, size = [], 0
+        if batch:
+            self._fetch(remote, batch)
+
+    def _fetch(self, remote, ids: list[bytes]) -> None:   # fetcher thread
+        try:
+            data = remote.get_many(ids)       # verified: id and SHA-256 from the pack index
+        except Exception as e:
+            self._failed(remote, ids, e)
+            return
+        with self._lock:                      # readers go on while the bytes are stored
+            self.fetched_bytes += sum(map(len, data))
+            for oid, d in zip(ids, data):
+                self._inflight[oid].set_result(d)
+        objs = [Obj(oid, remote.index[oid].digest, d) for oid, d in zip(ids, data)]
+        self._keeper().put([o for o in objs if remote.index[o.id].kind == CHUNK],
+                           [o for o in objs if remote.index[o.id].kind != CHUNK])
+
+    def _keeper(self) -> "_Keeper":
+        with self._lock:
+            if self._keep is None:
+                self._keep = _Keeper(self)
+            return self._keep
+
+    def kept(self, objs: list[Obj]) -> None:
+        """The fetches of OBJS are over (stored or not): later reads look in the cache."""
+        with self._lock:
+            for o in objs:
+                self._inflight.pop(o.id, None)
+            self._settled.notify_all()
+
+    def _wait_kept(self, ids: Sequence[bytes]) -> None:
+        """Until the fetches of IDS are stored (or failed): a prefetch has filled the cache."""
+        with self._lock:
+            self._settled.wait_for(lambda: not any(oid in self._inflight for oid in ids), timeout())
+
+    def _failed(self, remote, ids: list[bytes], error: Exception) -> None:
+        """One log line saying why, and the error for every reader waiting on these ids."""
+        if isinstance(error, ArtfsError):
+            log.warning("fetching %d objects from %s failed: %s", len(ids), remote.s3.url, error)
+        else:
+            log.error("fetching %d objects from %s failed: %r", len(ids), remote.s3.url, error)
+        with self._lock:
+            for oid in ids:
+                self._inflight.pop(oid).set_exception(error)
+            self._settled.notify_all()
+
+
+class _Keeper:
+    """One thread storing fetched objects (chunks into the cache, trees and file objects into the
+    local store), many fetches per transaction: LMDB commits are synchronous, and a fetcher never
+    waits for one. At most KEEP_BYTES wait (fetchers block beyond: memory stays bounded)."""
+
+    def __init__(self, lazy: LazyObjectStore):
+        self.lazy = lazy
+        self.queue: list[tuple[list[Obj], list[Obj]]] = []
+        self.queued = 0
+        self.cond = threading.Condition()
+        self.closing = False
+        self.thread = threading.Thread(target=self._run, name="artfs-keep", daemon=True)
+        self.thread.start()
+
+    def put(self, chunks: list[Obj], meta: list[Obj]) -> None:   # fetcher thread
+        size = sum(len(o.data) for o in chunks + meta)
+        with self.cond:
+            while self.queued and self.queued + size > KEEP_BYTES and not self.closing:
+                self.cond.wait()
+            if self.closing and not self.thread.is_alive():
+                self.lazy.kept(chunks + meta)   # closed: served, not kept
+                return
+            self.queue.append((chunks, meta))
+            self.queued += size
+            self.cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.queue and not self.closing:
+                    self.cond.wait()
+                if not self.queue:
+                    return
+                work, self.queue = self.queue, []
+            chunks = [o for c, _ in work for o in c]
+            meta = [o for _, m in work for o in m]
+            try:
+                if chunks:
+                    self.lazy.cache().put_many(chunks)
+                if meta:
+                    self.lazy.local.put_many(meta)
+            except Exception as e:            # served, not kept: a later read fetches again
+                log.warning("keeping %d fetched objects failed: %s", len(chunks) + len(meta), e)
+            finally:
+                self.lazy.kept(chunks + meta)
+                with self.cond:
+                    self.queued -= sum(len(o.data) for o in chunks + meta)
+                    self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closing = True
+            self.cond.notify_all()
+        self.thread.join()
+
+
+def attach(store: str, objects) -> LazyObjectStore:
+    """The lazy store over a store's local object store (once per open store)."""
+    return objects if isinstance(objects, LazyObjectStore) else LazyObjectStore(store, objects)

@@ -1,0 +1,150 @@
+"""Rows of scripts/bench.py for the lazy mount of a remote (issue 10; docs/REMOTE.md "Lazy mount").
+
+Run with ``python scripts/bench.py --only lazy [--quick]`` (1 GiB; --quick 8 MiB, --size-scale
+multiplies). One Ceph RGW (memstore, loopback; moto when Ceph is not installed) is started for the
+run. The artfs column is the lazy mount; the "native" column holds the row's peer, so artfs/native
+is the ratio the issue asks for:
+
+  10a cold sequential read through a fresh lazy mount (empty cache, caches dropped) vs a plain
+      parallel ranged download of the same bytes with obstore (8 threads x 8 MiB ranges, to memory)
+  10b the same cold read vs `rclone mount` (vfs-cache-mode off) of the same bytes as one object
+  10c the same cold read vs `s3fs` of that object
+  10d warm: the lazy mount with the file in its chunk cache (fresh daemon, caches dropped) vs the
+      same version mounted from the local store that pushed it
+  10e the lazy daemon's peak RSS (MiB; artfs column only)
+
+Peers read the file as one plain object (``raw/data.bin``) uploaded next to artfs's packs.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PART = 8 << 20
+THREADS = 8
+
+
+def _server():
+    sys.path.insert(0, str(REPO))
+    from tests.s3servers import MotoServer, RgwServer
+    if RgwServer.missing() is None:
+        return RgwServer(memstore_bytes=4 << 30)
+    return MotoServer()
+
+
+def _obstore(server, bucket: str):
+    from obstore.store import S3Store
+    return S3Store(bucket, **server.obstore_options())
+
+
+def _download(store, key: str, size: int) -> float:
+    """MB/s of a parallel ranged download of KEY into memory."""
+    import obstore
+    t = time.perf_counter()
+    with ThreadPoolExecutor(THREADS) as pool:
+        got = sum(pool.map(lambda s: len(obstore.get_range(store, key, start=s, end=min(s + PART, size))),
+                           range(0, size, PART)))
+    dt = time.perf_counter() - t
+    assert got == size, (got, size)
+    return size / 1e6 / dt
+
+
+class Peer:
+    """A FUSE mount of the bucket by another tool, reading ``raw/data.bin``."""
+
+    def __init__(self, B, work: Path, name: str, argv: list[str]):
+        self.mount = B.FuseMount(name, argv, work / "mnt" / name, work / "logs" / f"{name}.log", ra_kb=1024)
+
+    def read(self, B, size: int) -> float:
+        with self.mount:
+            return B.timed_read(self.mount.mnt / "raw" / "data.bin", size)
+
+
+def workload(b, B) -> None:
+    """Fill rows 10a-10e of Bench ``b``; ``B`` is the bench module (its helpers)."""
+    size, work = b.sz.big, b.work / "lazy"
+    rows = {k: b.row(f"10{k}", title, unit, hib) for k, title, unit, hib in (
+        ("a", f"lazy mount cold read {B.human(size)} / obstore ranged download (native col)", "MB/s", True),
+        ("b", "  same / rclone mount (native col)", "MB/s", True),
+        ("c", "  same / s3fs (native col)", "MB/s", True),
+        ("d", "lazy mount warm (cached) read / local store mount (native col)", "MB/s", True),
+        ("e", "lazy mount daemon peak RSS", "MiB", False))}
+    server = _server().start()
+    saved = dict(os.environ)
+    try:
+        creds = server.users["full"]
+        os.environ.update(AWS_ACCESS_KEY_ID=creds.access_key, AWS_SECRET_ACCESS_KEY=creds.secret_key)
+        os.environ.pop("AWS_CA_BUNDLE", None)     # plain http; rclone refuses a CA bundle it cannot use
+        bucket = server.make_bucket("bench-lazy")
+        (work / "logs").mkdir(parents=True, exist_ok=True)
+        data = work / "data" / "data.bin"
+        B.write_random(data, size, __import__("random").Random(9))
+        a, lazy = work / "A", work / "B"
+        B.run(B.artfs_cmd(a, "put", "big", str(data.parent)), timeout=3600)
+        B.run(B.artfs_cmd(a, "remote", "add", "origin", f"s3://{bucket}/artfs", "--endpoint", server.endpoint,
+                          "--allow-http"))
+        B.run(B.artfs_cmd(a, "push"), timeout=3600)
+        store = _obstore(server, bucket)
+        import obstore
+        with open(data, "rb") as f:
+            obstore.put(store, "raw/data.bin", f)
+        B.run([sys.executable, "-m", "artfs", "clone", f"s3://{bucket}/artfs", str(lazy), "--endpoint",
+               server.endpoint, "--allow-http"], timeout=600)
+        endpoint = server.endpoint
+        passwd = work / "s3fs.passwd"
+        passwd.write_text(f"{creds.access_key}:{creds.secret_key}\n")
+        passwd.chmod(0o600)
+        peers = {
+            "b": Peer(B, work, "rclone", ["rclone", "mount", f":s3:{bucket}", str(work / "mnt" / "rclone"),
+                                          "--s3-provider", "Ceph", "--s3-endpoint", endpoint,
+                                          "--s3-access-key-id", creds.access_key,
+                                          "--s3-secret-access-key", creds.secret_key,
+                                          "--read-only", "--vfs-cache-mode", "off"]),
+            "c": Peer(B, work, "s3fs", ["s3fs", bucket, str(work / "mnt" / "s3fs"), "-f", "-o", f"url={endpoint}",
+                                        "-o", "use_path_request_style", "-o", f"passwd_file={passwd}", "-o", "ro"]),
+        }
+
+        def artfs_read(store_dir: Path, name: str, clear: bool) -> tuple[float, int]:
+            if clear:
+                shutil.rmtree(store_dir / "cache", ignore_errors=True)
+            cold()
+            m = B.artfs_mount(store_dir, work / "mnt" / name, work / "logs" / f"{name}.log")
+            with m:
+                v = B.timed_read(m.mnt / "big" / "v0" / "data.bin", size)
+                m.sample_rss()
+            return v, m.peak_rss
+
+        def cold() -> None:
+            if b.can_drop:
+                B.drop_caches()
+                time.sleep(b.sz.settle)
+
+        for _ in range(b.sz.repeats):
+            cold()
+            rows["a"].samples.setdefault("native", []).append(_download(store, "raw/data.bin", size))
+            for k, peer in peers.items():
+                cold()
+                try:
+                    rows[k].samples.setdefault("native", []).append(peer.read(B, size))
+                except (Exception, subprocess.TimeoutExpired) as e:
+                    rows[k].errors.setdefault("native", f"{type(e).__name__}: {e}"[:300])
+            speed, rss = artfs_read(lazy, "lazy", clear=True)
+            for k in "abc":
+                rows[k].samples.setdefault("artfs", []).append(speed)
+            rows["e"].samples.setdefault("artfs", []).append(rss / (1 << 20))
+            warm, _ = artfs_read(lazy, "lazy", clear=False)
+            rows["d"].samples.setdefault("artfs", []).append(warm)
+            local, _ = artfs_read(a, "local", clear=False)
+            rows["d"].samples.setdefault("native", []).append(local)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        with contextlib.suppress(Exception):
+            server.stop()

@@ -1,0 +1,326 @@
+"""The lazy mount of a remote (docs/REMOTE.md "Lazy mount"), against Ceph RGW and moto.
+
+"Hosts" are stores in their own directories used by their own processes (the CLI and mount
+daemons in subprocesses); the servers are the session's (tests/conftest_s3.py). Every byte read is
+compared with the source.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from artfs.repo.facade import Repo
+from artfs.repo.verify import verify
+from tests.helpers import need_fuse, write
+from tests.s3servers import free_port
+from tests.test_remote import PREFIX, aws_env, bind, cli, clone, url
+
+pytest.importorskip("obstore", reason="needs obstore: scripts/setup-s3.sh installs it")
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def creds(s3, monkeypatch):
+    """The S3 user's credentials in this process's environment (mount daemons inherit them)."""
+    for k, v in aws_env(s3).items():
+        monkeypatch.setenv(k, v)
+
+
+def published(tmp_path, s3, bucket, files: dict[str, bytes], name: str = "ds"):
+    """Host A: a store with FILES as NAME:v0, pushed to the bucket. Returns its path."""
+    a = tmp_path / "A"
+    for rel, data in files.items():
+        write(tmp_path / "src" / rel, data)
+    cli(a, s3, "put", name, tmp_path / "src")
+    bind(a, s3, bucket)
+    cli(a, s3, "push")
+    return a
+
+
+def pack_bytes(s3, bucket) -> int:
+    listing = s3.boto3_client().list_objects_v2(Bucket=bucket, Prefix=f"{PREFIX}/packs/")
+    return sum(o["Size"] for o in listing.get("Contents", []))
+
+
+def cache_chunks(store) -> int:
+    with Repo(str(store)) as repo:
+        cache = repo.db.objects.cache(create=False)
+        return 0 if cache is None else cache.stats()["chunks"]
+
+
+def test_clone_reads_lazily_byte_exact(s3, s3_bucket, tmp_path):
+    """After a clone (metadata only) `cat` and `get` read through the remote, byte-exact; the chunks
+    fetched stay in the cache, and verify accepts the store."""
+    big = random.randbytes(6 * MiB)
+    a = published(tmp_path, s3, s3_bucket, {"big": big, "sub/small": b"small file"})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    assert cli(b, s3, "ls").stdout.splitlines()[1].split()[0] == "ds"        # the version is there at once
+    assert cache_chunks(b) == 0
+    assert cli(b, s3, "cat", "ds:v0/sub/small").stdout == "small file"
+    cli(b, s3, "get", "ds", tmp_path / "out")
+    assert (tmp_path / "out" / "big").read_bytes() == big
+    assert cache_chunks(b) > 0
+    assert cli(b, s3, "verify").returncode == 0
+    del a
+
+
+def lazy_mount(mount_factory, store, *options):
+    """A started foreground mount of STORE with extra mount OPTIONS."""
+    m = mount_factory(store=store)
+    m.extra = list(options)
+    cmd = [sys.executable, "-m", "artfs", "--store", m.store, "mount", m.mnt, "--foreground", *options]
+    with open(m.log, "ab") as log:
+        m.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (os.path.ismount(m.mnt) and m._info_pid() == m.proc.pid):
+        assert m.proc.poll() is None, m.log_text()
+        assert time.monotonic() < deadline, m.log_text()
+        time.sleep(0.05)
+    return m
+
+
+def cached_ids(store, ids) -> list[bool]:
+    with Repo(str(store)) as repo:
+        return repo.db.objects.cache().present(list(ids))
+
+
+def file_chunks(store, ref: str, path: str) -> list[bytes]:
+    with Repo(str(store)) as repo:
+        v = repo.resolve(*ref.split(":"))
+        tree = repo.tree(v.root)
+        for part in path.split("/")[:-1]:
+            tree = repo.tree(tree.lookup(part.encode()).ref)
+        return repo.file(tree.lookup(path.split("/")[-1].encode()).ref).chunks
+
+
+def test_mount_random_reads_byte_exact(s3, s3_bucket, tmp_path, creds, mount_factory):
+    """A fresh store mounted with --remote URL lists the remote's versions and serves random
+    reads of files it never downloaded, byte for byte."""
+    need_fuse()
+    files = {f"d{i}/f{j}": random.randbytes(random.randrange(0, 3 * MiB)) for i in range(3) for j in range(4)}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    m = lazy_mount(mount_factory, b, "--remote", url(s3_bucket), "--endpoint", s3.endpoint, "--allow-http")
+    assert sorted(os.listdir(m.path("ds"))) == ["latest", "staging", "v0"]
+    assert sorted(os.listdir(m.path("ds", "latest", "d1"))) == ["f0", "f1", "f2", "f3"]
+    rng = random.Random(1)
+    for _ in range(200):
+        rel, data = rng.choice(sorted(files.items()))
+        offset = rng.randrange(0, len(data) + 1)
+        size = rng.randrange(0, 300_000)
+        with open(m.path("ds", "v0", rel), "rb") as f:
+            f.seek(offset)
+            assert f.read(size) == data[offset:offset + size], (rel, offset, size)
+    for rel, data in files.items():
+        with open(m.path("ds", "latest", rel), "rb") as f:
+            assert f.read() == data, rel
+
+
+def test_eviction_under_small_cache_keeps_open_files(s3, s3_bucket, tmp_path, creds, mount_factory):
+    """With a 4 MiB cache, reading 12 MiB of other files evicts, but never the chunks of a file
+    held open; the cache stays within 5% of its limit and every byte read is right."""
+    need_fuse()
+    files = {"held": random.randbytes(MiB), **{f"other{i}": random.randbytes(2 * MiB) for i in range(6)}}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    m = lazy_mount(mount_factory, b, "--cache-size", "4M")
+    held_chunks = file_chunks(b, "ds:v0", "held")
+    with open(m.path("ds", "v0", "held"), "rb") as held:
+        assert held.read() == files["held"]
+        for i in range(6):
+            with open(m.path("ds", "v0", f"other{i}"), "rb") as f:
+                assert f.read() == files[f"other{i}"]
+        assert all(cached_ids(b, held_chunks))
+        held.seek(0)
+        assert held.read() == files["held"]
+    first_other = file_chunks(b, "ds:v0", "other0")
+    assert not all(cached_ids(b, first_other))          # evicted: the cache is bounded
+    with Repo(str(b)) as repo:
+        cache = repo.db.objects.cache()
+        assert cache.stats()["bytes"] <= 4 * MiB * 1.05
+        assert all(p is None for p in cache.objects.check(cache.ids()))
+
+
+def wait_for(predicate, what: str, seconds: float = 120):
+    """Poll until PREDICATE holds (a liveness wait with a generous bound, not a timing claim)."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.1)
+
+
+def test_version_pushed_by_another_host_appears_and_open_file_keeps_its_version(
+        s3, s3_bucket, tmp_path, creds, mount_factory):
+    """Host A pushes v1 while host B's mount runs: B shows v1 and moves latest to it by itself
+    (the daemon's refresh), and a file B opened through latest before keeps reading v0."""
+    need_fuse()
+    old, new = random.randbytes(3 * MiB), random.randbytes(3 * MiB)
+    a = published(tmp_path, s3, s3_bucket, {"f": old})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    m = lazy_mount(mount_factory, b, "--refresh", "0.5")
+    with open(m.path("ds", "latest", "f"), "rb") as f:
+        assert f.read(MiB) == old[:MiB]
+        write(tmp_path / "src" / "f", new)
+        cli(a, s3, "put", "ds", tmp_path / "src")
+        cli(a, s3, "push")
+        wait_for(lambda: os.readlink(m.path("ds", "latest")) == "v1", "latest moved to v1 on host B")
+        assert f.read() == old[MiB:]
+    with open(m.path("ds", "latest", "f"), "rb") as f:
+        assert f.read() == new
+
+
+def test_sigkill_mid_fetch_leaves_a_cache_verify_accepts(s3, s3_bucket, tmp_path, creds, mount_factory):
+    """SIGKILL of the daemon while a big file is being fetched (read slowly, so read-ahead keeps the
+    fetches within 32 MiB of the reader): the store verifies clean, every
+    cached chunk hashes right, and a new mount reads the file byte for byte."""
+    need_fuse()
+    big = random.randbytes(96 * MiB)
+    published(tmp_path, s3, s3_bucket, {"big": big})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    m = lazy_mount(mount_factory, b)
+    slow_reader = ("import sys, time\nwith open(sys.argv[1], 'rb') as f:\n"
+                   "    while f.read(1 << 20):\n        time.sleep(0.05)\n")
+    reader = subprocess.Popen([sys.executable, "-c", slow_reader, m.path("ds", "v0", "big")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)   # read-ahead: <= 32 MiB ahead
+    try:
+        wait_for(lambda: os.path.exists(b / "cache" / "objects") and cache_chunks(b) > 16
+                 or reader.poll() is not None, "chunks cached")
+        os.kill(m.proc.pid, signal.SIGKILL)
+        m.proc.wait()
+    finally:
+        reader.wait(timeout=60)
+    m.stop()
+    assert cache_chunks(b) < len(file_chunks(b, "ds:v0", "big")), "killed too late to be mid-fetch"
+    proc = cli(b, s3, "verify", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with Repo(str(b)) as repo:
+        cache = repo.db.objects.cache()
+        assert all(p is None for p in cache.objects.check(cache.ids()))
+    m2 = lazy_mount(mount_factory, b)
+    with open(m2.path("ds", "v0", "big"), "rb") as f:
+        assert f.read() == big
+
+
+def test_remote_down_cached_reads_work_uncached_fail_with_eio(s3, s3_bucket, tmp_path, creds, mount_factory,
+                                                              monkeypatch):
+    """With the remote unreachable, a file read before is served from the cache; another fails
+    with EIO within the configured timeout, and the daemon's log says why in one line."""
+    need_fuse()
+    files = {"seen": random.randbytes(2 * MiB), "unseen": random.randbytes(2 * MiB)}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    seen = subprocess.run([sys.executable, "-m", "artfs", "--store", str(b), "cat", "ds:v0/seen"],
+                          capture_output=True, env=aws_env(s3), check=True).stdout
+    assert seen == files["seen"]                                     # now cached
+    remotes = json.loads((b / "remotes.json").read_text())        # the server goes away:
+    remotes["origin"]["endpoint"] = f"http://127.0.0.1:{free_port()}"   # nothing listens there
+    (b / "remotes.json").write_text(json.dumps(remotes))
+    monkeypatch.setenv("ARTFS_LAZY_TIMEOUT", "5")
+    monkeypatch.setenv("ARTFS_REMOTE_RETRIES", "1")
+    m = lazy_mount(mount_factory, b, "--refresh", "1")
+    with open(m.path("ds", "v0", "seen"), "rb") as f:
+        assert f.read() == files["seen"]
+    with pytest.raises(OSError) as e:
+        with open(m.path("ds", "v0", "unseen"), "rb") as f:
+            f.read()
+    assert e.value.errno == errno.EIO
+    log = m.log_text()
+    assert "fetching" in log and "failed" in log, log
+
+
+def test_pull_data_prefills_cache_ls_and_clear(s3, s3_bucket, tmp_path):
+    """`cache ls` shows each version's bytes as local, cached or remote; `pull NAME:REF --data`
+    moves them all into the cache (reads then need no remote); `cache clear` empties it."""
+    files = {"a": random.randbytes(3 * MiB), "b": random.randbytes(MiB)}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+
+    def where():
+        info = json.loads(cli(b, s3, "cache", "ls", "--json").stdout)
+        (row,) = info["versions"]
+        return info["cache"], (row["local"], row["cached"], row["remote"])
+    total = sum(map(len, files.values()))
+    assert where()[1] == (0, 0, total)
+    assert "pulled ds:v0" in cli(b, s3, "pull", "ds:v0", "--data").stdout
+    stats, split = where()
+    assert split == (0, total, 0) and stats["bytes"] == total
+    remotes = json.loads((b / "remotes.json").read_text())
+    good = remotes["origin"]["endpoint"]
+    remotes["origin"]["endpoint"] = f"http://127.0.0.1:{free_port()}"   # the remote goes away
+    (b / "remotes.json").write_text(json.dumps(remotes))
+    cli(b, s3, "get", "ds:v0", tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == files
+    assert "cache cleared" in cli(b, s3, "cache", "clear").stdout
+    assert where()[1] == (0, 0, total)
+    remotes["origin"]["endpoint"] = good
+    (b / "remotes.json").write_text(json.dumps(remotes))
+    assert cli(b, s3, "verify").returncode == 0
+
+
+def test_staging_and_commit_on_a_lazy_mount_upload_only_new_chunks(s3, s3_bucket, tmp_path, creds,
+                                                                   mount_factory):
+    """On a lazy mount, staging changes commit as locally; the commit (published on the bound
+    remote) uploads only the new chunks (not the lazily read ones), and a third host reads the new
+    version byte-exact."""
+    need_fuse()
+    files = {"big": random.randbytes(6 * MiB), "small": b"old small"}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    m = lazy_mount(mount_factory, b)
+    added = random.randbytes(MiB)
+    with open(m.path("ds", "staging", "small"), "ab") as f:        # copied up: fetched first
+        f.write(b" + new")
+    with open(m.path("ds", "staging", "added"), "wb") as f:
+        f.write(added)
+    before = pack_bytes(s3, s3_bucket)
+    assert m.cli("commit", "ds").stdout.strip() == "ds:v1"          # published on the bound remote
+    sent = pack_bytes(s3, s3_bucket) - before
+    assert MiB <= sent < MiB + (256 << 10)                        # the new chunks, not big's 6 MiB
+    c = tmp_path / "C"
+    clone(c, s3, s3_bucket)
+    cli(c, s3, "get", "ds:v1", tmp_path / "out")
+    assert (tmp_path / "out" / "big").read_bytes() == files["big"]
+    assert (tmp_path / "out" / "small").read_bytes() == b"old small + new"
+    assert (tmp_path / "out" / "added").read_bytes() == added
+
+
+def test_cache_never_exceeds_its_limit_and_survives_a_reopen(tmp_path):
+    """A batch bigger than the whole cache keeps only what fits; the entries and their recency
+    order survive closing and reopening (a remount); the oldest go first after that."""
+    from artfs.store.backend import Obj
+    from artfs.store.cache import ChunkCache
+    from artfs.store.ids import object_id, strong_digest
+
+    def chunks(n, seed):
+        rng = random.Random(seed)
+        return [Obj(object_id(d), strong_digest(d), d) for d in (rng.randbytes(64 << 10) for _ in range(n))]
+    cache = ChunkCache(str(tmp_path), limit=4 * MiB)
+    first = chunks(160, 1)                                  # 10 MiB at once
+    cache.put_many(first)
+    assert cache.stats()["bytes"] <= 4 * MiB
+    kept = cache.ids()
+    assert kept == [o.id for o in first[-len(kept):]] and len(kept) >= 60
+    cache.close()
+    cache = ChunkCache(str(tmp_path))                       # the limit is kept too
+    assert cache.ids() == kept and cache.stats()["limit"] == 4 * MiB
+    cache.put_many(chunks(8, 2))
+    assert cache.ids()[:len(kept) - 8] == kept[8:]          # the 8 oldest made room
+    assert all(p is None for p in cache.objects.check(cache.ids()))
+    cache.close()
