@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from ..errors import Conflict, NoSpace, StoreError
-from ..store.lmdb_env import Env, fsync_path, os_error
+from ..store.lmdb_env import Env, fsync_path, os_error, replace_json
 from ..store.local import LocalObjectStore
 from ..store.ids import object_id
 
@@ -120,13 +120,7 @@ def encrypted(marker: dict) -> bool:
 
 def write_marker(path: str, marker: dict) -> None:
     """Replace the marker atomically and durably: the switch between two data directories."""
-    tmp = os.path.join(path, MARKER + ".tmp")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
-        json.dump(marker, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(path, MARKER))
-    fsync_path(path)
+    replace_json(path, MARKER, marker)
 
 
 def flock_held(path: str) -> bool:

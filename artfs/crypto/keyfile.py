@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import BadKey, InvalidInput
+from ..store.lmdb_env import replace_json
 
 NAME = "ARTFS-KEY"
 PASSPHRASE, KEY_FILE = "passphrase", "key-file"
@@ -80,17 +81,7 @@ def _record(master: bytes, secret: Secret) -> dict:
 
 
 def _write(store: str, record: dict) -> None:
-    path, tmp = os.path.join(store, NAME), os.path.join(store, NAME + ".tmp")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
-        json.dump(record, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(store, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    replace_json(store, NAME, record, indent=1)
 
 
 def read_record(store: str) -> dict:

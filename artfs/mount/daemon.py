@@ -239,7 +239,7 @@ class Daemon:
         fs = Filesystem(repo, record_use=self.record_use)
         repo.db.objects.cache_limit = self.lazy.cache_size
         if self.lazy.refresh is not None:   # the chunks of open files stay in the cache
-            repo.db.objects.set_pinned(lambda: {c for fid in dict(fs.files._open) for c in repo.file(fid).chunks})
+            repo.db.objects.set_pinned(lambda: {c for fid in fs.files.open_ids() for c in repo.file(fid).chunks})
         self.actions = Actions(fs)
         options = {"fsname=artfs", "subtype=artfs"}
         if self.allow_other:

@@ -194,6 +194,11 @@ class OpenFiles:
         finally:
             self._lock.release()
 
+    def open_ids(self) -> list[bytes]:
+        """The stored files open now (any thread: a snapshot under the pin lock)."""
+        with self._lock:
+            return list(self._open)
+
     def confirm(self, fid: bytes) -> None:
         """``fid`` exists (checked while pinned, so no delete could free it meanwhile): remember
         it, unless the lock is busy (never waits: it is only a shortcut)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import mmap
 import os
 import threading
@@ -371,6 +372,17 @@ def fsync_path(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_json(directory: str, name: str, value, indent: int | None = None) -> None:
+    """Replace DIRECTORY/NAME (0600) with VALUE as JSON, atomically and durably."""
+    tmp = os.path.join(directory, name + ".tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
+        json.dump(value, f, indent=indent)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(directory, name))
+    fsync_path(directory)
 
 
 def os_error(path: str, e: OSError):
