@@ -107,12 +107,15 @@ def register(sub) -> None:
     c.add_argument("--remote", default="origin", help="the bound remote (default origin)")
     c.set_defaults(func=cmd_push)
 
-    c = sub.add_parser("pull", help="fetch the remote's versions (metadata; with --data the versions)",
+    c = sub.add_parser("pull", help="record the remote's versions here (data on first read; --data now)",
                        description="Fetch and verify the trees and file lists of the remote's "
-                       "versions; with --data also their data, and they become local versions.")
+                       "versions and record them here: ls, get, cat and the mount work at once, "
+                       "file data is fetched on first read into the chunk cache (artfs cache). "
+                       "With --data the data is fetched now, into the cache.")
     c.add_argument("ref", nargs="?", metavar="NAME[:REF]", help="one artifact or version (default: all)")
     c.add_argument("--remote", default="origin", help="the bound remote (default origin)")
-    c.add_argument("--data", action="store_true", help="also fetch the data: the versions become local")
+    c.add_argument("--data", action="store_true", help="also fetch the data now (prefetch before "
+                   "the first epoch)")
     c.set_defaults(func=cmd_pull)
 
     c = sub.add_parser("clone", help="a new local store bound to a remote as origin, metadata pulled",
