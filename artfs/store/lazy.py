@@ -23,6 +23,10 @@ the end of the previous ones (the kernel sends several reads at once, out of ord
 window fetched ahead, from ``READ_AHEAD_MIN`` up to ``READ_AHEAD_MAX``, scheduled after the
 chunks the read waits for and extended by whole batches; any other read resets it.
 
+``read_here(fn, *args)`` runs a read only as far as local and cached data go: where it would wait
+for the remote it gives up (None), and the mount runs it again in threads of its own (mount/model.py),
+so reads of local or cached data never queue behind reads stalled on the remote.
+
 ``has`` answers what a read will find: stored here, or a data chunk the remote lists. Trees and
 file objects count only when local (a pull fetches them in bulk when ``has`` says they are absent).
 """
@@ -58,6 +62,13 @@ KEEP_BYTES = 32 << 20       # fetched bytes waiting to be stored, at most
 PREFETCH_IDS = 1024         # chunks (about 64 MiB) a prefetch waits for at once
 STREAMS = 256                # files whose sequential state is remembered
 REMOTE_CONFIG = "artfs-remote.json"   # remote/catalog.py CONFIG
+
+
+class _WouldFetch(Exception):
+    """A read within ``read_here`` needs objects from the remote."""
+
+
+_here_only = threading.local()      # .on: this thread's read is within read_here
 
 
 def timeout() -> float:
@@ -144,6 +155,17 @@ class LazyObjectStore:
     def set_pinned(self, pinned) -> None:
         """``pinned()`` -> chunk ids the cache must not evict (the mount's open files)."""
         self.cache().pinned = pinned
+
+    def read_here(self, fn, *args):
+        """``fn(*args)``, a read, if it needs no object from the remote (local and cached data),
+        else None without waiting for the remote (nothing is fetched for it)."""
+        _here_only.on = True
+        try:
+            return fn(*args)
+        except _WouldFetch:
+            return None
+        finally:
+            _here_only.on = False
 
     # ObjectStore -------------------------------------------------------------------------------
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
@@ -306,6 +328,8 @@ class LazyObjectStore:
             return out
         if remote is None:
             raise CorruptData(f"missing object {rest[0].hex()}")
+        if getattr(_here_only, "on", False):
+            raise _WouldFetch()
         futures = self._schedule(rest)
         self._schedule(ahead, only_absent=True)
         deadline = time.monotonic() + timeout()
