@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -324,3 +325,71 @@ def test_cache_never_exceeds_its_limit_and_survives_a_reopen(tmp_path):
     assert cache.ids()[:len(kept) - 8] == kept[8:]          # the 8 oldest made room
     assert all(p is None for p in cache.objects.check(cache.ids()))
     cache.close()
+
+
+MMAP_READER = """import ctypes, mmap, sys
+with open(sys.argv[1], "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+m.madvise(mmap.MADV_RANDOM)     # no readahead: each fault is one synchronous FUSE read
+sys.stdout.buffer.write(m[:])
+"""
+
+
+def waiting_in_fuse(pid: int) -> bool:
+    """Whether process PID is blocked on an answer of the FUSE daemon."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            where = f.read()
+    except OSError:
+        return False
+    return "fuse" in where or where == "request_wait_answer"
+
+
+def test_cached_reads_do_not_queue_behind_stalled_remote_reads(s3, s3_bucket, tmp_path, creds, mount_factory,
+                                                              monkeypatch):
+    """With the remote stalled and 20 uncached reads waiting for it in the mount (more than its
+    16 worker threads; synchronous reads, so the kernel's background limit does not hold them),
+    a read of a cached file still completes; once the remote answers, every read returns its bytes."""
+    need_fuse()
+    from urllib.parse import urlparse
+    from tests.faultproxy import FaultProxy
+    files = {"seen": random.randbytes(MiB), **{f"u{i}": random.randbytes(256 << 10) for i in range(20)}}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    seen = subprocess.run([sys.executable, "-m", "artfs", "--store", str(b), "cat", "ds:v0/seen"],
+                          capture_output=True, env=aws_env(s3), check=True).stdout
+    assert seen == files["seen"]                                     # now in the chunk cache
+    target = urlparse(s3.endpoint)
+    with FaultProxy(target.hostname, target.port, mode="stall") as proxy:
+        remotes = json.loads((b / "remotes.json").read_text())
+        remotes["origin"]["endpoint"] = proxy.endpoint
+        (b / "remotes.json").write_text(json.dumps(remotes))
+        for k, v in dict(ARTFS_LAZY_TIMEOUT="600", ARTFS_REMOTE_TIMEOUT="3", ARTFS_REMOTE_RETRIES="50",
+                         ARTFS_REMOTE_RETRY_TIMEOUT="600").items():
+            monkeypatch.setenv(k, v)
+        m = lazy_mount(mount_factory, b, "--refresh", "3600")
+        readers = [subprocess.Popen([sys.executable, "-c", MMAP_READER, m.path("ds", "v0", f"u{i}")],
+                                    stdout=subprocess.PIPE) for i in range(20)]
+        try:
+            wait_for(lambda: all(waiting_in_fuse(r.pid) or r.poll() is not None for r in readers),
+                     "20 reads waiting in the mount")
+            assert all(r.poll() is None for r in readers)
+            done = []
+            t = threading.Thread(target=lambda: done.append(open(m.path("ds", "v0", "seen"), "rb").read()),
+                                 daemon=True)
+            t.start()
+            wait_for(lambda: done or any(r.poll() is not None for r in readers), "the cached read done", 60)
+            assert all(r.poll() is None for r in readers), "the remote answered: nothing was stalled"
+            assert done == [files["seen"]]
+            proxy.mode = "pass"
+            for r, i in zip(readers, range(20)):
+                out, _ = r.communicate(timeout=600)
+                assert r.returncode == 0 and out == files[f"u{i}"], i
+        finally:
+            proxy.mode = "pass"
+            for r in readers:
+                if r.poll() is None:
+                    r.kill()
+                    r.wait()
+
