@@ -393,3 +393,24 @@ def test_cached_reads_do_not_queue_behind_stalled_remote_reads(s3, s3_bucket, tm
                     r.kill()
                     r.wait()
 
+
+def test_mount_remote_url_with_a_private_ca_bundle(s3_tls, tmp_path, monkeypatch, mount_factory):
+    """`artfs mount --remote https-URL --ca-bundle FILE` on a fresh store binds the remote with the
+    CA kept (`remote ls` shows it) and reads its files lazily over TLS, byte-exact."""
+    need_fuse()
+    for k, v in aws_env(s3_tls).items():
+        monkeypatch.setenv(k, v)
+    bucket = s3_tls.make_bucket(f"t-lazy-tls-{os.getpid()}-{s3_tls.kind}".lower().replace("_", "-"))
+    a, b = tmp_path / "A", tmp_path / "B"
+    remote = f"s3://{bucket}/{PREFIX}"
+    cli(a, s3_tls, "init")
+    cli(a, s3_tls, "remote", "add", "origin", remote, "--endpoint", s3_tls.tls_endpoint, "--ca-bundle",
+        s3_tls.ca_file)
+    data = random.randbytes(3 * MiB)
+    write(tmp_path / "d" / "f", data)
+    assert cli(a, s3_tls, "put", "ds", tmp_path / "d").stdout.strip() == "ds:v0"   # published
+    m = lazy_mount(mount_factory, b, "--remote", remote, "--endpoint", s3_tls.tls_endpoint,
+                   "--ca-bundle", s3_tls.ca_file)
+    assert f"ca_bundle={s3_tls.ca_file}" in m.cli("remote", "ls").stdout
+    with open(m.path("ds", "v0", "f"), "rb") as f:
+        assert f.read() == data
