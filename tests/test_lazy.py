@@ -414,3 +414,37 @@ def test_mount_remote_url_with_a_private_ca_bundle(s3_tls, tmp_path, monkeypatch
     assert f"ca_bundle={s3_tls.ca_file}" in m.cli("remote", "ls").stdout
     with open(m.path("ds", "v0", "f"), "rb") as f:
         assert f.read() == data
+
+
+def test_connection_resets_fail_a_read_with_eio_then_it_works_after_healing(s3, s3_bucket, tmp_path, creds,
+                                                                             mount_factory, monkeypatch):
+    """The remote resets every connection (tests/faultproxy.py): a lazy read fails with EIO once the
+    client's bounded retries are spent, the daemon logs it in one line and stays up (listings
+    work); after the proxy heals, the same read returns the right bytes."""
+    need_fuse()
+    from urllib.parse import urlparse
+    from tests.faultproxy import FaultProxy
+    data = random.randbytes(200_000)                     # one fetch
+    published(tmp_path, s3, s3_bucket, {"f": data})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    target = urlparse(s3.endpoint)
+    with FaultProxy(target.hostname, target.port, mode="reset") as proxy:
+        remotes = json.loads((b / "remotes.json").read_text())
+        remotes["origin"]["endpoint"] = proxy.endpoint
+        (b / "remotes.json").write_text(json.dumps(remotes))
+        for k, v in dict(ARTFS_REMOTE_RETRIES="2", ARTFS_REMOTE_RETRY_TIMEOUT="3", ARTFS_REMOTE_TIMEOUT="2",
+                         ARTFS_REMOTE_CONNECT_TIMEOUT="1").items():
+            monkeypatch.setenv(k, v)
+        m = lazy_mount(mount_factory, b, "--refresh", "3600")
+        with pytest.raises(OSError) as e:
+            with open(m.path("ds", "v0", "f"), "rb") as f:
+                f.read()
+        assert e.value.errno == errno.EIO
+        failed = [line for line in m.log_text().splitlines() if "fetching" in line and "failed" in line]
+        assert len(failed) == 1 and "from s3://" in failed[0], failed           # names the remote
+        assert m.proc.poll() is None and sorted(os.listdir(m.path("ds"))) == ["latest", "staging", "v0"]
+        proxy.mode = "pass"
+        with open(m.path("ds", "v0", "f"), "rb") as f:
+            assert f.read() == data
+        assert "works again" in m.log_text()

@@ -110,6 +110,7 @@ class LazyObjectStore:
         self._streams: OrderedDict[int, _Stream] = OrderedDict()
         self.cache_limit: int | None = None        # artfs mount --cache-size
         self.fetched_bytes = 0
+        self._failing = False      # the last fetch failed: later failures are not logged again
 
     @property
     def env(self):
@@ -404,9 +405,12 @@ class LazyObjectStore:
             self._failed(remote, ids, e)
             return
         with self._lock:                      # readers go on while the bytes are stored
+            healed, self._failing = self._failing, False
             self.fetched_bytes += sum(map(len, data))
             for oid, d in zip(ids, data):
                 self._inflight[oid].set_result(d)
+        if healed:
+            log.warning("fetching from %s works again", remote.s3.url)
         objs = [Obj(oid, remote.index[oid].digest, d) for oid, d in zip(ids, data)]
         self._keeper().put([o for o in objs if remote.index[o.id].kind == CHUNK],
                            [o for o in objs if remote.index[o.id].kind != CHUNK])
@@ -430,10 +434,13 @@ class LazyObjectStore:
             self._settled.wait_for(lambda: not any(oid in self._inflight for oid in ids), timeout())
 
     def _failed(self, remote, ids: list[bytes], error: Exception) -> None:
-        """One log line saying why, and the error for every reader waiting on these ids."""
-        if isinstance(error, ArtfsError):
+        """The error for every reader waiting on these ids, and one log line saying why - once
+        until a fetch works again (the kernel retries a failed read: one failure, one line)."""
+        with self._lock:
+            first, self._failing = not self._failing, True
+        if first and isinstance(error, ArtfsError):
             log.warning("fetching %d objects from %s failed: %s", len(ids), remote.s3.url, error)
-        else:
+        elif first:
             log.error("fetching %d objects from %s failed: %r", len(ids), remote.s3.url, error)
         with self._lock:
             for oid in ids:
