@@ -335,6 +335,17 @@ sys.stdout.buffer.write(m[:])
 """
 
 
+def mount_via(proxy, mount_factory, store, monkeypatch, **env):
+    """A lazy mount of STORE reaching its origin through PROXY (tests/faultproxy.py), with ENV set
+    for its daemon and no refresh during the test."""
+    remotes = json.loads((store / "remotes.json").read_text())
+    remotes["origin"]["endpoint"] = proxy.endpoint
+    (store / "remotes.json").write_text(json.dumps(remotes))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return lazy_mount(mount_factory, store, "--refresh", "3600")
+
+
 def waiting_in_fuse(pid: int) -> bool:
     """Whether process PID is blocked on an answer of the FUSE daemon."""
     try:
@@ -362,13 +373,8 @@ def test_cached_reads_do_not_queue_behind_stalled_remote_reads(s3, s3_bucket, tm
     assert seen == files["seen"]                                     # now in the chunk cache
     target = urlparse(s3.endpoint)
     with FaultProxy(target.hostname, target.port, mode="stall") as proxy:
-        remotes = json.loads((b / "remotes.json").read_text())
-        remotes["origin"]["endpoint"] = proxy.endpoint
-        (b / "remotes.json").write_text(json.dumps(remotes))
-        for k, v in dict(ARTFS_LAZY_TIMEOUT="600", ARTFS_REMOTE_TIMEOUT="3", ARTFS_REMOTE_RETRIES="50",
-                         ARTFS_REMOTE_RETRY_TIMEOUT="600").items():
-            monkeypatch.setenv(k, v)
-        m = lazy_mount(mount_factory, b, "--refresh", "3600")
+        m = mount_via(proxy, mount_factory, b, monkeypatch, ARTFS_LAZY_TIMEOUT="600", ARTFS_REMOTE_TIMEOUT="3",
+                      ARTFS_REMOTE_RETRIES="50", ARTFS_REMOTE_RETRY_TIMEOUT="600")
         readers = [subprocess.Popen([sys.executable, "-c", MMAP_READER, m.path("ds", "v0", f"u{i}")],
                                     stdout=subprocess.PIPE) for i in range(20)]
         try:
@@ -430,13 +436,8 @@ def test_connection_resets_fail_a_read_with_eio_then_it_works_after_healing(s3, 
     clone(b, s3, s3_bucket)
     target = urlparse(s3.endpoint)
     with FaultProxy(target.hostname, target.port, mode="reset") as proxy:
-        remotes = json.loads((b / "remotes.json").read_text())
-        remotes["origin"]["endpoint"] = proxy.endpoint
-        (b / "remotes.json").write_text(json.dumps(remotes))
-        for k, v in dict(ARTFS_REMOTE_RETRIES="2", ARTFS_REMOTE_RETRY_TIMEOUT="3", ARTFS_REMOTE_TIMEOUT="2",
-                         ARTFS_REMOTE_CONNECT_TIMEOUT="1").items():
-            monkeypatch.setenv(k, v)
-        m = lazy_mount(mount_factory, b, "--refresh", "3600")
+        m = mount_via(proxy, mount_factory, b, monkeypatch, ARTFS_REMOTE_RETRIES="2", ARTFS_REMOTE_TIMEOUT="2",
+                      ARTFS_REMOTE_RETRY_TIMEOUT="3", ARTFS_REMOTE_CONNECT_TIMEOUT="1")
         with pytest.raises(OSError) as e:
             with open(m.path("ds", "v0", "f"), "rb") as f:
                 f.read()
