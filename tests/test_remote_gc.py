@@ -127,3 +127,42 @@ def test_verify_remote_names_a_missing_pack(s3, s3_bucket, tmp_path, two_version
     assert proc.returncode == 7, proc.stdout + proc.stderr
     assert proc.stdout.startswith("ds:v0: ") and key.rsplit("/", 1)[1] in proc.stdout
     assert "DAMAGED" in proc.stdout
+
+
+def test_pull_drops_versions_deleted_on_the_remote_but_never_unpublished_ones(s3, s3_bucket, tmp_path,
+                                                                                two_versions):
+    """B pulled v0 and v1; A deletes both on the remote and puts v2. B's pull deletes its v0 here
+    (audited with the reason) and keeps v1, the base of B's staging with changes, saying so. C's
+    own ds:v0, never published (the same number as a tombstone, other content), stays."""
+    from artfs.staging.overlay import ROOT, Staging
+    a, b, c = tmp_path / "A", tmp_path / "B", tmp_path / "C"
+    for d in two_versions:
+        cli(a, s3, "put", "ds", d)
+    bind(a, s3, s3_bucket)
+    cli(a, s3, "push")
+    clone(b, s3, s3_bucket)
+    cli(c, s3, "put", "ds", two_versions[1])              # C's v0: never on the remote
+    with Store(str(b)) as sb:                              # B: a staging with changes on v1
+        staging = Staging(sb._repo, "ds")
+        ino = staging.create(ROOT, b"new", 0o644, os.getuid(), os.getgid()).ino
+        with open(staging.open_data(ino, truncate=True), "r+b") as f:
+            f.write(b"B's change")
+    cli(a, s3, "rm", "ds:v0")
+    cli(a, s3, "rm", "ds:v1")
+    write(tmp_path / "v2" / "f", b"v2")
+    cli(a, s3, "put", "ds", tmp_path / "v2")
+    out = cli(b, s3, "pull").stdout.splitlines()
+    assert out[0] == "dropped ds:v0 (deleted on remote origin)"
+    assert out[1].startswith("ds:v1 (deleted on remote origin) kept here: staging of ds has uncommitted")
+    assert "pulled ds:v2" in out
+    with Store(str(b)) as sb:
+        assert [v.version for v in sb.versions("ds")] == ["v1", "v2"]
+        deletes = [e for e in sb.log("ds") if e["action"] == "version.delete"]
+        assert [(e["version"], e["reason"]) for e in deletes] == [("v0", "deleted on remote origin")]
+    assert cli(b, s3, "cat", "ds:v2/f").stdout == "v2"
+    bind(c, s3, s3_bucket)
+    assert "dropped" not in cli(c, s3, "pull").stdout
+    with Store(str(c)) as cs:
+        assert [v.version for v in cs.versions("ds")] == ["v0", "v2"]
+        assert cs.get("ds:v0").digest != cs.get("ds:v2").digest
+    assert cli(c, s3, "verify").returncode == 0

@@ -383,14 +383,14 @@ class Store:
             return _remote_gc.delete_here_and_there(self._repo, remote, name, ref, force, self._delete_local)
         return self._delete_local(name, ref, force)
 
-    def _delete_local(self, name: str, ref: str | None, force: bool) -> str:
+    def _delete_local(self, name: str, ref: str | None, force: bool, reason: str | None = None) -> str:
         if ref is None:
             control.call_or_local(self.path, "delete_artifact", lambda **a: self._repo.delete_artifact(**a),
                                   name=name)
             return name
         result = control.call_or_local(
             self.path, "delete_version", lambda **a: {"version": self._repo.delete_version(**a).label},
-            name=name, ref=ref, force=force)
+            name=name, ref=ref, force=force, **({"reason": reason} if reason else {}))
         return f"{name}:{result['version']}"
 
     # staging (what ``STORE/NAME/staging`` of a mount shows; no mount needed) ----------------------
@@ -515,10 +515,16 @@ class Store:
     def pull(self, spec: str | None = None, remote: str = "origin", data: bool = False) -> dict:
         """Fetch the remote's versions (all, ``NAME`` or ``NAME:REF``), every object verified. With
         ``data`` they become local versions; without, only their metadata is fetched.
-        {"versions": [...recorded], "metadata_only": [...], "bytes_received": n}."""
+        Without a REF, local versions deleted on the remote (published here or pulled, then
+        tombstoned there) are deleted here, audited with the reason "deleted on remote R"; the
+        base of a staging with changes is kept. {"versions": [...recorded], "metadata_only": [...],
+        "bytes_received": n, "dropped": ["NAME:vN", ...], "kept": [one line each]}."""
         name, ref = parse_ref(spec, default=None) if spec else (None, None)
-        report = _pull(self._repo, Remote.bound(self._repo, remote), name, ref, data)
-        for changed in sorted({v.split(":")[0] for v in report["versions"]}):
+
+        def drop(name: str, ref: str, reason: str) -> str:
+            return self._delete_local(name, ref, True, reason)
+        report = _pull(self._repo, Remote.bound(self._repo, remote), name, ref, data, drop)
+        for changed in sorted({v.split(":")[0] for v in report["versions"] + report["dropped"]}):
             control.notify_changed(self.path, changed)
         return report
 

@@ -35,6 +35,10 @@ def cmd_push(store: Store, args) -> int:
 
 def cmd_pull(store: Store, args) -> int:
     report = store.pull(args.ref, remote=args.remote, data=args.data)
+    for v in report["dropped"]:
+        print(f"dropped {v} (deleted on remote {args.remote})")
+    for line in report["kept"]:
+        print(line)
     for v in report["versions"]:
         print(f"pulled {v}")
     if report["metadata_only"]:

@@ -100,21 +100,27 @@ class RemoteCatalog:
     def versions(self, name: str, *, deleted: bool = False) -> list[VersionInfo]:
         """Every live version of NAME, by number, with its aliases (with ``deleted``, the
         tombstones instead, as VersionInfo with their root and created time only)."""
+        return self.versions_and_tombstones(name)[1 if deleted else 0]
+
+    def versions_and_tombstones(self, name: str) -> tuple[list[VersionInfo], list[VersionInfo]]:
+        """NAME's live versions (with their aliases) and its tombstones, by number, from one listing."""
         records = self._records(name)
-        aliases = self.aliases(name) if records and not deleted else {}
-        out = []
+        aliases = self.aliases(name) if any("deleted" not in rec for _, rec in records) else {}
+        live, dead = [], []
         for number, rec in records:
-            if ("deleted" in rec) != deleted:
-                continue
+            deleted = "deleted" in rec
             try:
                 v = (VersionInfo(name, number, bytes.fromhex(rec["root"]), "", rec["created"]) if deleted
                      else VersionInfo.from_record(name, number, json.dumps(rec).encode()))
             except (ValueError, KeyError, TypeError):
                 raise StoreError(f"remote version record {self.s3.url}/{_version_key(name, number)} "
                                  "is malformed") from None
+            if deleted:
+                dead.append(v)
+                continue
             v.aliases = sorted((a for a, n in aliases.items() if n == number), key=lambda a: (a != LATEST, a))
-            out.append(v)
-        return out
+            live.append(v)
+        return live, dead
 
     def create_version(self, v: VersionInfo) -> None:
         """Write NAME:vN create-only. When another host created it first, fine if it has the same
