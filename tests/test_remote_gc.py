@@ -166,3 +166,50 @@ def test_pull_drops_versions_deleted_on_the_remote_but_never_unpublished_ones(s3
         assert [v.version for v in cs.versions("ds")] == ["v0", "v2"]
         assert cs.get("ds:v0").digest != cs.get("ds:v2").digest
     assert cli(c, s3, "verify").returncode == 0
+
+
+def test_gc_remote_dry_run_counts_what_gc_deletes_and_changes_nothing(s3, s3_bucket, tmp_path, two_versions):
+    """A delete that died before its sweep (tombstones written: ds:v0 partly shared, other:v0 all
+    its own), an orphan pack, an orphan index (third:v0's, its pack gone), a stale lock: the dry
+    run counts each and the bytes,
+    the bucket stays as it was, and the real gc then frees exactly those bytes."""
+    a = tmp_path / "A"
+    for d in two_versions:
+        cli(a, s3, "put", "ds", d)
+    bind(a, s3, s3_bucket)
+    cli(a, s3, "push")
+    write(tmp_path / "o" / "x", os.urandom(MiB))
+    cli(a, s3, "put", "other", tmp_path / "o")
+    packs = pack_keys(s3, s3_bucket)
+    write(tmp_path / "t" / "x", os.urandom(MiB))
+    cli(a, s3, "put", "third", tmp_path / "t")
+    client = s3.boto3_client()
+    [third] = set(pack_keys(s3, s3_bucket)) - set(packs)
+    client.delete_object(Bucket=s3_bucket, Key=third)
+    for name in ("ds", "other", "third"):
+        key = f"{PREFIX}/versions/{name}/{0:010d}.json"
+        record = json.loads(client.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+        put_object(s3, s3_bucket, key[len(PREFIX) + 1:], json.dumps({**record, "deleted": 1.0}).encode())
+        if name != "ds":     # the delete also dropped the aliases of what it deleted
+            client.delete_object(Bucket=s3_bucket, Key=f"{PREFIX}/aliases/{name}/latest.json")
+    put_object(s3, s3_bucket, "packs/ab/ab" + "0" * 62, os.urandom(1000))
+    put_object(s3, s3_bucket, "locks/push-0000.json", b"{}")
+    time.sleep(1.1)          # S3 times have whole seconds: the orphans and lock must be older than gc's
+
+    def bucket():
+        listing = client.list_objects_v2(Bucket=s3_bucket, Prefix=PREFIX).get("Contents", [])
+        return sorted((o["Key"], o["ETag"]) for o in listing)
+    before = bucket()
+    env = {"ARTFS_REMOTE_GRACE": "0", "ARTFS_REMOTE_LOCK_STALE": "0"}
+    plan = json.loads(cli(a, s3, "gc", "--remote", "origin", "--dry-run", "--json", **env).stdout)
+    assert {k: plan[k] for k in ("dead_packs", "repacked_packs", "orphan_packs", "orphan_indexes",
+                                 "stale_locks")} == {"dead_packs": 1, "repacked_packs": 1, "orphan_packs": 1,
+                                                     "orphan_indexes": 1, "stale_locks": 1}
+    assert plan["dry_run"] and plan["freed_bytes"] >= 3 * MiB + 1000
+    assert bucket() == before
+    assert "nothing was deleted" in cli(a, s3, "gc", "--remote", "origin", "--dry-run", **env).stdout
+    assert bucket() == before
+    done = json.loads(cli(a, s3, "gc", "--remote", "origin", "--json", **env).stdout)
+    assert done["freed_bytes"] == plan["freed_bytes"] and bucket() != before
+    assert json.loads(cli(a, s3, "gc", "--remote", "origin", "--dry-run", "--json", **env).stdout)["freed_bytes"] == 0
+    assert cli(a, s3, "verify", "--remote", "origin").returncode == 0

@@ -498,9 +498,10 @@ class Store:
             raise type(e)(f"{info.name}:{info.label} was made here but not on remote {remote.name} ({e}); "
                           f"`artfs push {info.name}` publishes it") from None
 
-    def remote_gc(self, remote: str = "origin") -> dict:
-        """Free what no live version on the remote uses: dead packs, orphans, stale locks."""
-        return _remote_gc.collect(Remote.bound(self._repo, remote))
+    def remote_gc(self, remote: str = "origin", *, dry_run: bool = False) -> dict:
+        """Free what no live version on the remote uses: dead packs, orphans, stale locks
+        (``dry_run``: say what and how many bytes, deleting nothing). remote/gc.py collect."""
+        return _remote_gc.collect(Remote.bound(self._repo, remote), dry_run)
 
     def remote_verify(self, remote: str = "origin") -> dict:
         """Check every live version on the remote: objects reachable, bytes matching their ids."""

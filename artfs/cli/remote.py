@@ -56,12 +56,17 @@ def cmd_clone(args) -> int:
 
 
 def gc(store: Store, args) -> int:
-    """``artfs gc --remote REMOTE``."""
-    if args.name or args.dry_run:
-        raise UsageError("gc --remote takes no NAME and no --dry-run: it frees only what no live version uses")
-    report = store.remote_gc(args.remote)
+    """``artfs gc --remote REMOTE [--dry-run]``."""
+    if args.name:
+        raise UsageError("gc --remote takes no NAME: it frees only what no live version uses")
+    report = store.remote_gc(args.remote, dry_run=args.dry_run)
     if args.json:
-        emit_json(report)
+        emit_json({"dry_run": args.dry_run, **report})
+    elif args.dry_run:
+        print(f"gc --remote {args.remote} --dry-run: would delete {report['dead_packs']} dead packs, repack "
+              f"{report['repacked_packs']}, delete {report['orphan_packs']} orphan packs, "
+              f"{report['orphan_indexes']} orphan indexes and {report['stale_locks']} stale locks, "
+              f"freeing {human(report['freed_bytes'])}; nothing was deleted")
     else:
         print(f"gc --remote {args.remote}: freed {human(report['freed_bytes'])}")
     return 0
