@@ -41,6 +41,17 @@ def keys(s3, bucket, under: str) -> list[str]:
     return sorted(o["Key"][len(PREFIX) + 1:] for o in listing.get("Contents", []))
 
 
+def published_and_cloned(s3, bucket, tmp_path, versions):
+    """Store A with ds:v0, v1 put from VERSIONS and pushed; store B a clone of the remote."""
+    a, b = tmp_path / "A", tmp_path / "B"
+    for d in versions:
+        cli(a, s3, "put", "ds", d)
+    bind(a, s3, bucket)
+    cli(a, s3, "push")
+    clone(b, s3, bucket)
+    return a, b
+
+
 def test_rm_frees_unique_bytes_at_once_and_keeps_shared(s3, s3_bucket, tmp_path, two_versions):
     a, c = tmp_path / "A", tmp_path / "C"
     for d in two_versions:
@@ -74,12 +85,7 @@ def test_rm_frees_unique_bytes_at_once_and_keeps_shared(s3, s3_bucket, tmp_path,
 
 def test_rm_of_a_version_only_on_the_remote(s3, s3_bucket, tmp_path, two_versions):
     """A metadata clone deletes a version it never pulled: on the remote only."""
-    a, b = tmp_path / "A", tmp_path / "B"
-    for d in two_versions:
-        cli(a, s3, "put", "ds", d)
-    bind(a, s3, s3_bucket)
-    cli(a, s3, "push")
-    clone(b, s3, s3_bucket)
+    a, b = published_and_cloned(s3, s3_bucket, tmp_path, two_versions)
     assert cli(b, s3, "rm", "ds:v1").stdout == "deleted ds:v1\n"
     rows = cli(b, s3, "ls", "--remote", "origin", "ds").stdout.splitlines()[1:]
     assert [r.split()[:2] for r in rows] == [["v0", "latest"]]      # latest moved back
@@ -135,12 +141,8 @@ def test_pull_drops_versions_deleted_on_the_remote_but_never_unpublished_ones(s3
     (audited with the reason) and keeps v1, the base of B's staging with changes, saying so. C's
     own ds:v0, never published (the same number as a tombstone, other content), stays."""
     from artfs.staging.overlay import ROOT, Staging
-    a, b, c = tmp_path / "A", tmp_path / "B", tmp_path / "C"
-    for d in two_versions:
-        cli(a, s3, "put", "ds", d)
-    bind(a, s3, s3_bucket)
-    cli(a, s3, "push")
-    clone(b, s3, s3_bucket)
+    a, b = published_and_cloned(s3, s3_bucket, tmp_path, two_versions)
+    c = tmp_path / "C"
     cli(c, s3, "put", "ds", two_versions[1])              # C's v0: never on the remote
     with Store(str(b)) as sb:                              # B: a staging with changes on v1
         staging = Staging(sb._repo, "ds")
@@ -212,4 +214,34 @@ def test_gc_remote_dry_run_counts_what_gc_deletes_and_changes_nothing(s3, s3_buc
     done = json.loads(cli(a, s3, "gc", "--remote", "origin", "--json", **env).stdout)
     assert done["freed_bytes"] == plan["freed_bytes"] and bucket() != before
     assert json.loads(cli(a, s3, "gc", "--remote", "origin", "--dry-run", "--json", **env).stdout)["freed_bytes"] == 0
+    assert cli(a, s3, "verify", "--remote", "origin").returncode == 0
+
+
+def test_alias_moves_and_deletes_on_the_remote_by_compare_and_swap(s3, s3_bucket, tmp_path, two_versions):
+    """A sets ds:best on the remote too; B, which has not seen it, cannot move it (exit 5, one
+    line, nothing changed anywhere) unless --force; A's delete from its stale v0 is refused the
+    same way, then forced."""
+    a, b = published_and_cloned(s3, s3_bucket, tmp_path, two_versions)
+    client = s3.boto3_client()
+    best = f"{PREFIX}/aliases/ds/best.json"
+
+    def there():
+        return json.loads(client.get_object(Bucket=s3_bucket, Key=best)["Body"].read())["version"]
+
+    def here(store):
+        with Store(str(store)) as st:
+            return st._repo.aliases("ds").get("best")
+    cli(a, s3, "alias", "ds:v0", "best")
+    assert there() == 0 and here(a) == 0
+    proc = cli(b, s3, "alias", "ds:v1", "best", check=False)
+    assert proc.returncode == 5 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "set by another host" in proc.stderr
+    assert there() == 0 and here(b) is None
+    cli(b, s3, "alias", "ds:v1", "best", "--force")
+    assert there() == 1 and here(b) == 1
+    proc = cli(a, s3, "alias", "--delete", "ds", "best", check=False)
+    assert proc.returncode == 5 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert there() == 1 and here(a) == 0
+    cli(a, s3, "alias", "--delete", "ds", "best", "--force")
+    assert "best.json" not in " ".join(keys(s3, s3_bucket, "aliases/")) and here(a) is None
     assert cli(a, s3, "verify", "--remote", "origin").returncode == 0

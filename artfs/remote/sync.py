@@ -167,6 +167,21 @@ def _upload_version(repo: Repo, objects: RemoteObjectStore, root: bytes) -> None
         objects.put_many([Obj(oid, strong_digest(d), d) for oid, d in zip(batch, data)])
 
 
+def move_alias(repo: Repo, remote: Remote, name: str, alias: str, ref: str | None, force: bool) -> None:
+    """``alias`` (REF) or ``alias --delete`` (None) on the remote, before here: a compare-and-swap
+    from the alias as this store has it (any value with FORCE). The version must be on the remote
+    (published: its record there has its root and creation time). Nothing changes on a Conflict."""
+    number = None
+    if ref is not None:
+        v = repo.resolve(name, ref)
+        there = remote.catalog.live_record(name, v.number)
+        if there is None or _identity(there) != _identity(v):
+            raise Conflict(f"{name}:{v.label} is not on remote {remote.name} (`artfs push {name}` publishes it): "
+                           f"alias {alias} not moved")
+        number = v.number
+    remote.catalog.move_alias(name, alias, number, repo.aliases(name).get(alias), check=not force)
+
+
 # pull ------------------------------------------------------------------------------------------
 class _Vanished(Exception):
     """An object fetched for a pull was purged locally before the pull referenced it."""
