@@ -120,7 +120,9 @@ def register(sub) -> None:
                        description="Fetch and verify the trees and file lists of the remote's "
                        "versions and record them here: ls, get, cat and the mount work at once, "
                        "file data is fetched on first read into the chunk cache (artfs cache). "
-                       "With --data the data is fetched now, into the cache.")
+                       "With --data the data is fetched now, into the cache. Without a REF, versions "
+                       "deleted on the remote are deleted here too (never one never published, never "
+                       "the base of a staging with changes).")
     c.add_argument("ref", nargs="?", metavar="NAME[:REF]", help="one artifact or version (default: all)")
     c.add_argument("--remote", default="origin", help="the bound remote (default origin)")
     c.add_argument("--data", action="store_true", help="also fetch the data now (prefetch before "
