@@ -36,12 +36,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from ..errors import ArtfsError, CorruptData, RemoteError
@@ -106,7 +105,7 @@ class LazyObjectStore:
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)   # fetches stored or failed
         self._inflight: dict[bytes, Future] = {}
-        self._pool: _Fetchers | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._keep: _Keeper | None = None
         self._streams: OrderedDict[int, _Stream] = OrderedDict()
         self.cache_limit: int | None = None        # artfs mount --cache-size
@@ -119,7 +118,7 @@ class LazyObjectStore:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown()
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self._keep is not None:
             self._keep.close()                 # what was fetched is stored before the cache closes
         if self._cache is not None:
@@ -375,7 +374,7 @@ class LazyObjectStore:
                     new.append(oid)
                 futures[oid] = fut
             if new and self._pool is None:
-                self._pool = _Fetchers(FETCHERS)
+                self._pool = ThreadPoolExecutor(FETCHERS, thread_name_prefix="artfs-fetch")
         if new:
             self._pool.submit(self._dispatch, remote, new)
         return futures
@@ -447,38 +446,6 @@ class LazyObjectStore:
             for oid in ids:
                 self._inflight.pop(oid).set_exception(error)
             self._settled.notify_all()
-
-
-class _Fetchers:
-    """N daemon threads running fetches. Not an executor: its threads are joined at exit, so a
-    command that has its bytes (``cat``) would wait for a read-ahead stalled on the remote, up to
-    the client's retries (minutes). A fetch still queued at ``shutdown`` is dropped."""
-
-    def __init__(self, n: int):
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._closed, self._n = False, n
-        for i in range(n):
-            threading.Thread(target=self._run, name=f"artfs-fetch-{i}", daemon=True).start()
-
-    def submit(self, fn, *args) -> None:
-        self._queue.put((fn, args))
-
-    def shutdown(self) -> None:
-        self._closed = True
-        for _ in range(self._n):
-            self._queue.put((None, ()))
-
-    def _run(self) -> None:
-        while True:
-            fn, args = self._queue.get()
-            if fn is None:
-                return
-            if self._closed:
-                continue
-            try:
-                fn(*args)
-            except Exception:   # fetches report their own errors; this is a bug
-                log.exception("fetch failed")
 
 
 class _Keeper:
