@@ -23,7 +23,8 @@ from .. import __version__
 from ..api.store import Store
 from ..errors import ArtfsError, Conflict, InvalidInput, NotFound, UsageError
 from ..names import parse_ref
-from .output import emit_json as _emit_json, human as _human, json_object, table as _table, when as _when
+from .output import (add_version_options, emit_json as _emit_json, human as _human, json_object,
+                     table as _table, when as _when)
 from .progress import input_bytes, progress_bar
 
 
@@ -249,11 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("name", metavar="NAME", help="the artifact (1-128 characters of A-Z a-z 0-9 . _ -)")
     c.add_argument("path", metavar="PATH", help="the directory or file to store")
     c.add_argument("-t", "--type", help="artifact type (default: dataset; fixed at creation)")
-    c.add_argument("-a", "--alias", action="append", default=[], help="set or move a user alias (repeatable)")
-    c.add_argument("-m", "--message", default="", help="a message stored with the version")
-    c.add_argument("--metadata", help="a JSON object stored with the version")
-    c.add_argument("--ttl", metavar="AGE", help="let artfs gc delete the version AGE after it is made "
-                   "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
+    add_version_options(c)
     c.set_defaults(func=cmd_put, creates_store=True)
 
     c = sub.add_parser("init", help="create an empty store (at --store PATH, or the default)",

@@ -11,7 +11,7 @@ import json
 import sys
 
 from ..errors import MountError, UsageError
-from .output import json_object
+from .output import add_version_options, json_object
 from .progress import progress_bar
 
 _STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"), ("!", "interrupted"))
@@ -170,13 +170,9 @@ def register(sub) -> None:
                        "while staging files are open for writing). A staging equal to latest "
                        "makes no version.")
     c.add_argument("name", metavar="NAME", help="the artifact whose staging to commit")
-    c.add_argument("-a", "--alias", action="append", default=[], help="set or move a user alias (repeatable)")
-    c.add_argument("-m", "--message", default="", help="a message stored with the version")
     c.add_argument("-t", "--type", help="the artifact's type: must match it, except for an artifact "
                    "that never had a version (made by mkdir), which takes it")
-    c.add_argument("--metadata", help="a JSON object stored with the version")
-    c.add_argument("--ttl", metavar="AGE", help="let artfs gc delete the version AGE after it is made "
-                   "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
+    add_version_options(c)
     c.add_argument("--force", action="store_true", help="commit files that were open for writing "
                    "when their mount died (artfs status marks them '!'; they may be incomplete)")
     c.set_defaults(func=cmd_commit, creates_store=True)

@@ -43,3 +43,12 @@ def json_object(text: str | None, option: str = "--metadata") -> dict | None:
     if not isinstance(value, dict):
         raise InvalidInput(f"{option} must be a JSON object, like '{{\"key\": 1}}'")
     return value
+
+
+def add_version_options(c) -> None:
+    """The options of a command that makes a version (put, commit): aliases, message, metadata, TTL."""
+    c.add_argument("-a", "--alias", action="append", default=[], help="set or move a user alias (repeatable)")
+    c.add_argument("-m", "--message", default="", help="a message stored with the version")
+    c.add_argument("--metadata", help="a JSON object stored with the version")
+    c.add_argument("--ttl", metavar="AGE", help="let artfs gc delete the version AGE after it is made "
+                   "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
