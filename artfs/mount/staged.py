@@ -225,7 +225,9 @@ class StagingState:
         f = await self._file(node)
         f.refs += 1   # before any await: a concurrent last release must not close it
         try:
-            if write:   # copy up if needed; mark the file open for writing (mount/writing.py)
+            marked = any(h.node is node for h in self.writers)   # by this mount, as a writer
+            if write and (f.fd is None or truncate or not marked):
+                # copy up if needed; mark the file open for writing (mount/writing.py)
                 self.fs.marks.opened(self, node.entry.ino)
                 try:
                     fd = await trio.to_thread.run_sync(functools.partial(
