@@ -43,8 +43,7 @@ class Remote:
 
     def __init__(self, store_path: str, name: str, binding: dict, *, init: bool = False):
         self.name, self.binding = name, binding
-        self.s3 = S3Store(binding["url"], endpoint=binding.get("endpoint"), region=binding.get("region"),
-                          allow_http=binding.get("allow_http", False), ca_bundle=binding.get("ca_bundle"))
+        self.s3 = S3Store.of(binding)
         self.catalog = RemoteCatalog(self.s3)
         self.config = self.catalog.init() if init else self.catalog.config()
         cache = os.path.join(store_path, "remotes", self.config["id"], "idx")

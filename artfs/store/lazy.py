@@ -123,8 +123,7 @@ class LazyObjectStore:
                     return None
                 from .remote import PACK_SIZE, RemoteObjectStore
                 from .s3 import S3Store
-                s3 = S3Store(bound["url"], endpoint=bound.get("endpoint"), region=bound.get("region"),
-                             allow_http=bound.get("allow_http", False), ca_bundle=bound.get("ca_bundle"))
+                s3 = S3Store.of(bound)
                 self._remote = RemoteObjectStore(s3, self._index_dir(s3), PACK_SIZE)
             return self._remote
 

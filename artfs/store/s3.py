@@ -80,6 +80,13 @@ def _seconds(name: str, default: float) -> datetime.timedelta:
 class S3Store:
     """Keys under ``s3://bucket/prefix``; each call is one request (or a few, in parallel)."""
 
+    @classmethod
+    def of(cls, binding: dict) -> "S3Store":
+        """The client of a bound remote (remote/bindings.py: url, endpoint, region, allow_http,
+        ca_bundle): one place, so no caller drops an option."""
+        return cls(binding["url"], endpoint=binding.get("endpoint"), region=binding.get("region"),
+                   allow_http=binding.get("allow_http", False), ca_bundle=binding.get("ca_bundle"))
+
     def __init__(self, url: str, *, endpoint: str | None = None, region: str | None = None,
                  allow_http: bool = False, ca_bundle: str | None = None,
                  credentials: tuple[str, str] | None = None):
