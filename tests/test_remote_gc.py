@@ -41,6 +41,17 @@ def keys(s3, bucket, under: str) -> list[str]:
     return sorted(o["Key"][len(PREFIX) + 1:] for o in listing.get("Contents", []))
 
 
+def published_and_cloned(s3, bucket, tmp_path, versions):
+    """Store A with ds:v0, v1 put from VERSIONS and pushed; store B a clone of the remote."""
+    a, b = tmp_path / "A", tmp_path / "B"
+    for d in versions:
+        cli(a, s3, "put", "ds", d)
+    bind(a, s3, bucket)
+    cli(a, s3, "push")
+    clone(b, s3, bucket)
+    return a, b
+
+
 def test_rm_frees_unique_bytes_at_once_and_keeps_shared(s3, s3_bucket, tmp_path, two_versions):
     a, c = tmp_path / "A", tmp_path / "C"
     for d in two_versions:
@@ -74,12 +85,7 @@ def test_rm_frees_unique_bytes_at_once_and_keeps_shared(s3, s3_bucket, tmp_path,
 
 def test_rm_of_a_version_only_on_the_remote(s3, s3_bucket, tmp_path, two_versions):
     """A metadata clone deletes a version it never pulled: on the remote only."""
-    a, b = tmp_path / "A", tmp_path / "B"
-    for d in two_versions:
-        cli(a, s3, "put", "ds", d)
-    bind(a, s3, s3_bucket)
-    cli(a, s3, "push")
-    clone(b, s3, s3_bucket)
+    a, b = published_and_cloned(s3, s3_bucket, tmp_path, two_versions)
     assert cli(b, s3, "rm", "ds:v1").stdout == "deleted ds:v1\n"
     rows = cli(b, s3, "ls", "--remote", "origin", "ds").stdout.splitlines()[1:]
     assert [r.split()[:2] for r in rows] == [["v0", "latest"]]      # latest moved back
@@ -127,3 +133,115 @@ def test_verify_remote_names_a_missing_pack(s3, s3_bucket, tmp_path, two_version
     assert proc.returncode == 7, proc.stdout + proc.stderr
     assert proc.stdout.startswith("ds:v0: ") and key.rsplit("/", 1)[1] in proc.stdout
     assert "DAMAGED" in proc.stdout
+
+
+def test_pull_drops_versions_deleted_on_the_remote_but_never_unpublished_ones(s3, s3_bucket, tmp_path,
+                                                                                two_versions):
+    """B pulled v0 and v1; A deletes both on the remote and puts v2. B's pull deletes its v0 here
+    (audited with the reason) and keeps v1, the base of B's staging with changes, saying so. C's
+    own ds:v0, never published (the same number as a tombstone, other content), stays."""
+    from artfs.staging.overlay import ROOT, Staging
+    a, b = published_and_cloned(s3, s3_bucket, tmp_path, two_versions)
+    c = tmp_path / "C"
+    cli(c, s3, "put", "ds", two_versions[1])              # C's v0: never on the remote
+    with Store(str(b)) as sb:                              # B: a staging with changes on v1
+        staging = Staging(sb._repo, "ds")
+        ino = staging.create(ROOT, b"new", 0o644, os.getuid(), os.getgid()).ino
+        with open(staging.open_data(ino, truncate=True), "r+b") as f:
+            f.write(b"B's change")
+    cli(a, s3, "rm", "ds:v0")
+    cli(a, s3, "rm", "ds:v1")
+    write(tmp_path / "v2" / "f", b"v2")
+    cli(a, s3, "put", "ds", tmp_path / "v2")
+    out = cli(b, s3, "pull").stdout.splitlines()
+    assert out[0] == "dropped ds:v0 (deleted on remote origin)"
+    assert out[1].startswith("ds:v1 (deleted on remote origin) kept here: staging of ds has uncommitted")
+    assert "pulled ds:v2" in out
+    with Store(str(b)) as sb:
+        assert [v.version for v in sb.versions("ds")] == ["v1", "v2"]
+        deletes = [e for e in sb.log("ds") if e["action"] == "version.delete"]
+        assert [(e["version"], e["reason"]) for e in deletes] == [("v0", "deleted on remote origin")]
+    assert cli(b, s3, "cat", "ds:v2/f").stdout == "v2"
+    bind(c, s3, s3_bucket)
+    assert "dropped" not in cli(c, s3, "pull").stdout
+    with Store(str(c)) as cs:
+        assert [v.version for v in cs.versions("ds")] == ["v0", "v2"]
+        assert cs.get("ds:v0").digest != cs.get("ds:v2").digest
+    assert cli(c, s3, "verify").returncode == 0
+
+
+def test_gc_remote_dry_run_counts_what_gc_deletes_and_changes_nothing(s3, s3_bucket, tmp_path, two_versions):
+    """A delete that died before its sweep (tombstones written: ds:v0 partly shared, other:v0 all
+    its own), an orphan pack, an orphan index (third:v0's, its pack gone), a stale lock: the dry
+    run counts each and the bytes,
+    the bucket stays as it was, and the real gc then frees exactly those bytes."""
+    a = tmp_path / "A"
+    for d in two_versions:
+        cli(a, s3, "put", "ds", d)
+    bind(a, s3, s3_bucket)
+    cli(a, s3, "push")
+    write(tmp_path / "o" / "x", os.urandom(MiB))
+    cli(a, s3, "put", "other", tmp_path / "o")
+    packs = pack_keys(s3, s3_bucket)
+    write(tmp_path / "t" / "x", os.urandom(MiB))
+    cli(a, s3, "put", "third", tmp_path / "t")
+    client = s3.boto3_client()
+    [third] = set(pack_keys(s3, s3_bucket)) - set(packs)
+    client.delete_object(Bucket=s3_bucket, Key=third)
+    for name in ("ds", "other", "third"):
+        key = f"{PREFIX}/versions/{name}/{0:010d}.json"
+        record = json.loads(client.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+        put_object(s3, s3_bucket, key[len(PREFIX) + 1:], json.dumps({**record, "deleted": 1.0}).encode())
+        if name != "ds":     # the delete also dropped the aliases of what it deleted
+            client.delete_object(Bucket=s3_bucket, Key=f"{PREFIX}/aliases/{name}/latest.json")
+    put_object(s3, s3_bucket, "packs/ab/ab" + "0" * 62, os.urandom(1000))
+    put_object(s3, s3_bucket, "locks/push-0000.json", b"{}")
+    time.sleep(1.1)          # S3 times have whole seconds: the orphans and lock must be older than gc's
+
+    def bucket():
+        listing = client.list_objects_v2(Bucket=s3_bucket, Prefix=PREFIX).get("Contents", [])
+        return sorted((o["Key"], o["ETag"]) for o in listing)
+    before = bucket()
+    env = {"ARTFS_REMOTE_GRACE": "0", "ARTFS_REMOTE_LOCK_STALE": "0"}
+    plan = json.loads(cli(a, s3, "gc", "--remote", "origin", "--dry-run", "--json", **env).stdout)
+    assert {k: plan[k] for k in ("dead_packs", "repacked_packs", "orphan_packs", "orphan_indexes",
+                                 "stale_locks")} == {"dead_packs": 1, "repacked_packs": 1, "orphan_packs": 1,
+                                                     "orphan_indexes": 1, "stale_locks": 1}
+    assert plan["dry_run"] and plan["freed_bytes"] >= 3 * MiB + 1000
+    assert bucket() == before
+    assert "nothing was deleted" in cli(a, s3, "gc", "--remote", "origin", "--dry-run", **env).stdout
+    assert bucket() == before
+    done = json.loads(cli(a, s3, "gc", "--remote", "origin", "--json", **env).stdout)
+    assert done["freed_bytes"] == plan["freed_bytes"] and bucket() != before
+    assert json.loads(cli(a, s3, "gc", "--remote", "origin", "--dry-run", "--json", **env).stdout)["freed_bytes"] == 0
+    assert cli(a, s3, "verify", "--remote", "origin").returncode == 0
+
+
+def test_alias_moves_and_deletes_on_the_remote_by_compare_and_swap(s3, s3_bucket, tmp_path, two_versions):
+    """A sets ds:best on the remote too; B, which has not seen it, cannot move it (exit 5, one
+    line, nothing changed anywhere) unless --force; A's delete from its stale v0 is refused the
+    same way, then forced."""
+    a, b = published_and_cloned(s3, s3_bucket, tmp_path, two_versions)
+    client = s3.boto3_client()
+    best = f"{PREFIX}/aliases/ds/best.json"
+
+    def there():
+        return json.loads(client.get_object(Bucket=s3_bucket, Key=best)["Body"].read())["version"]
+
+    def here(store):
+        with Store(str(store)) as st:
+            return st._repo.aliases("ds").get("best")
+    cli(a, s3, "alias", "ds:v0", "best")
+    assert there() == 0 and here(a) == 0
+    proc = cli(b, s3, "alias", "ds:v1", "best", check=False)
+    assert proc.returncode == 5 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "set by another host" in proc.stderr
+    assert there() == 0 and here(b) is None
+    cli(b, s3, "alias", "ds:v1", "best", "--force")
+    assert there() == 1 and here(b) == 1
+    proc = cli(a, s3, "alias", "--delete", "ds", "best", check=False)
+    assert proc.returncode == 5 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert there() == 1 and here(a) == 0
+    cli(a, s3, "alias", "--delete", "ds", "best", "--force")
+    assert "best.json" not in " ".join(keys(s3, s3_bucket, "aliases/")) and here(a) is None
+    assert cli(a, s3, "verify", "--remote", "origin").returncode == 0

@@ -31,16 +31,16 @@ from ..catalog.objects import DIR, FILE, KIND_NAME, LINK, Entry
 from ..catalog.versions import VersionInfo
 from ..repo.diff import diff_trees, walk, walk_files
 from ..catalog.db import default_store_path
-from ..errors import ArtfsError, Exists, IsADirectory, NotFound, NotPermitted, StoreError
+from ..errors import ArtfsError, Conflict, Exists, IsADirectory, NotFound, NotPermitted, StoreError
 from ..repo.export import export_entry, export_tree, holds
-from ..names import check_artifact, parse_duration, parse_ref
+from ..names import check_alias, check_artifact, parse_duration, parse_ref
 from ..repo.facade import Repo
 from ..repo.verify import verify as _verify
 from ..staging.commit import commit as _commit, staged_bytes as _staged_bytes
 from ..staging.overlay import Staging
 from ..remote import bindings as _bindings
 from ..remote import gc as _remote_gc
-from ..remote.sync import Remote, publish as _publish, pull as _pull, push as _push
+from ..remote.sync import Remote, move_alias as _move_alias, publish as _publish, pull as _pull, push as _push
 
 
 class _ChunkReader(io.RawIOBase):
@@ -323,13 +323,29 @@ class Store:
         """Point ALIAS at ``NAME:REF``. Moving a protected alias needs force; protect=True/False
         also (un)protects it (a protected alias needs force to be moved or deleted)."""
         name, ref = parse_ref(spec)
+        self._alias_on_remote(name, alias, ref, force)
         control.call_or_local(self.path, "alias", lambda **a: self._repo.alias(**a), name=name, ref=ref,
                               alias=alias, force=force, protect=protect)
         return self.get(f"{name}:{alias}")
 
     def unalias(self, name: str, alias: str, *, force: bool = False) -> None:
+        self._alias_on_remote(name, alias, None, force)
         control.call_or_local(self.path, "unalias", lambda **a: self._repo.unalias(**a), name=name,
                               alias=alias, force=force)
+
+    def _alias_on_remote(self, name: str, alias: str, ref: str | None, force: bool) -> None:
+        """With a remote bound, move (REF) or delete (None) ALIAS there first, by compare-and-swap
+        (remote/sync.py move_alias); a protected alias without FORCE is refused before that."""
+        remote = self._bound_remote()
+        if remote is None:
+            return
+        check_alias(alias)
+        current = self._repo.aliases(check_artifact(name)).get(alias)
+        if ref is not None and self._repo.resolve(name, ref).number == current:
+            return                                   # not moving (--protect / --unprotect)
+        if not force and alias in self._repo.artifact(name).get("protected", ()):
+            raise Conflict(f"alias {alias} of {name} is protected: {'move' if ref else 'delete'} it with --force")
+        _move_alias(self._repo, remote, name, alias, ref, force)
 
     def chmod(self, name: str, mode: int | str) -> dict:
         """Set NAME's mode (permission bits: an int, or octal text "750"); its owner or root may.
@@ -383,14 +399,14 @@ class Store:
             return _remote_gc.delete_here_and_there(self._repo, remote, name, ref, force, self._delete_local)
         return self._delete_local(name, ref, force)
 
-    def _delete_local(self, name: str, ref: str | None, force: bool) -> str:
+    def _delete_local(self, name: str, ref: str | None, force: bool, reason: str | None = None) -> str:
         if ref is None:
             control.call_or_local(self.path, "delete_artifact", lambda **a: self._repo.delete_artifact(**a),
                                   name=name)
             return name
         result = control.call_or_local(
             self.path, "delete_version", lambda **a: {"version": self._repo.delete_version(**a).label},
-            name=name, ref=ref, force=force)
+            name=name, ref=ref, force=force, **({"reason": reason} if reason else {}))
         return f"{name}:{result['version']}"
 
     # staging (what ``STORE/NAME/staging`` of a mount shows; no mount needed) ----------------------
@@ -498,9 +514,10 @@ class Store:
             raise type(e)(f"{info.name}:{info.label} was made here but not on remote {remote.name} ({e}); "
                           f"`artfs push {info.name}` publishes it") from None
 
-    def remote_gc(self, remote: str = "origin") -> dict:
-        """Free what no live version on the remote uses: dead packs, orphans, stale locks."""
-        return _remote_gc.collect(Remote.bound(self._repo, remote))
+    def remote_gc(self, remote: str = "origin", *, dry_run: bool = False) -> dict:
+        """Free what no live version on the remote uses: dead packs, orphans, stale locks
+        (``dry_run``: say what and how many bytes, deleting nothing). remote/gc.py collect."""
+        return _remote_gc.collect(Remote.bound(self._repo, remote), dry_run)
 
     def remote_verify(self, remote: str = "origin") -> dict:
         """Check every live version on the remote: objects reachable, bytes matching their ids."""
@@ -515,10 +532,16 @@ class Store:
     def pull(self, spec: str | None = None, remote: str = "origin", data: bool = False) -> dict:
         """Fetch the remote's versions (all, ``NAME`` or ``NAME:REF``), every object verified. With
         ``data`` they become local versions; without, only their metadata is fetched.
-        {"versions": [...recorded], "metadata_only": [...], "bytes_received": n}."""
+        Without a REF, local versions deleted on the remote (published here or pulled, then
+        tombstoned there) are deleted here, audited with the reason "deleted on remote R"; the
+        base of a staging with changes is kept. {"versions": [...recorded], "metadata_only": [...],
+        "bytes_received": n, "dropped": ["NAME:vN", ...], "kept": [one line each]}."""
         name, ref = parse_ref(spec, default=None) if spec else (None, None)
-        report = _pull(self._repo, Remote.bound(self._repo, remote), name, ref, data)
-        for changed in sorted({v.split(":")[0] for v in report["versions"]}):
+
+        def drop(name: str, ref: str, reason: str) -> str:
+            return self._delete_local(name, ref, True, reason)
+        report = _pull(self._repo, Remote.bound(self._repo, remote), name, ref, data, drop)
+        for changed in sorted({v.split(":")[0] for v in report["versions"] + report["dropped"]}):
             control.notify_changed(self.path, changed)
         return report
 

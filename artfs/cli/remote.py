@@ -35,6 +35,10 @@ def cmd_push(store: Store, args) -> int:
 
 def cmd_pull(store: Store, args) -> int:
     report = store.pull(args.ref, remote=args.remote, data=args.data)
+    for v in report["dropped"]:
+        print(f"dropped {v} (deleted on remote {args.remote})")
+    for line in report["kept"]:
+        print(line)
     for v in report["versions"]:
         print(f"pulled {v}")
     if report["metadata_only"]:
@@ -52,12 +56,17 @@ def cmd_clone(args) -> int:
 
 
 def gc(store: Store, args) -> int:
-    """``artfs gc --remote REMOTE``."""
-    if args.name or args.dry_run:
-        raise UsageError("gc --remote takes no NAME and no --dry-run: it frees only what no live version uses")
-    report = store.remote_gc(args.remote)
+    """``artfs gc --remote REMOTE [--dry-run]``."""
+    if args.name:
+        raise UsageError("gc --remote takes no NAME: it frees only what no live version uses")
+    report = store.remote_gc(args.remote, dry_run=args.dry_run)
     if args.json:
-        emit_json(report)
+        emit_json({"dry_run": args.dry_run, **report})
+    elif args.dry_run:
+        print(f"gc --remote {args.remote} --dry-run: would delete {report['dead_packs']} dead packs, repack "
+              f"{report['repacked_packs']}, delete {report['orphan_packs']} orphan packs, "
+              f"{report['orphan_indexes']} orphan indexes and {report['stale_locks']} stale locks, "
+              f"freeing {human(report['freed_bytes'])}; nothing was deleted")
     else:
         print(f"gc --remote {args.remote}: freed {human(report['freed_bytes'])}")
     return 0
@@ -111,7 +120,9 @@ def register(sub) -> None:
                        description="Fetch and verify the trees and file lists of the remote's "
                        "versions and record them here: ls, get, cat and the mount work at once, "
                        "file data is fetched on first read into the chunk cache (artfs cache). "
-                       "With --data the data is fetched now, into the cache.")
+                       "With --data the data is fetched now, into the cache. Without a REF, versions "
+                       "deleted on the remote are deleted here too (never one never published, never "
+                       "the base of a staging with changes).")
     c.add_argument("ref", nargs="?", metavar="NAME[:REF]", help="one artifact or version (default: all)")
     c.add_argument("--remote", default="origin", help="the bound remote (default origin)")
     c.add_argument("--data", action="store_true", help="also fetch the data now (prefetch before "

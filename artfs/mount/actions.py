@@ -95,9 +95,9 @@ class Actions:
             entries += self._changed(self.fs.artifact(a["name"]))
         return report, entries
 
-    async def delete_version(self, name: str, ref: str, force: bool = False):
+    async def delete_version(self, name: str, ref: str, force: bool = False, reason: str | None = None):
         art = self.fs.artifact(name)
-        run = functools.partial(self._delete, self.repo.delete_version, name, ref, force=force)
+        run = functools.partial(self._delete, self.repo.delete_version, name, ref, force=force, reason=reason)
         if art.staging is None:
             v, stale = await _thread(run), []
         else:   # deleting latest moves what a staging without changes shows

@@ -100,21 +100,27 @@ class RemoteCatalog:
     def versions(self, name: str, *, deleted: bool = False) -> list[VersionInfo]:
         """Every live version of NAME, by number, with its aliases (with ``deleted``, the
         tombstones instead, as VersionInfo with their root and created time only)."""
+        return self.versions_and_tombstones(name)[1 if deleted else 0]
+
+    def versions_and_tombstones(self, name: str) -> tuple[list[VersionInfo], list[VersionInfo]]:
+        """NAME's live versions (with their aliases) and its tombstones, by number, from one listing."""
         records = self._records(name)
-        aliases = self.aliases(name) if records and not deleted else {}
-        out = []
+        aliases = self.aliases(name) if any("deleted" not in rec for _, rec in records) else {}
+        live, dead = [], []
         for number, rec in records:
-            if ("deleted" in rec) != deleted:
-                continue
+            deleted = "deleted" in rec
             try:
                 v = (VersionInfo(name, number, bytes.fromhex(rec["root"]), "", rec["created"]) if deleted
                      else VersionInfo.from_record(name, number, json.dumps(rec).encode()))
             except (ValueError, KeyError, TypeError):
                 raise StoreError(f"remote version record {self.s3.url}/{_version_key(name, number)} "
                                  "is malformed") from None
+            if deleted:
+                dead.append(v)
+                continue
             v.aliases = sorted((a for a, n in aliases.items() if n == number), key=lambda a: (a != LATEST, a))
-            out.append(v)
-        return out
+            live.append(v)
+        return live, dead
 
     def create_version(self, v: VersionInfo) -> None:
         """Write NAME:vN create-only. When another host created it first, fine if it has the same
@@ -177,6 +183,44 @@ class RemoteCatalog:
             except Conflict:      # another host moved it (or created it) meanwhile: read again
                 time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
         raise Conflict(f"alias {name}:{alias} on the remote kept changing ({CAS_ATTEMPTS} attempts)")
+
+    def move_alias(self, name: str, alias: str, number: int | None, expect: int | None, *, check: bool = True) -> None:
+        """A user's ``alias`` (NUMBER) or ``alias --delete`` (None): one compare-and-swap from what
+        this host knows (EXPECT, None: absent). Conflict, nothing changed, when another host moved
+        it first (unless not ``check``) or while this runs (S3 deletes take no If-Match: a delete
+        checks just before it goes)."""
+        key = f"aliases/{name}/{alias}.json"
+        try:
+            raw, etag = self.s3.get_tagged(key)
+            current = int(json.loads(raw)["version"])
+        except NotFound:
+            etag, current = None, None
+        except (ValueError, KeyError, TypeError):
+            raise StoreError(f"remote alias {self.s3.url}/{key} is malformed") from None
+        label = lambda n: "nothing" if n is None else f"v{n}"   # noqa: E731
+        if current == number:
+            return
+        if check and current != expect:
+            raise Conflict(f"alias {name}:{alias} on the remote points at {label(current)}, set by another host "
+                           f"(here: {label(expect)}): nothing changed; --force moves it anyway")
+        try:
+            if number is None:
+                self.s3.delete(key)
+            else:
+                self.s3.put(key, json.dumps({"version": number}).encode(), create=etag is None, if_match=etag)
+        except (Conflict, Exists):
+            raise Conflict(f"alias {name}:{alias} was moved on the remote by another host meanwhile: "
+                           "nothing changed") from None
+
+    def live_record(self, name: str, number: int) -> VersionInfo | None:
+        """NAME:vN as the remote has it, None when absent or deleted (one GET)."""
+        try:
+            rec = json.loads(self.s3.get(_version_key(name, number)))
+        except NotFound:
+            return None
+        except ValueError:
+            raise StoreError(f"remote version record {self.s3.url}/{_version_key(name, number)} is malformed") from None
+        return None if "deleted" in rec else VersionInfo.from_record(name, number, json.dumps(rec).encode())
 
     def drop_alias(self, name: str, alias: str) -> None:
         self.s3.delete(f"aliases/{name}/{alias}.json")

@@ -30,7 +30,7 @@ from ..names import LATEST
 from ..store.backend import Obj
 from ..store.packs import INDEX_SUFFIX, PREFIX as PACKS, pack_key
 from .catalog import matching
-from .locks import DELETE, Lock, stale_locks
+from .locks import DELETE, PUSH, Lock, stale_locks
 
 GRACE = 3600.0
 FETCH_BATCH = 256
@@ -58,7 +58,7 @@ def delete(remote, name: str, ref: str | None) -> dict:
                     remote.catalog.set_alias(name, LATEST, remaining[-1], retreat=True)
                 else:
                     remote.catalog.drop_alias(name, alias)
-        freed = _sweep(remote, lock)
+        freed = _apply(remote, _plan(remote, lock))
     return {"versions": [f"{name}:{v.label}" for v in targets], "freed_bytes": freed}
 
 
@@ -90,10 +90,17 @@ def delete_here_and_there(repo, remote, name: str, ref: str | None, force: bool,
     return deleted[0] if ref is not None else name
 
 
-def collect(remote) -> dict:
-    """``artfs gc --remote``: the sweep alone, plus orphans and stale locks."""
-    with Lock(remote.s3, DELETE) as lock:
-        return {"freed_bytes": _sweep(remote, lock)}
+def collect(remote, dry_run: bool = False) -> dict:
+    """``artfs gc --remote``: the sweep alone, plus orphans and stale locks. With ``dry_run``,
+    what it would delete, under a shared push lock (no delete runs meanwhile), deleting nothing:
+    {"freed_bytes", "dead_packs", "repacked_packs", "orphan_packs", "orphan_indexes",
+    "stale_locks"} (counts; freed_bytes what would be freed)."""
+    with Lock(remote.s3, PUSH if dry_run else DELETE) as lock:
+        plan = _plan(remote, lock)
+        freed = plan.freed if dry_run else _apply(remote, plan)
+    return {"freed_bytes": freed, "dead_packs": len(plan.dead), "repacked_packs": len(plan.repack),
+            "orphan_packs": len(plan.orphan_packs), "orphan_indexes": len(plan.orphan_indexes),
+            "stale_locks": len(plan.stale_locks)}
 
 
 def live_versions(remote) -> list[VersionInfo]:
@@ -124,22 +131,32 @@ def _fetch(objects, ids: list[bytes]) -> Iterable[bytes]:
         yield from objects.get_many(ids[i:i + FETCH_BATCH])
 
 
-def _sweep(remote, lock: Lock) -> int:
-    objects, s3 = remote.objects, remote.s3
+class _Plan:
+    """What a sweep deletes: orphan packs (key, size) and indexes (pack id), dead packs (id, size),
+    packs to repack (id, live ids, bytes freed), stale lock keys; ``freed`` in all."""
+
+    def __init__(self):
+        self.orphan_packs, self.orphan_indexes, self.dead, self.repack, self.stale_locks = [], [], [], [], []
+
+    @property
+    def freed(self) -> int:
+        return (sum(size for _, size in self.orphan_packs) + sum(size for _, size in self.dead)
+                + sum(size for _, _, size in self.repack))
+
+
+def _plan(remote, lock: Lock) -> _Plan:
+    objects, s3, plan = remote.objects, remote.s3, _Plan()
     objects.refresh()
     live = reachable(objects, [v.root for v in live_versions(remote)])
     listing = {key: (size, t) for key, size, t in s3.listing(PACKS)}
     old = lock.since - grace()
-    freed = 0
     for key, (size, t) in listing.items():        # orphans: a pack without index, an index without pack
         pid = key.rsplit("/", 1)[1]
         if key.endswith(INDEX_SUFFIX):
-            pid = pid[:-len(INDEX_SUFFIX)]
             if key[:-len(INDEX_SUFFIX)] not in listing and t < old:
-                objects.drop_pack(pid)
+                plan.orphan_indexes.append(pid[:-len(INDEX_SUFFIX)])
         elif pid not in objects.packs and t < old:
-            s3.delete(key)
-            freed += size
+            plan.orphan_packs.append((key, size))
     kept: set[bytes] = set()
     packs = sorted(((pid, entries) for pid, entries in objects.packs.items()
                     if pack_key(pid) in listing),
@@ -151,15 +168,32 @@ def _sweep(remote, lock: Lock) -> int:
             continue
         size = listing[pack_key(pid)][0]
         if need:
-            data = objects.get_many(need)
-            objects.upload([Obj(oid, entries[oid].digest, d) for oid, d in zip(need, data)])
+            plan.repack.append((pid, need, size - sum(entries[oid].length for oid in need)))
             kept.update(need)
-            size -= sum(map(len, data))
+        else:
+            plan.dead.append((pid, size))
+    plan.stale_locks = [key for key in stale_locks(s3) if key != lock.key]
+    return plan
+
+
+def _apply(remote, plan: _Plan) -> int:
+    objects, s3 = remote.objects, remote.s3
+    for pid in plan.orphan_indexes:
+        objects.drop_pack(pid)
+    for key, _ in plan.orphan_packs:
+        s3.delete(key)
+    freed = sum(size for _, size in plan.orphan_packs)
+    for pid, need, size in plan.repack:
+        entries = objects.packs[pid]
+        data = objects.get_many(need)
+        objects.upload([Obj(oid, entries[oid].digest, d) for oid, d in zip(need, data)])
         objects.drop_pack(pid)
         freed += size
-    for key in stale_locks(s3):
-        if key != lock.key:
-            s3.delete(key)
+    for pid, size in plan.dead:
+        objects.drop_pack(pid)
+        freed += size
+    for key in plan.stale_locks:
+        s3.delete(key)
     return freed
 
 

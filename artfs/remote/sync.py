@@ -95,9 +95,9 @@ def push(repo: Repo, remote: Remote, name: str | None = None, ref: str | None = 
         remote.objects.refresh()
         for n in names:
             local = [repo.resolve(n, ref)] if ref else repo.versions(n)
-            live = remote.catalog.versions(n)
+            live, dead = remote.catalog.versions_and_tombstones(n)
             there = {_identity(v): v.number for v in live}
-            gone = {_identity(v) for v in remote.catalog.versions(n, deleted=True)}
+            gone = {_identity(v) for v in dead}
             for v in local:
                 number = there.get(_identity(v))
                 if number is not None:
@@ -166,20 +166,38 @@ def _upload_version(repo: Repo, objects: RemoteObjectStore, root: bytes) -> None
         objects.put_many([Obj(oid, strong_digest(d), d) for oid, d in zip(batch, data)])
 
 
+def move_alias(repo: Repo, remote: Remote, name: str, alias: str, ref: str | None, force: bool) -> None:
+    """``alias`` (REF) or ``alias --delete`` (None) on the remote, before here: a compare-and-swap
+    from the alias as this store has it (any value with FORCE). The version must be on the remote
+    (published: its record there has its root and creation time). Nothing changes on a Conflict."""
+    number = None
+    if ref is not None:
+        v = repo.resolve(name, ref)
+        there = remote.catalog.live_record(name, v.number)
+        if there is None or _identity(there) != _identity(v):
+            raise Conflict(f"{name}:{v.label} is not on remote {remote.name} (`artfs push {name}` publishes it): "
+                           f"alias {alias} not moved")
+        number = v.number
+    remote.catalog.move_alias(name, alias, number, repo.aliases(name).get(alias), check=not force)
+
+
 # pull ------------------------------------------------------------------------------------------
 class _Vanished(Exception):
     """An object fetched for a pull was purged locally before the pull referenced it."""
 
 
 def pull(repo: Repo, remote: Remote, name: str | None = None, ref: str | None = None,
-         data: bool = False) -> dict:
+         data: bool = False, drop=None) -> dict:
     """Record the remote's versions (all, NAME, or NAME:REF) here: their trees and file objects
     are fetched, every object verified; their chunks are read lazily (store/lazy.py), and with
-    ``data`` fetched into the chunk cache now (also for versions recorded before)."""
+    ``data`` fetched into the chunk cache now (also for versions recorded before). Without REF,
+    the local versions deleted on the remote are deleted here first by DROP(name, ref, reason)."""
     names = [check_artifact(name)] if name else remote.catalog.artifacts()
-    received, pulled, fetched = 0, [], []
+    received, pulled, fetched, dropped, kept = 0, [], [], [], []
     for n in names:
-        theirs = remote.catalog.versions(n)
+        theirs, dead = remote.catalog.versions_and_tombstones(n)
+        if ref is None and dead and drop is not None:
+            _drop_deleted(repo, remote.name, n, dead, drop, dropped, kept)
         if ref:
             theirs = matching(theirs, ref)
             if not theirs:
@@ -210,7 +228,27 @@ def pull(repo: Repo, remote: Remote, name: str | None = None, ref: str | None = 
                 pulled.append(f"{n}:{v.label}")
             if data:   # its chunks into the chunk cache (store/lazy.py): reads need no fetch
                 received += repo.db.objects.prefetch(list(_walk(repo.tree, repo.file, v.root)[2]))
-    return {"versions": pulled, "metadata_only": fetched, "bytes_received": received}
+    return {"versions": pulled, "metadata_only": fetched, "bytes_received": received,
+            "dropped": dropped, "kept": kept}
+
+
+def _drop_deleted(repo: Repo, remote: str, name: str, dead: list[VersionInfo], drop,
+                  dropped: list[str], kept: list[str]) -> None:
+    """Delete here (DROP) NAME's versions whose remote record is a tombstone: those with its root
+    and creation time, so published ones only (a version never published has no record there,
+    whatever its number). The base of a staging with changes stays, said in KEPT."""
+    gone = {_identity(v) for v in dead}
+    try:
+        mine = repo.versions(name)
+    except NotFound:
+        return
+    for v in mine:
+        if _identity(v) not in gone:
+            continue
+        try:
+            dropped.append(drop(name, v.label, f"deleted on remote {remote}"))
+        except Conflict as e:       # the base of a staging with changes
+            kept.append(f"{name}:{v.label} (deleted on remote {remote}) kept here: {e}")
 
 
 def _fetch(repo: Repo, objects: RemoteObjectStore, root: bytes, data: bool) -> int:

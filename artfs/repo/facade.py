@@ -293,8 +293,10 @@ class Repo:
             self.catalog.event(txn, "alias.remove", name, alias=alias, version=f"v{number}")
         self.db.write(action)
 
-    def delete_version(self, name: str, ref: str, *, force: bool = False, pinned=None) -> VersionInfo:
-        """Delete one version and free, in the same transaction, what no other version uses."""
+    def delete_version(self, name: str, ref: str, *, force: bool = False, pinned=None,
+                       reason: str | None = None) -> VersionInfo:
+        """Delete one version and free, in the same transaction, what no other version uses
+        (REASON, when given, is recorded in its audit event)."""
         def action(txn):
             v = self.catalog.resolve(txn, check_artifact(name), ref)
             staged = self._staging(name).header(txn)
@@ -313,7 +315,7 @@ class Repo:
             if LATEST in v.aliases and remaining:
                 self.catalog.set_alias(txn, name, LATEST, remaining[-1].number)
             self.catalog.event(txn, "version.delete", name, version=v.label, digest=v.digest,
-                               aliases=v.aliases)
+                               aliases=v.aliases, **({"reason": reason} if reason else {}))
             return v
         return self.db.write(action)
 
