@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -324,3 +325,127 @@ def test_cache_never_exceeds_its_limit_and_survives_a_reopen(tmp_path):
     assert cache.ids()[:len(kept) - 8] == kept[8:]          # the 8 oldest made room
     assert all(p is None for p in cache.objects.check(cache.ids()))
     cache.close()
+
+
+MMAP_READER = """import ctypes, mmap, sys
+with open(sys.argv[1], "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+m.madvise(mmap.MADV_RANDOM)     # no readahead: each fault is one synchronous FUSE read
+sys.stdout.buffer.write(m[:])
+"""
+
+
+def mount_via(proxy, mount_factory, store, monkeypatch, **env):
+    """A lazy mount of STORE reaching its origin through PROXY (tests/faultproxy.py), with ENV set
+    for its daemon and no refresh during the test."""
+    remotes = json.loads((store / "remotes.json").read_text())
+    remotes["origin"]["endpoint"] = proxy.endpoint
+    (store / "remotes.json").write_text(json.dumps(remotes))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return lazy_mount(mount_factory, store, "--refresh", "3600")
+
+
+def waiting_in_fuse(pid: int) -> bool:
+    """Whether process PID is blocked on an answer of the FUSE daemon."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            where = f.read()
+    except OSError:
+        return False
+    return "fuse" in where or where == "request_wait_answer"
+
+
+def test_cached_reads_do_not_queue_behind_stalled_remote_reads(s3, s3_bucket, tmp_path, creds, mount_factory,
+                                                              monkeypatch):
+    """With the remote stalled and 20 uncached reads waiting for it in the mount (more than its
+    16 worker threads; synchronous reads, so the kernel's background limit does not hold them),
+    a read of a cached file still completes; once the remote answers, every read returns its bytes."""
+    need_fuse()
+    from urllib.parse import urlparse
+    from tests.faultproxy import FaultProxy
+    files = {"seen": random.randbytes(MiB), **{f"u{i}": random.randbytes(256 << 10) for i in range(20)}}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    seen = subprocess.run([sys.executable, "-m", "artfs", "--store", str(b), "cat", "ds:v0/seen"],
+                          capture_output=True, env=aws_env(s3), check=True).stdout
+    assert seen == files["seen"]                                     # now in the chunk cache
+    target = urlparse(s3.endpoint)
+    with FaultProxy(target.hostname, target.port, mode="stall") as proxy:
+        m = mount_via(proxy, mount_factory, b, monkeypatch, ARTFS_LAZY_TIMEOUT="600", ARTFS_REMOTE_TIMEOUT="3",
+                      ARTFS_REMOTE_RETRIES="50", ARTFS_REMOTE_RETRY_TIMEOUT="600")
+        readers = [subprocess.Popen([sys.executable, "-c", MMAP_READER, m.path("ds", "v0", f"u{i}")],
+                                    stdout=subprocess.PIPE) for i in range(20)]
+        try:
+            wait_for(lambda: all(waiting_in_fuse(r.pid) or r.poll() is not None for r in readers),
+                     "20 reads waiting in the mount")
+            assert all(r.poll() is None for r in readers)
+            done = []
+            t = threading.Thread(target=lambda: done.append(open(m.path("ds", "v0", "seen"), "rb").read()),
+                                 daemon=True)
+            t.start()
+            wait_for(lambda: done or any(r.poll() is not None for r in readers), "the cached read done", 60)
+            assert all(r.poll() is None for r in readers), "the remote answered: nothing was stalled"
+            assert done == [files["seen"]]
+            proxy.mode = "pass"
+            for r, i in zip(readers, range(20)):
+                out, _ = r.communicate(timeout=600)
+                assert r.returncode == 0 and out == files[f"u{i}"], i
+        finally:
+            proxy.mode = "pass"
+            for r in readers:
+                if r.poll() is None:
+                    r.kill()
+                    r.wait()
+
+
+def test_mount_remote_url_with_a_private_ca_bundle(s3_tls, tmp_path, monkeypatch, mount_factory):
+    """`artfs mount --remote https-URL --ca-bundle FILE` on a fresh store binds the remote with the
+    CA kept (`remote ls` shows it) and reads its files lazily over TLS, byte-exact."""
+    need_fuse()
+    for k, v in aws_env(s3_tls).items():
+        monkeypatch.setenv(k, v)
+    bucket = s3_tls.make_bucket(f"t-lazy-tls-{os.getpid()}-{s3_tls.kind}".lower().replace("_", "-"))
+    a, b = tmp_path / "A", tmp_path / "B"
+    remote = f"s3://{bucket}/{PREFIX}"
+    cli(a, s3_tls, "init")
+    cli(a, s3_tls, "remote", "add", "origin", remote, "--endpoint", s3_tls.tls_endpoint, "--ca-bundle",
+        s3_tls.ca_file)
+    data = random.randbytes(3 * MiB)
+    write(tmp_path / "d" / "f", data)
+    assert cli(a, s3_tls, "put", "ds", tmp_path / "d").stdout.strip() == "ds:v0"   # published
+    m = lazy_mount(mount_factory, b, "--remote", remote, "--endpoint", s3_tls.tls_endpoint,
+                   "--ca-bundle", s3_tls.ca_file)
+    assert f"ca_bundle={s3_tls.ca_file}" in m.cli("remote", "ls").stdout
+    with open(m.path("ds", "v0", "f"), "rb") as f:
+        assert f.read() == data
+
+
+def test_connection_resets_fail_a_read_with_eio_then_it_works_after_healing(s3, s3_bucket, tmp_path, creds,
+                                                                             mount_factory, monkeypatch):
+    """The remote resets every connection (tests/faultproxy.py): a lazy read fails with EIO once the
+    client's bounded retries are spent, the daemon logs it in one line and stays up (listings
+    work); after the proxy heals, the same read returns the right bytes."""
+    need_fuse()
+    from urllib.parse import urlparse
+    from tests.faultproxy import FaultProxy
+    data = random.randbytes(200_000)                     # one fetch
+    published(tmp_path, s3, s3_bucket, {"f": data})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    target = urlparse(s3.endpoint)
+    with FaultProxy(target.hostname, target.port, mode="reset") as proxy:
+        m = mount_via(proxy, mount_factory, b, monkeypatch, ARTFS_REMOTE_RETRIES="2", ARTFS_REMOTE_TIMEOUT="2",
+                      ARTFS_REMOTE_RETRY_TIMEOUT="3", ARTFS_REMOTE_CONNECT_TIMEOUT="1")
+        with pytest.raises(OSError) as e:
+            with open(m.path("ds", "v0", "f"), "rb") as f:
+                f.read()
+        assert e.value.errno == errno.EIO
+        failed = [line for line in m.log_text().splitlines() if "fetching" in line and "failed" in line]
+        assert len(failed) == 1 and "from s3://" in failed[0], failed           # names the remote
+        assert m.proc.poll() is None and sorted(os.listdir(m.path("ds"))) == ["latest", "staging", "v0"]
+        proxy.mode = "pass"
+        with open(m.path("ds", "v0", "f"), "rb") as f:
+            assert f.read() == data
+        assert "works again" in m.log_text()

@@ -49,7 +49,7 @@ def _lazy(daemon, args):
             name = "origin"
             if name not in store.remotes():
                 store.remote_add(name, args.remote, endpoint=args.endpoint, region=args.region,
-                                 allow_http=args.allow_http)
+                                 allow_http=args.allow_http, ca_bundle=args.ca_bundle)
         bound = store.remotes()
         if args.remote and name not in bound:
             raise UsageError(f"no remote named {name!r}: artfs remote add it, or give --remote s3://...")
@@ -150,6 +150,8 @@ def register(sub) -> None:
                    "first read either way (docs/REMOTE.md, Lazy mount)")
     c.add_argument("--endpoint", help="with --remote URL: S3 endpoint URL")
     c.add_argument("--region", help="with --remote URL: bucket region")
+    c.add_argument("--ca-bundle", metavar="FILE", help="with --remote URL: PEM file of the CA to trust "
+                   "for an https endpoint (a private CA); kept by path")
     c.add_argument("--allow-http", action="store_true", help="with --remote URL: allow a plain-http endpoint")
     c.add_argument("--cache-size", metavar="SIZE", help="bound of the chunk cache of remote data "
                    "(512M, 20G, 1T; default: kept from the last mount, else 20%% of the free disk)")

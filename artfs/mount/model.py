@@ -9,8 +9,10 @@ metadata); what may wait long runs in a worker thread, at most IO_THREADS at onc
 holds up the requests waiting for it and never ``ls`` or the other requests on the loop: reads of
 file data (LMDB page-ins and hashing, a file's chunk list), writes and fsyncs of staging data
 files, opening and copying up staging data files, and an open or close that must wait for a
-delete to decide which files are open (mount/files.py). A thread hop costs 70-250 us on the test
-VM, more than a whole warm open, so opens and closes take one only then (docs/benchmarks.md).
+delete to decide which files are open (mount/files.py); a read that must wait for the remote of
+a lazy store runs in threads of its own, at most REMOTE_THREADS at once (store/lazy.py
+``read_here``). A thread hop costs 70-250 us on the test VM, more than a whole warm open, so
+opens and closes take one only then (docs/benchmarks.md).
 
 Rules for what cannot be done (docs/SEMANTICS.md):
   outside staging   every change is ReadOnly (EROFS), except ``mkdir MOUNT/NAME`` (new artifact)
@@ -47,6 +49,9 @@ from .writing import WriteMarks
 # 40 (commits, staging changes) and LMDB's 1,024 reader slots. More would not read faster: hashing
 # and copying chunks hold the GIL part of the time, so extra threads mostly contend for it.
 IO_THREADS = 16
+# Worker threads for reads that wait for the remote of a lazy store (store/lazy.py read_here): a
+# read of local or cached data is never queued behind them, however long the remote stalls.
+REMOTE_THREADS = 16
 
 
 class NotSupported(ArtfsError):
@@ -63,6 +68,7 @@ class Filesystem:
         self.inodes = InodeTable(self.root)
         self.files = OpenFiles(repo)
         self.io = trio.CapacityLimiter(IO_THREADS)
+        self.remote_io = trio.CapacityLimiter(REMOTE_THREADS)
         self.artifacts: dict[str, ArtifactState] = {}
         self._dirs: dict[int, Listing] = {}
         self._next_dir = 1
@@ -257,7 +263,11 @@ class Filesystem:
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self.files.get(fh)
         data = handle.read_nowait(offset, size)   # bytes in memory: no thread (mount/files.py)
-        return data if data is not None else await self.in_thread(handle.read, offset, size)
+        if data is None:                          # local or cached data: a worker thread
+            data = await self.in_thread(self.repo.db.objects.read_here, handle.read, offset, size)
+        if data is None:                          # it waits for the remote: a thread of its own
+            data = await trio.to_thread.run_sync(handle.read, offset, size, limiter=self.remote_io)
+        return data
 
     async def write(self, fh: int, offset: int, data) -> int:
         return await self.in_thread(self.files.get(fh).write, offset, data)

@@ -23,6 +23,10 @@ the end of the previous ones (the kernel sends several reads at once, out of ord
 window fetched ahead, from ``READ_AHEAD_MIN`` up to ``READ_AHEAD_MAX``, scheduled after the
 chunks the read waits for and extended by whole batches; any other read resets it.
 
+``read_here(fn, *args)`` runs a read only as far as local and cached data go: where it would wait
+for the remote it gives up (None), and the mount runs it again in threads of its own (mount/model.py),
+so reads of local or cached data never queue behind reads stalled on the remote.
+
 ``has`` answers what a read will find: stored here, or a data chunk the remote lists. Trees and
 file objects count only when local (a pull fetches them in bulk when ``has`` says they are absent).
 """
@@ -58,6 +62,13 @@ KEEP_BYTES = 32 << 20       # fetched bytes waiting to be stored, at most
 PREFETCH_IDS = 1024         # chunks (about 64 MiB) a prefetch waits for at once
 STREAMS = 256                # files whose sequential state is remembered
 REMOTE_CONFIG = "artfs-remote.json"   # remote/catalog.py CONFIG
+
+
+class _WouldFetch(Exception):
+    """A read within ``read_here`` needs objects from the remote."""
+
+
+_here_only = threading.local()      # .on: this thread's read is within read_here
 
 
 def timeout() -> float:
@@ -99,6 +110,7 @@ class LazyObjectStore:
         self._streams: OrderedDict[int, _Stream] = OrderedDict()
         self.cache_limit: int | None = None        # artfs mount --cache-size
         self.fetched_bytes = 0
+        self._failing = False      # the last fetch failed: later failures are not logged again
 
     @property
     def env(self):
@@ -143,6 +155,17 @@ class LazyObjectStore:
     def set_pinned(self, pinned) -> None:
         """``pinned()`` -> chunk ids the cache must not evict (the mount's open files)."""
         self.cache().pinned = pinned
+
+    def read_here(self, fn, *args):
+        """``fn(*args)``, a read, if it needs no object from the remote (local and cached data),
+        else None without waiting for the remote (nothing is fetched for it)."""
+        _here_only.on = True
+        try:
+            return fn(*args)
+        except _WouldFetch:
+            return None
+        finally:
+            _here_only.on = False
 
     # ObjectStore -------------------------------------------------------------------------------
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
@@ -305,6 +328,8 @@ class LazyObjectStore:
             return out
         if remote is None:
             raise CorruptData(f"missing object {rest[0].hex()}")
+        if getattr(_here_only, "on", False):
+            raise _WouldFetch()
         futures = self._schedule(rest)
         self._schedule(ahead, only_absent=True)
         deadline = time.monotonic() + timeout()
@@ -379,9 +404,12 @@ class LazyObjectStore:
             self._failed(remote, ids, e)
             return
         with self._lock:                      # readers go on while the bytes are stored
+            healed, self._failing = self._failing, False
             self.fetched_bytes += sum(map(len, data))
             for oid, d in zip(ids, data):
                 self._inflight[oid].set_result(d)
+        if healed:
+            log.warning("fetching from %s works again", remote.s3.url)
         objs = [Obj(oid, remote.index[oid].digest, d) for oid, d in zip(ids, data)]
         self._keeper().put([o for o in objs if remote.index[o.id].kind == CHUNK],
                            [o for o in objs if remote.index[o.id].kind != CHUNK])
@@ -405,10 +433,13 @@ class LazyObjectStore:
             self._settled.wait_for(lambda: not any(oid in self._inflight for oid in ids), timeout())
 
     def _failed(self, remote, ids: list[bytes], error: Exception) -> None:
-        """One log line saying why, and the error for every reader waiting on these ids."""
-        if isinstance(error, ArtfsError):
+        """The error for every reader waiting on these ids, and one log line saying why - once
+        until a fetch works again (the kernel retries a failed read: one failure, one line)."""
+        with self._lock:
+            first, self._failing = not self._failing, True
+        if first and isinstance(error, ArtfsError):
             log.warning("fetching %d objects from %s failed: %s", len(ids), remote.s3.url, error)
-        else:
+        elif first:
             log.error("fetching %d objects from %s failed: %r", len(ids), remote.s3.url, error)
         with self._lock:
             for oid in ids:
