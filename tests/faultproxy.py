@@ -7,7 +7,8 @@ Modes (read at each new connection, and by running ones at each relay step):
   pass        relay both ways
   reset       accept, then close with RST (SO_LINGER 0): "connection reset by peer"
   refuse      stop listening: "connection refused" (the endpoint is down)
-  stall       accept and relay nothing (the client's timeouts must fire)
+  stall       accept and relay nothing while the mode stays stall (the client's timeouts must
+              fire); a connection accepted then is relayed once the mode is pass again
   slow        relay upstream-bound bytes in 1 KiB steps with a short pause each
   drop:N      relay, then reset the connection once N bytes went upstream in it
 Threads only; ``close`` stops the listener and every connection.
@@ -68,9 +69,11 @@ class FaultProxy:
             _reset(client)
             return
         if mode == "stall":
-            self._closed.wait()
-            client.close()
-            return
+            while self.mode == "stall" and not self._closed.wait(0.05):
+                pass
+            if self.mode != "pass" or self._closed.is_set():
+                client.close()
+                return
         try:
             upstream = socket.create_connection(self.target, timeout=5)
         except OSError:

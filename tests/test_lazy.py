@@ -449,3 +449,42 @@ def test_connection_resets_fail_a_read_with_eio_then_it_works_after_healing(s3, 
         with open(m.path("ds", "v0", "f"), "rb") as f:
             assert f.read() == data
         assert "works again" in m.log_text()
+
+
+def test_closing_a_store_while_a_fetch_is_stalled_leaves_no_thread_using_it(s3, s3_bucket, tmp_path, creds,
+                                                                               monkeypatch):
+    """A store closed while its fetch waits on a stalled remote closes at once (a command that has
+    its bytes exits); when the remote answers later, the late bytes are dropped: no keeper thread
+    starts, nothing touches the closed cache (CI once hung in the cache's close this way)."""
+    from urllib.parse import urlparse
+    from tests.faultproxy import FaultProxy
+    published(tmp_path, s3, s3_bucket, {"f": random.randbytes(2 * MiB)})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    target = urlparse(s3.endpoint)
+    monkeypatch.setenv("ARTFS_LAZY_TIMEOUT", "600")
+    with FaultProxy(target.hostname, target.port, mode="stall") as proxy:
+        remotes = json.loads((b / "remotes.json").read_text())
+        remotes["origin"]["endpoint"] = proxy.endpoint
+        (b / "remotes.json").write_text(json.dumps(remotes))
+        ids = file_chunks(b, "ds:v0", "f")
+        repo = Repo(str(b))
+        outcome = []
+
+        def fetch():
+            try:
+                outcome.append(repo.db.objects.prefetch(ids))
+            except Exception as e:              # the store closed under it
+                outcome.append(e)
+
+        fetcher = threading.Thread(target=fetch, daemon=True)
+        fetcher.start()
+        wait_for(lambda: repo.db.objects._inflight, "a fetch in flight", 60)
+        closer = threading.Thread(target=repo.close, daemon=True)
+        closer.start()
+        closer.join(120)
+        assert not closer.is_alive(), "close waited for the stalled fetch"
+        proxy.mode = "pass"                     # the stalled request goes through now
+        fetcher.join(600)
+        assert outcome and not fetcher.is_alive()     # its bytes were served (kept or not)
+        assert [t.name for t in threading.enumerate() if t.name == "artfs-keep"] == []

@@ -36,11 +36,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from ..errors import ArtfsError, CorruptData, RemoteError
@@ -105,22 +106,30 @@ class LazyObjectStore:
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)   # fetches stored or failed
         self._inflight: dict[bytes, Future] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: _Fetchers | None = None
         self._keep: _Keeper | None = None
         self._streams: OrderedDict[int, _Stream] = OrderedDict()
         self.cache_limit: int | None = None        # artfs mount --cache-size
         self.fetched_bytes = 0
         self._failing = False      # the last fetch failed: later failures are not logged again
+        self._closed = False
 
     @property
     def env(self):
         return self.local.env      # compaction and migration work on the local store's files
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._keep is not None:
-            self._keep.close()                 # what was fetched is stored before the cache closes
+        """No fetch starts and no fetched object is stored after this; what the keeper holds is
+        stored before the cache and the local store close. A fetch still running (stalled on
+        the remote) ends in its daemon thread, its bytes dropped: neither LMDB environment is
+        touched by a thread of this store once they close."""
+        with self._lock:
+            self._closed = True
+            pool, keep = self._pool, self._keep
+        if pool is not None:
+            pool.shutdown()
+        if keep is not None:
+            keep.close()
         if self._cache is not None:
             self._cache.close()
         self.local.close()
@@ -148,6 +157,8 @@ class LazyObjectStore:
 
     def cache(self, create: bool = True) -> ChunkCache | None:
         with self._lock:
+            if self._cache is None and self._closed:
+                raise ArtfsError("the store is closed")
             if self._cache is None and (create or os.path.isdir(cache_dir(self.store))):
                 self._cache = ChunkCache(self.store, self.cache_limit)
             return self._cache
@@ -372,8 +383,10 @@ class LazyObjectStore:
                     fut = self._inflight[oid] = Future()
                     new.append(oid)
                 futures[oid] = fut
+            if new and self._closed:
+                raise ArtfsError("the store is closed")
             if new and self._pool is None:
-                self._pool = ThreadPoolExecutor(FETCHERS, thread_name_prefix="artfs-fetch")
+                self._pool = _Fetchers(FETCHERS)
         if new:
             self._pool.submit(self._dispatch, remote, new)
         return futures
@@ -411,12 +424,17 @@ class LazyObjectStore:
         if healed:
             log.warning("fetching from %s works again", remote.s3.url)
         objs = [Obj(oid, remote.index[oid].digest, d) for oid, d in zip(ids, data)]
-        self._keeper().put([o for o in objs if remote.index[o.id].kind == CHUNK],
-                           [o for o in objs if remote.index[o.id].kind != CHUNK])
+        keeper = self._keeper()
+        if keeper is None:                    # closed while fetching: served, not kept
+            self.kept(objs)
+            return
+        keeper.put([o for o in objs if remote.index[o.id].kind == CHUNK],
+                   [o for o in objs if remote.index[o.id].kind != CHUNK])
 
-    def _keeper(self) -> "_Keeper":
+    def _keeper(self) -> "_Keeper | None":
+        """The keeper thread (started on first need); None once the store is closed."""
         with self._lock:
-            if self._keep is None:
+            if self._keep is None and not self._closed:
                 self._keep = _Keeper(self)
             return self._keep
 
@@ -447,6 +465,38 @@ class LazyObjectStore:
             self._settled.notify_all()
 
 
+class _Fetchers:
+    """N daemon threads running fetches. Not an executor: its threads are joined at exit, so a
+    command that has its bytes (``cat``) would wait for a read-ahead stalled on the remote, up to
+    the client's retries (minutes). A fetch still queued at ``shutdown`` is dropped."""
+
+    def __init__(self, n: int):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed, self._n = False, n
+        for i in range(n):
+            threading.Thread(target=self._run, name=f"artfs-fetch-{i}", daemon=True).start()
+
+    def submit(self, fn, *args) -> None:
+        self._queue.put((fn, args))
+
+    def shutdown(self) -> None:
+        self._closed = True
+        for _ in range(self._n):
+            self._queue.put((None, ()))
+
+    def _run(self) -> None:
+        while True:
+            fn, args = self._queue.get()
+            if fn is None:
+                return
+            if self._closed:
+                continue
+            try:
+                fn(*args)
+            except Exception:   # fetches report their own errors; this is a bug
+                log.exception("fetch failed")
+
+
 class _Keeper:
     """One thread storing fetched objects (chunks into the cache, trees and file objects into the
     local store), many fetches per transaction: LMDB commits are synchronous, and a fetcher never
@@ -466,12 +516,13 @@ class _Keeper:
         with self.cond:
             while self.queued and self.queued + size > KEEP_BYTES and not self.closing:
                 self.cond.wait()
-            if self.closing and not self.thread.is_alive():
-                self.lazy.kept(chunks + meta)   # closed: served, not kept
-                return
-            self.queue.append((chunks, meta))
-            self.queued += size
-            self.cond.notify_all()
+            refused = self.closing              # the store is closing: served, not kept
+            if not refused:
+                self.queue.append((chunks, meta))
+                self.queued += size
+                self.cond.notify_all()
+        if refused:
+            self.lazy.kept(chunks + meta)
 
     def _run(self) -> None:
         while True:
