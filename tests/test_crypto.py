@@ -220,10 +220,3 @@ def test_init_encrypt_on_an_existing_plain_store_is_refused(tmp_path):
     proc = cli(s, "init", "--encrypt")
     assert proc.returncode == 5 and "not encrypted" in proc.stderr and len(proc.stderr.splitlines()) == 1
     assert not os.path.exists(os.path.join(str(s), "ARTFS-KEY"))
-
-
-def test_remotes_of_an_encrypted_store_are_refused_until_built(enc):
-    for args in (("remote", "add", "origin", "s3://bucket/prefix"), ("push",), ("pull",)):
-        proc = cli(enc, *args)
-        assert proc.returncode == 2 and "encrypted" in proc.stderr and len(proc.stderr.splitlines()) == 1
-    assert not os.path.exists(os.path.join(str(enc), "remotes.json"))

@@ -2,8 +2,9 @@
 
 ``prepare`` runs before a command opens its store: it notes the key file given, creates the
 encrypted store for ``init --encrypt``, and unlocks the key for ``mount`` before the daemon forks
-(the daemon inherits the unlocked key; it has no terminal to ask on). Remotes of encrypted stores
-are refused until the remote moves sealed objects as they are.
+(the daemon inherits the unlocked key; it has no terminal to ask on). The remotes of an encrypted
+store are encrypted (remote/keys.py): ``remote add --encrypt`` says so, and is refused for a plain
+store.
 """
 
 from __future__ import annotations
@@ -39,10 +40,9 @@ def prepare(args) -> None:
                            "chosen when a store is made (init --encrypt on a new path)")
     elif args.command == "mount" and _encrypted(_path(args)):
         keyring.master_key(_path(args))
-    elif (args.command in ("push", "pull") or (args.command == "remote" and args.action == "add")) \
-            and _encrypted(_path(args)):
-        raise UsageError(f"{_path(args)} is encrypted, and remotes of encrypted stores are not built "
-                         "yet (a push would upload opened objects): use an unencrypted store")
+    elif args.command == "remote" and args.action == "add" and args.encrypt and not _encrypted(_path(args)):
+        raise UsageError(f"{_path(args)} is not encrypted, so its remote cannot be: make the store with "
+                         "`artfs init --encrypt`, or `artfs clone` an encrypted remote")
 
 
 def cmd_change_passphrase(args) -> int:
