@@ -228,3 +228,31 @@ def test_lazy_mount_of_an_encrypted_clone_reads_and_follows_new_versions(s3, s3_
     wait_for(lambda: os.readlink(m.path(ARTIFACT, "latest")) == "v1", "latest moved to v1 on host B")
     with open(m.path(ARTIFACT, "v1", NAME), "rb") as f:
         assert f.read() == new
+
+
+def test_a_moved_record_or_damaged_index_on_the_remote_is_an_error_never_other_data(s3, s3_bucket, tmp_path):
+    """A version record copied over another number's key, and a flipped byte in a sealed pack
+    index, each fail to open: exit 7 with one line naming the object, not a wrong version."""
+    a = tmp_path / "A"
+    cli(a, s3, "init", "--encrypt", check=True)
+    cli(a, s3, "remote", "add", "origin", url(s3_bucket), "--endpoint", s3.endpoint, "--allow-http", check=True)
+    for n in range(2):
+        write(tmp_path / "src" / NAME, LINE * (n + 1))
+        cli(a, s3, "put", ARTIFACT, tmp_path / "src", check=True)
+    client = s3.boto3_client()
+    objects = bucket(s3, s3_bucket)
+    records = sorted(k for k in objects if "/versions/" in k)
+    client.put_object(Bucket=s3_bucket, Key=records[0], Body=objects[records[1]])     # v1's record as v0
+    proc = cli(a, s3, "ls", "--remote", "origin", ARTIFACT)
+    assert proc.returncode == 7 and "authentication" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    client.put_object(Bucket=s3_bucket, Key=records[0], Body=objects[records[0]])     # restored
+    assert cli(a, s3, "ls", "--remote", "origin", ARTIFACT).returncode == 0
+
+    index = sorted(k for k in objects if k.endswith(".idx"))[0]
+    body = bytearray(objects[index])
+    body[len(body) // 2] ^= 1
+    client.put_object(Bucket=s3_bucket, Key=index, Body=bytes(body))
+    proc = clone(tmp_path / "B", s3, s3_bucket)                                    # reads every index
+    assert proc.returncode == 7 and "authentication" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
