@@ -256,3 +256,24 @@ def test_a_moved_record_or_damaged_index_on_the_remote_is_an_error_never_other_d
     proc = clone(tmp_path / "B", s3, s3_bucket)                                    # reads every index
     assert proc.returncode == 7 and "authentication" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_change_passphrase_rewraps_the_remotes_copy_of_the_key(s3, s3_bucket, tmp_path):
+    """After `artfs key change-passphrase` a new clone needs the new passphrase: the old one, which
+    may have leaked, opens the remote's copy of the key no more (exit 12)."""
+    a = tmp_path / "A"
+    cli(a, s3, "init", "--encrypt", check=True)
+    cli(a, s3, "remote", "add", "origin", url(s3_bucket), "--endpoint", s3.endpoint, "--allow-http", check=True)
+    write(tmp_path / "src" / NAME, LINE)
+    cli(a, s3, "put", ARTIFACT, tmp_path / "src", check=True)
+    env = {k: v for k, v in aws_env(s3).items() if k != "ARTFS_KEY_FILE"}
+    proc = run_cli(a, "key", "change-passphrase", env={**env, "ARTFS_PASSPHRASE": PASS,
+                                                       "ARTFS_NEW_PASSPHRASE": "new passphrase"})
+    assert proc.returncode == 0 and "remote origin" in proc.stdout, proc.stderr
+    old = clone(tmp_path / "B", s3, s3_bucket, PASS)
+    assert old.returncode == 12 and "wrong passphrase" in old.stderr, old.stderr
+    new = clone(tmp_path / "C", s3, s3_bucket, "new passphrase")
+    assert new.returncode == 0, new.stderr
+    out = cli(tmp_path / "C", s3, "cat", f"{ARTIFACT}:v0/{NAME}", passphrase="new passphrase", check=True)
+    assert out.stdout.encode() == LINE
+    assert cli(a, s3, "put", ARTIFACT, tmp_path / "src", passphrase="new passphrase").returncode == 0

@@ -53,8 +53,13 @@ def cmd_change_passphrase(args) -> int:
     if not _encrypted(path):
         raise UsageError(f"{path} is not encrypted: it has no passphrase to change")
     old = keyring.secret_for(path)
-    keyfile.rewrap(path, old, keyring.secret_for_new(path, args.new_key_file, "ARTFS_NEW_PASSPHRASE"))
-    print(f"{path}: the key is now wrapped with the new {'key file' if args.new_key_file else 'passphrase'}")
+    keyring.remember(path, keyfile.rewrap(path, old, keyring.secret_for_new(path, args.new_key_file,
+                                                                          "ARTFS_NEW_PASSPHRASE")))
+    what = "key file" if args.new_key_file else "passphrase"
+    print(f"{path}: the key is now wrapped with the new {what}")
+    from ..remote.keys import rewrap_remotes
+    for name in rewrap_remotes(path):                # an old secret opens the remote's copy no more
+        print(f"remote {name}: its copy of the key is now wrapped with the new {what}")
     return 0
 
 

@@ -134,6 +134,9 @@ def unwrap_record(record: dict, secret: Secret, where: str) -> bytes:
         raise BadKey(f"wrong passphrase or key for {where}") from None
 
 
-def rewrap(store: str, old: Secret, new: Secret) -> None:
-    """Wrap STORE's master key with NEW instead of OLD (atomically: ARTFS-KEY is replaced)."""
-    _write(store, _record(unwrap(store, old), new))
+def rewrap(store: str, old: Secret, new: Secret) -> bytes:
+    """Wrap STORE's master key with NEW instead of OLD (atomically: ARTFS-KEY is replaced);
+    returns the master key."""
+    master = unwrap(store, old)
+    _write(store, _record(master, new))
+    return master

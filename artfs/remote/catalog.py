@@ -25,7 +25,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from ..catalog.versions import VersionInfo
-from ..errors import Conflict, CorruptData, Exists, NotFound, StoreError
+from ..errors import BadKey, Conflict, CorruptData, Exists, NotFound, StoreError
 from ..names import LATEST, version_number
 from ..store.s3 import S3Store
 
@@ -81,6 +81,15 @@ class RemoteCatalog:
         if not isinstance(rid, str) or not rid.replace("-", "").isalnum():
             raise StoreError(f"{self.s3.url}/{CONFIG} has a malformed id")
         return config
+
+    def set_key(self, record: dict, key_id: str) -> None:
+        """Replace the wrapped key in an encrypted remote's config by RECORD, the same key (KEY_ID)
+        wrapped by a new secret, by compare-and-swap (Conflict when it changed meanwhile)."""
+        raw, etag = self.s3.get_tagged(CONFIG)
+        config = self.config()
+        if config.get("key_id") != key_id:
+            raise BadKey(f"remote {self.s3.url} is encrypted with another key: its key record is not changed")
+        self.s3.put(CONFIG, json.dumps({**json.loads(raw), "key": record}).encode(), if_match=etag)
 
     # keys and records ------------------------------------------------------------------------
     def _dir(self, name: str) -> str:

@@ -9,6 +9,8 @@ with its key (the same ``key_id``): its objects, ids and records are sealed with
 plain store, or one with another key, could neither read nor add to it. ``artfs clone`` of an
 encrypted remote unwraps the key record with the user's secret (a passphrase or a key file, as
 the record says; wrong: BadKey, exit 12) and makes the new store encrypted with it.
+``artfs key change-passphrase`` then puts the store's rewrapped record into each bound encrypted
+remote (``rewrap_remotes``), so the old secret no longer opens the remote's copy of the key.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..catalog.db import MARKER, Database, encrypted, read_marker
 from ..errors import BadKey, UsageError
 from ..store.remote import RemoteObjectStore
 from ..store.s3 import S3Store
+from . import bindings
 from .catalog import SEALED_FORMAT, RemoteCatalog
 
 
@@ -88,3 +91,17 @@ def prepare_clone(path: str, binding: dict) -> None:
     Database.open(path, encrypt=make_key).close()
     if not store_encrypted(path):
         raise UsageError(f"{path} is a store already, not encrypted: clone into a new directory")
+
+
+def rewrap_remotes(store: str) -> list[str]:
+    """After STORE's key was rewrapped (``artfs key change-passphrase``): its new key record into
+    the config of each bound encrypted remote of its key. Returns their names."""
+    from ..crypto import keyfile
+    from ..crypto.seal import key_id
+    record, done = keyfile.read_record(store), []
+    for name, binding in sorted(bindings.load(store).items()):
+        catalog = RemoteCatalog(S3Store.of(binding))
+        if catalog.config()["format"] == SEALED_FORMAT:
+            catalog.set_key(record, key_id(_master(store)))
+            done.append(name)
+    return done
