@@ -66,11 +66,8 @@ def _lazy(daemon, args):
         remote's version records, and their records only when something is new."""
         if "remote" not in opened:
             opened["remote"] = Remote.bound(repo, name)
-        remote, numbers = opened["remote"], {}
-        for key, _ in remote.s3.list("versions/"):             # versions/NAME/NNNNNNNNNN.json
-            parts = key.split("/")
-            if len(parts) == 3 and parts[2].endswith(".json") and parts[2][:-5].isdigit():
-                numbers.setdefault(parts[1], set()).add(int(parts[2][:-5]))
+        remote = opened["remote"]
+        numbers = remote.catalog.all_numbers()                 # one LIST of versions/
         local = set(repo.artifacts())
         changed = [n for n, theirs in sorted(numbers.items())
                    if n not in local or theirs - {v.number for v in repo.versions(n)}]

@@ -115,6 +115,9 @@ def register(sub) -> None:
     c.add_argument("name", nargs="?", default="origin", help="the remote's name here (default origin)")
     c.add_argument("url", nargs="?", metavar="s3://BUCKET[/PREFIX]", help="where the remote lives (add)")
     _endpoint_args(c)
+    c.add_argument("--encrypt", action="store_true", help="the remote is encrypted, as every remote of an "
+                   "encrypted store is (init --encrypt): objects, indexes and records sealed, names opaque; "
+                   "refused for a plain store")
     c.set_defaults(func=cmd_remote)
 
     c = sub.add_parser("push", help="upload versions the remote lacks; prints versions pushed and bytes sent",
