@@ -31,6 +31,7 @@ import os
 import struct
 
 from ..store.ids import ID_LEN
+from ..store.lmdb_env import os_error
 from .db import flock_held
 
 TOKEN_LEN = 16
@@ -42,9 +43,14 @@ class Session:
     def __init__(self, store_path: str):
         self.token = os.urandom(TOKEN_LEN)
         self.path = lock_path(store_path, self.token)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        os.write(self._fd, f"{os.getpid()}\n".encode())   # for people reading the directory
+        self._fd = None
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            os.write(self._fd, f"{os.getpid()}\n".encode())   # for people reading the directory
+        except OSError as e:   # a full disk is NoSpace, as anywhere in the store
+            self.end()
+            raise os_error(self.path, e) from None
         self._batches = 0
 
     def next_batch(self) -> int:
