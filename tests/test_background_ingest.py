@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -27,28 +28,38 @@ def data(key: str, size: int) -> bytes:
     return random.Random(key).randbytes(size)
 
 
-def chunk_ids(tmp_path, content: bytes) -> list[bytes]:
+def chunks(tmp_path, content: bytes) -> dict[bytes, int]:
+    """chunk id -> length of each chunk of CONTENT."""
     path = tmp_path / "chunked"
     path.write_bytes(content)
     fd = os.open(path, os.O_RDONLY)
     try:
-        return [cid for cid, _, _ in hashed_chunks(fd, len(content))]
+        return {cid: len(chunk) for cid, _, chunk in hashed_chunks(fd, len(content))}
     finally:
         os.close(fd)
+
+
+def chunk_ids(tmp_path, content: bytes) -> list[bytes]:
+    return list(chunks(tmp_path, content))
 
 
 def distinct_bytes(tmp_path, *contents: bytes) -> int:
     """What a store holding these contents (and nothing else) stores: their distinct chunks."""
     seen = {}
     for content in contents:
-        path = tmp_path / "chunked"
-        path.write_bytes(content)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            seen.update((cid, len(chunk)) for cid, _, chunk in hashed_chunks(fd, len(content)))
-        finally:
-            os.close(fd)
+        seen.update(chunks(tmp_path, content))
     return sum(seen.values())
+
+
+def stage_stored(m, tmp_path, names, size: int) -> tuple[str, dict[str, bytes]]:
+    """Files NAMES of SIZE bytes written into a new artifact's staging, once the mount stored them."""
+    os.mkdir(m.path("a"))
+    staged = m.path("a", "staging")
+    files = {n: data(n, size) for n in names}
+    for name, content in files.items():
+        write(os.path.join(staged, name), content)
+    wait_stored(m.store, [c for v in files.values() for c in chunk_ids(tmp_path, v)])
+    return staged, files
 
 
 def held(store) -> list[bytes]:
@@ -103,12 +114,7 @@ def test_a_commit_reads_files_changed_after_they_were_stored(mounted, tmp_path):
     changed); written again and renamed. Each version has the new bytes; what was stored of the
     old ones is given back (du counts only the new bytes)."""
     m = mounted
-    os.mkdir(m.path("a"))
-    staged = m.path("a", "staging")
-    old = {n: data(n, 4 * MiB) for n in ("rewritten", "truncated", "renamed")}
-    for name, content in old.items():
-        write(os.path.join(staged, name), content)
-    wait_stored(m.store, [c for v in old.values() for c in chunk_ids(tmp_path, v)])
+    staged, old = stage_stored(m, tmp_path, ("rewritten", "truncated", "renamed"), 4 * MiB)
     new = data("new", 4 * MiB)
     with open(os.path.join(staged, "rewritten"), "r+b") as f:
         f.write(new)
@@ -129,17 +135,35 @@ def test_a_commit_reads_files_changed_after_they_were_stored(mounted, tmp_path):
     m.verify()
 
 
+def test_a_file_overwritten_while_it_is_stored_as_it_is_written(mounted, tmp_path):
+    """A file is stored as it is written; bytes already stored are overwritten before the close
+    (the mount does not tell the worker where a write lands): the commit has the final bytes, and
+    what was stored of the overwritten ones is given back."""
+    m = mounted
+    os.mkdir(m.path("a"))
+    first, second = data("first", 40 * MiB), data("second", 8 * MiB)   # a batch is 32 MiB
+    with open(m.path("a", "staging", "f"), "wb") as f:
+        f.write(first)
+        f.flush()
+        wait_until("part of it stored while open", lambda: held(m.store))
+        f.seek(0)
+        f.write(b"\0" * MiB)
+        f.seek(0, os.SEEK_END)
+        f.write(second)
+    final = bytes(MiB) + first[MiB:] + second
+    m.cli("commit", "a", check=True)
+    assert read(m.path("a", "v0", "f")) == final
+    wait_until("stored-ahead chunks given back", lambda: held(m.store) == [])
+    assert stored_bytes(m.store) == distinct_bytes(tmp_path, final)
+    m.verify()
+
+
 def test_renamed_linked_and_unlinked_files_after_they_were_stored(mounted, tmp_path):
     """Stored files renamed, hard-linked and unlinked before the commit: the version has the
     renamed file and both names of the linked one (one inode, nlink 2), without the unlinked
     one, whose stored chunks are given back."""
     m = mounted
-    os.mkdir(m.path("a"))
-    staged = m.path("a", "staging")
-    files = {n: data(n, 3 * MiB) for n in ("renamed", "linked", "unlinked")}
-    for name, content in files.items():
-        write(os.path.join(staged, name), content)
-    wait_stored(m.store, [c for v in files.values() for c in chunk_ids(tmp_path, v)])
+    staged, files = stage_stored(m, tmp_path, ("renamed", "linked", "unlinked"), 3 * MiB)
     os.mkdir(os.path.join(staged, "d"))
     os.rename(os.path.join(staged, "renamed"), os.path.join(staged, "d", "moved"))
     os.link(os.path.join(staged, "linked"), os.path.join(staged, "d", "link"))
@@ -196,37 +220,45 @@ def test_reset_and_unmount_give_back_what_was_stored(mounted, tmp_path):
     m.verify()
 
 
-def test_sigkill_while_a_file_is_stored_in_the_background(mount_factory, tmp_path):
-    """SIGKILL the daemon at random instants while it stores closed files: the next mount's commit
-    has the exact bytes, verify is clean, du counts each chunk once, no session is left, and gc
-    (retention) frees nothing the version uses."""
+def test_sigkill_while_files_are_stored_in_the_background(mount_factory, tmp_path):
+    """SIGKILL the daemon at 5 seeded instants while a 48 MiB file is written into staging and
+    stored as it comes (or after its close): the next mount's commit has exactly the bytes staging
+    shows, no session holds any chunk, `du` counts each chunk of the version once, verify is clean,
+    and gc (retention) frees nothing the version uses."""
     rng = random.Random(13)
     m = mount_factory().start()
     os.mkdir(m.path("a"))
-    kills_mid_store = 0
-    for it in range(4):
-        content = data(f"killed{it}", 48 * MiB)
-        ids = set(chunk_ids(tmp_path, content))
-        write(m.path("a", "staging", f"f{it}"), content)
-        time.sleep(rng.uniform(0.05, 0.6))
-        kills_mid_store += 0 < len(ids & set(held(m.store))) < len(ids)
+    kills_while_stored = 0
+
+    def writer(path, content):
+        try:
+            write(path, content)
+        except OSError:   # the daemon died under it
+            pass
+    for it in range(5):
+        path = m.path("a", "staging", f"f{it}")
+        copying = threading.Thread(target=writer, args=(path, data(f"killed{it}", 48 * MiB)))
+        copying.start()
+        time.sleep(rng.uniform(0.05, 0.8))
+        kills_while_stored += bool(held(m.store))
         m.proc.send_signal(signal.SIGKILL)
         m.proc.wait(timeout=30)
+        copying.join(timeout=60)
         subprocess.run(["fusermount3", "-u", "-z", m.mnt], capture_output=True, check=True)
         m.stop()
         assert not in_mount_table(m.mnt)
         m.start()
-        # --force: the close's mark may not have been dropped before the kill (mount/writing.py)
+        staged = {n: read(m.path("a", "staging", n)) for n in os.listdir(m.path("a", "staging"))}
+        # --force: files open (or just closed) when the daemon died are flagged (mount/writing.py)
         m.cli("commit", "a", "--force", check=True)
-        assert read(m.path("a", f"v{it}", f"f{it}")) == content
+        version = m.path("a", f"v{it}")
+        assert {n: read(os.path.join(version, n)) for n in os.listdir(version)} == staged
         assert held(m.store) == []
         assert len(os.listdir(os.path.join(m.store, "sessions"))) <= 1   # the live daemon's own
-        everything = [data(f"killed{i}", 48 * MiB) for i in range(it + 1)]
-        assert stored_bytes(m.store) == distinct_bytes(tmp_path, *everything)
+        assert stored_bytes(m.store) == distinct_bytes(tmp_path, *staged.values())
         m.verify()
-    assert kills_mid_store >= 1, "no kill landed while a file was being stored"
+    assert kills_while_stored >= 2, "too few kills landed while a file was being stored"
     m.cli("gc", check=True)
-    for it in range(4):
-        assert read(m.path("a", "v3", f"f{it}")) == data(f"killed{it}", 48 * MiB)
+    assert {n: read(m.path("a", "v4", n)) for n in staged} == staged
     m.stop()
     m.verify()
