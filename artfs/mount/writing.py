@@ -43,20 +43,17 @@ class WriteMarks:
         return self._session
 
     def opened(self, staging, sino: int) -> None:
-        """A file is open for writing again: its mark must stay, what was stored of it is void
-        (what is written now is stored as it comes)."""
+        """A file is open for writing again: its mark must stay, what was stored of it is void."""
         self._closed.get(staging, set()).discard(sino)
-        self._precommitting(staging).opened(staging.model, sino)
+        if self._precommit is not None:
+            self._precommit.invalidate(staging.model.name, sino)
 
     def closed(self, staging, sino: int) -> None:
         """The last writer of a file closed: drop its mark at the next flush, store its bytes."""
         self._closed.setdefault(staging, set()).add(sino)
-        self._precommitting(staging).closed(staging.model, sino)
-
-    def _precommitting(self, staging) -> Precommit:
         if self._precommit is None:
             self._precommit = Precommit(staging.model.repo, self._token_session())
-        return self._precommit
+        self._precommit.closed(staging.model, sino)
 
     def forget(self, staging) -> None:
         """Staging was renumbered (commit, reset): its marks went with the index records."""

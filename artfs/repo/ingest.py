@@ -108,26 +108,21 @@ class Ingest:
     # phase 1: reading and storing chunks --------------------------------------------------------
     def add_file(self, fd: int, size: int, display: str) -> list[list]:
         """Chunk an open file from its start; returns its chunk list (ids filled by flushes)."""
+        chunks, total = [], 0
         os.lseek(fd, 0, os.SEEK_SET)
-        chunks = self.add_chunks(hashed_chunks(fd, size, self.repo.objects.store.object_id))
-        total = sum(n for _, n in chunks)
-        if total != size:
-            raise InvalidInput(f"{display} changed size while being read ({size} -> {total} bytes)")
-        return chunks
-
-    def add_chunks(self, hashed) -> list[list]:
-        """The chunk list of one file from its (id, digest, bytes) chunks, which are stored."""
-        chunks = []
-        for cid, digest, data in hashed:
+        for cid, digest, data in hashed_chunks(fd, size, self.repo.objects.store.object_id):
             slot = [cid, len(data)]
             chunks.append(slot)
             self._queue.append((Obj(cid, digest, data), slot))
             self._queued += len(data)
-            self.bytes += len(data)
+            total += len(data)
             if self._queued >= BATCH_BYTES:
                 self.flush()
             self.progress(len(data))
+        if total != size:
+            raise InvalidInput(f"{display} changed size while being read ({size} -> {total} bytes)")
         self.files += 1
+        self.bytes += total
         return chunks
 
     def flush(self) -> None:
