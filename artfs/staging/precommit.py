@@ -4,8 +4,10 @@
 LMDB pages, fsyncs: docs/benchmarks.md). A mount knows when a staging file was last written: when
 its last writer closes (mount/writing.py). From then on a worker thread of the daemon ingests the
 file's data file into the store, and keeps in memory a *record*: the data file's stamp (size,
-mtime, ctime, inode, device) and its chunk list. ``commit`` takes the chunk list of every file whose
-stamp still matches and reads only the others (staging/commit.py).
+mtime, ctime, inode, device) and its chunk list. ``commit``, run in the daemon (``running`` finds
+its Precommit), first waits for the file being stored, if any (``settle``: files not started yet
+are left to it), then takes the chunk list of every file whose stamp still matches and reads only
+the others (staging/commit.py).
 
 Reference before bytes, as every ingest (repo/ingest.py): the chunks of a record are held by the
 daemon's session (catalog/sessions.py: the writer token's, whose lock the daemon holds), in batches
