@@ -198,14 +198,13 @@ def test_reset_and_unmount_give_back_what_was_stored(mounted, tmp_path):
 
 
 def test_sigkill_while_files_are_stored_in_the_background(mount_factory, tmp_path):
-    """SIGKILL the daemon at 5 seeded instants while a 48 MiB file is written into staging or
-    stored after its close: the next mount's commit has exactly the bytes staging
+    """SIGKILL the daemon 5 times: at a seeded instant while a 48 MiB file is written into staging
+    (iterations 1, 3), or a seeded instant after the mount began to hold its chunks (0, 2, 4): the next mount's commit has exactly the bytes staging
     shows, no session holds any chunk, `du` counts each chunk of the version once, verify is clean,
     and gc (retention) frees nothing the version uses."""
     rng = random.Random(13)
     m = mount_factory().start()
     os.mkdir(m.path("a"))
-    kills_while_stored = 0
 
     def writer(path, content):
         try:
@@ -216,8 +215,11 @@ def test_sigkill_while_files_are_stored_in_the_background(mount_factory, tmp_pat
         path = m.path("a", "staging", f"f{it}")
         copying = threading.Thread(target=writer, args=(path, data(f"killed{it}", 48 * MiB)))
         copying.start()
-        time.sleep(rng.uniform(0.05, 0.8))
-        kills_while_stored += bool(held(m.store))
+        if it % 2 == 0:
+            wait_until("chunks of it held", lambda: held(m.store))
+            time.sleep(rng.uniform(0, 0.3))
+        else:
+            time.sleep(rng.uniform(0.05, 0.5))
         m.proc.send_signal(signal.SIGKILL)
         m.proc.wait(timeout=30)
         copying.join(timeout=60)
@@ -231,10 +233,8 @@ def test_sigkill_while_files_are_stored_in_the_background(mount_factory, tmp_pat
         version = m.path("a", f"v{it}")
         assert {n: read(os.path.join(version, n)) for n in os.listdir(version)} == staged
         assert held(m.store) == []
-        assert len(os.listdir(os.path.join(m.store, "sessions"))) <= 1   # the live daemon's own
         assert stored_bytes(m.store) == distinct_bytes(tmp_path, *staged.values())
         m.verify()
-    assert kills_while_stored >= 2, "too few kills landed while a file was being stored"
     m.cli("gc", check=True)
     assert {n: read(m.path("a", "v4", n)) for n in staged} == staged
     m.stop()
