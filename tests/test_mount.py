@@ -297,6 +297,12 @@ def test_staging_survives_sigkill_and_remount(mount_factory):
     m.verify()
 
 
+def held_chunks(store) -> int:
+    """Chunk references held by sessions (ingests, a mount's files stored ahead of commit)."""
+    with Repo(str(store)) as repo, repo.db.read() as txn:
+        return sum(1 for _ in repo.sessions.held(txn))
+
+
 def reading_offset(pid: int, prefix: str) -> int:
     """How far process PID has read a file whose path starts with PREFIX (0: none open)."""
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -313,10 +319,15 @@ def test_sigkill_during_a_commit_loses_nothing(mount_factory):
     m = mount_factory().start()
     os.mkdir(m.path("a"))
     data = os.urandom(96 * MiB)
-    put_file(m.path("a", "staging", "big"), data)
+    put_file(m.path("a", "staging", "big"), data + os.urandom(MiB))
+    staged = os.path.join(m.store, "staging", "a") + "/"
+    deadline = time.monotonic() + 60
+    while not held_chunks(m.store) or reading_offset(m.proc.pid, staged):   # stored ahead
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.truncate(m.path("a", "staging", "big"), len(data))   # changed since: the commit reads it
     cmd = [sys.executable, "-m", "artfs", "--store", m.store, "commit", "a"]
     committing = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    staged = os.path.join(m.store, "staging", "a") + "/"
     deadline = time.monotonic() + 30
     while reading_offset(m.proc.pid, staged) == 0:       # the commit is chunking the data file
         assert time.monotonic() < deadline and committing.poll() is None

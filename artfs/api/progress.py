@@ -4,7 +4,9 @@ The control socket answers once, at the end, so the caller estimates instead: it
 the daemon process has read (``rchar`` in /proc/PID/io, all its threads) and reports the growth,
 up to a limit, to a ``progress(n)`` callback. A commit reads each staging data file once, so that
 growth is its progress; other traffic through the mount at the same time makes the estimate run
-ahead (never past the limit), which changes nothing but the bar.
+ahead (never past the limit), which changes nothing but the bar. Files the mount stored ahead of
+the commit (staging/precommit.py) are not read again: what the reads did not cover is reported
+when the block ends without an error.
 """
 
 from __future__ import annotations
@@ -36,17 +38,19 @@ def daemon_reads(pid: int, limit: int, progress):
         return
     done = threading.Event()
 
+    reported = [0]
+
     def poll():
-        reported, last = 0, start
+        last = start
         while True:
             finished = done.wait(POLL_SECONDS)
             now = _bytes_read(pid)
             if now is None:
                 return
-            step = min(now - last, limit - reported)
+            step = min(now - last, limit - reported[0])
             if step > 0:
                 progress(step)
-                reported += step
+                reported[0] += step
             last = now
             if finished:
                 return
@@ -58,3 +62,5 @@ def daemon_reads(pid: int, limit: int, progress):
     finally:
         done.set()
         poller.join()
+    if limit > reported[0]:
+        progress(limit - reported[0])

@@ -16,9 +16,12 @@ cannot finish (drop its records) and be judged abandoned at once.
 
 Keys: token (16 random bytes) + batch number u32 -> concatenated chunk ids.
 
-A mount's daemon holds a session for its whole life too, without records: its token marks the
-staging files it has open for writing (catalog/staging_index.py), so that after the daemon dies
-those files are known to be possibly short (``alive`` says which marks are dead).
+A mount's daemon holds a session for its whole life too: its token marks the staging files it
+has open for writing (catalog/staging_index.py), so that after the daemon dies those files are
+known to be possibly short (``alive`` says which marks are dead). Its records are the chunks of
+staging files it stored ahead of a commit (staging/precommit.py), one or more batches per file:
+a commit hands a file's batches over (``take``), a file written again gives its own back
+(``release`` with ``batches``); if the daemon dies, the whole session is released as any other.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import struct
 
 from ..store.ids import ID_LEN
+from ..store.lmdb_env import os_error
 from .db import flock_held
 
 TOKEN_LEN = 16
@@ -39,9 +43,20 @@ class Session:
     def __init__(self, store_path: str):
         self.token = os.urandom(TOKEN_LEN)
         self.path = lock_path(store_path, self.token)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        os.write(self._fd, f"{os.getpid()}\n".encode())   # for people reading the directory
+        self._fd = None
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            os.write(self._fd, f"{os.getpid()}\n".encode())   # for people reading the directory
+        except OSError as e:   # a full disk is NoSpace, as anywhere in the store
+            self.end()
+            raise os_error(self.path, e) from None
+        self._batches = 0
+
+    def next_batch(self) -> int:
+        """A batch number not used before in this session (ingests may share a session)."""
+        self._batches += 1
+        return self._batches - 1
 
     def end(self) -> None:
         """After the session's records are gone (finished or released): drop the lock file."""
@@ -95,9 +110,24 @@ class Sessions:
             txn.delete(key, db=self.db)
         return len(keys)
 
-    def release(self, txn, token: bytes) -> None:
-        """Give back every reference the session holds (an ingest that failed or was killed)."""
-        for key, ids in list(self._records(txn, token)):
+    def take(self, txn, token: bytes, batches) -> bool:
+        """Drop the records of some of the session's batches (their references now belong to what
+        the caller built); whether every one of them was there."""
+        found = True
+        for batch in batches:
+            found &= txn.delete(token + struct.pack(">I", batch), db=self.db)
+        return found
+
+    def release(self, txn, token: bytes, batches=None) -> None:
+        """Give back the references the session holds (an ingest that failed or was killed), or
+        those of some of its batches only (the ones still recorded)."""
+        if batches is None:
+            records = list(self._records(txn, token))
+        else:
+            keys = [token + struct.pack(">I", b) for b in batches]
+            records = [(k, v) for k in keys if (v := txn.get(k, db=self.db)) is not None]
+        for key, ids in records:
+            ids = bytes(ids)
             for i in range(0, len(ids), ID_LEN):
                 self.objects.decref_chunk(txn, ids[i:i + ID_LEN])
             txn.delete(key, db=self.db)

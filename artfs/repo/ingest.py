@@ -65,13 +65,17 @@ class Pending:
 
 
 class Ingest:
-    def __init__(self, repo, warn: Warn | None = None, progress: Progress | None = None):
+    def __init__(self, repo, warn: Warn | None = None, progress: Progress | None = None,
+                 session: Session | None = None):
+        """SESSION: a session of the caller's to hold the chunks in (a mount's, shared by its
+        ingests ahead of commit: staging/precommit.py); by default the ingest makes its own."""
         self.repo, self.warn = repo, warn or (lambda msg: None)
         self.progress = progress or (lambda n: None)
         self.files = 0
         self.bytes = 0
-        self._session: Session | None = None
-        self._batches = 0
+        self._session: Session | None = session
+        self._own = session is None
+        self.batches: list[int] = []   # the session's batches this ingest recorded
         self._queue: list[tuple[Obj, list]] = []   # (chunk, slot to fill with its id)
         self._queued = 0
         self.files_cache: FilesCache | None = None   # put only (scan)
@@ -81,18 +85,20 @@ class Ingest:
 
     def __enter__(self):
         self.repo.collect_abandoned()
-        self._session = Session(self.repo.path)
+        if self._own:
+            self._session = Session(self.repo.path)
         return self
 
     def __exit__(self, exc_type, exc, tb):
         """On failure give the session's references back now (else the next writer will)."""
         try:
-            if exc_type is not None and self._batches:
-                token = self._session.token
-                self.repo.db.write(lambda txn: self.repo.sessions.release(txn, token))
+            if exc_type is not None and self.batches:
+                token, batches = self._session.token, None if self._own else self.batches
+                self.repo.db.write(lambda txn: self.repo.sessions.release(txn, token, batches))
         except Exception:  # noqa: BLE001 - the original error matters more; the next writer retries
             return
-        self._session.end()
+        if self._own:
+            self._session.end()
         if exc_type is None and self.files_cache is not None:
             try:
                 self.files_cache.save()
@@ -127,7 +133,8 @@ class Ingest:
             return
         queue, self._queue, self._queued = self._queue, [], 0
         reused, self._reused = self._reused, []
-        batch, self._batches = self._batches, self._batches + 1
+        batch = self._session.next_batch()
+        self.batches.append(batch)
         objects, sessions, token = self.repo.objects, self.repo.sessions, self._session.token
         chunks = [obj for obj, _ in queue]
         gone = []
@@ -307,7 +314,7 @@ class Ingest:
     def finish(self, txn) -> None:
         """Drop the session in the final transaction: its references now belong to the objects.
         If the session lost records (released by another process), nothing may be recorded."""
-        if self.repo.sessions.close(txn, self._session.token) != self._batches:
+        if self.repo.sessions.close(txn, self._session.token) != len(self.batches):
             raise StoreError("this ingest's chunk references were released by another process while "
                              "it ran; nothing was recorded: run the command again")
 

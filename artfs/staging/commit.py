@@ -21,6 +21,7 @@ from ..names import LATEST, check_alias, check_artifact, parse_duration
 from ..catalog.versions import check_type
 from ..repo.facade import Repo, check_metadata
 from ..repo.lineage import producer as this_process
+from . import precommit
 from .overlay import Staging
 from .changes import changes
 from .data import DataFiles, MissingDataFile
@@ -60,8 +61,9 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
         raise Conflict(f"cannot commit {name}: staging/{interrupted[0]}{more} was open for writing "
                        "when its mount died and may be incomplete (artfs status lists it); check "
                        "it, then commit --force, or reset")
+    pre = precommit.running(repo.path)
     with Ingest(repo, progress=progress) as ingest:
-        chunked = _chunk_local_files(staging, ingest)
+        chunked, stored = _chunk_local_files(staging, ingest, pre)
 
         def action(txn):
             if type and repo.catalog.artifact(txn, name) is not None:   # may take TYPE (see above)
@@ -69,17 +71,23 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
             result = _commit(staging, txn, ingest, dict(chunked), aliases, message, metadata,
                              dict(producer=producer, ttl=ttl))
             ingest.finish(txn)
+            if stored:
+                pre.hand_over(txn, stored.values())
             return result
         result = repo.db.write(action)
+    if stored:
+        pre.used(name, stored)
     staging.clean_data()
     return result
 
 
-def _chunk_local_files(staging: Staging, ingest: Ingest) -> dict[int, tuple]:
-    """Phase 1: chunk every staging data file; ino -> (chunk list, size, mtime_ns)."""
+def _chunk_local_files(staging: Staging, ingest: Ingest, pre) -> tuple[dict[int, tuple], dict]:
+    """Phase 1: chunk every staging data file; ino -> (chunk list, size, mtime_ns). A file that
+    the mount stored ahead (PRE, staging/precommit.py) and that is unchanged since is not read:
+    its chunk list is taken from its record (ino -> record, the second result)."""
     with staging.repo.db.read() as txn:
         inos = sorted(staging.index.local_inos(txn))
-    chunked = {}
+    chunked, stored = {}, {}
     for ino in inos:
         path = staging.files.path(ino)
         try:
@@ -88,11 +96,18 @@ def _chunk_local_files(staging: Staging, ingest: Ingest) -> dict[int, tuple]:
             raise CorruptData(f"staging data file {path} is missing") from None
         try:
             st = os.fstat(fd)
-            chunked[ino] = (ingest.add_file(fd, st.st_size, path), st.st_size, st.st_mtime_ns)
+            rec = pre.lookup(staging.name, ino, st) if pre is not None else None
+            if rec is not None:
+                stored[ino] = rec
+                chunks = [list(c) for c in rec.chunks]
+                ingest.progress(st.st_size)
+            else:
+                chunks = ingest.add_file(fd, st.st_size, path)
+            chunked[ino] = (chunks, st.st_size, st.st_mtime_ns)
         finally:
             os.close(fd)
     ingest.flush()
-    return chunked
+    return chunked, stored
 
 
 def staged_bytes(repo: Repo, name: str) -> int:
