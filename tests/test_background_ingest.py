@@ -171,8 +171,8 @@ def test_a_commit_while_the_file_is_being_stored(mounted, tmp_path):
 
 
 def test_reset_and_unmount_give_back_what_was_stored(mounted, tmp_path):
-    """A reset voids what was stored of staging, an unmount what is still held: no session holds
-    any chunk afterwards and the store holds only committed bytes."""
+    """A reset voids what was stored of staging, an unmount what is still held, and so does rm
+    of the artifact: no session holds any chunk afterwards and the store holds only committed bytes."""
     m = mounted
     os.mkdir(m.path("a"))
     kept = data("kept", 2 * MiB)
@@ -194,6 +194,12 @@ def test_reset_and_unmount_give_back_what_was_stored(mounted, tmp_path):
     assert read(m.path("a", "staging", "pending")) == pending   # still in staging: read at commit
     m.cli("commit", "a", check=True)
     assert read(m.path("a", "v1", "pending")) == pending
+    os.mkdir(m.path("b"))                                       # rm of an artifact gives back too
+    gone = data("gone", 8 * MiB)
+    write(m.path("b", "staging", "gone"), gone)
+    wait_stored(m.store, chunk_ids(tmp_path, gone))
+    m.cli("rm", "b", "--force", check=True)
+    wait_until("a deleted artifact's chunks given back", lambda: held(m.store) == [])
     m.verify()
 
 

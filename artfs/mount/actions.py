@@ -119,6 +119,7 @@ class Actions:
             staging.check_no_writers("delete")
             count = await _thread(self._delete, self.repo.delete_artifact, name)
             art.deleted = True
+            self.fs.marks.forget(staging)        # its files stored ahead are given back
         return {"versions": count}, [(ROOT_INODE, name.encode())]
 
     async def compact(self):
