@@ -470,12 +470,14 @@ class Store:
 
     # remotes (docs/REMOTE.md; credentials come from the AWS environment, never stored) -------------
     def remote_add(self, name: str, url: str, *, endpoint: str | None = None, region: str | None = None,
-                   allow_http: bool = False, ca_bundle: str | None = None) -> dict:
+                   allow_http: bool = False, ca_bundle: str | None = None, profile: str | None = None) -> dict:
         """Bind remote NAME (``s3://BUCKET[/PREFIX]``): its config is created there when absent,
         checked when present. Plain http only to loopback or with allow_http; CA_BUNDLE (a PEM
-        file, kept by path) is trusted for an https endpoint. Returns the remote's config."""
+        file, kept by path) is trusted for an https endpoint; PROFILE names the AWS profile
+        (~/.aws/config, ~/.aws/credentials) its credentials come from. Returns the remote's config."""
         binding = {"url": url, "endpoint": endpoint, "region": region, "allow_http": allow_http,
-                   **({"ca_bundle": os.path.abspath(ca_bundle)} if ca_bundle else {})}
+                   **({"ca_bundle": os.path.abspath(ca_bundle)} if ca_bundle else {}),
+                   **({"profile": profile} if profile else {})}
         remote = Remote(self.path, name, binding, init=True)
         _bindings.add(self.path, name, binding)
         return remote.config
@@ -548,7 +550,7 @@ class Store:
     @classmethod
     def clone(cls, url: str, path: str | None = None, *, endpoint: str | None = None,
               region: str | None = None, allow_http: bool = False, ca_bundle: str | None = None,
-              data: bool = False) -> "Store":
+              data: bool = False, profile: str | None = None) -> "Store":
         """A new local store at PATH bound to the remote as ``origin``, its metadata pulled (and
         with ``data`` its versions)."""
         if path is not None and os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
@@ -556,7 +558,7 @@ class Store:
         store = cls(path)
         try:
             store.remote_add("origin", url, endpoint=endpoint, region=region, allow_http=allow_http,
-                             ca_bundle=ca_bundle)
+                             ca_bundle=ca_bundle, profile=profile)
             store.pull(data=data)
         except BaseException:
             store.close()

@@ -1,5 +1,7 @@
 """Which remotes a local store is bound to: ``STORE/remotes.json`` (name -> url, endpoint, region,
-allow_http). Credentials are never stored: they come from the AWS environment at each use."""
+allow_http, ca_bundle, profile). Credentials are never stored: they come at each use from the AWS
+profile named (``~/.aws/credentials``, ``~/.aws/config``), else the AWS environment
+(store/s3.py ``resolve_profile``)."""
 
 from __future__ import annotations
 

@@ -90,6 +90,7 @@ def push(repo: Repo, remote: Remote, name: str | None = None, ref: str | None = 
     each gets the remote's next free number (and is renumbered here when that differs)."""
     names = [check_artifact(name)] if name else repo.artifacts()
     sent_before = remote.objects.bytes_sent
+    stats_before = remote.s3.stats.snapshot()
     pushed: list[str] = []
     with Lock(remote.s3, PUSH) as lock:
         remote.objects.refresh()
@@ -106,7 +107,8 @@ def push(repo: Repo, remote: Remote, name: str | None = None, ref: str | None = 
                     continue
                 if _identity(v) not in gone:
                     pushed.append(f"{n}:{_publish(repo, remote, lock, v).label}")
-    return {"versions": pushed, "bytes_sent": remote.objects.bytes_sent - sent_before}
+    return {"versions": pushed, "bytes_sent": remote.objects.bytes_sent - sent_before,
+            "requests": remote.s3.stats.delta(stats_before, remote.s3.stats.snapshot())["requests"]}
 
 
 def publish(repo: Repo, remote: Remote, v: VersionInfo) -> VersionInfo:
@@ -128,7 +130,7 @@ def _publish(repo: Repo, remote: Remote, lock: Lock, v: VersionInfo) -> VersionI
         lock.acquire()
         remote.objects.refresh()
         _upload_version(repo, remote.objects, v.root)
-    number = remote.catalog.allocate(v, at_least=v.number)
+    number = remote.catalog.allocate(v, at_least=_first_free(repo, remote, v))
     if number != v.number:
         v = _renumber(repo, v, number)
     remote.catalog.set_alias(v.name, LATEST, number)
@@ -136,6 +138,17 @@ def _publish(repo: Repo, remote: Remote, lock: Lock, v: VersionInfo) -> VersionI
         if alias != LATEST:
             remote.catalog.set_alias(v.name, alias, number)
     return v
+
+
+def _first_free(repo: Repo, remote: Remote, v: VersionInfo) -> int:
+    """The least number V may take on the remote: its own, unless the remote has taken it or a
+    later one while this store has versions above V (pushing older versions made unbound): then
+    above every local number, so the renumbering here meets no version and keeps their order."""
+    mine = [x.number for x in repo.versions(v.name) if x.number != v.number]
+    if not mine or max(mine) < v.number:
+        return v.number           # every number above V is free here
+    taken = remote.catalog.numbers(v.name)
+    return v.number if not taken or taken[-1] < v.number else max(mine) + 1
 
 
 def _renumber(repo: Repo, v: VersionInfo, number: int) -> VersionInfo:
