@@ -872,7 +872,7 @@ def w_lazy(b: Bench) -> None:
 
 
 def w_remote(b: Bench) -> None:
-    """Rows 11a-11k: pushing to a remote vs rclone copy, and requests per command (scripts/bench_remote.py)."""
+    """Rows 12a-12k: pushing to a remote vs rclone copy, and requests per command (scripts/bench_remote.py)."""
     sys.path.insert(0, str(REPO / "scripts"))
     import bench_remote
     bench_remote.workload(b, sys.modules[__name__])
@@ -888,7 +888,7 @@ WORKLOADS = [
     ("8", "rss", w_rss, set()),
     ("9", "crypto", lambda b: bench_crypto.run(b, sys.modules[__name__]), {"big"}),
     ("10", "lazy", w_lazy, set()),          # the lazy mount of a remote
-    ("11", "remote", w_remote, set()),      # pushes to a remote; requests per command
+    ("12", "remote", w_remote, set()),      # pushes to a remote; requests per command
 ]
 ALIASES = {"2": "1", "warm": "1", "cold": "1"}
 
@@ -960,7 +960,7 @@ def render(b: Bench) -> str:
                          f"  {(st / MiB if st is not None else nan):16.1f}  {(fb / MiB if fb else nan):16.1f}"
                          f"  {rec.get('artfs_put_s', nan):11.2f}  {rec['native_cp_s']:11.2f}")
     if b.extra.get("remote_requests"):
-        lines.append("\nremote requests by operation (11):")
+        lines.append("\nremote requests by operation (12):")
         for what, ops in b.extra["remote_requests"].items():
             lines.append(f"  {what}: " + ", ".join(f"{op} {n}" for op, n in ops.items()))
     if b.setup_times:

@@ -6,12 +6,12 @@ Ceph is not installed) is started for the run. The "native" column holds the pee
 of the same directory to the same bucket (configured by environment variables, no config file),
 so artfs/native is the ratio the issue asks for (target >= 0.8):
 
-  11a push of one 1 GiB file (to an emptied bucket; the local `put` before it is not timed) vs
+  12a push of one 1 GiB file (to an emptied bucket; the local `put` before it is not timed) vs
       rclone copy of the same directory
-  11b push of 10,000 small files vs rclone copy
-  11c incremental push of a 1%-changed version of the 1 GiB file (8 regions overwritten) after
+  12b push of 10,000 small files vs rclone copy
+  12c incremental push of a 1%-changed version of the 1 GiB file (8 regions overwritten) after
       the first: bytes uploaded as % of the version's bytes (target <= 3)
-  11d-11k requests of one command each (ARTFS_REMOTE_STATS, store/s3.py), on a remote holding the
+  12d-12k requests of one command each (ARTFS_REMOTE_STATS, store/s3.py), on a remote holding the
       versions above: put of a 1-file version with the remote bound (a commit), push of a version
       the remote has, pull with nothing new, clone (metadata), a cold `cat` of the 1 GiB file (lazy
       read), rm of a version (with its sweep), gc --remote, and the daemon's refresh (a pull of
@@ -32,14 +32,14 @@ from pathlib import Path
 from bench_lazy import _server
 
 ROWS = {
-    "put": ("11d", "requests: put of a 1-file version, remote bound (a commit)"),
-    "push_noop": ("11e", "requests: push with nothing to send"),
-    "pull_noop": ("11f", "requests: pull with nothing new"),
-    "refresh": ("11g", "requests: pull NAME with nothing new (the lazy mount's refresh)"),
-    "clone": ("11h", "requests: clone (metadata of every version)"),
-    "cat": ("11i", "requests: cold cat of the big file (lazy read)"),
-    "rm": ("11j", "requests: rm of a version (tombstone + sweep)"),
-    "gc": ("11k", "requests: gc --remote with nothing to free"),
+    "put": ("12d", "requests: put of a 1-file version, remote bound (a commit)"),
+    "push_noop": ("12e", "requests: push with nothing to send"),
+    "pull_noop": ("12f", "requests: pull with nothing new"),
+    "refresh": ("12g", "requests: pull NAME with nothing new (the lazy mount's refresh)"),
+    "clone": ("12h", "requests: clone (metadata of every version)"),
+    "cat": ("12i", "requests: get of the big file from the clone (lazy read)"),
+    "rm": ("12j", "requests: rm of a version (tombstone + sweep)"),
+    "gc": ("12k", "requests: gc --remote with nothing to free"),
 }
 CHANGED_REGIONS = 8
 
@@ -105,13 +105,13 @@ class Run:
 
 
 def workload(b, B) -> None:
-    """Fill rows 11a-11k of Bench ``b``; ``B`` is the bench module (its helpers)."""
+    """Fill rows 12a-12k of Bench ``b``; ``B`` is the bench module (its helpers)."""
     sz, work = b.sz, b.work / "remote"
     size = sz.big
-    r_big = b.row("11a", f"push {B.human(size)} (1 file) / rclone copy (native col)", "MB/s")
-    r_small = b.row("11b", f"push {sz.small_n:,} files of {B.human(sz.small_size)} / rclone copy (native col)",
+    r_big = b.row("12a", f"push {B.human(size)} (1 file) / rclone copy (native col)", "MB/s")
+    r_small = b.row("12b", f"push {sz.small_n:,} files of {B.human(sz.small_size)} / rclone copy (native col)",
                     "files/s")
-    r_inc = b.row("11c", f"incremental push of a 1%-changed {B.human(size)}: uploaded", "%", False)
+    r_inc = b.row("12c", f"incremental push of a 1%-changed {B.human(size)}: uploaded", "%", False)
     big, small, changed = work / "big", work / "small", work / "changed"
     B.build_big(big, sz)
     B.build_small(small, sz)
@@ -126,7 +126,7 @@ def workload(b, B) -> None:
         os.environ.pop("AWS_CA_BUNDLE", None)
         run = Run(B, server, server.make_bucket("bench-remote"), work)
         stores = {}
-        for row, src, unit in ((r_big, big, size / 1e6), (r_small, small, sz.small_n)):
+        for row, src, unit in ((r_small, small, sz.small_n), (r_big, big, size / 1e6)):   # 12a's remote stays for 12d-12k
             stores[row.id] = store = work / f"store-{row.id}"
             run.artfs(store, "put", "ds", str(src))
             if row is r_big:           # a second, 1%-changed version: the incremental push
@@ -143,7 +143,7 @@ def workload(b, B) -> None:
                 if row is r_big:
                     _, report = run.push(store, "ds:v1")
                     r_inc.samples.setdefault("artfs", []).append(100 * report["bytes_sent"] / size)
-                    b.extra["remote_requests"]["incremental push (11c)"] = report["requests"]
+                    b.extra["remote_requests"]["incremental push (12c)"] = report["requests"]
         _requests(b, run, stores[r_big.id], work)
     finally:
         os.environ.clear()
@@ -153,7 +153,7 @@ def workload(b, B) -> None:
 
 
 def _requests(b, run: Run, store: Path, work: Path) -> None:
-    """Rows 11d-11k: the requests of one command each, on the remote holding ds:v0 and ds:v1."""
+    """Rows 12d-12k: the requests of one command each, on the remote holding ds:v0 and ds:v1."""
     one = work / "one"
     one.mkdir()
     (one / "f.txt").write_text("one file\n")
@@ -166,7 +166,7 @@ def _requests(b, run: Run, store: Path, work: Path) -> None:
         "refresh": B.artfs_cmd(store, "pull", "ds"),
         "clone": [sys.executable, "-m", "artfs", "clone", run.url, str(clone), "--endpoint",
                   run.server.endpoint, "--allow-http"],
-        "cat": B.artfs_cmd(clone, "cat", "ds:v1/data.bin"),
+        "cat": B.artfs_cmd(clone, "get", "ds:v1/data.bin", str(work / "got")),
         "rm": B.artfs_cmd(store, "rm", "ds:v0"),
         "gc": B.artfs_cmd(store, "gc", "--remote", "origin"),
     }

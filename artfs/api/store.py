@@ -384,11 +384,16 @@ class Store:
         """Delete what retention lets go (every artifact's, or NAME's): versions beyond their
         artifact's policy and expired ones, never latest nor a version with a user alias.
         Returns {"dry_run", "versions", "freed_bytes", "artifacts": [{"name", "freed_bytes",
-        "deleted": [{"version", "reason", "logical_bytes"}]}]}; dry_run deletes nothing."""
+        "deleted": [{"version", "reason", "logical_bytes"}]}]}; dry_run deletes nothing. With a
+        remote bound they go there first (its versions with their root and creation time), in one
+        sweep, and the report adds "remote_versions" and "remote_freed_bytes"."""
         if dry_run:
             return _retention.gc(self._repo, name, dry_run=True)
-        return control.call_or_local(self.path, "gc", lambda name: _retention.gc(self._repo, name),
-                                     name=name)
+
+        def local() -> dict:
+            return control.call_or_local(self.path, "gc", lambda name: _retention.gc(self._repo, name), name=name)
+        remote = self._bound_remote()      # on the remote first, as delete (remote/gc.py apply_retention)
+        return local() if remote is None else _remote_gc.apply_retention(self._repo, remote, name, local)
 
     def delete(self, spec: str, *, force: bool = False) -> str:
         """Delete ``NAME:REF`` (one version) or ``NAME`` (the artifact), reclaiming storage.
@@ -519,7 +524,7 @@ class Store:
     def remote_gc(self, remote: str = "origin", *, dry_run: bool = False) -> dict:
         """Free what no live version on the remote uses: dead packs, orphans, stale locks
         (``dry_run``: say what and how many bytes, deleting nothing). remote/gc.py collect."""
-        return _remote_gc.collect(Remote.bound(self._repo, remote), dry_run)
+        return _remote_gc.collect(Remote.bound(self._repo, remote), dry_run, _remote_gc.local_objects(self._repo))
 
     def remote_verify(self, remote: str = "origin") -> dict:
         """Check every live version on the remote: objects reachable, bytes matching their ids."""

@@ -173,10 +173,10 @@ def _upload_version(repo: Repo, objects: RemoteObjectStore, root: bytes) -> None
     local = repo.db.objects
     sizes = dict(chunks)
     order = list(chunks) + files + trees                 # children before parents
-    missing = [oid for oid, present in zip(order, objects.has(order)) if not present]
+    missing = [oid for oid in order if oid not in objects.index]   # as refreshed under the push lock
     for batch in _batches(missing, lambda oid: sizes.get(oid, 4096)):
         data = local.get_many(batch)                     # each checked against its id
-        objects.put_many([Obj(oid, strong_digest(d), d) for oid, d in zip(batch, data)])
+        objects.put_many([Obj(oid, strong_digest(d), d) for oid, d in zip(batch, data)], refresh=False)
 
 
 def move_alias(repo: Repo, remote: Remote, name: str, alias: str, ref: str | None, force: bool) -> None:

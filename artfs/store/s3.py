@@ -15,10 +15,11 @@ configparser (``AWS_SHARED_CREDENTIALS_FILE`` and ``AWS_CONFIG_FILE`` move the f
 without keys (assume-role, SSO, credential_process) goes through boto3 when it is installed.
 The region: the binding's, else ``$AWS_REGION`` / ``$AWS_DEFAULT_REGION``, else the profile's.
 
-Every client counts its requests by S3 operation (GET, PUT, LIST, DELETE: a LIST per page of 1,000
-keys, a ranged read per coalesced range, as the server sees them) and the bytes it sent and received,
-per client (``S3Store.stats``) and per process (``TOTALS``). With ``ARTFS_REMOTE_STATS=FILE`` each
-process appends its totals to FILE as one JSON line when it exits (docs/SCALE.md is measured so).
+Every client counts its requests by S3 operation (GET, GET-range, PUT, LIST, DELETE: a LIST per
+page of 1,000 keys, a GET-range per coalesced range of a pack, as the server sees them) and the
+bytes it sent and received, per client (``S3Store.stats``) and per process (``TOTALS``). With
+``ARTFS_REMOTE_STATS=FILE`` each process appends its totals to FILE as one JSON line when it exits
+(docs/SCALE.md is measured so).
 """
 
 from __future__ import annotations
@@ -321,10 +322,10 @@ class S3Store:
         if not ranges:
             return []
         with self._errors("get", key):
-            self._count("GET", coalesced(ranges))
+            self._count("GET-range", coalesced(ranges))
             got = [b.to_bytes() for b in obstore.get_ranges(self._store, key, starts=[s for s, _ in ranges],
                                                             ends=[e for _, e in ranges], coalesce=COALESCE)]
-        self._count("GET", 0, received=sum(map(len, got)))
+        self._count("GET-range", 0, received=sum(map(len, got)))
         return got
 
     def list(self, prefix: str = "") -> list[tuple[str, int]]:
@@ -333,8 +334,13 @@ class S3Store:
 
     def listing(self, prefix: str = "") -> list[tuple[str, int, float]]:
         """(key, size, last modified by the server's clock, in epoch seconds) under ``prefix``."""
+        return [(key, size, t) for key, size, t, _ in self.tagged_listing(prefix)]
+
+    def tagged_listing(self, prefix: str = "") -> list[tuple[str, int, float, str]]:
+        """(key, size, last modified, ETag unquoted) under ``prefix``: an object rewritten since a
+        listing has another ETag, so readers can cache what they fetched by (key, ETag)."""
         with self._errors("list", prefix):
-            found = sorted((m["path"], m["size"], m["last_modified"].timestamp())
+            found = sorted((m["path"], m["size"], m["last_modified"].timestamp(), _unquoted(m["e_tag"] or ""))
                            for batch in obstore.list(self._store, prefix=prefix or None) for m in batch)
             self._count("LIST", max(1, -(-len(found) // LIST_PAGE)))
         return found
@@ -357,6 +363,16 @@ class S3Store:
         with self._errors("delete", key):
             self._count("DELETE")
             obstore.delete(self._store, key)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove these keys with S3's bulk DeleteObjects (one request per 1,000 keys); missing
+        keys are not an error."""
+        keys = list(keys)
+        if not keys:
+            return
+        with self._errors("delete", keys[0]):
+            self._count("DELETE", -(-len(keys) // LIST_PAGE))
+            obstore.delete(self._store, keys)
 
 
 def _unquoted(etag: str) -> str:
