@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_lazy import _server
+from bench_lazy import REPO, _server
 
 ROWS = {
     "put": ("12d", "requests: put of a 1-file version, remote bound (a commit)"),
@@ -176,3 +176,71 @@ def _requests(b, run: Run, store: Path, work: Path) -> None:
         seen[key] = run.requests(cmd)
         b.row(rid, title, "requests", False).samples["artfs"] = [sum(seen[key].values())]
     b.extra.setdefault("remote_requests", {}).update({ROWS[k][1].split(": ", 1)[1]: v for k, v in seen.items()})
+
+
+SCALING = ("put", "push_noop", "pull_noop", "refresh", "ls", "gc", "gc_again", "clone", "get", "rm", "retention")
+
+
+def scaling(B, server, versions: int, work: Path) -> dict[str, dict]:
+    """Requests by operation of each command of SCALING on a remote holding VERSIONS versions of
+    one artifact (each a changed 100 KB file plus a new small file), for docs/SCALE.md: the last
+    put; push, pull and `pull NAME` with nothing new; `ls --remote`; gc --remote twice (the second
+    with the version records known); clone; a lazy get of the 100 KB file from the clone; rm of
+    v0; gc by retention (--keep-last 1) of the rest but the last two."""
+    run = Run(B, server, server.make_bucket(f"scale-{versions}"), work)
+    a, c, src = work / "A", work / "C", work / "src"
+    run.artfs(a, "init")
+    run.bind(a)
+    src.mkdir(parents=True)
+    rng = random.Random(versions)
+    for i in range(versions):
+        (src / "f").write_bytes(rng.randbytes(100_000))
+        (src / f"g{i}").write_bytes(b"x" * i)
+        if i < versions - 1:
+            run.artfs(a, "put", "ds", str(src))
+    art = lambda store, *args: B.artfs_cmd(store, *args)   # noqa: E731
+    out = {"put": run.requests(art(a, "put", "ds", str(src))),
+           "push_noop": run.requests(art(a, "push")),
+           "pull_noop": run.requests(art(a, "pull")),
+           "refresh": run.requests(art(a, "pull", "ds")),
+           "ls": run.requests(art(a, "ls", "--remote", "origin", "ds")),
+           "gc": run.requests(art(a, "gc", "--remote", "origin")),
+           "gc_again": run.requests(art(a, "gc", "--remote", "origin")),
+           "clone": run.requests([sys.executable, "-m", "artfs", "clone", run.url, str(c), "--endpoint",
+                                  server.endpoint, "--allow-http"]),
+           "get": run.requests(art(c, "get", "ds:latest/f", str(work / "got"))),
+           "rm": run.requests(art(a, "rm", "ds:v0"))}
+    run.artfs(a, "retain", "ds", "--keep-last", "2")
+    out["retention"] = run.requests(art(a, "gc"))
+    return out
+
+
+def main(argv: list[str]) -> int:
+    """``python scripts/bench_remote.py [N ...]``: requests per command at N versions (default 1
+    and 21) on moto (fast; the counts are the client's, the same on any server)."""
+    import tempfile
+    sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]
+    import bench as B
+    from tests.s3servers import MotoServer
+    counts = [int(n) for n in argv] or [1, 21]
+    server = MotoServer().start()
+    saved = dict(os.environ)
+    try:
+        creds = server.users["full"]
+        os.environ.update(AWS_ACCESS_KEY_ID=creds.access_key, AWS_SECRET_ACCESS_KEY=creds.secret_key)
+        with tempfile.TemporaryDirectory(prefix="artfs-scale-") as tmp:
+            rows = {n: scaling(B, server, n, Path(tmp) / str(n)) for n in counts}
+        print("command".ljust(12) + "".join(f"  {f'N={n}':>40}" for n in counts))
+        for key in SCALING:
+            cells = [", ".join(f"{op} {k}" for op, k in sorted(rows[n][key].items())) for n in counts]
+            print(key.ljust(12) + "".join(f"  {f'{sum(rows[n][key].values())}: {c}':>40}"
+                                          for n, c in zip(counts, cells)))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

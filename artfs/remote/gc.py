@@ -111,17 +111,17 @@ def delete_here_and_there(repo, remote, name: str, ref: str | None, force: bool,
         local = repo.resolve(name, ref) if ref is not None else repo.artifact(name)
     except NotFound:
         local = None
-    there = ref
+    deleted = None
     if ref is not None and local is not None:
         if not force and [a for a in local.aliases if a != LATEST]:
             raise Conflict(f"{name}:{local.label} has aliases {', '.join(a for a in local.aliases if a != LATEST)}: "
                            "move or delete them first, or use --force")
-        there = next((f"v{v.number}" for v in remote.catalog.versions(name)
-                      if (v.root, v.created) == (local.root, local.created)), None)
-    deleted = None
-    if there is not None or ref is None:
+        identity = (local.root, local.created)      # read once, under the lock: none when never published
+        delete_versions(remote, {name: lambda live: [v for v in live if (v.root, v.created) == identity]},
+                        local_objects(repo))
+    else:
         try:
-            deleted = delete(remote, name, there, local_objects(repo))["versions"]
+            deleted = delete(remote, name, ref, local_objects(repo))["versions"]
         except NotFound:
             if local is None:
                 raise
