@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -133,7 +134,10 @@ def workload(b, B) -> None:
                 run.artfs(store, "put", "ds", str(changed))
             for _ in range(sz.repeats):
                 _empty(server, run.bucket)
-                row.samples.setdefault("native", []).append(unit / run.rclone(src))
+                try:     # rclone missing or failing: an error cell, the artfs column still runs
+                    row.samples.setdefault("native", []).append(unit / run.rclone(src))
+                except (B.BenchError, OSError, subprocess.TimeoutExpired) as e:
+                    row.errors.setdefault("native", f"{type(e).__name__}: {e}"[:300])
                 _empty(server, run.bucket)
                 (store / "remotes.json").unlink(missing_ok=True)
                 run.bind(store)
