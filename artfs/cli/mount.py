@@ -11,7 +11,7 @@ import json
 import sys
 
 from ..errors import MountError, UsageError
-from .output import add_version_options, json_object
+from .output import add_version_options, emit_json, json_object, print_version
 from .progress import progress_bar
 
 _STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"), ("!", "interrupted"))
@@ -99,12 +99,14 @@ def cmd_commit(store, args) -> int:
     if v is None:
         print(f"artfs: nothing to commit: {args.name} has no versions and an empty staging",
               file=sys.stderr)
+        if args.json:
+            emit_json({"name": args.name, "version": None, "created": False, "aliases": []})
         return 0
     if not created:
         moved = "".join(f"; alias {a} now points at {v.version}" for a in args.alias)
         print(f"artfs: no changes: staging equals {v.name}:{v.version}; no version made{moved}",
               file=sys.stderr)
-    print(f"{v.name}:{v.version}")
+    print_version(v, created, args.json)
     return 0
 
 
