@@ -10,7 +10,7 @@ is repaired by the next push); one whose tombstone is there was deleted on the r
 pushed again. A pull adds the remote's versions under their numbers and is refused when the local
 store has NAME:vN with other content.
 
-Objects go up before the version records that name them (chunks, files, trees: children first),
+Objects go up before the version records that name them (in parallel batches),
 under a shared push lock (remote/locks.py) so no delete frees what the push deduplicated against,
 and come down verified (store/remote.py) before they are stored locally; a pulled version is
 recorded in one catalog transaction that references its objects (``Objects.adopt_tree``) and
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from ..catalog.objects import DIR, FILE
 from ..catalog.versions import VersionInfo
@@ -36,6 +37,7 @@ from .catalog import RemoteCatalog, matching
 from .locks import PUSH, Lock
 
 BATCH_BYTES = 32 << 20
+UPLOADS = 4          # batches of a push read, hashed and uploaded at once
 
 
 class Remote:
@@ -169,14 +171,21 @@ def _renumber(repo: Repo, v: VersionInfo, number: int) -> VersionInfo:
 
 
 def _upload_version(repo: Repo, objects: RemoteObjectStore, root: bytes) -> None:
+    """Upload the objects of the version at ROOT that the remote lacks: batches of about 32 MiB
+    read, hashed and uploaded UPLOADS at a time (the hashing of one overlaps the upload of the
+    others). Their order on the remote does not matter: nothing names them before the version's
+    record, written after every batch is up."""
     trees, files, chunks = _walk(repo.tree, repo.file, root)
     local = repo.db.objects
     sizes = dict(chunks)
-    order = list(chunks) + files + trees                 # children before parents
+    order = list(chunks) + files + trees
     missing = [oid for oid in order if oid not in objects.index]   # as refreshed under the push lock
-    for batch in _batches(missing, lambda oid: sizes.get(oid, 4096)):
+
+    def send(batch: list[bytes]) -> None:
         data = local.get_many(batch)                     # each checked against its id
         objects.put_many([Obj(oid, strong_digest(d), d) for oid, d in zip(batch, data)], refresh=False)
+    with ThreadPoolExecutor(UPLOADS) as pool:
+        list(pool.map(send, _batches(missing, lambda oid: sizes.get(oid, 4096))))
 
 
 def move_alias(repo: Repo, remote: Remote, name: str, alias: str, ref: str | None, force: bool) -> None:

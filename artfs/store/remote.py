@@ -1,7 +1,7 @@
 """The remote object store: the ObjectStore interface (store/backend.py) over packs in a bucket.
 
-Objects go up in packs (store/packs.py) of about ``pack_size`` bytes, children before parents
-(chunks, then file objects, then trees), each pack create-only and before its index. The
+Objects go up in packs (store/packs.py) of about ``pack_size`` bytes, each pack create-only and
+before its index; ``put_many`` may run in several threads at once (a push's batches). The
 remote's index (id -> pack, offset, length, SHA-256, kind) is the union of every
 ``packs/HH/PACKID.idx``: one LIST finds new ones, and each index is fetched once per host and kept
 in ``cache_dir`` (indexes are immutable, so a cached one never goes stale).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ class RemoteObjectStore:
         self.index: dict[bytes, Location] = {}
         self.packs: dict[str, dict[bytes, Location]] = {}     # PACKID -> its index
         self.bytes_sent = 0                                   # pack and index bytes uploaded
+        self._sent_lock = threading.Lock()
         os.makedirs(cache_dir, exist_ok=True)
 
     def close(self) -> None:
@@ -169,7 +171,8 @@ class RemoteObjectStore:
         for key, data in ((pack_key(pack_id), pack), (index_key(pack_id), index)):
             try:
                 self.s3.put(key, data, create=True)
-                self.bytes_sent += len(data)
+                with self._sent_lock:             # pushes upload several packs at once
+                    self.bytes_sent += len(data)
             except Exists:
                 pass      # named by its SHA-256: another host uploaded these very bytes
         self._cache(pack_id, index)
