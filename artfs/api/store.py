@@ -532,7 +532,7 @@ class Store:
 
     def push(self, spec: str | None = None, remote: str = "origin") -> dict:
         """Upload the versions (all, ``NAME`` or ``NAME:REF``) the remote lacks:
-        {"versions": ["NAME:vN", ...], "bytes_sent": n}."""
+        {"versions": ["NAME:vN", ...], "bytes_sent": n, "requests": {S3 operation: n}}."""
         name, ref = parse_ref(spec, default=None) if spec else (None, None)
         return _push(self._repo, Remote.bound(self._repo, remote), name, ref)
 
