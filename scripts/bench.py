@@ -890,6 +890,13 @@ def w_lazy(b: Bench) -> None:
     bench_lazy.workload(b, sys.modules[__name__])
 
 
+def w_remote(b: Bench) -> None:
+    """Rows 12a-12k: pushing to a remote vs rclone copy, and requests per command (scripts/bench_remote.py)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import bench_remote
+    bench_remote.workload(b, sys.modules[__name__])
+
+
 WORKLOADS = [
     ("1", "seq", w_seq, {"big"}),          # 1 cold + 2 warm sequential read
     ("3", "small", w_small, {"small"}),
@@ -900,6 +907,7 @@ WORKLOADS = [
     ("8", "rss", w_rss, set()),
     ("9", "crypto", lambda b: bench_crypto.run(b, sys.modules[__name__]), {"big"}),
     ("10", "lazy", w_lazy, set()),          # the lazy mount of a remote
+    ("12", "remote", w_remote, set()),      # pushes to a remote; requests per command
 ]
 ALIASES = {"2": "1", "warm": "1", "cold": "1"}
 
@@ -970,6 +978,10 @@ def render(b: Bench) -> str:
             lines.append(f"          {rec['version']:<2} {rec['logical_bytes'] / MiB:11.1f}  {rec['file_dedup_bytes'] / MiB:14.1f}"
                          f"  {(st / MiB if st is not None else nan):16.1f}  {(fb / MiB if fb else nan):16.1f}"
                          f"  {rec.get('artfs_put_s', nan):11.2f}  {rec['native_cp_s']:11.2f}")
+    if b.extra.get("remote_requests"):
+        lines.append("\nremote requests by operation (12):")
+        for what, ops in b.extra["remote_requests"].items():
+            lines.append(f"  {what}: " + ", ".join(f"{op} {n}" for op, n in ops.items()))
     if b.setup_times:
         lines.append("setup: " + ", ".join(f"{k} {v} s" for k, v in b.setup_times.items()))
     return "\n".join(lines)

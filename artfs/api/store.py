@@ -385,11 +385,16 @@ class Store:
         """Delete what retention lets go (every artifact's, or NAME's): versions beyond their
         artifact's policy and expired ones, never latest nor a version with a user alias.
         Returns {"dry_run", "versions", "freed_bytes", "artifacts": [{"name", "freed_bytes",
-        "deleted": [{"version", "reason", "logical_bytes"}]}]}; dry_run deletes nothing."""
+        "deleted": [{"version", "reason", "logical_bytes"}]}]}; dry_run deletes nothing. With a
+        remote bound they go there first (its versions with their root and creation time), in one
+        sweep, and the report adds "remote_versions" and "remote_freed_bytes"."""
         if dry_run:
             return _retention.gc(self._repo, name, dry_run=True)
-        return control.call_or_local(self.path, "gc", lambda name: _retention.gc(self._repo, name),
-                                     name=name)
+
+        def local() -> dict:
+            return control.call_or_local(self.path, "gc", lambda name: _retention.gc(self._repo, name), name=name)
+        remote = self._bound_remote()      # on the remote first, as delete (remote/gc.py apply_retention)
+        return local() if remote is None else _remote_gc.apply_retention(self._repo, remote, name, local)
 
     def delete(self, spec: str, *, force: bool = False) -> str:
         """Delete ``NAME:REF`` (one version) or ``NAME`` (the artifact), reclaiming storage.
@@ -471,11 +476,12 @@ class Store:
 
     # remotes (docs/REMOTE.md; credentials come from the AWS environment, never stored) -------------
     def remote_add(self, name: str, url: str, *, endpoint: str | None = None, region: str | None = None,
-                   allow_http: bool = False, ca_bundle: str | None = None) -> dict:
+                   allow_http: bool = False, ca_bundle: str | None = None, profile: str | None = None) -> dict:
         """Bind remote NAME (``s3://BUCKET[/PREFIX]``): its config is created there when absent,
         checked when present. Plain http only to loopback or with allow_http; CA_BUNDLE (a PEM
-        file, kept by path) is trusted for an https endpoint. Returns the remote's config."""
-        binding = _bindings.make(url, endpoint, region, allow_http, ca_bundle)
+        file, kept by path) is trusted for an https endpoint; PROFILE names the AWS profile
+        (~/.aws/config, ~/.aws/credentials) its credentials come from. Returns the remote's config."""
+        binding = _bindings.make(url, endpoint, region, allow_http, ca_bundle, profile)
         remote = Remote(self.path, name, binding, init=True)
         _bindings.add(self.path, name, binding)
         return remote.config
@@ -517,7 +523,7 @@ class Store:
     def remote_gc(self, remote: str = "origin", *, dry_run: bool = False) -> dict:
         """Free what no live version on the remote uses: dead packs, orphans, stale locks
         (``dry_run``: say what and how many bytes, deleting nothing). remote/gc.py collect."""
-        return _remote_gc.collect(Remote.bound(self._repo, remote), dry_run)
+        return _remote_gc.collect(Remote.bound(self._repo, remote), dry_run, _remote_gc.local_objects(self._repo))
 
     def remote_verify(self, remote: str = "origin") -> dict:
         """Check every live version on the remote: objects reachable, bytes matching their ids."""
@@ -525,7 +531,7 @@ class Store:
 
     def push(self, spec: str | None = None, remote: str = "origin") -> dict:
         """Upload the versions (all, ``NAME`` or ``NAME:REF``) the remote lacks:
-        {"versions": ["NAME:vN", ...], "bytes_sent": n}."""
+        {"versions": ["NAME:vN", ...], "bytes_sent": n, "requests": {S3 operation: n}}."""
         name, ref = parse_ref(spec, default=None) if spec else (None, None)
         return _push(self._repo, Remote.bound(self._repo, remote), name, ref)
 
@@ -548,18 +554,18 @@ class Store:
     @classmethod
     def clone(cls, url: str, path: str | None = None, *, endpoint: str | None = None,
               region: str | None = None, allow_http: bool = False, ca_bundle: str | None = None,
-              data: bool = False) -> "Store":
+              data: bool = False, profile: str | None = None) -> "Store":
         """A new local store at PATH bound to the remote as ``origin``, its metadata pulled (and
         with ``data`` its versions). An encrypted remote makes an encrypted store with its key,
         unwrapped with the passphrase or key file (remote/keys.py; a wrong one: BadKey)."""
         if path is not None and os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
             raise Exists(f"{path} exists and is not an empty directory")
         _remote_keys.prepare_clone(os.path.abspath(path or default_store_path()),
-                                   _bindings.make(url, endpoint, region, allow_http, ca_bundle))
+                                   _bindings.make(url, endpoint, region, allow_http, ca_bundle, profile))
         store = cls(path)
         try:
             store.remote_add("origin", url, endpoint=endpoint, region=region, allow_http=allow_http,
-                             ca_bundle=ca_bundle)
+                             ca_bundle=ca_bundle, profile=profile)
             store.pull(data=data)
         except BaseException:
             store.close()

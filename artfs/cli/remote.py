@@ -11,16 +11,16 @@ def cmd_remote(store: Store, args) -> int:
     if args.action == "add":
         if not args.url:
             raise UsageError("usage: artfs remote add NAME s3://BUCKET[/PREFIX] [--endpoint URL] [--region R] "
-                             "[--ca-bundle FILE] [--allow-http]")
+                             "[--profile P] [--ca-bundle FILE] [--allow-http]")
         config = store.remote_add(args.name, args.url, endpoint=args.endpoint, region=args.region,
-                                  allow_http=args.allow_http, ca_bundle=args.ca_bundle)
+                                  allow_http=args.allow_http, ca_bundle=args.ca_bundle, profile=args.profile)
         print(f"remote {args.name}: {args.url} (remote id {config['id']})")
     elif args.action == "rm":
         store.remote_remove(args.name)
         print(f"removed remote {args.name}")
     else:
         for name, b in sorted(store.remotes().items()):
-            extra = "".join(f"  {k}={b[k]}" for k in ("endpoint", "region", "ca_bundle") if b.get(k))
+            extra = "".join(f"  {k}={b[k]}" for k in ("endpoint", "region", "profile", "ca_bundle") if b.get(k))
             print(f"{name}  {b['url']}{extra}{'  allow-http' if b.get('allow_http') else ''}")
     return 0
 
@@ -56,7 +56,8 @@ def cmd_pull(store: Store, args) -> int:
 
 def cmd_clone(args) -> int:
     with Store.clone(args.url, args.dest or args.store, endpoint=args.endpoint, region=args.region,
-                     allow_http=args.allow_http, ca_bundle=args.ca_bundle, data=args.data) as store:
+                     allow_http=args.allow_http, ca_bundle=args.ca_bundle, data=args.data,
+                     profile=args.profile) as store:
         if args.json:
             emit_json({"url": args.url, "store": store.path, "remote": "origin"})
         else:
@@ -99,7 +100,10 @@ def verify(store: Store, args) -> int:
 
 def _endpoint_args(c) -> None:
     c.add_argument("--endpoint", help="S3 endpoint URL (default: AWS, or $AWS_ENDPOINT_URL)")
-    c.add_argument("--region", help="bucket region (default: $AWS_REGION, else us-east-1)")
+    c.add_argument("--region", help="bucket region (default: $AWS_REGION, else the profile's, else us-east-1)")
+    c.add_argument("--profile", metavar="P", help="AWS profile of ~/.aws/credentials and ~/.aws/config whose "
+                   "credentials (and region) the remote uses (kept by name; default: the AWS environment "
+                   "variables, else $AWS_PROFILE, else the default profile)")
     c.add_argument("--ca-bundle", metavar="FILE", help="PEM file of the CA to trust for an https endpoint "
                    "(a private CA); kept by path")
     c.add_argument("--allow-http", action="store_true", help="allow a plain-http endpoint that is not "
@@ -109,8 +113,9 @@ def _endpoint_args(c) -> None:
 def register(sub) -> None:
     c = sub.add_parser("remote", help="bind (add), list (ls) or unbind (rm) remotes: S3-compatible buckets",
                        description="Bind this store to a remote (a prefix of an S3-compatible bucket; "
-                       "credentials come from the usual AWS environment variables and are never "
-                       "stored), list the bound remotes, or unbind one (nothing on the remote changes).")
+                       "credentials come from the AWS environment variables or an AWS profile, "
+                       "as the AWS CLI finds them, and are never stored), list the bound remotes, "
+                       "or unbind one (nothing on the remote changes).")
     c.add_argument("action", choices=["add", "ls", "rm"], help="add, ls or rm")
     c.add_argument("name", nargs="?", default="origin", help="the remote's name here (default origin)")
     c.add_argument("url", nargs="?", metavar="s3://BUCKET[/PREFIX]", help="where the remote lives (add)")
@@ -126,7 +131,8 @@ def register(sub) -> None:
                        "refused before anything is uploaded.")
     c.add_argument("ref", nargs="?", metavar="NAME[:REF]", help="one artifact or version (default: all)")
     c.add_argument("--remote", default="origin", help="the bound remote (default origin)")
-    c.add_argument("--json", action="store_true", help="print the report as JSON, for scripts")
+    c.add_argument("--json", action="store_true", help="print the report as JSON, for scripts: versions, "
+                   "bytes_sent, requests (by S3 operation)")
     c.set_defaults(func=cmd_push)
 
     c = sub.add_parser("pull", help="record the remote's versions here (data on first read; --data now)",

@@ -59,6 +59,9 @@ def cmd_gc(store, args) -> int:
         print(f"gc --dry-run: would delete {what}, freeing {freed}; nothing was deleted")
     else:
         print(f"gc: deleted {what}, freed {freed}")
+    if "remote_versions" in report:
+        print(f"gc: deleted {len(report['remote_versions'])} of them on the remote, freed "
+              f"{human(report['remote_freed_bytes'])} there")
     return 0
 
 
@@ -80,7 +83,8 @@ def register(sub) -> None:
                        description="Apply every artifact's retention policy (or NAME's) and every "
                        "version's expiry (--ttl): delete what they let go, never latest nor a version "
                        "with a user alias, and print what went and the bytes freed (unique bytes of the "
-                       "deleted versions together, as du counts them).")
+                       "deleted versions together, as du counts them). With a remote bound they are "
+                       "deleted there first (those published), freeing their unique bytes in the bucket.")
     c.add_argument("name", nargs="?", metavar="NAME", help="only this artifact (default: all)")
     c.add_argument("--dry-run", action="store_true", help="show what would go and the bytes it would free; "
                    "delete nothing")

@@ -1,5 +1,7 @@
 """Which remotes a local store is bound to: ``STORE/remotes.json`` (name -> url, endpoint, region,
-allow_http). Credentials are never stored: they come from the AWS environment at each use."""
+allow_http, ca_bundle, profile). Credentials are never stored: they come at each use from the AWS
+profile named (``~/.aws/credentials``, ``~/.aws/config``), else the AWS environment
+(store/s3.py ``resolve_profile``)."""
 
 from __future__ import annotations
 
@@ -43,10 +45,12 @@ def _save(store: str, remotes: dict) -> None:
 
 
 def make(url: str, endpoint: str | None = None, region: str | None = None, allow_http: bool = False,
-         ca_bundle: str | None = None) -> dict:
-    """A binding: where the remote is and how to reach it (the CA bundle kept by absolute path)."""
+         ca_bundle: str | None = None, profile: str | None = None) -> dict:
+    """A binding: where the remote is and how to reach it (the CA bundle kept by absolute path;
+    PROFILE: the AWS profile its credentials come from, by name)."""
     return {"url": url, "endpoint": endpoint, "region": region, "allow_http": allow_http,
-            **({"ca_bundle": os.path.abspath(ca_bundle)} if ca_bundle else {})}
+            **({"ca_bundle": os.path.abspath(ca_bundle)} if ca_bundle else {}),
+            **({"profile": profile} if profile else {})}
 
 
 def get(store: str, name: str) -> dict:

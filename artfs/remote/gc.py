@@ -9,7 +9,9 @@ meanwhile: no push can be deduplicating against an object this frees. Under the 
    fetched verified; chunks named by file objects), then walks the packs: a pack all of whose
    objects are live stays; one with no live object (that another kept pack does not already hold)
    goes, its index first; one partly live is repacked: its live objects go up in a new pack, then
-   the old index and pack go. So every byte no live version uses is freed in the same command.
+   the old index and pack go (the live objects of every partly live pack go up together, in packs
+   of up to the pack size). Deletes are bulk requests (DeleteObjects, 1,000 keys each). So every
+   byte no live version uses is freed in the same command.
 3. Orphans: a pack without an index (a push killed between the two writes), or an index whose
    pack is missing, is deleted once older than the grace period (``ARTFS_REMOTE_GRACE`` seconds,
    default 3600, by the server's clock); locks older than the stale age are deleted.
@@ -20,12 +22,16 @@ reachable and their bytes match their ids and SHA-256 digests, and that aliases 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from ..catalog.objects import DIR, FILE, FileObj, Tree
 from ..catalog.versions import VersionInfo
-from ..errors import Conflict, CorruptData, NotFound
+from ..errors import Conflict, CorruptData, NotFound, StoreError
+from ..repo import retention as _retention
 from ..names import LATEST
 from ..store.backend import Obj
 from ..store.packs import INDEX_SUFFIX, PREFIX as PACKS, pack_key
@@ -40,26 +46,60 @@ def grace() -> float:
     return float(os.environ.get("ARTFS_REMOTE_GRACE", GRACE))
 
 
-def delete(remote, name: str, ref: str | None) -> dict:
+def delete(remote, name: str, ref: str | None, local=None) -> dict:
     """Delete NAME:REF (or every version of NAME) on the remote and free what no live version
-    uses: {"versions": ["NAME:vN", ...], "freed_bytes": n}."""
-    with Lock(remote.s3, DELETE) as lock:
-        live = remote.catalog.versions(name)
+    uses: {"versions": ["NAME:vN", ...], "freed_bytes": n}. LOCAL (the local object store) serves
+    the sweep the trees and file objects it has."""
+    def pick(live: list[VersionInfo]) -> list[VersionInfo]:
         targets = live if ref is None else matching(live, ref)
         if not targets:
             raise NotFound(f"remote {remote.name} has no {name}{':' + ref if ref else ''}")
-        for v in targets:
-            remote.catalog.tombstone(v)
-        gone = {v.number for v in targets}
-        remaining = [v.number for v in live if v.number not in gone]
-        for alias, number in remote.catalog.aliases(name).items():
-            if number in gone:
-                if alias == LATEST and remaining:
-                    remote.catalog.set_alias(name, LATEST, remaining[-1], retreat=True)
-                else:
-                    remote.catalog.drop_alias(name, alias)
-        freed = _apply(remote, _plan(remote, lock))
-    return {"versions": [f"{name}:{v.label}" for v in targets], "freed_bytes": freed}
+        return targets
+    return delete_versions(remote, {name: pick}, local)
+
+
+def delete_versions(remote, pickers: dict, local=None) -> dict:
+    """Under one delete lock, for each NAME of PICKERS tombstone the live versions PICKERS[NAME]
+    (live versions) returns, move its aliases off them, then sweep once: {"versions": [...],
+    "freed_bytes": n}. One sweep for many versions: retention deleting 50 versions reads the
+    remote's live metadata once, not 50 times."""
+    deleted = []
+    with Lock(remote.s3, DELETE) as lock:
+        for name, pick in pickers.items():
+            live = remote.catalog.versions(name)
+            targets = pick(live)
+            for v in targets:
+                remote.catalog.tombstone(v)
+            gone = {v.number for v in targets}
+            remaining = [v.number for v in live if v.number not in gone]
+            if targets:
+                for alias, number in remote.catalog.aliases(name).items():
+                    if number in gone:
+                        if alias == LATEST and remaining:
+                            remote.catalog.set_alias(name, LATEST, remaining[-1], retreat=True)
+                        else:
+                            remote.catalog.drop_alias(name, alias)
+            deleted += [f"{name}:{v.label}" for v in targets]
+        freed = _apply(remote, _plan(remote, lock, local), local) if deleted else 0
+    return {"versions": deleted, "freed_bytes": freed}
+
+
+def apply_retention(repo, remote, name: str | None, local_gc) -> dict:
+    """``artfs gc`` with a remote bound: the versions retention lets go here (repo/retention.py)
+    are deleted on the remote first (the ones with their root and creation time: published
+    ones), in one delete lock and one sweep, then here by LOCAL_GC() (whose report is returned,
+    with "remote_versions" and "remote_freed_bytes"). A version never published goes only here."""
+    plan = _retention.gc(repo, name, dry_run=True)
+    going: dict[str, set] = {}
+    for a in plan["artifacts"]:
+        for d in a["deleted"]:
+            v = repo.resolve(a["name"], d["version"])
+            going.setdefault(a["name"], set()).add((v.root, v.created))
+    pickers = {n: (lambda live, ids=ids: [v for v in live if (v.root, v.created) in ids])
+               for n, ids in going.items()}
+    there = delete_versions(remote, pickers, local_objects(repo)) if pickers else {"versions": [], "freed_bytes": 0}
+    report = local_gc()
+    return {**report, "remote_versions": there["versions"], "remote_freed_bytes": there["freed_bytes"]}
 
 
 def delete_here_and_there(repo, remote, name: str, ref: str | None, force: bool, delete_local) -> str:
@@ -71,17 +111,17 @@ def delete_here_and_there(repo, remote, name: str, ref: str | None, force: bool,
         local = repo.resolve(name, ref) if ref is not None else repo.artifact(name)
     except NotFound:
         local = None
-    there = ref
+    deleted = None
     if ref is not None and local is not None:
         if not force and [a for a in local.aliases if a != LATEST]:
             raise Conflict(f"{name}:{local.label} has aliases {', '.join(a for a in local.aliases if a != LATEST)}: "
                            "move or delete them first, or use --force")
-        there = next((f"v{v.number}" for v in remote.catalog.versions(name)
-                      if (v.root, v.created) == (local.root, local.created)), None)
-    deleted = None
-    if there is not None or ref is None:
+        identity = (local.root, local.created)      # read once, under the lock: none when never published
+        delete_versions(remote, {name: lambda live: [v for v in live if (v.root, v.created) == identity]},
+                        local_objects(repo))
+    else:
         try:
-            deleted = delete(remote, name, there)["versions"]
+            deleted = delete(remote, name, ref, local_objects(repo))["versions"]
         except NotFound:
             if local is None:
                 raise
@@ -90,14 +130,14 @@ def delete_here_and_there(repo, remote, name: str, ref: str | None, force: bool,
     return deleted[0] if ref is not None else name
 
 
-def collect(remote, dry_run: bool = False) -> dict:
+def collect(remote, dry_run: bool = False, local=None) -> dict:
     """``artfs gc --remote``: the sweep alone, plus orphans and stale locks. With ``dry_run``,
     what it would delete, under a shared push lock (no delete runs meanwhile), deleting nothing:
     {"freed_bytes", "dead_packs", "repacked_packs", "orphan_packs", "orphan_indexes",
     "stale_locks"} (counts; freed_bytes what would be freed)."""
     with Lock(remote.s3, PUSH if dry_run else DELETE) as lock:
-        plan = _plan(remote, lock)
-        freed = plan.freed if dry_run else _apply(remote, plan)
+        plan = _plan(remote, lock, local)
+        freed = plan.freed if dry_run else _apply(remote, plan, local)
     return {"freed_bytes": freed, "dead_packs": len(plan.dead), "repacked_packs": len(plan.repack),
             "orphan_packs": len(plan.orphan_packs), "orphan_indexes": len(plan.orphan_indexes),
             "stale_locks": len(plan.stale_locks)}
@@ -107,8 +147,69 @@ def live_versions(remote) -> list[VersionInfo]:
     return [v for n in remote.catalog.artifacts() for v in remote.catalog.versions(n)]
 
 
-def reachable(objects, roots: Iterable[bytes]) -> dict[bytes, None]:
-    """Every object id reachable from ROOTS (trees and file objects fetched and verified)."""
+def local_objects(repo):
+    """The local object store itself: not the lazy one over it (store/lazy.py), which would ask
+    the remote for what is not here."""
+    return getattr(repo.db.objects, "local", repo.db.objects)
+
+
+def live_roots(remote) -> list[bytes]:
+    """The root of every live version on the remote: one LIST of the version records (a page per
+    1,000), and a GET only of records not seen before under their current ETag (a record is
+    written once and replaced only by its tombstone, which changes its ETag). What was read is
+    kept in ``STORE/remotes/ID/records.json``."""
+    path = os.path.join(os.path.dirname(remote.objects.cache_dir), "records.json")
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+    except (OSError, ValueError):
+        cached = {}
+    listed = [(key, etag) for key, _, _, etag in remote.s3.tagged_listing("versions/")
+              if key.count("/") == 2 and key.endswith(".json")]
+    todo = [key for key, etag in listed if etag == "" or cached.get(key, [None])[0] != etag]
+    with ThreadPoolExecutor(8) as pool:
+        raws = list(pool.map(remote.s3.get_tagged, todo))
+    for key, (raw, etag) in zip(todo, raws):
+        try:
+            rec = json.loads(raw)
+            cached[key] = [etag, None if "deleted" in rec else rec["root"]]
+        except (ValueError, KeyError, TypeError):
+            raise StoreError(f"remote version record {remote.s3.url}/{key} is malformed") from None
+    kept = {key: cached[key] for key, _ in listed}
+    with contextlib.suppress(OSError):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(kept, f)
+        os.replace(tmp, path)
+    return [bytes.fromhex(root) for _, root in kept.values() if root is not None]
+
+
+class _LocalFirst:
+    """Objects for the sweep and repacks: from LOCAL (the local object store) when it has them (a
+    host has the trees and file objects of every version it made, pushed or pulled, and the
+    chunks of those it made or pulled with --data), else fetched from the remote and verified.
+    Same ids, same bytes: objects are content-addressed (and a repacked object is checked
+    against its SHA-256 by every reader)."""
+
+    def __init__(self, objects, local=None):
+        self.objects, self.local = objects, local
+
+    def get_many(self, ids: list[bytes]) -> list[bytes]:
+        if self.local is None:
+            return self.objects.get_many(ids)
+        here = self.local.has(ids)
+        out: dict[bytes, bytes] = {}
+        mine = [oid for oid, h in zip(ids, here) if h]
+        out.update(zip(mine, self.local.get_many(mine)))
+        rest = [oid for oid, h in zip(ids, here) if not h]
+        out.update(zip(rest, self.objects.get_many(rest)))
+        return [out[oid] for oid in ids]
+
+
+def reachable(objects, roots: Iterable[bytes], local=None) -> dict[bytes, None]:
+    """Every object id reachable from ROOTS (trees and file objects fetched and verified, or
+    read from LOCAL when it has them)."""
+    objects = _LocalFirst(objects, local)
     seen: dict[bytes, None] = {}
     level = list(dict.fromkeys(roots))
     while level:
@@ -144,10 +245,10 @@ class _Plan:
                 + sum(size for _, _, size in self.repack))
 
 
-def _plan(remote, lock: Lock) -> _Plan:
+def _plan(remote, lock: Lock, local=None) -> _Plan:
     objects, s3, plan = remote.objects, remote.s3, _Plan()
     objects.refresh()
-    live = reachable(objects, [v.root for v in live_versions(remote)])
+    live = reachable(objects, live_roots(remote), local)
     listing = {key: (size, t) for key, size, t in s3.listing(PACKS)}
     old = lock.since - grace()
     for key, (size, t) in listing.items():        # orphans: a pack without index, an index without pack
@@ -176,24 +277,32 @@ def _plan(remote, lock: Lock) -> _Plan:
     return plan
 
 
-def _apply(remote, plan: _Plan) -> int:
+def _apply(remote, plan: _Plan, local=None) -> int:
+    """Delete what PLAN says, in bulk requests; the live objects of partly live packs (read from
+    LOCAL when it has them) go up together, in new packs of up to the pack size, before the packs
+    they came from go."""
     objects, s3 = remote.objects, remote.s3
-    for pid in plan.orphan_indexes:
-        objects.drop_pack(pid)
-    for key, _ in plan.orphan_packs:
-        s3.delete(key)
+    reader = _LocalFirst(objects, local)
+    objects.drop_packs(plan.orphan_indexes)
+    s3.delete_many([key for key, _ in plan.orphan_packs])
     freed = sum(size for _, size in plan.orphan_packs)
+    moved: list[Obj] = []
+    sources: list[str] = []
     for pid, need, size in plan.repack:
         entries = objects.packs[pid]
-        data = objects.get_many(need)
-        objects.upload([Obj(oid, entries[oid].digest, d) for oid, d in zip(need, data)])
-        objects.drop_pack(pid)
+        moved += [Obj(oid, entries[oid].digest, d) for oid, d in zip(need, reader.get_many(need))]
+        sources.append(pid)
         freed += size
-    for pid, size in plan.dead:
-        objects.drop_pack(pid)
-        freed += size
-    for key in plan.stale_locks:
-        s3.delete(key)
+        if sum(len(o.data) for o in moved) >= objects.pack_size:
+            objects.upload(moved)
+            objects.drop_packs(sources)
+            moved, sources = [], []
+    if moved:
+        objects.upload(moved)
+        objects.drop_packs(sources)
+    objects.drop_packs([pid for pid, _ in plan.dead])
+    freed += sum(size for _, size in plan.dead)
+    s3.delete_many(plan.stale_locks)
     return freed
 
 

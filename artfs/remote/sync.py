@@ -10,7 +10,7 @@ is repaired by the next push); one whose tombstone is there was deleted on the r
 pushed again. A pull adds the remote's versions under their numbers and is refused when the local
 store has NAME:vN with other content.
 
-Objects go up before the version records that name them (chunks, files, trees: children first),
+Objects go up before the version records that name them (in parallel batches),
 under a shared push lock (remote/locks.py) so no delete frees what the push deduplicated against,
 and come down verified (store/remote.py) before they are stored locally; a pulled version is
 recorded in one catalog transaction that references its objects (``Objects.adopt_tree``) and
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from ..catalog.objects import DIR, FILE
 from ..catalog.versions import VersionInfo
@@ -36,6 +37,7 @@ from .catalog import matching
 from .locks import PUSH, Lock
 
 BATCH_BYTES = 32 << 20
+UPLOADS = 4          # batches of a push read, hashed and uploaded at once
 
 
 class Remote:
@@ -89,6 +91,7 @@ def push(repo: Repo, remote: Remote, name: str | None = None, ref: str | None = 
     each gets the remote's next free number (and is renumbered here when that differs)."""
     names = [check_artifact(name)] if name else repo.artifacts()
     sent_before = remote.objects.bytes_sent
+    stats_before = remote.s3.stats.snapshot()
     pushed: list[str] = []
     with Lock(remote.s3, PUSH) as lock:
         remote.objects.refresh()
@@ -105,7 +108,8 @@ def push(repo: Repo, remote: Remote, name: str | None = None, ref: str | None = 
                     continue
                 if _identity(v) not in gone:
                     pushed.append(f"{n}:{_publish(repo, remote, lock, v).label}")
-    return {"versions": pushed, "bytes_sent": remote.objects.bytes_sent - sent_before}
+    return {"versions": pushed, "bytes_sent": remote.objects.bytes_sent - sent_before,
+            "requests": remote.s3.stats.delta(stats_before, remote.s3.stats.snapshot())["requests"]}
 
 
 def publish(repo: Repo, remote: Remote, v: VersionInfo) -> VersionInfo:
@@ -127,7 +131,7 @@ def _publish(repo: Repo, remote: Remote, lock: Lock, v: VersionInfo) -> VersionI
         lock.acquire()
         remote.objects.refresh()
         _upload_version(repo, remote.objects, v.root)
-    number = remote.catalog.allocate(v, at_least=v.number)
+    number = remote.catalog.allocate(v, at_least=_first_free(repo, remote, v))
     if number != v.number:
         v = _renumber(repo, v, number)
     remote.catalog.set_alias(v.name, LATEST, number)
@@ -135,6 +139,17 @@ def _publish(repo: Repo, remote: Remote, lock: Lock, v: VersionInfo) -> VersionI
         if alias != LATEST:
             remote.catalog.set_alias(v.name, alias, number)
     return v
+
+
+def _first_free(repo: Repo, remote: Remote, v: VersionInfo) -> int:
+    """The least number V may take on the remote: its own, unless the remote has taken it or a
+    later one while this store has versions above V (pushing older versions made unbound): then
+    above every local number, so the renumbering here meets no version and keeps their order."""
+    mine = [x.number for x in repo.versions(v.name) if x.number != v.number]
+    if not mine or max(mine) < v.number:
+        return v.number           # every number above V is free here
+    taken = remote.catalog.numbers(v.name)
+    return v.number if not taken or taken[-1] < v.number else max(mine) + 1
 
 
 def _renumber(repo: Repo, v: VersionInfo, number: int) -> VersionInfo:
@@ -155,14 +170,21 @@ def _renumber(repo: Repo, v: VersionInfo, number: int) -> VersionInfo:
 
 
 def _upload_version(repo: Repo, objects: RemoteObjectStore, root: bytes) -> None:
+    """Upload the objects of the version at ROOT that the remote lacks: batches of about 32 MiB
+    read, hashed and uploaded UPLOADS at a time (the hashing of one overlaps the upload of the
+    others). Their order on the remote does not matter: nothing names them before the version's
+    record, written after every batch is up."""
     trees, files, chunks = _walk(repo.tree, repo.file, root)
     local = repo.db.objects
     sizes = dict(chunks)
-    order = list(chunks) + files + trees                 # children before parents
-    missing = [oid for oid, present in zip(order, objects.has(order)) if not present]
-    for batch in _batches(missing, lambda oid: sizes.get(oid, 4096)):
+    order = list(chunks) + files + trees
+    missing = [oid for oid in order if oid not in objects.index]   # as refreshed under the push lock
+
+    def send(batch: list[bytes]) -> None:
         data = local.get_many(batch)                     # each checked against its id
-        objects.put_many([Obj(oid, strong_digest(d), d) for oid, d in zip(batch, data)])
+        objects.put_many([Obj(oid, strong_digest(d), d) for oid, d in zip(batch, data)], refresh=False)
+    with ThreadPoolExecutor(UPLOADS) as pool:
+        list(pool.map(send, _batches(missing, lambda oid: sizes.get(oid, 4096))))
 
 
 def move_alias(repo: Repo, remote: Remote, name: str, alias: str, ref: str | None, force: bool) -> None:

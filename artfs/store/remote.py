@@ -1,7 +1,7 @@
 """The remote object store: the ObjectStore interface (store/backend.py) over packs in a bucket.
 
-Objects go up in packs (store/packs.py) of about ``pack_size`` bytes, children before parents
-(chunks, then file objects, then trees), each pack create-only and before its index. The
+Objects go up in packs (store/packs.py) of about ``pack_size`` bytes, each pack create-only and
+before its index; ``put_many`` may run in several threads at once (a push's batches). The
 remote's index (id -> pack, offset, length, SHA-256, kind) is the union of every
 ``packs/HH/PACKID.idx``: one LIST finds new ones, and each index is fetched once per host and kept
 in ``cache_dir`` (indexes are immutable, so a cached one never goes stale).
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ class RemoteObjectStore:
         self.index: dict[bytes, Location] = {}
         self.packs: dict[str, dict[bytes, Location]] = {}     # PACKID -> its index
         self.bytes_sent = 0                                   # pack and index bytes uploaded
+        self._sent_lock = threading.Lock()
         os.makedirs(cache_dir, exist_ok=True)
 
     def close(self) -> None:
@@ -152,10 +154,14 @@ class RemoteObjectStore:
             list(pool.map(fetch, by_pack))
         return out
 
-    def put_many(self, objs: Sequence[Obj]) -> int:
+    def put_many(self, objs: Sequence[Obj], refresh: bool = True) -> int:
         """Upload the objects the remote lacks in packs; returns their bytes. CorruptData, before
-        anything is uploaded, when the remote lists one of these ids with another SHA-256."""
-        self._locate([o.id for o in objs])
+        anything is uploaded, when the remote lists one of these ids with another SHA-256. Without
+        ``refresh``, against the index as last read (a push that refreshed it under its lock: no
+        delete runs meanwhile, so what it lacks is only what other hosts uploaded since, at worst
+        uploaded twice), sparing a LIST of every pack per batch."""
+        if refresh:
+            self._locate([o.id for o in objs])
         new: dict[bytes, Obj] = {}
         for obj in objs:
             loc = self.index.get(obj.id)
@@ -183,7 +189,8 @@ class RemoteObjectStore:
         for key, data in ((pack_key(pack_id), pack), (index_key(pack_id), stored)):
             try:
                 self.s3.put(key, data, create=True)
-                self.bytes_sent += len(data)
+                with self._sent_lock:             # pushes upload several packs at once
+                    self.bytes_sent += len(data)
             except Exists:
                 pass      # named by its SHA-256: another host uploaded these very bytes
         self._cache(pack_id, stored)
@@ -217,12 +224,15 @@ class RemoteObjectStore:
         raise UsageError("objects leave a remote only through its garbage collector (remote/gc.py), "
                          "which holds the remote's delete lock")
 
-    def drop_pack(self, pack_id: str) -> None:
-        """Delete pack PACKID, its index first (an index always names a complete pack). Only the
-        garbage collector calls this, holding the remote's delete lock."""
-        self.s3.delete(index_key(pack_id))
-        self.s3.delete(pack_key(pack_id))
-        self._forget({pack_id} & self.packs.keys())
+    def drop_packs(self, pack_ids: Sequence[str]) -> None:
+        """Delete these packs, their indexes first (an index always names a complete pack), each
+        kind in bulk requests. Only the garbage collector calls this, holding the remote's delete
+        lock."""
+        if not pack_ids:
+            return
+        self.s3.delete_many([index_key(pid) for pid in pack_ids])
+        self.s3.delete_many([pack_key(pid) for pid in pack_ids])
+        self._forget(set(pack_ids) & self.packs.keys())
 
     def upload(self, objs: Sequence[Obj]) -> str:
         """Put these objects in one new pack (the garbage collector's repack); returns its id."""
