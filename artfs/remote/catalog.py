@@ -105,7 +105,7 @@ class RemoteCatalog:
         raw = json.dumps(record).encode()
         return raw if self.sealer is None else self.sealer.seal(key, raw)
 
-    def _read(self, key: str, raw: bytes, what: str) -> dict:
+    def read(self, key: str, raw: bytes, what: str) -> dict:
         """The record RAW read at KEY (opened on an encrypted remote); StoreError when malformed,
         CorruptData when it fails to open."""
         if self.sealer is not None:
@@ -122,7 +122,7 @@ class RemoteCatalog:
             raise StoreError(f"remote {what} {self.s3.url}/{key} is malformed") from None
 
     def _get(self, key: str, what: str) -> dict:
-        return self._read(key, self.s3.get(key), what)
+        return self.read(key, self.s3.get(key), what)
 
     # versions --------------------------------------------------------------------------------
     def artifacts(self) -> list[str]:
@@ -243,7 +243,7 @@ class RemoteCatalog:
         for attempt in range(CAS_ATTEMPTS):
             try:
                 raw, etag = self.s3.get_tagged(key)
-                current = int(self._read(key, raw, "alias")["version"])
+                current = int(self.read(key, raw, "alias")["version"])
             except NotFound:
                 raw, etag, current = None, None, None
             if current == number or (alias == LATEST and not retreat and current is not None and current > number):
@@ -263,7 +263,7 @@ class RemoteCatalog:
         key = self._alias_key(name, alias)
         try:
             raw, etag = self.s3.get_tagged(key)
-            current = int(self._read(key, raw, "alias")["version"])
+            current = int(self.read(key, raw, "alias")["version"])
         except NotFound:
             etag, current = None, None
         except (ValueError, KeyError, TypeError):

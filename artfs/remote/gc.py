@@ -170,10 +170,10 @@ def live_roots(remote) -> list[bytes]:
     with ThreadPoolExecutor(8) as pool:
         raws = list(pool.map(remote.s3.get_tagged, todo))
     for key, (raw, etag) in zip(todo, raws):
+        rec = remote.catalog.read(key, raw, "version record")    # opened on an encrypted remote
         try:
-            rec = json.loads(raw)
             cached[key] = [etag, None if "deleted" in rec else rec["root"]]
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             raise StoreError(f"remote version record {remote.s3.url}/{key} is malformed") from None
     kept = {key: cached[key] for key, _ in listed}
     with contextlib.suppress(OSError):

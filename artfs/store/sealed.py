@@ -180,6 +180,8 @@ class SealedRemoteStore(SealedObjectStore):
     index = property(lambda self: self.inner.index)
     packs = property(lambda self: self.inner.packs)
     bytes_sent = property(lambda self: self.inner.bytes_sent)
+    cache_dir = property(lambda self: self.inner.cache_dir)
+    pack_size = property(lambda self: self.inner.pack_size)
 
     def refresh(self) -> None:
         self.inner.refresh()
@@ -187,8 +189,11 @@ class SealedRemoteStore(SealedObjectStore):
     def kinds(self, ids: Sequence[bytes]) -> list[int | None]:
         return self.inner.kinds(ids)
 
-    def drop_pack(self, pack_id: str) -> None:
-        self.inner.drop_pack(pack_id)
+    def put_many(self, objs: Sequence[Obj], refresh: bool = True) -> int:
+        return self.inner.put_many(self._sealed(objs), refresh=refresh)
+
+    def drop_packs(self, pack_ids) -> None:
+        self.inner.drop_packs(pack_ids)
 
     def upload(self, objs: Sequence[Obj]) -> str:
         return self.inner.upload(self._sealed(objs))
