@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 
+import fsspec
 import pytest
 
 from artfs.catalog.objects import DIR, FILE, FLAT_MAX, Entry, Tree
@@ -226,14 +227,15 @@ def test_a_100000_file_directory_round_trip(tmp_path, mount_factory):
         assert sum(1 for _ in walk_files(repo.tree, v1.root)) == 100_000
         assert verify(repo).ok
         out = export_tree(repo, v1.root, str(tmp_path / "out"))
-    with open(src / "d" / "f054321", "wb") as f:
-        f.write(b"edited")
     snap = tree_snapshot(out)
     assert len(snap) == 100_001 and snap["d/f054321"][-1] == b"edited"
+    fs = fsspec.filesystem("artfs", store=store)
+    assert fs.cat_file("ds:v1/d/f054321") == b"edited" and fs.info("ds:v0/d/f099999")["size"] == 5
+    assert len(fs.ls("ds:v1/d", detail=False)) == 100_000
     m = mount_factory(store=store).start()
     listed = subprocess.run(["ls", "-f", m.path("ds", "v1", "d")], capture_output=True,
                             check=True).stdout.split()
-    assert sorted(listed) == sorted([b".", b".."] + [b"f%06d" % i for i in range(100_000)])
+    assert sorted(n for n in listed if n not in (b".", b"..")) == [b"f%06d" % i for i in range(100_000)]
     with open(m.path("ds", "v1", "d", "f054321"), "rb") as f:
         assert f.read() == b"edited"
 
@@ -275,3 +277,44 @@ def test_a_paged_directory_pushes_one_page_pulls_and_survives_a_remote_rm(s3, s3
     cli(c, s3, "pull", "--data")
     cli(c, s3, "get", "ds:v1", tmp_path / "out2")
     assert _same_files(src / "d", tmp_path / "out2" / "d")
+
+
+def test_version_directory_link_counts_from_entries_and_from_older_trees(tmp_path):
+    """vN/ directories have link count 2 + subdirectories: from their entries, and for trees
+    an older artfs wrote (no counts in the entries) from each directory's own tree."""
+    from artfs.mount.inodes import ROOT_INODE
+    from artfs.mount.model import Filesystem
+    src = tmp_path / "src"
+    for path in ("a/b/x/f", "a/c/f", "a/f"):
+        write(str(src / path), b"1")
+    with Repo(str(tmp_path / "store")) as repo:
+        v0, _ = repo.put("ds", str(src))
+        a = repo.tree(v0.root).lookup(b"a")
+        assert a.subdirs == 2 and repo.tree(a.ref).lookup(b"b").subdirs == 1
+
+        def older(txn):   # the same directories, written without counts
+            put, obj = repo.objects._put_flat, repo.objects
+            f = repo.tree(a.ref).lookup(b"f")
+
+            def leaf():
+                obj.hold_entry(txn, f)
+                return put(txn, [f])
+            x = Entry(b"x", DIR, 0o755, 1, 0, leaf())
+            b = Entry(b"b", DIR, 0o755, 1, 0, put(txn, [x]))
+            c = Entry(b"c", DIR, 0o700, 1, 0, leaf())   # (a change: a new version)
+            obj.hold_entry(txn, f)
+            top = Entry(b"a", DIR, 0o755, 3, 0, put(txn, [b, c, f]))
+            return repo.add_version(txn, "ds", put(txn, [top]), 3, 3)
+        v1, _ = repo.db.write(older)
+        assert repo.tree(v1.root).lookup(b"a").subdirs is None
+        fs = Filesystem(repo)
+        for v in ("v0", "v1"):
+            ino = fs.lookup(fs.lookup(ROOT_INODE, b"ds").ino, v.encode()).ino
+            counts = {}
+            for path in (b"a", b"a/b", b"a/c", b"a/b/x"):
+                at = ino
+                for part in path.split(b"/"):
+                    at = fs.lookup(at, part).ino
+                counts[path] = fs.getattr(at).nlink
+            assert counts == {b"a": 4, b"a/b": 3, b"a/c": 2, b"a/b/x": 2}, v
+        assert verify(repo).ok
