@@ -12,6 +12,7 @@ import pytest
 
 from artfs.catalog.objects import DIR, FILE, FLAT_MAX, Entry, Tree
 from artfs.remote.sync import _walk
+from artfs.repo.accounting import du
 from artfs.repo.diff import diff_trees, walk_files
 from artfs.repo.export import export_tree
 from artfs.repo.facade import Repo
@@ -124,6 +125,10 @@ def test_a_large_directory_is_paged_and_an_edit_rewrites_about_one_page(big):
     assert sum(len(repo.objects.raw(t)) for t in added) < 2 * page
     assert diff_trees(repo.tree, v0.root, v1.root) == {"added": [], "removed": [],
                                                        "modified": ["d/f01500"]}
+    # du: what each version holds alone is its own bytes of that file (the shared pages' files
+    # are released by neither: their references come from pages both versions hold)
+    unique = {v["version"]: v["unique_bytes"] for v in du(repo, "ds")["artifacts"][0]["versions"]}
+    assert unique == {"v0": len(b"1500"), "v1": len(b"edited")}
 
 
 def test_incremental_pages_equal_pages_built_from_scratch(big):
