@@ -882,6 +882,50 @@ def w_rss(b: Bench) -> None:
         b.row("8d", "  same, RssAnon", "MiB", False).samples["artfs"] = [anon_b / MiB]
 
 
+def w_bigdir(b: Bench) -> None:
+    """Rows 11a-11b: a 1-file edit in one directory of tree_n files. artfs: the edit written into
+    staging through the mount, then ``commit`` timed; and ``put`` of the source with the same
+    edit. native: cp of the edited file over a copy of the directory + sync, and cp -r of it."""
+    n, work = b.sz.tree_n, b.work / "bigdir"
+    src = work / "src" / "d"
+    src.mkdir(parents=True)
+    for i in range(n):
+        (src / f"f{i:06d}").write_bytes(b"%d" % i)
+    rows = {"commit": b.row("11a", f"1-file edit in a {n:,}-file directory: commit (native: cp + sync)",
+                            "s", higher_better=False),
+            "put": b.row("11b", "  the same edit: put (native: cp -r of the directory)", "s",
+                         higher_better=False)}
+    store, rng = work / "store", random.Random(11)
+    if "artfs" in b.targets:
+        artfs_put(store, "big", src.parent)
+
+    def native(t: Target) -> dict[str, float]:
+        dst = work / "native"
+        shutil.rmtree(dst, ignore_errors=True)
+        t0 = time.perf_counter()
+        run(["cp", "-r", str(src), str(dst)])
+        copy = time.perf_counter() - t0
+        edit = work / "edit"
+        edit.write_bytes(rng.randbytes(64))
+        t0 = time.perf_counter()
+        run(["cp", str(edit), str(dst / "f050000")])
+        run(["sync", str(dst / "f050000")])
+        return {"commit": time.perf_counter() - t0, "put": copy}
+
+    def artfs(t: Target) -> dict[str, float]:
+        name = f"f{rng.randrange(n):06d}"
+        with artfs_mount(store, work / "mnt", b.work / "logs" / "artfs-bigdir.log"):
+            (work / "mnt" / "big" / "staging" / "d" / name).write_bytes(rng.randbytes(64))
+            commit = timed_cmd(artfs_cmd(store, "commit", "big", "-m", "bench"), b.sz.timeout)
+        (src / name).write_bytes(rng.randbytes(64))
+        t0 = time.perf_counter()
+        artfs_put(store, "big", src.parent)
+        return {"commit": commit, "put": time.perf_counter() - t0}
+
+    b.measure(rows, ["native", "artfs"], lambda t: native(t) if t.name == "native" else artfs(t))
+    shutil.rmtree(work, ignore_errors=True)
+
+
 # id, name, function, data sets it reads
 def w_lazy(b: Bench) -> None:
     """Rows 10a-10e: the lazy mount of a remote vs its peers (scripts/bench_lazy.py)."""
@@ -907,6 +951,7 @@ WORKLOADS = [
     ("8", "rss", w_rss, set()),
     ("9", "crypto", lambda b: bench_crypto.run(b, sys.modules[__name__]), {"big"}),
     ("10", "lazy", w_lazy, set()),          # the lazy mount of a remote
+    ("11", "bigdir", w_bigdir, set()),      # a 1-file edit in a huge directory: commit, put
     ("12", "remote", w_remote, set()),      # pushes to a remote; requests per command
 ]
 ALIASES = {"2": "1", "warm": "1", "cold": "1"}

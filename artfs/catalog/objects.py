@@ -6,7 +6,17 @@ id, a symlink's target bytes, or a special file's device number (FIFOs, sockets,
 block devices have no object). Hard-linked files carry a link group (an id unique within the
 version, and how many names it has there); each name references the file object, like any file. A version points at a root tree, whose id is the version's digest.
 Unchanged subtrees keep their ids, so a commit stores only what changed and a diff skips equal
-subtrees.
+subtrees. A directory entry also records how many subdirectories that directory has (its link
+count is 2 + that), so a listing's attributes need no read of each child; trees written before
+this have no counts (``Entry.subdirs`` None: counted from the child when asked).
+
+A directory of more than ``FLAT_MAX`` entries is *paged*: its entries are split into pages, each
+a tree object of its own holding a run of them, and the directory's object lists the pages (first
+name, id, entry and subdirectory counts). Page boundaries are content-defined (after an entry
+whose name hashes to a boundary, between ``PAGE_MIN`` and ``PAGE_MAX`` entries), so an edit
+rewrites the pages around it and keeps every other page's id: commits store, and diffs, pushes
+and pulls visit, about one page per changed name, and a lookup reads one page. Smaller
+directories encode as one tree object, as they always did.
 
 Reference counts make reclaim exact: an object's count is the number of places that point at it
 (tree entries, file chunk lists, version roots, ingest sessions). The counts live in the catalog
@@ -28,9 +38,12 @@ its last handle closes (or when the next mount starts).
 from __future__ import annotations
 
 import bisect
+import heapq
 import stat
 import struct
-from dataclasses import dataclass, replace
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from ..errors import CorruptData
@@ -52,6 +65,14 @@ _LINKS = struct.Struct(">IIB")   # trailer: entry index, names in the link group
 GROUP_LEN = 16
 _ENTRY_HEAD = struct.Struct(">cIQqHH")  # kind, mode, size, mtime_ns, name length, ref length
 _CHUNK_REF = struct.Struct(f">{ID_LEN}sI")
+_SUBDIRS = struct.Struct(">II")   # trailer: entry index, that directory's subdirectory count
+_PAGED = b"T\xff\xff\xff\xffP"   # a paged directory (no flat tree has 2**32 - 1 entries)
+_PAGED_HEAD = struct.Struct(">QII")   # entries, subdirectories, pages
+_PAGE_REF = struct.Struct(f">{ID_LEN}sIIH")   # page id, entries, subdirectories, first name length
+FLAT_MAX = 1024            # a directory of up to this many entries is one tree object
+PAGE_MIN, PAGE_MAX = 128, 4096   # entries per page (but the last)
+PAGE_MAX_BYTES = 1 << 20   # a page ends once its entries encode to this many bytes
+_PAGE_MASK = (1 << 9) - 1  # a name whose crc32 has these bits 0 ends a page: ~512 + PAGE_MIN entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +85,8 @@ class Entry:
     ref: bytes         # file object id, tree id, symlink target, or a special file's rdev_ref
     group: bytes = b""   # a hard-linked file's link group (b"": none), unique within its version
     nlink: int = 1       # names of that link group in the version
+    subdirs: int | None = field(default=None, compare=False)   # a directory's subdirectories
+    # (None: not recorded, a tree written before counts were); derived, so not compared
 
     @property
     def st_mode(self) -> int:
@@ -101,14 +124,19 @@ def decode_rdev(ref: bytes) -> int:
 
 
 class Tree:
-    """A parsed tree object: entries sorted by name."""
+    """A parsed tree object: entries sorted by name (a paged directory's: see PagedTree)."""
 
     __slots__ = ("entries", "_names", "_subdirs")
+    pages: tuple = ()   # a flat tree has no pages
 
     def __init__(self, entries: list[Entry]):
         self.entries = entries
         self._names = [e.name for e in entries]
         self._subdirs = None
+
+    @property
+    def count(self) -> int:
+        return len(self.entries)
 
     @property
     def subdirs(self) -> int:
@@ -123,6 +151,10 @@ class Tree:
             return self.entries[i]
         return None
 
+    def refs(self) -> list[tuple[str, bytes]]:
+        """The objects this tree object references: (DIR, tree id) or (FILE, file id)."""
+        return [(e.kind, e.ref) for e in self.entries if e.holds_object]
+
     def encode(self) -> bytes:
         parts = [b"T", struct.pack(">I", len(self.entries))]
         for e in self.entries:
@@ -133,13 +165,21 @@ class Tree:
         if linked:   # a trailer: trees without hard links encode as they always did
             parts.append(b"H" + struct.pack(">I", len(linked)))
             parts.extend(_LINKS.pack(i, e.nlink, len(e.group)) + e.group for i, e in linked)
+        dirs = [(i, e.subdirs) for i, e in enumerate(self.entries) if e.kind == DIR]
+        if dirs and all(n is not None for _, n in dirs):   # and one for subdirectory counts
+            counted = [(i, n) for i, n in dirs if n]
+            parts.append(b"D" + struct.pack(">I", len(counted)))
+            parts.extend(_SUBDIRS.pack(i, n) for i, n in counted)
         return b"".join(parts)
 
     @classmethod
-    def decode(cls, data) -> "Tree":
+    def decode(cls, data, load: Callable[[bytes], "Tree"] | None = None) -> "Tree":
+        """Parse a tree object; LOAD (a tree by id) reads a paged directory's pages."""
         data = bytes(data)
         if data[:1] != b"T":
             raise CorruptData("object is not a tree")
+        if data.startswith(_PAGED):
+            return PagedTree.decode(data, load)
         (count,) = struct.unpack_from(">I", data, 1)
         pos, entries, head = 5, [], _ENTRY_HEAD
         for _ in range(count):
@@ -156,7 +196,110 @@ class Tree:
                 pos += _LINKS.size
                 entries[i] = replace(entries[i], group=data[pos:pos + glen], nlink=nlink)
                 pos += glen
+        if data[pos:pos + 1] == b"D":
+            (count,), pos = struct.unpack_from(">I", data, pos + 1), pos + 5
+            counts = dict(_SUBDIRS.iter_unpack(data[pos:pos + count * _SUBDIRS.size]))
+            entries = [replace(e, subdirs=counts.get(i, 0)) if e.kind == DIR else e
+                       for i, e in enumerate(entries)]
         return cls(entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a paged directory, as its directory object lists it."""
+    first: bytes    # the name of its first entry
+    tid: bytes      # the page: a flat tree object
+    count: int
+    subdirs: int
+
+
+class PagedTree(Tree):
+    """A paged directory: the list of its pages, each read (through ``load``) when needed; a
+    lookup reads one page, ``entries`` all of them."""
+
+    __slots__ = ("pages", "_firsts", "_count", "_load", "_all")
+
+    def __init__(self, pages: list[Page], load: Callable[[bytes], Tree] | None):
+        self.pages, self._load, self._all = pages, load, None
+        self._firsts = [p.first for p in pages]
+        self._count = sum(p.count for p in pages)
+        self._subdirs = sum(p.subdirs for p in pages)
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @property
+    def entries(self) -> list[Entry]:
+        if self._all is None:
+            self._all = [e for p in self.pages for e in self.page(p).entries]
+        return self._all
+
+    def page(self, p: Page) -> Tree:
+        if self._load is None:
+            raise CorruptData("a paged tree was read without a way to read its pages")
+        return self._load(p.tid)
+
+    def page_of(self, name: bytes) -> int:
+        """The index of the page NAME is or would be in."""
+        return max(bisect.bisect_right(self._firsts, name) - 1, 0)
+
+    def lookup(self, name: bytes) -> Entry | None:
+        return self.page(self.pages[self.page_of(name)]).lookup(name)
+
+    def refs(self) -> list[tuple[str, bytes]]:
+        return [(DIR, p.tid) for p in self.pages]
+
+    def encode(self) -> bytes:
+        return _encode_paged(self.pages)
+
+    @classmethod
+    def decode(cls, data: bytes, load) -> "PagedTree":
+        pos = len(_PAGED)
+        _, _, n = _PAGED_HEAD.unpack_from(data, pos)
+        pos += _PAGED_HEAD.size
+        pages = []
+        for _ in range(n):
+            tid, count, subdirs, nlen = _PAGE_REF.unpack_from(data, pos)
+            pos += _PAGE_REF.size
+            pages.append(Page(data[pos:pos + nlen], tid, count, subdirs))
+            pos += nlen
+        return cls(pages, load)
+
+
+def _encode_paged(pages: list[Page]) -> bytes:
+    parts = [_PAGED, _PAGED_HEAD.pack(sum(p.count for p in pages), sum(p.subdirs for p in pages),
+                                      len(pages))]
+    for p in pages:
+        parts.append(_PAGE_REF.pack(p.tid, p.count, p.subdirs, len(p.first)))
+        parts.append(p.first)
+    return b"".join(parts)
+
+
+class _Pager:
+    """Where pages end: a left-to-right scan whose state restarts at every boundary, so a scan
+    resumed at any old boundary finds the boundaries a scan from the start would."""
+
+    __slots__ = ("n", "bytes")
+
+    def __init__(self):
+        self.n = self.bytes = 0
+
+    def ends_after(self, e: Entry) -> bool:
+        self.n += 1
+        self.bytes += _ENTRY_HEAD.size + len(e.name) + len(e.ref)
+        if (self.n >= PAGE_MAX or self.bytes >= PAGE_MAX_BYTES
+                or (self.n >= PAGE_MIN and zlib.crc32(e.name) & _PAGE_MASK == 0)):
+            self.n = self.bytes = 0
+            return True
+        return False
+
+
+def _merged(entries: list[Entry], changed: dict[bytes, Entry | None]):
+    """Sorted ENTRIES with CHANGED's names replaced by its entries (None: left out)."""
+    kept = (e for e in entries if e.name not in changed)
+    new = sorted((e for e in changed.values() if e is not None), key=lambda e: e.name)
+    return heapq.merge(kept, new, key=lambda e: e.name)
 
 
 _REF = struct.Struct(">QI")    # reference count, object size
@@ -224,7 +367,7 @@ class Objects:
         return pending.data if pending is not None else self.store.get_many([oid])[0]
 
     def tree(self, tid: bytes) -> Tree:
-        return Tree.decode(self.raw(tid))
+        return Tree.decode(self.raw(tid), self.tree)
 
     def file(self, fid: bytes) -> FileObj:
         return FileObj.decode(self.raw(fid))
@@ -286,14 +429,84 @@ class Objects:
         """Store a tree whose entries' objects the caller holds one reference each to.
 
         Same contract as put_file: the caller's references move into the tree (or are returned
-        when the tree already existed), and the caller gets one reference to the tree.
+        when the tree already existed), and the caller gets one reference to the tree. A
+        directory of more than FLAT_MAX entries is stored as pages (see the module doc).
         """
-        entries = sorted(entries, key=lambda e: e.name)
+        return self._put_dir(txn, sorted(entries, key=lambda e: e.name))[0]
+
+    def edit_tree(self, txn, origin: bytes | None, changed: dict[bytes, Entry | None]) -> tuple[bytes, int, int]:
+        """Store the tree ORIGIN (None: empty) with the entries of CHANGED's names replaced
+        (None: removed); returns (tree id, entries, subdirectories). The caller holds one
+        reference to each new entry's object, as for put_tree. Only the pages of a paged
+        directory that hold a changed name are read and rewritten (and their neighbours until
+        the boundaries meet the old ones again); the others keep their ids."""
+        old = self.tree(origin) if origin else Tree([])
+        if old.pages:
+            present = sum(old.lookup(name) is not None for name in changed)
+            if old.count - present + sum(e is not None for e in changed.values()) > FLAT_MAX:
+                return self._edit_pages(txn, old, changed)
+        entries = []
+        for e in _merged(old.entries, changed):
+            if changed.get(e.name) is not e:
+                self.hold_entry(txn, e)
+            entries.append(e)
+        return self._put_dir(txn, entries)
+
+    def _put_dir(self, txn, entries: list[Entry]) -> tuple[bytes, int, int]:
+        """put_tree of sorted entries: (id, entries, subdirectories)."""
+        entries = [replace(e, subdirs=self.tree(e.ref).subdirs)
+                   if e.kind == DIR and e.subdirs is None else e for e in entries]
+        subdirs = sum(e.kind == DIR for e in entries)
+        if len(entries) <= FLAT_MAX:
+            return self._put_flat(txn, entries), len(entries), subdirs
+        pages, pager, start = [], _Pager(), 0
+        for i, e in enumerate(entries):
+            if pager.ends_after(e) or i == len(entries) - 1:
+                pages.append(self._put_page(txn, entries[start:i + 1]))
+                start = i + 1
+        return self._put_index(txn, pages), len(entries), subdirs
+
+    def _put_flat(self, txn, entries: list[Entry]) -> bytes:
         tid, new = self._put_object(txn, Tree(entries).encode(), ids.TREE)
         if not new:
             for e in entries:
                 self.release_entry(txn, e)
         return tid
+
+    def _put_page(self, txn, entries: list[Entry]) -> Page:
+        return Page(entries[0].name, self._put_flat(txn, entries), len(entries),
+                    sum(e.kind == DIR for e in entries))
+
+    def _put_index(self, txn, pages: list[Page]) -> bytes:
+        """The object of a paged directory, whose pages the caller holds one reference each to."""
+        tid, new = self._put_object(txn, _encode_paged(pages), ids.TREE)
+        if not new:
+            for p in pages:
+                self.decref_tree(txn, p.tid)
+        return tid
+
+    def _edit_pages(self, txn, old: "PagedTree", changed: dict) -> tuple[bytes, int, int]:
+        touched: dict[int, list[bytes]] = {}
+        for name in sorted(changed):
+            touched.setdefault(old.page_of(name), []).append(name)
+        pages, pager, run = [], _Pager(), []   # run: entries of the page being built
+        for k, p in enumerate(old.pages):
+            if k not in touched and not run:   # boundaries agree here: reuse the page as is
+                self.incref(txn, p.tid)
+                pages.append(p)
+                continue
+            names = touched.get(k, [])
+            for e in _merged(old.page(p).entries, {n: changed[n] for n in names}):
+                if changed.get(e.name) is not e:
+                    self.hold_entry(txn, e)
+                run.append(e)
+                if pager.ends_after(e):
+                    pages.append(self._put_page(txn, run))
+                    run = []
+        if run:
+            pages.append(self._put_page(txn, run))
+        return (self._put_index(txn, pages), sum(p.count for p in pages),
+                sum(p.subdirs for p in pages))
 
     def adopt_tree(self, txn, root: bytes) -> list[bytes]:
         """One reference to a tree whose objects are all in the object store but may be
@@ -307,13 +520,13 @@ class Objects:
             if not self._take(txn, tid, len(data)):
                 continue
             new.append(tid)
-            for e in Tree.decode(data).entries:
-                if e.kind == DIR:
-                    stack.append(e.ref)
-                elif e.kind == FILE:
-                    fdata = self.raw(e.ref)
-                    if self._take(txn, e.ref, len(fdata)):
-                        new.append(e.ref)
+            for kind, ref in Tree.decode(data).refs():
+                if kind == DIR:
+                    stack.append(ref)
+                else:
+                    fdata = self.raw(ref)
+                    if self._take(txn, ref, len(fdata)):
+                        new.append(ref)
                         fobj = FileObj.decode(fdata)
                         fresh = [c for c in fobj.chunks if self.refcount(txn, c) == 0]
                         self.hold_chunks(txn, zip(fobj.chunks, fobj.lengths))
@@ -375,19 +588,20 @@ class Objects:
             self.decref_chunk(txn, cid)
 
     def decref_tree(self, txn, tid: bytes, pinned=None) -> None:
-        """Release one reference to a tree; the last frees it and releases its entries (any depth)."""
+        """Release one reference to a tree; the last frees it and releases its entries or
+        pages (any depth)."""
         stack = [tid]
         while stack:
             tid = stack.pop()
             if self._drop(txn, tid) is None:
                 continue
-            tree = self.tree(tid)
+            refs = Tree.decode(self.raw(tid)).refs()
             self._trash(txn, tid)
-            for e in tree.entries:
-                if e.kind == DIR:
-                    stack.append(e.ref)
-                elif e.kind == FILE:
-                    self.decref_file(txn, e.ref, pinned)
+            for kind, ref in refs:
+                if kind == DIR:
+                    stack.append(ref)
+                else:
+                    self.decref_file(txn, ref, pinned)
 
     def release_zombie(self, txn, fid: bytes) -> None:
         """Free a parked file object once nothing holds it open (unless re-referenced since)."""

@@ -230,15 +230,17 @@ class AliasLink(Node):
 
 
 class VersionDir(Node):
-    """A directory of a version: its tree is immutable (and cached by the Repo, with its count
-    of subdirectories: the link count is 2 + that, as on ext4)."""
+    """A directory of a version: its tree is immutable (and cached by the Repo). Its link count
+    is 2 + its subdirectories, as on ext4: counted in its parent's entry (``subdirs``), or, for
+    a version's root and trees written before entries held the count, in its own tree."""
 
-    __slots__ = ("fs", "state", "number", "tid", "ino", "mode", "size", "mtime_ns")
+    __slots__ = ("fs", "state", "number", "tid", "ino", "mode", "size", "mtime_ns", "subdirs")
 
     def __init__(self, fs, state: ArtifactState, number: int, tid: bytes, ino: int, mode: int,
-                 size: int, mtime_ns: int):
+                 size: int, mtime_ns: int, subdirs: int | None = None):
         self.fs, self.state, self.number, self.tid = fs, state, number, tid
         self.ino, self.mode, self.size, self.mtime_ns = ino, mode, size, mtime_ns
+        self.subdirs = subdirs
 
     def where(self) -> str:
         return f"{self.state.name}/v{self.number}"
@@ -248,13 +250,18 @@ class VersionDir(Node):
         return self.fs.repo.tree(self.tid)
 
     def attr(self) -> Attr:
-        return _dir_attr(self.fs, self.ino, self.size, self.mtime_ns, 2 + self._tree().subdirs, LONG,
-                         self.mode)
+        if self.subdirs is None:
+            subdirs = self._tree().subdirs
+        else:
+            self.state.alive(self.number)
+            subdirs = self.subdirs
+        return _dir_attr(self.fs, self.ino, self.size, self.mtime_ns, 2 + subdirs, LONG, self.mode)
 
     def child(self, e: Entry) -> Node:
         if e.kind == DIR:
             ino = self.fs.inodes.inode(("d", self.ino, e.name))
-            return VersionDir(self.fs, self.state, self.number, e.ref, ino, e.mode, e.size, e.mtime_ns)
+            return VersionDir(self.fs, self.state, self.number, e.ref, ino, e.mode, e.size, e.mtime_ns,
+                              e.subdirs)
         return VersionEntry(self.fs, e, self.state, self.number, self.ino)
 
     def lookup(self, name: bytes) -> Node:

@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from ..catalog.objects import DIR, FILE, FileObj, Tree
+from ..catalog.objects import DIR, FileObj, Tree
 from ..catalog.versions import VersionInfo
 from ..errors import Conflict, CorruptData, NotFound, StoreError
 from ..repo import retention as _retention
@@ -217,8 +217,8 @@ def reachable(objects, roots: Iterable[bytes], local=None) -> dict[bytes, None]:
         seen.update(dict.fromkeys(level))
         subdirs, files = [], []
         for data in _fetch(objects, level):
-            for e in Tree.decode(data).entries:
-                (subdirs if e.kind == DIR else files if e.kind == FILE else []).append(e.ref)
+            for kind, ref in Tree.decode(data).refs():   # subtrees (or pages) and files
+                (subdirs if kind == DIR else files).append(ref)
         files = [f for f in dict.fromkeys(files) if f not in seen]
         seen.update(dict.fromkeys(files))
         for data in _fetch(objects, files):

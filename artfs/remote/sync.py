@@ -63,12 +63,12 @@ def _walk(repo_tree, repo_file, root: bytes):
         if tid in trees:
             continue
         trees[tid] = None
-        for e in repo_tree(tid).entries:
-            if e.kind == DIR:
-                stack.append(e.ref)
-            elif e.kind == FILE and e.ref not in files:
-                files[e.ref] = None
-                fobj = repo_file(e.ref)
+        for kind, ref in repo_tree(tid).refs():   # subtrees (or a paged directory's pages), files
+            if kind == DIR:
+                stack.append(ref)
+            elif ref not in files:
+                files[ref] = None
+                fobj = repo_file(ref)
                 chunks.update(zip(fobj.chunks, fobj.lengths))
     return list(trees), list(files), chunks
 
@@ -288,14 +288,14 @@ def _fetch(repo: Repo, objects: RemoteObjectStore, root: bytes, data: bool) -> i
     chunks: dict[bytes, int] = {}
     while level:
         received += copy(level)
-        entries = [e for tid in level for e in repo.tree(tid).entries]
-        files = list(dict.fromkeys(e.ref for e in entries if e.kind == FILE))
+        refs = [ref for tid in level for ref in repo.tree(tid).refs()]   # pages count as trees
+        files = list(dict.fromkeys(ref for kind, ref in refs if kind == FILE))
         received += copy(files)
         if data:
             for fid in files:
                 fobj = repo.file(fid)
                 chunks.update(zip(fobj.chunks, fobj.lengths))
-        level = list(dict.fromkeys(e.ref for e in entries if e.kind == DIR))
+        level = list(dict.fromkeys(ref for kind, ref in refs if kind == DIR))
     for batch in _batches(chunks, chunks.get):
         received += copy(batch)
     return received

@@ -27,7 +27,7 @@ def unique_bytes(repo, batch, *roots: bytes, dropped: Counter | None = None) -> 
         if count - dropped[oid] != 0:
             continue
         if kind == DIR:
-            stack.extend((e.kind, e.ref) for e in repo.tree(oid).entries if e.kind in (DIR, FILE))
+            stack.extend(repo.tree(oid).refs())   # subtrees (or pages) and files
         elif kind == FILE:
             stack.extend(("c", cid) for cid in repo.file(oid).chunks)
         else:

@@ -6,7 +6,8 @@ not a change, so re-putting a copy with fresh mtimes makes no new version.
 
 Every walk takes ``tree``, a function from a tree id to its Tree (``Repo.tree``; inside a write
 transaction, one reading in that transaction, so trees made in it are seen), opens no
-transaction itself, and keeps its own stack: any depth works at any recursion limit.
+transaction itself, and keeps its own stack: any depth works at any recursion limit. Pages two
+paged directories share (catalog/objects.py) are skipped like equal subtrees.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def diff_trees(tree: TreeOf, old: bytes, new: bytes, prefix: str = "") -> dict[s
         old, new, prefix = todo.pop()
         if old == new:
             continue
-        a = {e.name: e for e in tree(old).entries}
-        b = {e.name: e for e in tree(new).entries}
+        a, b = _unshared(tree, old, new)
+        a, b = {e.name: e for e in a}, {e.name: e for e in b}
         for name in a.keys() | b.keys():
             ea, eb = a.get(name), b.get(name)
             path = join_path(prefix, name)
@@ -89,7 +90,7 @@ def trees_equal(tree: TreeOf, old: bytes, new: bytes) -> bool:
         old, new = todo.pop()
         if old == new:
             continue
-        a, b = tree(old).entries, tree(new).entries
+        a, b = _unshared(tree, old, new)
         if len(a) != len(b):
             return False
         for ea, eb in zip(a, b):
@@ -100,3 +101,14 @@ def trees_equal(tree: TreeOf, old: bytes, new: bytes) -> bool:
             elif not ea.same_content(eb):
                 return False
     return True
+
+
+def _unshared(tree: TreeOf, old: bytes, new: bytes) -> tuple[list[Entry], list[Entry]]:
+    """The entries of two directories, sorted, without those of the pages both share (a paged
+    directory's unchanged pages keep their ids): only the pages around a change are read."""
+    a, b = tree(old), tree(new)
+    shared = {p.tid for p in a.pages} & {p.tid for p in b.pages}
+    if not shared:
+        return a.entries, b.entries
+    return ([e for p in a.pages if p.tid not in shared for e in a.page(p).entries],
+            [e for p in b.pages if p.tid not in shared for e in b.page(p).entries])

@@ -125,7 +125,7 @@ class Repo:
         """A tree by id (immutable: cached)."""
         def load():
             data = self.objects.raw(tid)
-            return Tree.decode(data), len(data)
+            return Tree.decode(data, self.tree), len(data)
         return self._trees.get(tid, load)
 
     def file(self, fid: bytes) -> FileObj:

@@ -65,29 +65,26 @@ class _Checker:
 
     def tree(self, root: bytes) -> bool:
         """Whether a tree and everything under it is intact (post-order, explicit stack)."""
-        stack, entries = [root], {}
+        stack, refs = [root], {}   # refs: what a tree object references (a paged one: pages)
         while stack:
             tid = stack[-1]
             if tid in self.tree_ok:
                 stack.pop()
                 continue
-            if tid not in entries:
+            if tid not in refs:
                 self.check([tid])
                 if self.status[tid]:
                     self.tree_ok[tid] = False
                     continue
-                entries[tid] = self.objects.tree(tid).entries
-                stack.extend(e.ref for e in entries[tid] if e.kind == DIR and e.ref not in self.tree_ok)
+                refs[tid] = self.objects.tree(tid).refs()
+                stack.extend(ref for kind, ref in refs[tid] if kind == DIR and ref not in self.tree_ok)
                 continue
             stack.pop()
-            own = entries.pop(tid)
-            self.check([e.ref for e in own if e.kind == FILE])
+            own = refs.pop(tid)
+            self.check([ref for kind, ref in own if kind == FILE])
             ok = True
-            for e in own:
-                if e.kind == DIR:
-                    ok &= self.tree_ok[e.ref]
-                elif e.kind == FILE:
-                    ok &= self.file_ok(e.ref)
+            for kind, ref in own:
+                ok &= self.tree_ok[ref] if kind == DIR else self.file_ok(ref)
             self.tree_ok[tid] = ok
         return self.tree_ok[root]
 
@@ -99,7 +96,13 @@ class _Checker:
             if self.status.get(tid):
                 yield (prefix or "/"), f"tree {tid.hex()} is {self.status[tid]}"
                 continue
-            for e in self.objects.tree(tid).entries:
+            tree = self.objects.tree(tid)
+            for p in tree.pages:
+                if self.status.get(p.tid):
+                    yield (prefix or "/"), f"tree page {p.tid.hex()} (from {p.first!r}) is {self.status[p.tid]}"
+            entries = tree.entries if not tree.pages else [
+                e for p in tree.pages if not self.status.get(p.tid) for e in tree.page(p).entries]
+            for e in entries:
                 path = join_path(prefix, e.name)
                 if e.kind == DIR and not self.tree_ok.get(e.ref, True):
                     stack.append((e.ref, path))
@@ -171,10 +174,9 @@ def _check_references(repo, report: Report, versions) -> None:
         seen.add(oid)
         try:
             if kind == DIR:
-                for e in objects.tree(oid).entries:
-                    if e.holds_object:
-                        expected[e.ref] += 1
-                        stack.append((e.kind, e.ref))
+                for ref in objects.tree(oid).refs():
+                    expected[ref[1]] += 1
+                    stack.append(ref)
             else:
                 for cid in objects.file(oid).chunks:
                     expected[cid] += 1

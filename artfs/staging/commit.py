@@ -2,7 +2,8 @@
 
 A commit is one write transaction: modified files are chunked and stored, unchanged files and
 unchanged subtrees are reused by id (one more reference each, nothing re-read or re-hashed), trees
-are rebuilt bottom-up only along the changed paths, the version is recorded, and the staging index
+are rebuilt bottom-up only along the changed paths (and of a large, paged directory only the
+pages holding a changed name), the version is recorded, and the staging index
 is cleared. A crash at any instant leaves either the old staging or the new version with a clean
 staging. The data files of the committed staging are deleted after the transaction; a crash in
 between leaves stray data files that the next Staging open, commit or reset deletes.
@@ -180,27 +181,34 @@ class _Builder:
 
     def root(self, root) -> Entry:
         """The root's entry, with one reference held. Recorded directories are rebuilt bottom-up
-        with an explicit stack (any depth works); everything else is stored or reused as is."""
+        with an explicit stack (any depth works) from their origin tree and the names their
+        overlay lists (catalog/objects.py edit_tree: the rest of a large directory is reused
+        by page); everything else is stored or reused as is."""
         if not root.stored:
             return self._leaf(root)
         stack = [self._frame(root)]
         while True:
-            node, pending, entries = stack[-1]
-            child = next(pending, None)
-            if child is None:
+            node, pending, changed = stack[-1]
+            name, child = next(pending, (None, None))
+            if name is None:
                 stack.pop()
-                tid = self.objects.put_tree(self.txn, entries)
-                done = Entry(node.name, DIR, node.mode, len(entries), node.mtime_ns, tid)
+                tid, count, subdirs = self.objects.edit_tree(self.txn, node.ref or None, changed)
+                done = Entry(node.name, DIR, node.mode, count, node.mtime_ns, tid, subdirs=subdirs)
                 if not stack:
                     return done
-                stack[-1][2].append(done)
+                stack[-1][2][done.name] = done
+            elif child is None:   # a whiteout: removed
+                changed[name] = None
             elif child.kind == DIR and child.stored:
                 stack.append(self._frame(child))
             else:
-                entries.append(self._leaf(child))
+                changed[name] = self._leaf(child)
 
     def _frame(self, directory):
-        return directory, self.staging.children(self.txn, self.base, directory, numbered=False), []
+        """A directory to rebuild, its overlay's (name, node or None) to visit, and what they become."""
+        names = [name for name, _ in self.staging.index.dirents(self.txn, directory.ino)]
+        pending = ((n, self.staging.child(self.txn, self.base, directory, n)) for n in names)
+        return directory, pending, {}
 
     def _leaf(self, node) -> Entry:
         if node.local:
