@@ -16,7 +16,7 @@ import contextlib
 import datetime
 import ipaddress
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from urllib.parse import urlparse
 
 from ..errors import Conflict, Exists, InvalidInput, NotFound, NotPermitted, RemoteError, UsageError
@@ -178,6 +178,30 @@ class S3Store:
             return sorted((m["path"], m["size"], m["last_modified"].timestamp())
                           for batch in obstore.list(self._store, prefix=prefix or None) for m in batch)
 
+    def head(self, key: str) -> dict:
+        """What the server reports about ``key``: path, size, e_tag, version, last_modified."""
+        with self._errors("get", key):
+            return obstore.head(self._store, key)
+
+    def metas(self, prefix: str = "") -> list[dict]:
+        """``head`` of every key under ``prefix`` (one listing), sorted by key."""
+        with self._errors("list", prefix):
+            return sorted((m for batch in obstore.list(self._store, prefix=prefix or None) for m in batch),
+                          key=lambda m: m["path"])
+
+    def stream(self, key: str, *, if_match: str | None = None, version: str | None = None) -> Iterator[bytes]:
+        """The bytes of ``key`` in pieces; only of ETag ``if_match`` (else Conflict) or of ``version``."""
+        with self._errors("get", key):
+            for piece in obstore.get(self._store, key, options=_conditions(if_match, version)).stream():
+                yield bytes(piece)
+
+    def read_range(self, key: str, start: int, end: int, *, if_match: str | None = None,
+                   version: str | None = None) -> bytes:
+        """Bytes [start, end) of ``key``, with ``stream``'s conditions."""
+        with self._errors("get", key):
+            options = {**_conditions(if_match, version), "range": (start, end)}
+            return obstore.get(self._store, key, options=options).bytes().to_bytes()
+
     # writing -----------------------------------------------------------------------------------
     def put(self, key: str, data: bytes, *, create: bool = False, if_match: str | None = None) -> str:
         """Write ``key``: overwrite, create-only (Exists when present) or compare-and-swap against
@@ -194,6 +218,10 @@ class S3Store:
         """Remove ``key``; a missing key is not an error."""
         with self._errors("delete", key):
             obstore.delete(self._store, key)
+
+
+def _conditions(if_match: str | None, version: str | None) -> dict:
+    return {k: v for k, v in (("if_match", if_match), ("version", version)) if v is not None}
 
 
 def _unquoted(etag: str) -> str:
