@@ -14,9 +14,11 @@ import hashlib
 import http.server
 import os
 import re
+import ssl
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -24,6 +26,7 @@ from artfs import Store
 from artfs.catalog.objects import Reference
 from artfs.repo.facade import Repo
 from tests.helpers import run_cli, write
+from tests.s3servers import make_tls
 
 MiB = 1 << 20
 
@@ -191,17 +194,16 @@ def test_cache_keeps_the_bytes_in_the_store(tmp_path, srcdir):
 
 def test_put_errors_are_one_line_with_their_exit_codes(tmp_path, srcdir):
     store = tmp_path / "store"
-    proc = cli(store, "put", "ds")
-    assert proc.returncode == 2 and "give PATH or --reference URL" in proc.stderr
-    proc = cli(store, "put", "ds", srcdir, "--no-checksum")
-    assert proc.returncode == 2 and "go with --reference" in proc.stderr
-    proc = cli(store, "put", "ds", "--reference", f"file://{tmp_path}/nothing")
-    assert proc.returncode == 4 and "cannot reference" in proc.stderr
-    proc = cli(store, "put", "ds", "--reference", "http://192.0.2.1/x.bin")
-    assert proc.returncode == 2 and "refusing plain http" in proc.stderr
-    proc = cli(store, "put", "ds", "--reference", "ftp://host/x")
-    assert proc.returncode == 2 and "cannot reference ftp://" in proc.stderr
-    assert all(len(p.stderr.strip().splitlines()) == 1 for p in [proc])
+    cases = [(("put", "ds"), 2, "give PATH or --reference URL"),
+             (("put", "ds", srcdir, "--no-checksum"), 2, "go with --reference"),
+             (("put", "ds", "--reference", f"file://{tmp_path}/nothing"), 4, "cannot reference"),
+             (("put", "ds", "--reference", "http://192.0.2.1/x.bin"), 2, "refusing plain http"),
+             (("put", "ds", "--reference", "ftp://host/x"), 2, "cannot reference ftp://")]
+    for args, code, message in cases:
+        proc = cli(store, *args)
+        assert (proc.returncode, len(proc.stderr.splitlines())) == (code, 1), (args, proc.stderr)
+        assert message in proc.stderr, (args, proc.stderr)
+    assert Store(str(store)).artifacts() == []
 
 
 # the mount -----------------------------------------------------------------------------------------
@@ -363,18 +365,59 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-@pytest.fixture(params=[True, False], ids=["ranges", "no-ranges"])
-def web(request, tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
+def _serve(root, ranges: bool, tls: tuple[str, str] | None = None):
+    os.makedirs(root, exist_ok=True)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.root, server.ranges, server.seen = str(root), request.param, []
+    server.root, server.ranges, server.seen = str(root), ranges, []
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture(params=[True, False], ids=["ranges", "no-ranges"])
+def web(request, tmp_path):
+    yield from _serve(tmp_path / "www", request.param)
+
+
+@pytest.fixture
+def web_tls(tmp_path):
+    """An https server whose certificate a CA made here signs: (server, CA file)."""
+    ca, cert, key = make_tls(str(tmp_path))
+    for server in _serve(tmp_path / "www", True, (cert, key)):
+        yield server, ca
+
+
+def test_https_reference_trusts_the_ca_bundle_it_is_given(web_tls, tmp_path):
+    server, ca = web_tls
+    data = os.urandom(300_000)
+    write(os.path.join(server.root, "w.bin"), data)
+    store = tmp_path / "store"
+    url = f"https://127.0.0.1:{server.server_address[1]}/w.bin"
+    proc = cli(store, "put", "w", "--reference", url)
+    assert proc.returncode == 11 and "CERTIFICATE_VERIFY_FAILED" in proc.stderr, proc.stderr
+    ok(store, "put", "w", "--reference", url, "--ca-bundle", ca)
+    assert references_of(store, "w")["w.bin"].record["ca_bundle"] == ca
+    assert get_bytes(store, "w/w.bin") == data
+
+
+def test_s3_reference_over_tls_with_a_ca_bundle(s3_tls, tmp_path):
+    pytest.importorskip("obstore")
+    bucket = s3_tls.make_bucket(f"tls-references-{os.getpid()}-{time.monotonic_ns()}")
+    body = os.urandom(70_000)
+    s3_tls.boto3_client().put_object(Bucket=bucket, Key="d/x.bin", Body=body)
+    store, env = tmp_path / "store", aws_env(s3_tls)
+    ok(store, "put", "t", "--reference", f"s3://{bucket}/d", "--endpoint", s3_tls.tls_endpoint,
+       "--ca-bundle", s3_tls.ca_file, env=env)
+    assert cat(store, "t:v0/x.bin", env).stdout == body
 
 
 def test_http_reference_with_and_without_range_support(web, tmp_path):

@@ -50,6 +50,7 @@ class Options:
 
 def options(url: str, *, checksum: bool = True, cache: bool = False, endpoint: str | None = None,
             region: str | None = None, ca_bundle: str | None = None, allow_http: bool = False) -> Options:
+    ca_bundle = os.path.abspath(ca_bundle) if ca_bundle else None   # read later, from anywhere
     return Options(Location(urlparse(url).scheme, endpoint, region, ca_bundle, allow_http), checksum, cache)
 
 

@@ -288,13 +288,11 @@ class HttpSource:
         etag = h.get("ETag")
         if etag and etag.startswith("W/"):   # a weak ETag says nothing about the bytes
             etag = None
-        name = os.path.basename(unquote(urlparse(url).path)) or "index"
-        return Found(name, url, int(size), etag.strip('"') if etag else None, None, mtime)
+        return Found("", url, int(size), etag.strip('"') if etag else None, None, mtime)
 
     def list(self, url: str) -> list[Found]:
         with self._open(url, "HEAD") as response:
-            found = self._found(url, response)
-        return [Found("", url, found.size, found.etag, None, found.mtime_ns)]
+            return [self._found(url, response)]
 
     def stream(self, url: str, expect: Found | None = None) -> Iterator[bytes]:
         with self._open(url, expect=expect) as response:
