@@ -131,9 +131,11 @@ def test_reput_unchanged_or_touched_makes_no_version_changed_bytes_do(tmp_path, 
     ok(store, "put", "ds", "--reference", url)
     proc = cli(store, "put", "ds", "--reference", url)
     assert proc.returncode == 0 and "no changes" in proc.stderr and proc.stdout.strip() == "ds:v0"
-    os.utime(srcdir / "big.bin", ns=(1, 10**18))                   # only the mtime: same bytes
+    for touched in ("big.bin", "sub/empty"):                          # only the mtime: same bytes
+        os.utime(srcdir / touched, ns=(1, 10**18))
     proc = cli(store, "put", "ds", "--reference", url)
     assert "no changes" in proc.stderr, proc.stderr
+    assert "0 problems" in ok(store, "verify")               # the checksum decides, not the mtime
     write(srcdir / "sub" / "small.txt", b"edited\n")
     assert ok(store, "put", "ds", "--reference", url, "--alias", "edited").strip() == "ds:v1"
     diff = ok(store, "diff", "ds:v0", "ds:edited")

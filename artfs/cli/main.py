@@ -249,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Log directory (or single file) PATH as the next version of "
                        "artifact NAME, created on first use, and print NAME:vN. Content equal to "
                        "the latest version makes no new version. Symlinks are stored as symlinks; "
-                       "FIFOs, sockets and device nodes as entries; hard links as link groups.")
+                       "FIFOs, sockets and device nodes as entries; hard links as link groups. With "
+                       "--reference URL the files at URL are recorded (URL, size, ETag / version id / "
+                       "mtime, SHA-256) and read from there, not stored.")
     c.add_argument("name", metavar="NAME", help="the artifact (1-128 characters of A-Z a-z 0-9 . _ -)")
     c.add_argument("path", metavar="PATH", nargs="?", help="the directory or file to store")
     c.add_argument("-t", "--type", help="artifact type (default: dataset; fixed at creation)")

@@ -160,7 +160,7 @@ def _reference(ingest, reader, f: Found, options: Options) -> Reference:
 
 def _same(old: Reference, new: Reference) -> bool:
     """Whether NEW is OLD seen again: the same bytes (checksums), source and caching."""
-    if not old.blocks or not new.blocks:
+    if not (checksummed(old) and checksummed(new)):
         return False
     strip = lambda r: {k: v for k, v in r.record.items() if k != "validators"}   # noqa: E731
     return (strip(old), old.block_size, old.blocks, bool(old.chunks)) == \
@@ -182,6 +182,11 @@ def prior_references(repo, root: bytes | None) -> dict[str, Reference]:
 
 
 # reading -----------------------------------------------------------------------------------------
+def checksummed(ref: Reference) -> bool:
+    """Whether put recorded the SHA-256 (and block hashes: none for an empty file)."""
+    return "sha256" in ref.record
+
+
 def _location(ref: Reference) -> Location:
     return Location.of(ref.record["url"], ref.record)
 
@@ -190,7 +195,7 @@ def _expect(ref: Reference) -> Found:
     """What a read asks the source for: with a checksum only the size and a pinned S3 version
     (the blocks' hashes decide the rest), else everything put saw."""
     validators = ref.record.get("validators", {})
-    if ref.blocks:
+    if checksummed(ref):
         validators = {k: v for k, v in validators.items() if k == "version"}
     return expected(ref.record["url"], ref.size, validators)
 
@@ -254,7 +259,7 @@ class Reader:
         end = min(offset + size, ref.size)
         if offset >= end:
             return b""
-        if not ref.blocks:
+        if not checksummed(ref):
             return self._fetch(ref, offset, end)
         bsize = ref.block_size
         first, last = offset // bsize, (end - 1) // bsize
@@ -277,7 +282,7 @@ class Reader:
         end = min(offset + size, ref.size)
         if offset >= end:
             return b""
-        if not ref.blocks:
+        if not checksummed(ref):
             return None
         bsize = ref.block_size
         first, last = offset // bsize, (end - 1) // bsize
@@ -291,7 +296,7 @@ class Reader:
         whole file is read and re-hashed, without one the source's report is compared."""
         url, reader = ref.record["url"], self.source(ref)
         try:
-            if not ref.blocks:
+            if not checksummed(ref):
                 now = reader.list(url)
                 if len(now) != 1 or now[0].differs(_expect(ref)):
                     return f"source changed since put: {url}"
