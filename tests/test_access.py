@@ -283,6 +283,31 @@ def test_group_members_get_the_group_bits_and_a_third_user_owns(shared):
 
 @as_root
 @pytest.mark.fuse
+def test_staging_belongs_to_the_artifact_so_its_writers_create_at_its_top(shared):
+    """staging/ shows the artifact's owner, group and mode (the kernel checks them for a create
+    at its top), and chmod/chown of staging/ change the artifact's, as on MOUNT/NAME."""
+    m = shared
+    owner, group = 4242, 4343
+    run_cli(m.store, "chown", f"{owner}:{group}", "secret", check=True)
+    run_cli(m.store, "chmod", "770", "secret", check=True)
+    staging = m.path("secret", "staging")
+    st = os.stat(staging)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (owner, group, 0o770)
+    new = os.path.join(staging, "by-member")
+    assert user_does(NOBODY, f"open({new!r}, 'wb').write(b'x')", groups=(group,)) == "ok 1"
+    assert nobody_does(f"open({new + '2'!r}, 'wb').write(b'x')") == "EACCES"
+    assert user_cli(NOBODY, m, "commit", "secret", groups=(group,)).stdout == "secret:v1\n"
+    assert user_does(owner, f"os.chmod({staging!r}, 0o750)") == "ok None"
+    assert _artifact(m, "secret")["mode"] == "0750"
+    assert user_does(NOBODY, f"open({new + '3'!r}, 'wb').write(b'x')", groups=(group,)) == "EACCES"
+    assert user_does(NOBODY, f"os.chmod({staging!r}, 0o777)", groups=(group,)) == "EPERM"
+    run_cli(m.store, "chmod", "770", "secret", check=True)      # the CLI: staging/ follows at once
+    assert stat.S_IMODE(os.stat(staging).st_mode) == 0o770
+    assert user_does(NOBODY, f"open({new + '3'!r}, 'wb').write(b'x')", groups=(group,)) == "ok 1"
+
+
+@as_root
+@pytest.mark.fuse
 def test_without_allow_other_the_socket_stays_private(shared_dir, mount_factory):
     m = mount_factory(store=os.path.join(shared_dir, "store"), mnt=os.path.join(shared_dir, "mnt")).start()
     os.mkdir(m.path("a"))

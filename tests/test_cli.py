@@ -240,6 +240,11 @@ def test_commit_status_reset_without_a_mount(store, tmp_path):
     change()
     made = run_cli(store, "commit", "ds", "-m", "no a", check=True)
     assert (made.stdout, made.stderr) == ("ds:v1\n", "")
+    assert cli_json(store, "commit", "ds") == {"name": "ds", "version": "v1", "created": False,
+                                               "aliases": ["latest"]}
+    assert cli_json(store, "commit", "empty")["version"] is None
+    assert cli_json(store, "put", "ds", tmp_path / "d", "-a", "best") == {
+        "name": "ds", "version": "v2", "created": True, "aliases": ["best", "latest"]}
     assert cli_json(store, "ls", "ds")[1]["message"] == "no a"
     for args in (("commit", "a/b"), ("status", ".."), ("reset", "")):
         bad = run_cli(store, *args)

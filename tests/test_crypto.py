@@ -222,8 +222,37 @@ def test_init_encrypt_on_an_existing_plain_store_is_refused(tmp_path):
     assert not os.path.exists(os.path.join(str(s), "ARTFS-KEY"))
 
 
-def test_remotes_of_an_encrypted_store_are_refused_until_built(enc):
-    for args in (("remote", "add", "origin", "s3://bucket/prefix"), ("push",), ("pull",)):
-        proc = cli(enc, *args)
-        assert proc.returncode == 2 and "encrypted" in proc.stderr and len(proc.stderr.splitlines()) == 1
-    assert not os.path.exists(os.path.join(str(enc), "remotes.json"))
+def _random_bin(repo):
+    sub = repo.tree(repo.resolve("secret").root).lookup(b"sub")
+    return repo.file(repo.tree(sub.ref).lookup(b"random.bin").ref)
+
+
+def test_reads_in_memory_take_the_no_thread_path_and_still_authenticate(enc, tmp_path, monkeypatch):
+    """Repo.read_nowait (the mount's read on its event loop, without a worker thread) serves an
+    encrypted store's chunks read before from memory, byte-exact; a chunk whose sealed bytes were
+    forged fails there too (CorruptData, never other bytes)."""
+    monkeypatch.setenv("ARTFS_PASSPHRASE", PASS)
+    with Repo(str(enc)) as repo:
+        fobj = _random_bin(repo)
+        assert len(fobj.chunks) > 1
+        data = repo.read(fobj, 0, fobj.size)                        # now read recently: pages in memory
+        with open(tmp_path / "in" / "sub" / "random.bin", "rb") as f:
+            assert data == f.read()
+        repo.objects.store.local._recent.clear()                    # opened again from the store
+        got = b"".join(repo.read_nowait(fobj, off, 4096) or b"?" for off in range(0, fobj.size, 4096))
+        assert got == data
+        victim = fobj.chunks[-1]
+    original = _record(enc, victim)
+    forged = bytearray(original)
+    forged[len(forged) // 2] ^= 1
+    _forge(enc, victim, bytes(forged))
+    try:
+        with Repo(str(enc)) as repo:
+            fobj = _random_bin(repo)
+            with pytest.raises(CorruptData):
+                repo.read(fobj, 0, fobj.size)
+            repo._touched.update(fobj.chunks)
+            with pytest.raises(CorruptData, match="fails its authentication check"):
+                repo.read_nowait(fobj, fobj.size - 10, 10)
+    finally:
+        _forge(enc, victim, original)   # clean again for the fixture's verify

@@ -7,6 +7,7 @@ a user would give them) or through artfs.Store; servers are the session's (tests
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import subprocess
 import sys
@@ -77,14 +78,16 @@ def test_push_clone_pull_data_get_byte_exact(s3, s3_bucket, tmp_path, src):
     assert "pushed ds:v0" in out and "pushed ds:v1" in out and "2 versions pushed" in out
     sent = int(out.split("versions pushed, ")[1].split()[0])
     assert sent < (4 << 20) + (1 << 20)       # 8 MiB of files; shared chunks went up once
-    assert "0 versions pushed, 0 bytes sent" in cli(a, s3, "push").stdout
+    assert json.loads(cli(a, s3, "push", "--json").stdout) == {"versions": [], "bytes_sent": 0}
     assert cli(a, s3, "ls", "--remote", "origin").stdout.splitlines()[1].split() == ["ds", "dataset", "2", "v1", "-"]
 
     b = tmp_path / "B"
-    clone(b, s3, s3_bucket)
+    cloned = run_cli(b, "clone", url(s3_bucket), "--endpoint", s3.endpoint, "--allow-http", "--json",
+                     env=aws_env(s3), check=True)
+    assert json.loads(cloned.stdout) == {"url": url(s3_bucket), "store": str(b), "remote": "origin"}
     assert cli(b, s3, "ls").stdout.splitlines()[1].split()[:3] == ["ds", "dataset", "2"]  # data read lazily
-    out = cli(b, s3, "pull", "--data").stdout
-    assert "pulled ds:v0" in out and "pulled ds:v1" in out
+    out = json.loads(cli(b, s3, "pull", "--data", "--json").stdout)
+    assert out["versions"] == ["ds:v0", "ds:v1"] and out["bytes_received"] > 0, out
     for n, d in enumerate(src):
         dest = tmp_path / f"out{n}"
         cli(b, s3, "get", f"ds:v{n}", dest)

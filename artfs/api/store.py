@@ -41,6 +41,7 @@ from ..staging.commit import commit as _commit, staged_bytes as _staged_bytes
 from ..staging.overlay import Staging
 from ..remote import bindings as _bindings
 from ..remote import gc as _remote_gc
+from ..remote import keys as _remote_keys
 from ..remote.sync import Remote, move_alias as _move_alias, publish as _publish, pull as _pull, push as _push
 
 
@@ -493,8 +494,7 @@ class Store:
         """Bind remote NAME (``s3://BUCKET[/PREFIX]``): its config is created there when absent,
         checked when present. Plain http only to loopback or with allow_http; CA_BUNDLE (a PEM
         file, kept by path) is trusted for an https endpoint. Returns the remote's config."""
-        binding = {"url": url, "endpoint": endpoint, "region": region, "allow_http": allow_http,
-                   **({"ca_bundle": os.path.abspath(ca_bundle)} if ca_bundle else {})}
+        binding = _bindings.make(url, endpoint, region, allow_http, ca_bundle)
         remote = Remote(self.path, name, binding, init=True)
         _bindings.add(self.path, name, binding)
         return remote.config
@@ -569,9 +569,12 @@ class Store:
               region: str | None = None, allow_http: bool = False, ca_bundle: str | None = None,
               data: bool = False) -> "Store":
         """A new local store at PATH bound to the remote as ``origin``, its metadata pulled (and
-        with ``data`` its versions)."""
+        with ``data`` its versions). An encrypted remote makes an encrypted store with its key,
+        unwrapped with the passphrase or key file (remote/keys.py; a wrong one: BadKey)."""
         if path is not None and os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
             raise Exists(f"{path} exists and is not an empty directory")
+        _remote_keys.prepare_clone(os.path.abspath(path or default_store_path()),
+                                   _bindings.make(url, endpoint, region, allow_http, ca_bundle))
         store = cls(path)
         try:
             store.remote_add("origin", url, endpoint=endpoint, region=region, allow_http=allow_http,

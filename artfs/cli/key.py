@@ -2,8 +2,9 @@
 
 ``prepare`` runs before a command opens its store: it notes the key file given, creates the
 encrypted store for ``init --encrypt``, and unlocks the key for ``mount`` before the daemon forks
-(the daemon inherits the unlocked key; it has no terminal to ask on). Remotes of encrypted stores
-are refused until the remote moves sealed objects as they are.
+(the daemon inherits the unlocked key; it has no terminal to ask on). The remotes of an encrypted
+store are encrypted (remote/keys.py): ``remote add --encrypt`` says so, and is refused for a plain
+store.
 """
 
 from __future__ import annotations
@@ -39,10 +40,9 @@ def prepare(args) -> None:
                            "chosen when a store is made (init --encrypt on a new path)")
     elif args.command == "mount" and _encrypted(_path(args)):
         keyring.master_key(_path(args))
-    elif (args.command in ("push", "pull") or (args.command == "remote" and args.action == "add")) \
-            and _encrypted(_path(args)):
-        raise UsageError(f"{_path(args)} is encrypted, and remotes of encrypted stores are not built "
-                         "yet (a push would upload opened objects): use an unencrypted store")
+    elif args.command == "remote" and args.action == "add" and args.encrypt and not _encrypted(_path(args)):
+        raise UsageError(f"{_path(args)} is not encrypted, so its remote cannot be: make the store with "
+                         "`artfs init --encrypt`, or `artfs clone` an encrypted remote")
 
 
 def cmd_change_passphrase(args) -> int:
@@ -53,8 +53,13 @@ def cmd_change_passphrase(args) -> int:
     if not _encrypted(path):
         raise UsageError(f"{path} is not encrypted: it has no passphrase to change")
     old = keyring.secret_for(path)
-    keyfile.rewrap(path, old, keyring.secret_for_new(path, args.new_key_file, "ARTFS_NEW_PASSPHRASE"))
-    print(f"{path}: the key is now wrapped with the new {'key file' if args.new_key_file else 'passphrase'}")
+    keyring.remember(path, keyfile.rewrap(path, old, keyring.secret_for_new(path, args.new_key_file,
+                                                                          "ARTFS_NEW_PASSPHRASE")))
+    what = "key file" if args.new_key_file else "passphrase"
+    print(f"{path}: the key is now wrapped with the new {what}")
+    from ..remote.keys import rewrap_remotes
+    for name in rewrap_remotes(path):                # an old secret opens the remote's copy no more
+        print(f"remote {name}: its copy of the key is now wrapped with the new {what}")
     return 0
 
 

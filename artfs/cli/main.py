@@ -24,7 +24,7 @@ from ..api.store import Store
 from ..errors import ArtfsError, Conflict, InvalidInput, NotFound, UsageError
 from ..names import parse_ref
 from .output import (add_version_options, emit_json as _emit_json, human as _human, json_object,
-                     table as _table, when as _when)
+                     print_version, table as _table, when as _when)
 from .progress import input_bytes, progress_bar
 
 
@@ -50,7 +50,7 @@ def cmd_put(store: Store, args) -> int:
                                   **reference)
     if not created:
         print(f"artfs: no changes: content equals {v.name}:{v.version}; no version made", file=sys.stderr)
-    print(f"{v.name}:{v.version}")
+    print_version(v, created, args.json)
     return 0
 
 

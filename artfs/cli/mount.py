@@ -11,7 +11,7 @@ import json
 import sys
 
 from ..errors import MountError, UsageError
-from .output import add_version_options, json_object
+from .output import add_version_options, emit_json, json_object, print_version
 from .progress import progress_bar
 
 _STATUS_MARKS = (("A", "added"), ("M", "modified"), ("D", "deleted"), ("!", "interrupted"))
@@ -66,11 +66,8 @@ def _lazy(daemon, args):
         remote's version records, and their records only when something is new."""
         if "remote" not in opened:
             opened["remote"] = Remote.bound(repo, name)
-        remote, numbers = opened["remote"], {}
-        for key, _ in remote.s3.list("versions/"):             # versions/NAME/NNNNNNNNNN.json
-            parts = key.split("/")
-            if len(parts) == 3 and parts[2].endswith(".json") and parts[2][:-5].isdigit():
-                numbers.setdefault(parts[1], set()).add(int(parts[2][:-5]))
+        remote = opened["remote"]
+        numbers = remote.catalog.all_numbers()                 # one LIST of versions/
         local = set(repo.artifacts())
         changed = [n for n, theirs in sorted(numbers.items())
                    if n not in local or theirs - {v.number for v in repo.versions(n)}]
@@ -99,12 +96,14 @@ def cmd_commit(store, args) -> int:
     if v is None:
         print(f"artfs: nothing to commit: {args.name} has no versions and an empty staging",
               file=sys.stderr)
+        if args.json:
+            emit_json({"name": args.name, "version": None, "created": False, "aliases": []})
         return 0
     if not created:
         moved = "".join(f"; alias {a} now points at {v.version}" for a in args.alias)
         print(f"artfs: no changes: staging equals {v.name}:{v.version}; no version made{moved}",
               file=sys.stderr)
-    print(f"{v.name}:{v.version}")
+    print_version(v, created, args.json)
     return 0
 
 

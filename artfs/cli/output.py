@@ -52,3 +52,13 @@ def add_version_options(c) -> None:
     c.add_argument("--metadata", help="a JSON object stored with the version")
     c.add_argument("--ttl", metavar="AGE", help="let artfs gc delete the version AGE after it is made "
                    "(30d, 12h, 90m, 45s, 2w) unless an alias points at it")
+    c.add_argument("--json", action="store_true",
+                   help="print the version as JSON (name, version, created, aliases), for scripts")
+
+
+def print_version(v, created: bool, as_json: bool) -> None:
+    """The version a put or commit made (or found equal: CREATED false): NAME:vN, or JSON."""
+    if as_json:
+        emit_json({"name": v.name, "version": v.version, "created": created, "aliases": sorted(v.aliases)})
+    else:
+        print(f"{v.name}:{v.version}")

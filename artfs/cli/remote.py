@@ -27,6 +27,9 @@ def cmd_remote(store: Store, args) -> int:
 
 def cmd_push(store: Store, args) -> int:
     report = store.push(args.ref, remote=args.remote)
+    if args.json:
+        emit_json(report)
+        return 0
     for v in report["versions"]:
         print(f"pushed {v}")
     print(f"{len(report['versions'])} versions pushed, {report['bytes_sent']} bytes sent")
@@ -35,6 +38,9 @@ def cmd_push(store: Store, args) -> int:
 
 def cmd_pull(store: Store, args) -> int:
     report = store.pull(args.ref, remote=args.remote, data=args.data)
+    if args.json:
+        emit_json(report)
+        return 0
     for v in report["dropped"]:
         print(f"dropped {v} (deleted on remote {args.remote})")
     for line in report["kept"]:
@@ -51,7 +57,10 @@ def cmd_pull(store: Store, args) -> int:
 def cmd_clone(args) -> int:
     with Store.clone(args.url, args.dest or args.store, endpoint=args.endpoint, region=args.region,
                      allow_http=args.allow_http, ca_bundle=args.ca_bundle, data=args.data) as store:
-        print(f"cloned {args.url} into {store.path} (remote origin)")
+        if args.json:
+            emit_json({"url": args.url, "store": store.path, "remote": "origin"})
+        else:
+            print(f"cloned {args.url} into {store.path} (remote origin)")
     return 0
 
 
@@ -106,6 +115,9 @@ def register(sub) -> None:
     c.add_argument("name", nargs="?", default="origin", help="the remote's name here (default origin)")
     c.add_argument("url", nargs="?", metavar="s3://BUCKET[/PREFIX]", help="where the remote lives (add)")
     _endpoint_args(c)
+    c.add_argument("--encrypt", action="store_true", help="the remote is encrypted, as every remote of an "
+                   "encrypted store is (init --encrypt): objects, indexes and records sealed, names opaque; "
+                   "refused for a plain store")
     c.set_defaults(func=cmd_remote)
 
     c = sub.add_parser("push", help="upload versions the remote lacks; prints versions pushed and bytes sent",
@@ -114,6 +126,7 @@ def register(sub) -> None:
                        "refused before anything is uploaded.")
     c.add_argument("ref", nargs="?", metavar="NAME[:REF]", help="one artifact or version (default: all)")
     c.add_argument("--remote", default="origin", help="the bound remote (default origin)")
+    c.add_argument("--json", action="store_true", help="print the report as JSON, for scripts")
     c.set_defaults(func=cmd_push)
 
     c = sub.add_parser("pull", help="record the remote's versions here (data on first read; --data now)",
@@ -127,6 +140,7 @@ def register(sub) -> None:
     c.add_argument("--remote", default="origin", help="the bound remote (default origin)")
     c.add_argument("--data", action="store_true", help="also fetch the data now (prefetch before "
                    "the first epoch)")
+    c.add_argument("--json", action="store_true", help="print the report as JSON, for scripts")
     c.set_defaults(func=cmd_pull)
 
     c = sub.add_parser("clone", help="a new local store bound to a remote as origin, metadata pulled",
@@ -136,4 +150,5 @@ def register(sub) -> None:
     c.add_argument("dest", nargs="?", metavar="STORE", help="new store directory (default: --store)")
     _endpoint_args(c)
     c.add_argument("--data", action="store_true", help="also fetch the data of every version")
+    c.add_argument("--json", action="store_true", help="print the report as JSON, for scripts")
     c.set_defaults(func=cmd_clone, no_store=True)

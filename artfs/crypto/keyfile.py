@@ -84,14 +84,22 @@ def _write(store: str, record: dict) -> None:
     replace_json(store, NAME, record, indent=1)
 
 
-def read_record(store: str) -> dict:
+def valid(record, where: str) -> dict:
+    """RECORD when it is a key record this artfs reads, else BadKey naming WHERE it came from."""
     try:
-        with open(os.path.join(store, NAME)) as f:
-            record = json.load(f)
         if record["format"] != 1 or record["wrap"] not in (PASSPHRASE, KEY_FILE):
             raise ValueError("unknown format")
         return record
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadKey(f"{where} is encrypted but its key record is unreadable ({e}): "
+                     "restore it from a backup") from None
+
+
+def read_record(store: str) -> dict:
+    try:
+        with open(os.path.join(store, NAME)) as f:
+            return valid(json.load(f), f"{store} ({NAME})")
+    except (OSError, ValueError) as e:
         raise BadKey(f"{store} is encrypted but its key record {NAME} is unreadable ({e}): "
                      "restore it from a backup") from None
 
@@ -103,19 +111,32 @@ def create(store: str, secret: Secret) -> bytes:
     return master
 
 
+def adopt(store: str, record: dict) -> None:
+    """Make RECORD (another store's or a remote's key record) STORE's ARTFS-KEY: the same master
+    key, wrapped by the same secret (artfs clone of an encrypted remote)."""
+    _write(store, record)
+
+
 def unwrap(store: str, secret: Secret) -> bytes:
     """The master key of STORE; BadKey when SECRET is not the one it is wrapped with."""
-    record = read_record(store)
+    return unwrap_record(read_record(store), secret, store)
+
+
+def unwrap_record(record: dict, secret: Secret, where: str) -> bytes:
+    """The master key RECORD wraps (WHERE names its store or remote in errors)."""
     if record["wrap"] != secret.kind:
         need = "a passphrase (ARTFS_PASSPHRASE)" if record["wrap"] == PASSPHRASE else "its key file (--key-file or ARTFS_KEY_FILE)"
-        raise BadKey(f"{store} is unlocked with {need}, not a {secret.kind}")
+        raise BadKey(f"{where} is unlocked with {need}, not a {secret.kind}")
     try:
         return AESGCM(_kek(secret, record)).decrypt(bytes.fromhex(record["nonce"]),
                                                    bytes.fromhex(record["wrapped"]), _AD)
     except InvalidTag:
-        raise BadKey(f"wrong passphrase or key for {store}") from None
+        raise BadKey(f"wrong passphrase or key for {where}") from None
 
 
-def rewrap(store: str, old: Secret, new: Secret) -> None:
-    """Wrap STORE's master key with NEW instead of OLD (atomically: ARTFS-KEY is replaced)."""
-    _write(store, _record(unwrap(store, old), new))
+def rewrap(store: str, old: Secret, new: Secret) -> bytes:
+    """Wrap STORE's master key with NEW instead of OLD (atomically: ARTFS-KEY is replaced);
+    returns the master key."""
+    master = unwrap(store, old)
+    _write(store, _record(master, new))
+    return master

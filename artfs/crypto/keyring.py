@@ -59,12 +59,17 @@ def remember(store: str, master: bytes) -> None:
 
 def secret_for(store: str) -> Secret:
     """The secret that unlocks STORE as its ARTFS-KEY says it is wrapped."""
-    if keyfile.read_record(store)["wrap"] == keyfile.KEY_FILE:
+    return secret_for_record(keyfile.read_record(store), store)
+
+
+def secret_for_record(record: dict, where: str) -> Secret:
+    """The secret that unlocks the key RECORD (of WHERE: a store or a remote) as it is wrapped."""
+    if record["wrap"] == keyfile.KEY_FILE:
         path = key_file_given()
         if not path:
-            raise BadKey(f"{store} is encrypted with a key file: give --key-file PATH or ARTFS_KEY_FILE")
+            raise BadKey(f"{where} is encrypted with a key file: give --key-file PATH or ARTFS_KEY_FILE")
         return Secret.key_file(path)
-    return _passphrase("ARTFS_PASSPHRASE", f"passphrase for {store}", confirm=False)
+    return _passphrase("ARTFS_PASSPHRASE", f"passphrase for {where}", confirm=False)
 
 
 def master_key(store: str) -> bytes:

@@ -17,12 +17,23 @@ for ids, one for sealing. Neither is ever stored.
   ``VERSION || id || ciphertext || tag``, the first 17 bytes being the associated data: an object
   moved to another id, or damaged anywhere, fails to open. The id is itself keyed over the kind,
   so the kind is bound too.
+- **Sealed records** (an encrypted remote's version records, aliases and pack indexes, which are
+  rewritten in place: a tombstone replaces a record, an alias moves): AES-256-GCM under a third
+  subkey with a random 96-bit nonce (a remote holds far fewer than the 2^32 records that random
+  nonces are safe for), the record's bucket key in the associated data (a record moved to
+  another key fails to open): ``RECORD_VERSION || nonce || ciphertext || tag``.
+- **Opaque names**: an artifact or alias name in a bucket key is ``HMAC-SHA256(name key,
+  name)`` (32 hex digits): deterministic, so create-only numbering and alias compare-and-swap
+  keep working on keys, and without the key nobody can test a guessed name.
+- **Key id**: 16 bytes of a fourth subkey, which an encrypted remote records so a store sealed
+  with another key is refused before it reads or writes anything; it reveals nothing of the key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 
 import xxhash
 from cryptography.exceptions import InvalidTag
@@ -35,6 +46,7 @@ VERSION = b"\x01"
 HEADER = len(VERSION) + ID_LEN
 TAG = 16
 _NONCE = bytes(12)
+RECORD_VERSION = b"\x01"
 _KINDS = [bytes([k]) for k in range(256)]
 
 
@@ -81,5 +93,34 @@ class Sealer:
             return None
         try:
             return self._aead(oid).decrypt(_NONCE, view[HEADER:], header)
+        except InvalidTag:
+            return None
+
+
+def key_id(master: bytes) -> str:
+    """A public fingerprint of the master key (hex): equal for equal keys, nothing else."""
+    return subkey(master, b"key id")[:ID_LEN].hex()
+
+
+class RecordSealer:
+    """Sealed records and opaque names of an encrypted remote (module doc)."""
+
+    def __init__(self, master: bytes):
+        self._names = subkey(master, b"remote names")
+        self._aead = AESGCM(subkey(master, b"remote records"))
+
+    def name(self, text: str) -> str:
+        return hmac.digest(self._names, text.encode(), "sha256")[:ID_LEN].hex()
+
+    def seal(self, where: str, data: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return RECORD_VERSION + nonce + self._aead.encrypt(nonce, data, b"artfs record " + where.encode())
+
+    def open(self, where: str, sealed: bytes) -> bytes | None:
+        """The record's plaintext, or None when it is not WHERE's record sealed with this key."""
+        if sealed[:1] != RECORD_VERSION or len(sealed) < 1 + 12 + TAG:
+            return None
+        try:
+            return self._aead.decrypt(sealed[1:13], sealed[13:], b"artfs record " + where.encode())
         except InvalidTag:
             return None

@@ -82,10 +82,11 @@ class Actions:
     async def access(self, name: str, mode: int | None = None, uid: int | None = None,
                      gid: int | None = None):
         """chmod / chown NAME (catalog/access.py); the kernel drops MOUNT/NAME's cached attributes
-        before the caller is answered, so its new mode is enforced from then on."""
+        and those of NAME/staging/ (which shows them) before the caller is answered, so its new
+        mode is enforced from then on."""
         art = self.fs.artifact(name)
         new = await _thread(self.repo.set_access, name, mode=mode, uid=uid, gid=gid)
-        return new.fields(), [(art.ino, None)]
+        return new.fields(), [(art.ino, None), (self.fs.staging_of(art).root().ino, None)]
 
     async def gc(self, name: str | None = None):
         """Apply retention (repo/retention.py); open files of deleted versions stay readable."""

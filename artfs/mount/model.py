@@ -204,7 +204,12 @@ class Filesystem:
         if isinstance(node, ArtifactDir):
             return await self.set_access(node, Caller.of_pid(caller[2], *caller[:2]), **changes)
         node = self._staged(ino, "changed")
-        return (await node.staging.setattr(node, **changes)).attr()
+        access = {k: changes.pop(k) for k in ("mode", "uid", "gid") if k in changes and node.is_root()}
+        if access:                      # of staging/: the artifact's owner, group and mode
+            await self.set_access(node.staging.art.dir(), Caller.of_pid(caller[2], *caller[:2]), **access)
+        if changes or not access:
+            node = await node.staging.setattr(node, **changes)
+        return node.attr()
 
     async def set_access(self, node: ArtifactDir, caller: Caller, mode: int | None = None,
                          uid: int | None = None, gid: int | None = None, **other) -> Attr:

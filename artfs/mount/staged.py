@@ -82,8 +82,15 @@ class StagedNode(Node):
 
     def attr(self) -> Attr:
         e = self.entry
+        if e.ino == ROOT:      # staging/ is the artifact's to write: its owner, group and mode
+            a = self.staging.fs.repo.access(self.staging.art.name)
+            return Attr(self.ino, stat.S_IFDIR | a.mode, e.size, e.mtime_ns, e.ctime_ns, e.nlink,
+                        a.uid, a.gid, SHORT)
         return Attr(self.ino, FORMAT[e.kind] | e.mode, e.size, e.mtime_ns, e.ctime_ns, e.nlink,
                     e.uid, e.gid, SHORT, e.rdev)
+
+    def is_root(self) -> bool:
+        return self.entry.ino == ROOT
 
     def child(self, entry) -> "StagedNode":
         return self.staging.node(entry, self)

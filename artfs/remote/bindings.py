@@ -42,6 +42,13 @@ def _save(store: str, remotes: dict) -> None:
     os.replace(tmp, _path(store))
 
 
+def make(url: str, endpoint: str | None = None, region: str | None = None, allow_http: bool = False,
+         ca_bundle: str | None = None) -> dict:
+    """A binding: where the remote is and how to reach it (the CA bundle kept by absolute path)."""
+    return {"url": url, "endpoint": endpoint, "region": region, "allow_http": allow_http,
+            **({"ca_bundle": os.path.abspath(ca_bundle)} if ca_bundle else {})}
+
+
 def get(store: str, name: str) -> dict:
     remotes = load(store)
     if name not in remotes:

@@ -8,6 +8,12 @@
 A version record is written once and only ever replaced by its tombstone, so a name ``NAME:vN``
 means the same content on every host and a number is never reused; aliases move by
 compare-and-swap against the ETag read, ``latest`` only forward.
+
+An encrypted remote (config format 2, with the wrapped key and the key's id: remote/keys.py)
+has the same objects with NAME and ALIAS in keys replaced by opaque keyed names
+(crypto/seal.py ``RecordSealer.name``) and every record sealed, its key bound to it
+(``RecordSealer.seal``); the records then carry the names themselves (``name``, ``alias``).
+The keys stay deterministic, so create-only numbering and compare-and-swap work unchanged.
 """
 
 from __future__ import annotations
@@ -19,18 +25,15 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from ..catalog.versions import VersionInfo
-from ..errors import Conflict, Exists, NotFound, StoreError
+from ..errors import BadKey, Conflict, CorruptData, Exists, NotFound, StoreError
 from ..names import LATEST, version_number
 from ..store.s3 import S3Store
 
 FORMAT = 1
+SEALED_FORMAT = 2      # FORMAT with opaque names and sealed records and objects
 CONFIG = "artfs-remote.json"
 CAS_ATTEMPTS = 50
 ALLOCATE_ATTEMPTS = 1000
-
-
-def _version_key(name: str, number: int) -> str:
-    return f"versions/{name}/{number:010d}.json"
 
 
 def matching(versions: list[VersionInfo], ref: str) -> list[VersionInfo]:
@@ -42,18 +45,21 @@ def matching(versions: list[VersionInfo], ref: str) -> list[VersionInfo]:
 
 
 class RemoteCatalog:
-    def __init__(self, s3: S3Store):
-        self.s3 = s3
+    def __init__(self, s3: S3Store, sealer=None):
+        self.s3, self.sealer = s3, sealer
+        self._names: dict[str, str] = {}       # opaque name -> artifact name (encrypted remote)
 
     # config ----------------------------------------------------------------------------------
-    def init(self) -> dict:
-        """Create the remote's config if absent (create-only: one creator wins), else check it."""
+    def init(self, key: dict | None = None) -> dict:
+        """Create the remote's config if absent (create-only: one creator wins), else check it.
+        KEY (remote/keys.py) makes a new remote an encrypted one."""
         try:
             self.s3.get(CONFIG)
         except NotFound:
+            config = {"format": SEALED_FORMAT if key else FORMAT, "id": str(uuid.uuid4()),
+                      "created": time.time(), **(key or {})}
             try:
-                self.s3.put(CONFIG, json.dumps({"format": FORMAT, "id": str(uuid.uuid4()),
-                                                "created": time.time()}).encode(), create=True)
+                self.s3.put(CONFIG, json.dumps(config).encode(), create=True)
             except Exists:
                 pass
         return self.config()
@@ -69,33 +75,89 @@ class RemoteCatalog:
             fmt, rid = config["format"], config["id"]
         except (ValueError, KeyError, TypeError):
             raise StoreError(f"{self.s3.url}/{CONFIG} is not an artfs remote config") from None
-        if fmt != FORMAT:
-            raise StoreError(f"{self.s3.url} has remote format {fmt}; this artfs reads format {FORMAT}")
+        if fmt not in (FORMAT, SEALED_FORMAT):
+            raise StoreError(f"{self.s3.url} has remote format {fmt}; this artfs reads formats "
+                             f"{FORMAT} and {SEALED_FORMAT}")
         if not isinstance(rid, str) or not rid.replace("-", "").isalnum():
             raise StoreError(f"{self.s3.url}/{CONFIG} has a malformed id")
         return config
 
+    def set_key(self, record: dict, key_id: str) -> None:
+        """Replace the wrapped key in an encrypted remote's config by RECORD, the same key (KEY_ID)
+        wrapped by a new secret, by compare-and-swap (Conflict when it changed meanwhile)."""
+        raw, etag = self.s3.get_tagged(CONFIG)
+        config = self.config()
+        if config.get("key_id") != key_id:
+            raise BadKey(f"remote {self.s3.url} is encrypted with another key: its key record is not changed")
+        self.s3.put(CONFIG, json.dumps({**json.loads(raw), "key": record}).encode(), if_match=etag)
+
+    # keys and records ------------------------------------------------------------------------
+    def _dir(self, name: str) -> str:
+        return name if self.sealer is None else self.sealer.name(name)
+
+    def _version_key(self, name: str, number: int) -> str:
+        return f"versions/{self._dir(name)}/{number:010d}.json"
+
+    def _alias_key(self, name: str, alias: str) -> str:
+        return f"aliases/{self._dir(name)}/{alias if self.sealer is None else self.sealer.name(alias)}.json"
+
+    def _pack(self, key: str, record: dict) -> bytes:
+        raw = json.dumps(record).encode()
+        return raw if self.sealer is None else self.sealer.seal(key, raw)
+
+    def _read(self, key: str, raw: bytes, what: str) -> dict:
+        """The record RAW read at KEY (opened on an encrypted remote); StoreError when malformed,
+        CorruptData when it fails to open."""
+        if self.sealer is not None:
+            raw = self.sealer.open(key, raw)
+            if raw is None:
+                raise CorruptData(f"remote {what} {self.s3.url}/{key} fails its authentication check: "
+                                  "damaged, tampered with or sealed with another key")
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict):
+                raise ValueError
+            return record
+        except ValueError:
+            raise StoreError(f"remote {what} {self.s3.url}/{key} is malformed") from None
+
+    def _get(self, key: str, what: str) -> dict:
+        return self._read(key, self.s3.get(key), what)
+
     # versions --------------------------------------------------------------------------------
     def artifacts(self) -> list[str]:
-        return sorted({key.split("/")[1] for key, _ in self.s3.list("versions/") if key.count("/") == 2})
+        return sorted(self.all_numbers())
+
+    def all_numbers(self) -> dict[str, set[int]]:
+        """Every artifact's taken version numbers, from one LIST (on an encrypted remote, plus one
+        GET per artifact not seen before by this catalog: its name is inside its records)."""
+        listed: dict[str, tuple[str, set[int]]] = {}
+        for key, _ in self.s3.list("versions/"):
+            parts = key.split("/")
+            if len(parts) == 3 and parts[2].endswith(".json") and parts[2][:-5].isdigit():
+                listed.setdefault(parts[1], (key, set()))[1].add(int(parts[2][:-5]))
+        if self.sealer is None:
+            return {d: numbers for d, (_, numbers) in listed.items()}
+        new = [key for d, (key, _) in listed.items() if d not in self._names]
+        with ThreadPoolExecutor(8) as pool:       # opaque names: the name is in its records
+            for key, record in zip(new, pool.map(lambda key: self._get(key, "version record"), new)):
+                self._names[key.split("/")[1]] = str(record["name"])
+        return {self._names[d]: numbers for d, (_, numbers) in listed.items()}
 
     def numbers(self, name: str) -> list[int]:
         """Every number NAME's versions took on the remote, deleted ones too (one LIST)."""
-        return sorted(int(key.rsplit("/", 1)[1][:-5]) for key, _ in self.s3.list(f"versions/{name}/")
+        return sorted(int(key.rsplit("/", 1)[1][:-5]) for key, _ in self.s3.list(f"versions/{self._dir(name)}/")
                       if key.endswith(".json"))
 
     def _records(self, name: str) -> list[tuple[int, dict]]:
         numbers = self.numbers(name)
         with ThreadPoolExecutor(8) as pool:
-            raws = list(pool.map(lambda n: self.s3.get(_version_key(name, n)), numbers))
-        out = []
-        for number, raw in zip(numbers, raws):
-            try:
-                out.append((number, json.loads(raw)))
-            except ValueError:
-                raise StoreError(f"remote version record {self.s3.url}/{_version_key(name, number)} "
-                                 "is malformed") from None
-        return out
+            return list(zip(numbers, pool.map(lambda n: self._get(self._version_key(name, n), "version record"),
+                                              numbers)))
+
+    def _record(self, name: str, v: VersionInfo) -> dict:
+        record = json.loads(v.record())
+        return record if self.sealer is None else {"name": name, **record}
 
     def versions(self, name: str, *, deleted: bool = False) -> list[VersionInfo]:
         """Every live version of NAME, by number, with its aliases (with ``deleted``, the
@@ -113,7 +175,7 @@ class RemoteCatalog:
                 v = (VersionInfo(name, number, bytes.fromhex(rec["root"]), "", rec["created"]) if deleted
                      else VersionInfo.from_record(name, number, json.dumps(rec).encode()))
             except (ValueError, KeyError, TypeError):
-                raise StoreError(f"remote version record {self.s3.url}/{_version_key(name, number)} "
+                raise StoreError(f"remote version record {self.s3.url}/{self._version_key(name, number)} "
                                  "is malformed") from None
             if deleted:
                 dead.append(v)
@@ -125,10 +187,11 @@ class RemoteCatalog:
     def create_version(self, v: VersionInfo) -> None:
         """Write NAME:vN create-only. When another host created it first, fine if it has the same
         root (the same content), else Conflict."""
+        key = self._version_key(v.name, v.number)
         try:
-            self.s3.put(_version_key(v.name, v.number), v.record(), create=True)
+            self.s3.put(key, self._pack(key, self._record(v.name, v)), create=True)
         except Exists:
-            theirs = json.loads(self.s3.get(_version_key(v.name, v.number)))
+            theirs = self._get(key, "version record")
             if theirs.get("root") != v.root.hex() or "deleted" in theirs:
                 raise Conflict(f"{v.name}:{v.label} was just created on the remote by another host with "
                                f"other content (digest {str(theirs.get('root'))[:12]}); nothing of "
@@ -139,9 +202,11 @@ class RemoteCatalog:
         racing for one number exactly one wins, the others take the next. Returns the number."""
         numbers = self.numbers(v.name)
         number = max(numbers[-1] + 1 if numbers else 0, at_least)
+        record = self._record(v.name, v)
         for _ in range(ALLOCATE_ATTEMPTS):
+            key = self._version_key(v.name, number)
             try:
-                self.s3.put(_version_key(v.name, number), v.record(), create=True)
+                self.s3.put(key, self._pack(key, record), create=True)
                 return number
             except Exists:
                 number += 1
@@ -149,36 +214,42 @@ class RemoteCatalog:
 
     def tombstone(self, v: VersionInfo) -> None:
         """Replace NAME:vN's record by its tombstone: the number stays taken, the version is gone."""
-        self.s3.put(_version_key(v.name, v.number),
-                    json.dumps({"deleted": time.time(), "root": v.root.hex(), "created": v.created}).encode())
+        key = self._version_key(v.name, v.number)
+        record = {"deleted": time.time(), "root": v.root.hex(), "created": v.created}
+        self.s3.put(key, self._pack(key, record if self.sealer is None else {"name": v.name, **record}))
 
     # aliases ---------------------------------------------------------------------------------
     def aliases(self, name: str) -> dict[str, int]:
-        keys = [key for key, _ in self.s3.list(f"aliases/{name}/") if key.endswith(".json")]
+        keys = [key for key, _ in self.s3.list(f"aliases/{self._dir(name)}/") if key.endswith(".json")]
         out = {}
         for key in keys:
             try:
-                out[key.rsplit("/", 1)[1][:-5]] = int(json.loads(self.s3.get(key))["version"])
+                record = self._get(key, "alias")
+                alias = key.rsplit("/", 1)[1][:-5] if self.sealer is None else str(record["alias"])
+                out[alias] = int(record["version"])
             except NotFound:
                 continue
             except (ValueError, KeyError, TypeError):
                 raise StoreError(f"remote alias {self.s3.url}/{key} is malformed") from None
         return out
 
+    def _alias_record(self, key: str, alias: str, number: int) -> bytes:
+        return self._pack(key, {"version": number} if self.sealer is None else {"alias": alias, "version": number})
+
     def set_alias(self, name: str, alias: str, number: int, *, retreat: bool = False) -> int:
         """Point ALIAS at vN by compare-and-swap; ``latest`` only ever moves to a higher number
         (unless ``retreat``: a delete moving it back). Returns where the alias points afterwards."""
-        key = f"aliases/{name}/{alias}.json"
+        key = self._alias_key(name, alias)
         for attempt in range(CAS_ATTEMPTS):
             try:
                 raw, etag = self.s3.get_tagged(key)
-                current = int(json.loads(raw)["version"])
+                current = int(self._read(key, raw, "alias")["version"])
             except NotFound:
                 raw, etag, current = None, None, None
             if current == number or (alias == LATEST and not retreat and current is not None and current > number):
                 return current
             try:
-                self.s3.put(key, json.dumps({"version": number}).encode(), create=etag is None, if_match=etag)
+                self.s3.put(key, self._alias_record(key, alias, number), create=etag is None, if_match=etag)
                 return number
             except Conflict:      # another host moved it (or created it) meanwhile: read again
                 time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
@@ -189,10 +260,10 @@ class RemoteCatalog:
         this host knows (EXPECT, None: absent). Conflict, nothing changed, when another host moved
         it first (unless not ``check``) or while this runs (S3 deletes take no If-Match: a delete
         checks just before it goes)."""
-        key = f"aliases/{name}/{alias}.json"
+        key = self._alias_key(name, alias)
         try:
             raw, etag = self.s3.get_tagged(key)
-            current = int(json.loads(raw)["version"])
+            current = int(self._read(key, raw, "alias")["version"])
         except NotFound:
             etag, current = None, None
         except (ValueError, KeyError, TypeError):
@@ -207,7 +278,7 @@ class RemoteCatalog:
             if number is None:
                 self.s3.delete(key)
             else:
-                self.s3.put(key, json.dumps({"version": number}).encode(), create=etag is None, if_match=etag)
+                self.s3.put(key, self._alias_record(key, alias, number), create=etag is None, if_match=etag)
         except (Conflict, Exists):
             raise Conflict(f"alias {name}:{alias} was moved on the remote by another host meanwhile: "
                            "nothing changed") from None
@@ -215,12 +286,10 @@ class RemoteCatalog:
     def live_record(self, name: str, number: int) -> VersionInfo | None:
         """NAME:vN as the remote has it, None when absent or deleted (one GET)."""
         try:
-            rec = json.loads(self.s3.get(_version_key(name, number)))
+            rec = self._get(self._version_key(name, number), "version record")
         except NotFound:
             return None
-        except ValueError:
-            raise StoreError(f"remote version record {self.s3.url}/{_version_key(name, number)} is malformed") from None
         return None if "deleted" in rec else VersionInfo.from_record(name, number, json.dumps(rec).encode())
 
     def drop_alias(self, name: str, alias: str) -> None:
-        self.s3.delete(f"aliases/{name}/{alias}.json")
+        self.s3.delete(self._alias_key(name, alias))

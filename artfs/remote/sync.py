@@ -31,8 +31,8 @@ from ..store.backend import Obj
 from ..store.ids import strong_digest
 from ..store.remote import PACK_SIZE, RemoteObjectStore
 from ..store.s3 import S3Store
-from . import bindings
-from .catalog import RemoteCatalog, matching
+from . import bindings, keys
+from .catalog import matching
 from .locks import PUSH, Lock
 
 BATCH_BYTES = 32 << 20
@@ -44,10 +44,9 @@ class Remote:
     def __init__(self, store_path: str, name: str, binding: dict, *, init: bool = False):
         self.name, self.binding = name, binding
         self.s3 = S3Store.of(binding)
-        self.catalog = RemoteCatalog(self.s3)
-        self.config = self.catalog.init() if init else self.catalog.config()
-        cache = os.path.join(store_path, "remotes", self.config["id"], "idx")
-        self.objects = RemoteObjectStore(self.s3, cache, int(os.environ.get("ARTFS_REMOTE_PACK_SIZE", PACK_SIZE)))
+        self.catalog, self.config, self.objects = keys.open_remote(      # sealed when the store is
+            store_path, self.s3, lambda config: os.path.join(store_path, "remotes", config["id"], "idx"),
+            int(os.environ.get("ARTFS_REMOTE_PACK_SIZE", PACK_SIZE)), init=init)
 
     @classmethod
     def bound(cls, repo: Repo, name: str) -> "Remote":

@@ -53,10 +53,11 @@ def parse_size(text: str) -> int:
 
 
 class ChunkCache:
-    def __init__(self, store: str, limit: int | None = None):
+    def __init__(self, store: str, limit: int | None = None, open_store=None):
+        """OPEN_STORE(path): the object store at path (an encrypted store's seals: store/sealed.py)."""
         self.dir = cache_dir(store)
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        self.objects = LocalObjectStore(os.path.join(self.dir, "objects"))
+        self.objects = (open_store or LocalObjectStore)(os.path.join(self.dir, "objects"))
         self.limit = self._limit(limit)
         self.pinned: Callable[[], set[bytes]] = set
         self._lock = threading.Lock()

@@ -145,7 +145,8 @@ class LazyObjectStore:
                 from .remote import PACK_SIZE, RemoteObjectStore
                 from .s3 import S3Store
                 s3 = S3Store.of(bound)
-                self._remote = RemoteObjectStore(s3, self._index_dir(s3), PACK_SIZE)
+                make = getattr(self.local, "remote_store", RemoteObjectStore)   # sealed: store/sealed.py
+                self._remote = make(s3, self._index_dir(s3), PACK_SIZE)
             return self._remote
 
     def _index_dir(self, s3) -> str:
@@ -160,7 +161,7 @@ class LazyObjectStore:
             if self._cache is None and self._closed:
                 raise ArtfsError("the store is closed")
             if self._cache is None and (create or os.path.isdir(cache_dir(self.store))):
-                self._cache = ChunkCache(self.store, self.cache_limit)
+                self._cache = ChunkCache(self.store, self.cache_limit, getattr(self.local, "store_at", None))
             return self._cache
 
     def set_pinned(self, pinned) -> None:

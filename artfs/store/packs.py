@@ -58,11 +58,11 @@ def kind_of(obj: Obj) -> int:
     return KIND_OF_PREFIX.get(bytes(obj.data[:1]), CHUNK)
 
 
-def build(objs: Sequence[Obj]) -> tuple[str, bytes, bytes]:
-    """(PACKID, pack bytes, index bytes) of these objects, in this order."""
+def build(objs: Sequence[Obj], kinds: Sequence[int]) -> tuple[str, bytes, bytes]:
+    """(PACKID, pack bytes, index bytes) of these objects of these KINDS, in this order."""
     entries, pos = [], 0
-    for obj in objs:
-        entries.append(_ENTRY.pack(obj.id, kind_of(obj), pos, len(obj.data), obj.digest))
+    for obj, kind in zip(objs, kinds):
+        entries.append(_ENTRY.pack(obj.id, kind, pos, len(obj.data), obj.digest))
         pos += len(obj.data)
     pack = b"".join(bytes(o.data) for o in objs)
     digest = hashlib.sha256(pack).digest()

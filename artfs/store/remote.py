@@ -9,6 +9,11 @@ in ``cache_dir`` (indexes are immutable, so a cached one never goes stale).
 Reads are ranged GETs of exactly the objects asked for (neighbours coalesced, packs in parallel);
 every object is checked against its id *and* the SHA-256 its index lists before it is returned,
 so a damaged or tampered pack is CorruptData naming the object, never wrong bytes.
+
+The remote of an encrypted store (store/sealed.py ``SealedObjectStore.remote_store``) is this
+store under the sealing layer: its objects are sealed bytes checked against the id their header
+names (``hasher``) and their SHA-256, its pack indexes are sealed records (``index_seal``, in the
+bucket and in ``cache_dir``), and ``kind_of`` tells an object's kind by opening it.
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ class _PackGone(CorruptData):
 
 
 class RemoteObjectStore:
-    def __init__(self, s3: S3Store, cache_dir: str, pack_size: int = PACK_SIZE, hasher=object_id):
+    def __init__(self, s3: S3Store, cache_dir: str, pack_size: int = PACK_SIZE, hasher=object_id,
+                 index_seal=None, kind_of=kind_of):
         self.s3, self.cache_dir, self.pack_size = s3, cache_dir, pack_size
-        self.object_id = hasher
+        self.object_id, self.kind_of, self._seal = hasher, kind_of, index_seal
         self.index: dict[bytes, Location] = {}
         self.packs: dict[str, dict[bytes, Location]] = {}     # PACKID -> its index
         self.bytes_sent = 0                                   # pack and index bytes uploaded
@@ -54,7 +60,7 @@ class RemoteObjectStore:
         new = sorted(listed - self.packs.keys())
         with ThreadPoolExecutor(PARALLEL) as pool:
             for pid, data in zip(new, pool.map(self._index_bytes, new)):
-                self._add_index(pid, data)
+                self._add_index(pid, self._open_index(pid, data))
         gone = self.packs.keys() - listed
         if gone:
             self._forget(gone)
@@ -67,9 +73,19 @@ class RemoteObjectStore:
         except FileNotFoundError:
             pass
         data = self.s3.get(index_key(pack_id))
-        parse_index(pack_id, data)             # never cache a malformed index
+        parse_index(pack_id, self._open_index(pack_id, data))   # never cache a malformed index
         self._cache(pack_id, data)
         return data
+
+    def _open_index(self, pack_id: str, data: bytes) -> bytes:
+        """The index as packs.py reads it: opened when the remote seals its indexes."""
+        if self._seal is None:
+            return data
+        opened = self._seal.open(index_key(pack_id), data)
+        if opened is None:
+            raise CorruptData(f"remote pack index {index_key(pack_id)} fails its authentication check: "
+                              "damaged, tampered with or sealed with another key")
+        return opened
 
     def _cache(self, pack_id: str, data: bytes) -> None:
         path = os.path.join(self.cache_dir, pack_id + ".idx")
@@ -148,27 +164,29 @@ class RemoteObjectStore:
                                   "a hash collision or a hostile writer; nothing was uploaded")
             if loc is None:
                 new.setdefault(obj.id, obj)
-        todo = sorted(new.values(), key=lambda o: _ORDER[kind_of(o)])   # children before parents
+        kinds = {oid: self.kind_of(o) for oid, o in new.items()}
+        todo = sorted(new.values(), key=lambda o: _ORDER[kinds[o.id]])   # children before parents
         batch, size = [], 0
         for obj in todo:
             batch.append(obj)
             size += len(obj.data)
             if size >= self.pack_size:
-                self._upload(batch)
+                self._upload(batch, kinds)
                 batch, size = [], 0
         if batch:
-            self._upload(batch)
+            self._upload(batch, kinds)
         return sum(len(o.data) for o in todo)
 
-    def _upload(self, objs: list[Obj]) -> str:
-        pack_id, pack, index = build(objs)
-        for key, data in ((pack_key(pack_id), pack), (index_key(pack_id), index)):
+    def _upload(self, objs: list[Obj], kinds: dict[bytes, int] | None = None) -> str:
+        pack_id, pack, index = build(objs, [kinds[o.id] if kinds else self.kind_of(o) for o in objs])
+        stored = index if self._seal is None else self._seal.seal(index_key(pack_id), index)
+        for key, data in ((pack_key(pack_id), pack), (index_key(pack_id), stored)):
             try:
                 self.s3.put(key, data, create=True)
                 self.bytes_sent += len(data)
             except Exists:
                 pass      # named by its SHA-256: another host uploaded these very bytes
-        self._cache(pack_id, index)
+        self._cache(pack_id, stored)
         self._add_index(pack_id, index)
         return pack_id
 

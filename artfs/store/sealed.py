@@ -10,6 +10,13 @@ object: a wrong key, an object moved to another id or any damage is CorruptData 
 object, never other bytes. The chunk-sized objects opened last are kept, so a sequential read
 whose requests split chunks opens each chunk once (no lock: each dict operation is atomic, so a
 fork at any moment leaves the child a usable cache).
+
+The same key seals the store's other places (``store_at``, ``remote_store``): the chunk cache of a
+lazily read remote holds sealed chunks like the local store (it is on the same disk, and plain
+bytes there would undo encryption at rest), and the remote holds the same sealed objects under
+the same keyed ids, its pack indexes sealed too (``SealedRemoteStore``). The lazy store
+(store/lazy.py) sees only opened objects: it reads the local store, the cache and the remote
+each through this layer.
 """
 
 from __future__ import annotations
@@ -17,21 +24,24 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
-from ..crypto.seal import HEADER, TAG, Sealer, header_id, keyed_hasher
+from ..crypto.seal import HEADER, TAG, RecordSealer, Sealer, header_id, keyed_hasher
 from ..errors import CorruptData
 from .backend import Obj
-from .ids import id_matches, strong_digest
+from .ids import CHUNK, FILE, TREE, id_matches, strong_digest
 from .local import LocalObjectStore
+from .remote import RemoteObjectStore
 
 OVERHEAD = HEADER + TAG
 RECENT = 32              # opened objects kept: a few read requests' worth of chunks
 RECENT_MAX = 256 << 10   # only objects up to the largest chunk (store/chunker.py): at most 8 MiB
+WHOLE = 1 << 62          # a span's end that takes a whole object
 
 
 class SealedObjectStore:
     def __init__(self, inner, master: bytes):
         self.inner = inner
         self.object_id = keyed_hasher(master)
+        self._master = master
         self._sealer = Sealer(master)
         self._recent: OrderedDict[bytes, bytes] = OrderedDict()
 
@@ -39,6 +49,23 @@ class SealedObjectStore:
     def local(cls, path: str, master: bytes) -> "SealedObjectStore":
         """Over the local LMDB store at PATH, whose records are checked by their sealed header."""
         return cls(LocalObjectStore(path, hasher=header_id), master)
+
+    def store_at(self, path: str) -> "SealedObjectStore":
+        """Another local LMDB store at PATH sealed with this key (the chunk cache, store/cache.py)."""
+        return self.local(path, self._master)
+
+    def remote_store(self, s3, cache_dir: str, pack_size: int) -> "SealedRemoteStore":
+        """The remote object store (store/remote.py) of a remote of this store: sealed objects,
+        sealed pack indexes, this key."""
+        return SealedRemoteStore(self._master, s3, cache_dir, pack_size)
+
+    def kind_of(self, obj: Obj) -> int:
+        """The kind (ids.CHUNK, FILE, TREE) of a sealed object: its keyed id says whether it is
+        a chunk, else its opened content's first byte."""
+        data = self._open(obj.id, obj.data)
+        if self.object_id(data, CHUNK) == obj.id:
+            return CHUNK
+        return {b"F": FILE, b"T": TREE}.get(data[:1], CHUNK)
 
     @property
     def env(self):
@@ -76,18 +103,34 @@ class SealedObjectStore:
                 break
 
     def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
-        data = self.get_many([oid for oid, _, _ in spans])
-        if len(spans) == 1:
-            _, start, end = spans[0]
-            return data[0][start:end]
-        return b"".join(memoryview(d)[start:end] for d, (_, start, end) in zip(data, spans))
+        return _slices(self.get_many([oid for oid, _, _ in spans]), spans)
+
+    def read_ranges_resident(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes | None:
+        """``read_ranges`` without waiting for a disk, or None (the caller reads in a thread): the
+        chunks opened last, else each sealed object whose pages the inner store has in memory,
+        opened here (the mount reads on its event loop without a thread hop, as a plain store)."""
+        nowait = getattr(self.inner, "read_ranges_resident", None)
+        out, opened = [], {}
+        for oid, _, _ in spans:
+            data = self._recent.get(oid) or opened.get(oid)
+            if data is None:
+                sealed = nowait([(oid, 0, WHOLE)]) if nowait is not None else None
+                if sealed is None:
+                    return None
+                data = opened[oid] = self._open(oid, sealed)
+            out.append(data)
+        self._keep(opened)
+        return _slices(out, spans)
 
     def put_many(self, objs: Sequence[Obj]) -> int:
-        sealed = []
+        return self.inner.put_many(self._sealed(objs))
+
+    def _sealed(self, objs: Sequence[Obj]) -> list[Obj]:
+        out = []
         for obj in objs:
             blob = self._sealer.seal(obj.id, obj.data)
-            sealed.append(Obj(obj.id, strong_digest(blob), blob))
-        return self.inner.put_many(sealed)
+            out.append(Obj(obj.id, strong_digest(blob), blob))
+        return out
 
     def has(self, ids: Sequence[bytes]) -> list[bool]:
         return self.inner.has(ids)
@@ -113,3 +156,39 @@ class SealedObjectStore:
 
     def ids(self) -> Iterator[bytes]:
         return self.inner.ids()
+
+
+def _slices(data: list[bytes], spans: Sequence[tuple[bytes, int, int]]) -> bytes:
+    """The concatenated [start, end) of each object's DATA."""
+    if len(spans) == 1:
+        _, start, end = spans[0]
+        return data[0][start:end]
+    return b"".join(memoryview(d)[start:end] for d, (_, start, end) in zip(data, spans))
+
+
+class SealedRemoteStore(SealedObjectStore):
+    """A remote object store (store/remote.py) under the sealing layer: what the lazy store, push,
+    pull and the remote's garbage collector use of it, with objects opened on the way out and
+    sealed on the way in (``upload``: a repack's objects, read opened)."""
+
+    def __init__(self, master: bytes, s3, cache_dir: str, pack_size: int):
+        super().__init__(None, master)
+        self.inner = RemoteObjectStore(s3, cache_dir, pack_size, hasher=header_id,
+                                       index_seal=RecordSealer(master), kind_of=self.kind_of)
+
+    s3 = property(lambda self: self.inner.s3)
+    index = property(lambda self: self.inner.index)
+    packs = property(lambda self: self.inner.packs)
+    bytes_sent = property(lambda self: self.inner.bytes_sent)
+
+    def refresh(self) -> None:
+        self.inner.refresh()
+
+    def kinds(self, ids: Sequence[bytes]) -> list[int | None]:
+        return self.inner.kinds(ids)
+
+    def drop_pack(self, pack_id: str) -> None:
+        self.inner.drop_pack(pack_id)
+
+    def upload(self, objs: Sequence[Obj]) -> str:
+        return self.inner.upload(self._sealed(objs))
