@@ -31,9 +31,10 @@ from ..catalog.objects import DIR, FILE, KIND_NAME, LINK, Entry
 from ..catalog.versions import VersionInfo
 from ..repo.diff import diff_trees, walk, walk_files
 from ..catalog.db import default_store_path
-from ..errors import ArtfsError, Conflict, Exists, IsADirectory, NotFound, NotPermitted, StoreError
+from ..errors import ArtfsError, Conflict, Exists, IsADirectory, NotFound, NotPermitted, StoreError, UsageError
 from ..repo.export import export_entry, export_tree, holds
 from ..names import check_alias, check_artifact, parse_duration, parse_ref
+from ..repo import references
 from ..repo.facade import Repo
 from ..repo.verify import verify as _verify
 from ..staging.commit import commit as _commit, staged_bytes as _staged_bytes
@@ -304,17 +305,35 @@ class Store:
 
     # changing ----------------------------------------------------------------------------------
     def put(self, name: str, path: str, *, type: str | None = None, aliases=(), message: str = "",
-            metadata: dict | None = None, ttl=None, progress=None) -> Version:
+            metadata: dict | None = None, ttl=None, progress=None, **reference) -> Version:
         return self.put_ex(name, path, type=type, aliases=aliases, message=message,
-                           metadata=metadata, ttl=ttl, progress=progress)[0]
+                           metadata=metadata, ttl=ttl, progress=progress, **reference)[0]
 
     def put_ex(self, name, path, *, type=None, aliases=(), message="", metadata=None, ttl=None,
-               progress=None):
+               progress=None, reference: bool = False, checksum: bool = True, cache: bool = False,
+               endpoint: str | None = None, region: str | None = None, ca_bundle: str | None = None,
+               allow_http: bool = False):
         """Like put, also saying whether a new version was made (False: content unchanged).
-        TTL (seconds, or "7d") lets ``gc`` delete the version once it has passed."""
+        TTL (seconds, or "7d") lets ``gc`` delete the version once it has passed.
+
+        ``reference=True``: PATH is a URL (``file://``, ``s3://BUCKET/PREFIX``, ``https://``; a
+        plain path means ``file://``) whose files are recorded, not stored: their URL, size, what
+        the source reports and, unless ``checksum=False``, their SHA-256; ``cache=True`` stores
+        their bytes too. ENDPOINT, REGION, CA_BUNDLE and ALLOW_HTTP reach an S3-compatible or
+        https source as for a remote (docs/SEMANTICS.md "Reference files")."""
         remote = self._bound_remote()      # unreachable: exit 11 before anything is made
-        info, created = self._repo.put(name, os.path.abspath(path), type=type, aliases=list(aliases),
-                                       message=message, metadata=metadata, ttl=ttl, progress=progress)
+        options = None
+        if reference:
+            path = references.as_url(path)
+            options = references.options(path, checksum=checksum, cache=cache, endpoint=endpoint,
+                                         region=region, ca_bundle=ca_bundle, allow_http=allow_http)
+        elif (endpoint, region, ca_bundle, allow_http, checksum, cache) != (None, None, None, False, True, False):
+            raise UsageError("endpoint, region, ca_bundle, allow_http, checksum and cache are for reference=True")
+        else:
+            path = os.path.abspath(path)
+        info, created = self._repo.put(name, path, type=type, aliases=list(aliases),
+                                       message=message, metadata=metadata, ttl=ttl, progress=progress,
+                                       reference=options)
         if created and remote is not None:
             info = self._publish(remote, info)
         control.notify_changed(self.path, name)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import json
 import stat
 import struct
 import zlib
@@ -345,10 +346,52 @@ class FileObj:
 
     @classmethod
     def decode(cls, data) -> "FileObj":
+        """A file object, or a Reference (its own encoding, first byte R)."""
         data = bytes(data)
+        if data[:1] == b"R":
+            return Reference.decode(data)
         if data[:1] != b"F":
             raise CorruptData("object is not a file")
         return cls(list(_CHUNK_REF.iter_unpack(data[1:])))
+
+
+_REFERENCE_HEAD = struct.Struct(">III")   # record length, block size, block count
+BLOCK_DIGEST_LEN = 32
+
+
+class Reference(FileObj):
+    """A file whose bytes stay at their source (repo/references.py): ``record`` (JSON: url, how to
+    reach it, size, what the source reported, the checksum), the SHA-256 of each ``block_size``
+    block (none with --no-checksum), and the chunks of its bytes when put kept them (--cache;
+    else none). Its chunks are held like a file object's."""
+
+    __slots__ = ("record", "block_size", "blocks")
+
+    def __init__(self, record: dict, block_size: int = 0, blocks=(), chunks=()):
+        super().__init__(list(chunks))
+        self.record, self.block_size, self.blocks = record, block_size, list(blocks)
+
+    @property
+    def size(self) -> int:
+        return self.record["size"]
+
+    def encode(self) -> bytes:
+        record = json.dumps(self.record, sort_keys=True, separators=(",", ":")).encode()
+        return b"".join([b"R", _REFERENCE_HEAD.pack(len(record), self.block_size, len(self.blocks)),
+                         record, *self.blocks,
+                         *(_CHUNK_REF.pack(c, n) for c, n in zip(self.chunks, self.lengths))])
+
+    @classmethod
+    def decode(cls, data) -> "Reference":
+        data = bytes(data)
+        if data[:1] != b"R":
+            raise CorruptData("object is not a reference")
+        length, block_size, count = _REFERENCE_HEAD.unpack_from(data, 1)
+        pos = 1 + _REFERENCE_HEAD.size
+        record = json.loads(data[pos:pos + length])
+        pos += length
+        blocks = [data[p:p + BLOCK_DIGEST_LEN] for p in range(pos, pos + count * BLOCK_DIGEST_LEN, BLOCK_DIGEST_LEN)]
+        return cls(record, block_size, blocks, _CHUNK_REF.iter_unpack(data[pos + count * BLOCK_DIGEST_LEN:]))
 
 
 class Objects:
@@ -419,9 +462,13 @@ class Objects:
         Returns the file id with one reference taken for the caller. If an equal file object
         already existed, the caller's chunk references are handed back.
         """
-        fid, new = self._put_object(txn, FileObj(chunks).encode(), ids.FILE)
+        return self.put_file_object(txn, FileObj(chunks))
+
+    def put_file_object(self, txn, fobj: FileObj) -> bytes:
+        """put_file of a parsed file object or Reference (same contract for its chunks)."""
+        fid, new = self._put_object(txn, fobj.encode(), ids.FILE)
         if not new:
-            for cid, _ in chunks:
+            for cid in fobj.chunks:
                 self.decref_chunk(txn, cid)
         return fid
 

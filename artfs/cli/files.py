@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import IsADirectory
+from ..errors import IsADirectory, UsageError
 from ..names import parse_file_ref
 from .output import emit_json, human, table
 from .progress import progress_bar
@@ -68,6 +68,37 @@ def cmd_cat(store, args) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 141
     return 0
+
+
+def add_reference_options(c) -> None:
+    """``put``'s options for reference files (docs/SEMANTICS.md "Reference files")."""
+    g = c.add_argument_group("reference files (bytes stay at their source)")
+    g.add_argument("--reference", metavar="URL",
+                   help="record the files at URL instead of storing them: file:///DIR (or a file), "
+                   "s3://BUCKET/PREFIX (or an object), https://HOST/PATH (one file)")
+    g.add_argument("--no-checksum", action="store_true",
+                   help="do not read the files: record only what the source reports (size, ETag, "
+                   "version id, mtime)")
+    g.add_argument("--cache", action="store_true", help="also keep the bytes in the store")
+    g.add_argument("--endpoint", help="the S3-compatible endpoint of an s3:// URL (https://HOST[:PORT])")
+    g.add_argument("--region", help="the S3 region (default: $AWS_REGION, else us-east-1)")
+    g.add_argument("--ca-bundle", metavar="PEM", help="trust this CA for the endpoint or https URL")
+    g.add_argument("--allow-http", action="store_true",
+                   help="allow plain http to a host that is not loopback")
+
+
+def put_source(args) -> tuple[str, dict]:
+    """PATH, or --reference URL with its options, as Store.put takes them."""
+    if (args.path is None) == (args.reference is None):
+        raise UsageError("give PATH or --reference URL (not both)")
+    if args.reference is None:
+        if args.no_checksum or args.cache or args.endpoint or args.region or args.ca_bundle or args.allow_http:
+            raise UsageError("--no-checksum, --cache, --endpoint, --region, --ca-bundle and "
+                             "--allow-http go with --reference")
+        return args.path, {}
+    return args.reference, {"reference": True, "checksum": not args.no_checksum, "cache": args.cache,
+                            "endpoint": args.endpoint, "region": args.region,
+                            "ca_bundle": args.ca_bundle, "allow_http": args.allow_http}
 
 
 def register(sub) -> None:

@@ -42,9 +42,12 @@ def _aliases_cell(row: dict) -> str:
 # commands --------------------------------------------------------------------------------------
 def cmd_put(store: Store, args) -> int:
     metadata = json_object(args.metadata)
-    with progress_bar(f"put {args.name}", input_bytes(args.path) if sys.stderr.isatty() else None) as p:
-        v, created = store.put_ex(args.name, args.path, type=args.type, aliases=args.alias,
-                                  message=args.message, metadata=metadata, ttl=args.ttl, progress=p)
+    path, reference = cli_files.put_source(args)
+    total = input_bytes(path) if sys.stderr.isatty() and not reference else None
+    with progress_bar(f"put {args.name}", total) as p:
+        v, created = store.put_ex(args.name, path, type=args.type, aliases=args.alias,
+                                  message=args.message, metadata=metadata, ttl=args.ttl, progress=p,
+                                  **reference)
     if not created:
         print(f"artfs: no changes: content equals {v.name}:{v.version}; no version made", file=sys.stderr)
     print_version(v, created, args.json)
@@ -246,11 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Log directory (or single file) PATH as the next version of "
                        "artifact NAME, created on first use, and print NAME:vN. Content equal to "
                        "the latest version makes no new version. Symlinks are stored as symlinks; "
-                       "FIFOs, sockets and device nodes as entries; hard links as link groups.")
+                       "FIFOs, sockets and device nodes as entries; hard links as link groups. With "
+                       "--reference URL the files at URL are recorded (URL, size, ETag / version id / "
+                       "mtime, SHA-256) and read from there, not stored.")
     c.add_argument("name", metavar="NAME", help="the artifact (1-128 characters of A-Z a-z 0-9 . _ -)")
-    c.add_argument("path", metavar="PATH", help="the directory or file to store")
+    c.add_argument("path", metavar="PATH", nargs="?", help="the directory or file to store")
     c.add_argument("-t", "--type", help="artifact type (default: dataset; fixed at creation)")
     add_version_options(c)
+    cli_files.add_reference_options(c)
     c.set_defaults(func=cmd_put, creates_store=True)
 
     c = sub.add_parser("init", help="create an empty store (at --store PATH, or the default)",

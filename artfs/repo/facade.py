@@ -16,12 +16,13 @@ from collections.abc import Callable
 
 from ..catalog.access import Access, Caller, acting_in, changed, store_owner
 from ..catalog.db import Database, counter
-from ..catalog.objects import FileObj, Objects, Tree
+from ..catalog.objects import FileObj, Objects, Reference, Tree
 from ..catalog.sessions import Sessions
 from ..catalog.staging_index import StagingIndex, staging_dir
 from ..catalog.versions import Catalog, VersionInfo, check_type, whoami
 from .diff import trees_equal
 from ..errors import Conflict, InvalidInput, NotFound
+from . import references
 from .ingest import Ingest
 from .lineage import producer as this_process
 from ..names import LATEST, check_alias, check_artifact, parse_duration
@@ -74,6 +75,7 @@ class Repo:
         self._trees = _LRU(TREE_CACHE_BYTES)
         self._files = _LRU(FILE_CACHE_BYTES)
         self._touched: set[bytes] = set()   # chunk ids this process read (read_nowait)
+        self.references = references.Reader()   # reads of files whose bytes stay at their source
 
     def close(self) -> None:
         self.db.close()
@@ -140,7 +142,10 @@ class Repo:
         return self._files.peek(fid)
 
     def read(self, fobj: FileObj, offset: int, size: int) -> bytes:
-        """Bytes [offset, offset+size) of a file, every chunk hash-checked (CorruptData if not)."""
+        """Bytes [offset, offset+size) of a file, every chunk hash-checked (CorruptData if not);
+        a reference's from its source (repo/references.py)."""
+        if isinstance(fobj, Reference) and not fobj.chunks:
+            return self.references.read(fobj, offset, size)
         spans = list(fobj.span(offset, size))
         data = self.objects.store.read_file(fobj, offset, size)   # store/lazy.py: read-ahead
         touched = self._touched
@@ -154,6 +159,8 @@ class Repo:
         then reads in a thread. Only chunks this process read recently are read here (so the
         index pages their lookup touches were just used), and only if their bytes are in memory
         (store/lmdb_env.py resident)."""
+        if isinstance(fobj, Reference) and not fobj.chunks:
+            return self.references.read_nowait(fobj, offset, size)
         spans = list(fobj.span(offset, size))
         nowait = getattr(self.objects.store, "read_ranges_resident", None)
         if nowait is None or not all(cid in self._touched for cid, _, _ in spans):
@@ -177,8 +184,10 @@ class Repo:
     # writing -----------------------------------------------------------------------------------
     def put(self, name: str, path: str, *, type: str | None = None, aliases=(), message: str = "",
             metadata: dict | None = None, producer: dict | None = None, ttl=None, warn=stderr_warn,
-            progress: Callable[[int], None] | None = None) -> tuple[VersionInfo, bool]:
-        """Log PATH as the next version of NAME; returns (version, created).
+            progress: Callable[[int], None] | None = None,
+            reference: references.Options | None = None) -> tuple[VersionInfo, bool]:
+        """Log PATH as the next version of NAME; returns (version, created). With ``reference``,
+        PATH is a URL whose files are recorded, not stored (repo/references.py).
 
         When the content equals the latest version's (names, kinds, modes and bytes; mtimes are not
         content) no version is made and the latest is returned with created=False. ``producer``
@@ -192,11 +201,16 @@ class Repo:
 
         with self.db.read() as txn:   # fail on a wrong type or a protected alias before reading input
             rec = self.catalog.artifact(txn, name)
+            latest = self.catalog.aliases(txn, name).get(LATEST) if rec is not None else None
             if rec is not None:
-                self.check_moves(txn, name, aliases, self.catalog.aliases(txn, name).get(LATEST))
+                self.check_moves(txn, name, aliases, latest)
+            base = self.catalog.version(txn, name, latest).root if latest is not None else None
         check_type(name, rec, type)
         with Ingest(self, warn, progress) as ingest:
-            pending = ingest.scan(path)
+            if reference is None:
+                pending = ingest.scan(path)
+            else:
+                pending = references.scan(ingest, path, reference, references.prior_references(self, base))
 
             def action(txn):
                 self.catalog.ensure_artifact(txn, name, type)

@@ -62,6 +62,7 @@ class Pending:
     children: list["Pending"] = field(default_factory=list)  # DIR
     target: bytes = b""                                       # LINK; SPECIAL: rdev_ref
     link: LinkGroup | None = None                             # FILE with other names
+    reference: object = None   # FILE whose bytes stay at their source (repo/references.py)
 
 
 class Ingest:
@@ -299,6 +300,9 @@ class Ingest:
                 stack[-1][2].append(done)
             elif child.kind == DIR:
                 stack.append((child, iter(child.children), []))
+            elif child.reference is not None:
+                ref = objects.put_file_object(txn, child.reference)
+                built.append(Entry(child.name, FILE, child.mode, child.size, child.mtime_ns, ref))
             elif child.link is None:
                 ref = self.file_object(txn, child.chunks) if child.kind == FILE else child.target
                 built.append(Entry(child.name, child.kind, child.mode, child.size, child.mtime_ns, ref))

@@ -1,5 +1,10 @@
 """``verify``: re-hash every object a version uses and check every reference.
 
+Reference files (repo/references.py) are read again at their source: bytes that no longer match
+the checksum recorded at put (or, without one, what the source reported then), or a source that is
+gone, is a problem (exit 7), naming the path and the URL. A reference put with ``cache`` is read
+from its chunks, so those are checked, not its source.
+
 Every object is checked by its id (xxh3-128) and its SHA-256 digest (store/ids.py). For the whole
 store it also recomputes every reference count from the version roots, the parked zombies and the
 ingest sessions and compares it with the stored counts, finds objects nothing references, checks
@@ -15,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..catalog.db import counter
-from ..catalog.objects import DIR, FILE
+from ..catalog.objects import DIR, FILE, Reference
 from ..errors import ArtfsError
 from ..names import LATEST
 from .diff import join_path
@@ -41,6 +46,7 @@ class _Checker:
         self.objects = repo.objects
         self.status: dict[bytes, str | None] = {}    # object id -> None (ok) or the problem
         self.tree_ok: dict[bytes, bool] = {}
+        self.drift: dict[bytes, str | None] = {}     # reference id -> what changed at its source
 
     def check(self, ids) -> None:
         """Deep-check the ids not checked yet, BATCH at a time."""
@@ -59,9 +65,11 @@ class _Checker:
         self.check([fid])
         if self.status[fid]:
             return False
-        chunks = self.objects.file(fid).chunks
-        self.check(chunks)
-        return all(self.status[c] is None for c in chunks)
+        fobj = self.objects.file(fid)
+        self.check(fobj.chunks)
+        if isinstance(fobj, Reference) and not fobj.chunks and fid not in self.drift:   # its source, read again
+            self.drift[fid] = self.repo.references.check(fobj)
+        return all(self.status[c] is None for c in fobj.chunks) and not self.drift.get(fid)
 
     def tree(self, root: bytes) -> bool:
         """Whether a tree and everything under it is intact (post-order, explicit stack)."""
@@ -110,6 +118,8 @@ class _Checker:
                     if self.status.get(e.ref):
                         yield path, f"file object {e.ref.hex()} is {self.status[e.ref]}"
                         continue
+                    if self.drift.get(e.ref):
+                        yield path, f"reference {self.drift[e.ref]}"
                     for cid in self.objects.file(e.ref).chunks:
                         if self.status.get(cid):
                             yield path, f"chunk {cid.hex()} is {self.status[cid]}"

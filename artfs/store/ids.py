@@ -21,7 +21,9 @@ DIGEST_LEN = 32
 
 
 CHUNK, FILE, TREE = 0, 1, 2   # the kinds, used as the hash seed
-_PREFIX = {FILE: b"F", TREE: b"T"}   # how file objects and trees encode (catalog/objects.py)
+# how file objects and trees encode (catalog/objects.py): first byte -> kind; a reference (R: a
+# file whose bytes stay at their source, repo/references.py) is of the file kind
+KIND_OF_PREFIX = {b"F": FILE, b"R": FILE, b"T": TREE}
 
 
 def object_id(data, kind: int = CHUNK) -> bytes:
@@ -34,7 +36,7 @@ def id_matches(hasher, data, oid: bytes) -> bool:
     byte says it may be (at most two hashes)."""
     if hasher(data) == oid:
         return True
-    kind = next((k for k, p in _PREFIX.items() if data[:1] == p), None)
+    kind = KIND_OF_PREFIX.get(bytes(data[:1]))
     return kind is not None and hasher(data, kind) == oid
 
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from ..errors import CorruptData
 from .backend import Obj
-from .ids import CHUNK, FILE, ID_LEN, TREE, object_id
+from .ids import CHUNK, FILE, ID_LEN, KIND_OF_PREFIX, TREE, object_id
 
 MAGIC = b"ARTFSIX1"
 _HEAD = struct.Struct(">8s32sQI")
@@ -55,7 +55,7 @@ def kind_of(obj: Obj) -> int:
     """Which kind's id ``obj.id`` is (a data chunk, else what its first byte says)."""
     if object_id(obj.data) == obj.id:
         return CHUNK
-    return {b"F": FILE, b"T": TREE}.get(bytes(obj.data[:1]), CHUNK)
+    return KIND_OF_PREFIX.get(bytes(obj.data[:1]), CHUNK)
 
 
 def build(objs: Sequence[Obj], kinds: Sequence[int]) -> tuple[str, bytes, bytes]:

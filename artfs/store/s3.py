@@ -34,7 +34,7 @@ import os
 import sys
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from urllib.parse import urlparse
 
 from ..errors import Conflict, Exists, InvalidInput, NotFound, NotPermitted, RemoteError, UsageError
@@ -345,6 +345,30 @@ class S3Store:
             self._count("LIST", max(1, -(-len(found) // LIST_PAGE)))
         return found
 
+    def head(self, key: str) -> dict:
+        """What the server reports about ``key``: path, size, e_tag, version, last_modified."""
+        with self._errors("get", key):
+            return obstore.head(self._store, key)
+
+    def metas(self, prefix: str = "") -> list[dict]:
+        """``head`` of every key under ``prefix`` (one listing), sorted by key."""
+        with self._errors("list", prefix):
+            return sorted((m for batch in obstore.list(self._store, prefix=prefix or None) for m in batch),
+                          key=lambda m: m["path"])
+
+    def stream(self, key: str, *, if_match: str | None = None, version: str | None = None) -> Iterator[bytes]:
+        """The bytes of ``key`` in pieces; only of ETag ``if_match`` (else Conflict) or of ``version``."""
+        with self._errors("get", key):
+            for piece in obstore.get(self._store, key, options=_conditions(if_match, version)).stream():
+                yield bytes(piece)
+
+    def read_range(self, key: str, start: int, end: int, *, if_match: str | None = None,
+                   version: str | None = None) -> bytes:
+        """Bytes [start, end) of ``key``, with ``stream``'s conditions."""
+        with self._errors("get", key):
+            options = {**_conditions(if_match, version), "range": (start, end)}
+            return obstore.get(self._store, key, options=options).bytes().to_bytes()
+
     # writing -----------------------------------------------------------------------------------
     def put(self, key: str, data: bytes, *, create: bool = False, if_match: str | None = None) -> str:
         """Write ``key``: overwrite, create-only (Exists when present) or compare-and-swap against
@@ -373,6 +397,10 @@ class S3Store:
         with self._errors("delete", keys[0]):
             self._count("DELETE", -(-len(keys) // LIST_PAGE))
             obstore.delete(self._store, keys)
+
+
+def _conditions(if_match: str | None, version: str | None) -> dict:
+    return {k: v for k, v in (("if_match", if_match), ("version", version)) if v is not None}
 
 
 def _unquoted(etag: str) -> str:
