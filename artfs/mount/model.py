@@ -38,6 +38,7 @@ from ..names import check_artifact
 from .files import OpenFiles, VersionHandle
 from .inodes import InodeTable
 from .nodes import ArtifactDir, ArtifactState, Attr, Listing, Node, Root, VersionEntry
+from .readahead import ReadAhead
 from .staged import StagedNode, StagingState
 from .uses import UseRecorder
 from .writing import WriteMarks
@@ -70,6 +71,10 @@ class Filesystem:
         self.io = trio.CapacityLimiter(IO_THREADS)
         self.remote_io = trio.CapacityLimiter(REMOTE_THREADS)
         self.artifacts: dict[str, ArtifactState] = {}
+        self.ahead = ReadAhead(self)   # the next files of a directory read in order
+        # (inode, bytes) -> those bytes put in the kernel's page cache of that version file's
+        # inode, from its start (any thread); set by the FUSE adapter, None: no read-ahead
+        self.store_pages = None
         self._dirs: dict[int, Listing] = {}
         self._next_dir = 1
 
@@ -251,7 +256,9 @@ class Filesystem:
         await self.hold(node.entry.ref)
         if self.uses is not None:
             await self.uses.opened(*node.origin, pid, uid)
-        return self.files.add(VersionHandle(self, node.entry.ref)), True
+        fh = self.files.add(VersionHandle(self, node.entry.ref))
+        self.ahead.opened(node)
+        return fh, True
 
     async def create(self, parent: int, name: bytes, mode: int, flags: int, uid: int,
                      gid: int) -> tuple[int, Attr]:
