@@ -8,6 +8,7 @@ import errno
 import mmap
 import os
 import random
+import threading
 import time
 
 from artfs.mount.readahead import PUSH_MAX
@@ -162,3 +163,50 @@ def test_a_file_read_ahead_cannot_be_opened_once_its_version_is_deleted(mount_fa
         os.close(dfd)
     m.stop()
     m.verify()
+
+
+def test_files_whose_pages_the_kernel_dropped_are_read_ahead_again(mount_factory, tmp_path):
+    """Files read ahead once are not read ahead again while the kernel keeps their pages (a warm
+    walk would only redo it); once it dropped them (here: fadvise DONTNEED on each file), the next
+    walk in order gets them read ahead again (before, none was: they counted as read ahead)."""
+    m = mount_factory()
+    files = {f"f{i:03d}": os.urandom(9000) for i in range(40)}
+    for name, data in files.items():
+        write(str(tmp_path / "src" / name), data)
+    m.cli("put", "a", tmp_path / "src")
+    m.start()
+    d = m.path("a", "v0")
+    names = sorted(os.listdir(d))
+    for name in names:
+        assert read(os.path.join(d, name)) == files[name]
+    for name in names:
+        fd = os.open(os.path.join(d, name), os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    checked = [n for i in range(5) for n in names[i::5]]   # out of order: no read-ahead
+    assert [n for n in checked if in_page_cache(os.path.join(d, n))] == []
+    for name in names[:4]:
+        assert read(os.path.join(d, name)) == files[name]
+    assert wait_until(lambda: all(in_page_cache(os.path.join(d, n)) for n in names[6:12]))
+    for name in names:
+        assert read(os.path.join(d, name)) == files[name]
+
+
+def test_an_object_loaded_by_two_threads_at_once_is_cached_once():
+    """The Repo's caches of trees and chunk lists are shared by the mount's loop, its worker
+    threads and read-ahead: two threads loading one object at once keep one copy, counted once
+    (before, both were counted, and the cache's budget shrank for good)."""
+    from artfs.repo.facade import _LRU
+    lru, both = _LRU(1 << 20), threading.Barrier(2)
+
+    def load():
+        both.wait(timeout=30)   # each thread loads while the other does
+        return object(), 100
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(lru.get(b"k", load))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got[0] is got[1] and lru.get(b"k", load) is got[0]
+    assert len(lru.items) == 1 and lru.used == lru.items[b"k"][1]

@@ -116,8 +116,8 @@ class StagedFile:
 class VersionHandle:
     writable = False
 
-    def __init__(self, fs, fid: bytes):
-        self.fs, self.fid, self.fobj = fs, fid, None
+    def __init__(self, fs, fid: bytes, ino: int):
+        self.fs, self.fid, self.ino, self.fobj = fs, fid, ino, None
 
     def read(self, offset: int, size: int) -> bytes:   # worker thread
         if self.fobj is None:   # the chunk list, loaded by the first read (concurrent ones agree)

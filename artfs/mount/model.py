@@ -37,7 +37,7 @@ from ..errors import ArtfsError, CrossDevice, InvalidInput, NotFound, NotPermitt
 from ..names import check_artifact
 from .files import OpenFiles, VersionHandle
 from .inodes import InodeTable
-from .nodes import ArtifactDir, ArtifactState, Attr, Listing, Node, Root, VersionEntry
+from .nodes import ArtifactDir, ArtifactState, Attr, Listing, Node, Root, VersionDir, VersionEntry
 from .readahead import ReadAhead
 from .staged import StagedNode, StagingState
 from .uses import UseRecorder
@@ -126,7 +126,10 @@ class Filesystem:
         return self.inodes.node(ino).readlink()
 
     def opendir(self, ino: int) -> int:
-        listing = self.inodes.node(ino).fresh().listing()
+        node = self.inodes.node(ino).fresh()
+        listing = node.listing()
+        if isinstance(node, VersionDir):
+            self.ahead.listing(node)
         dh, self._next_dir = self._next_dir, self._next_dir + 1
         self._dirs[dh] = listing
         return dh
@@ -256,7 +259,7 @@ class Filesystem:
         await self.hold(node.entry.ref)
         if self.uses is not None:
             await self.uses.opened(*node.origin, pid, uid)
-        fh = self.files.add(VersionHandle(self, node.entry.ref))
+        fh = self.files.add(VersionHandle(self, node.entry.ref, node.ino))
         self.ahead.opened(node)
         return fh, True
 
@@ -269,6 +272,8 @@ class Filesystem:
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self.files.get(fh)
+        if isinstance(handle, VersionHandle):
+            self.ahead.missed(handle.ino)
         data = handle.read_nowait(offset, size)   # bytes in memory: no thread (mount/files.py)
         if data is None:                          # local or cached data: a worker thread
             data = await self.in_thread(self.repo.db.objects.read_here, handle.read, offset, size)

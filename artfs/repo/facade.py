@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -39,23 +40,31 @@ def stderr_warn(msg: str) -> None:
 
 class _LRU:
     """Parsed immutable objects by id, least recently used dropped first, bounded by an estimate
-    of their memory (a parsed object takes several times its encoded size)."""
+    of their memory (a parsed object takes several times its encoded size). Safe to share between
+    threads (the mount's loop, worker threads, read-ahead): an object two threads load at once is
+    kept once; loading happens outside the lock."""
 
     def __init__(self, budget: int):
         self.budget, self.used, self.items = budget, 0, OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key, load: Callable[[], tuple[object, int]]):
-        try:
-            self.items.move_to_end(key)
-            return self.items[key][0]
-        except KeyError:
-            value, encoded = load()
-            cost = PARSED_PER_ENCODED * encoded + 256
+        with self._lock:
+            item = self.items.get(key)
+            if item is not None:
+                self.items.move_to_end(key)
+                return item[0]
+        value, encoded = load()
+        cost = PARSED_PER_ENCODED * encoded + 256
+        with self._lock:
+            item = self.items.get(key)
+            if item is not None:   # loaded meanwhile by another thread: keep that one
+                return item[0]
             self.items[key] = (value, cost)
             self.used += cost
             while self.used > self.budget and len(self.items) > 1:
                 self.used -= self.items.popitem(last=False)[1][1]
-            return value
+        return value
 
     def peek(self, key):
         """The cached value of KEY, or None (nothing loaded)."""
