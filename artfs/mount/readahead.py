@@ -15,9 +15,9 @@ that directory ahead of the reader, and for each one:
   never reach the daemon. Version files are immutable and their inodes are their contents
   (mount/inodes.py), so those pages can never be stale; a file the kernel does not hold an inode
   for gets none. A file put there once is not read ahead again (a warm walk would only redo it)
-  until a read of one such file reaches the daemon: the kernel dropped its pages (or never got
-  them: its reader overtook the read-ahead), and may have dropped others', so all are forgotten
-  and each reader's next open in order reads ahead again.
+  until a read of it reaches the daemon after they were put there: the kernel dropped them. That
+  also stops the read-ahead of that reader, which may be dropping them itself
+  (``fadvise(DONTNEED)`` before each read), until its next walk.
 
 The next batch starts when the reader reaches the first file of the last one, and doubles (from
 WINDOW_MIN to WINDOW_MAX files) while the reader keeps in order; any other open resets it. Only
@@ -52,16 +52,19 @@ THREADS = 2                      # worker threads reading ahead, all directories
 TREES = 1024                     # trees loaded ahead for one listing, at most
 EXPANDED = 4096                  # directories whose subtrees were loaded ahead, remembered
 PUSHED = 1 << 16                 # inodes whose pages were put in the kernel's cache, remembered
+BATCH = 8                        # files read in one go (one transaction per store)
 
 
 class _Stream:
     """The reader of one directory: the last index it opened, where the last batch read ahead
-    starts (reaching it starts the next batch) and ends, and the next batch's size."""
+    starts (reaching it starts the next batch) and ends, the next batch's size, and whether it
+    is read ahead (not once it has dropped pages read ahead for it before reading them)."""
 
-    __slots__ = ("last", "mark", "upto", "window")
+    __slots__ = ("last", "mark", "upto", "window", "on")
 
     def __init__(self, index: int):
         self.last, self.mark, self.upto, self.window = index, index + 1, index + 1, WINDOW_MIN
+        self.on = True
 
 
 class ReadAhead:
@@ -70,7 +73,10 @@ class ReadAhead:
         self._streams: OrderedDict[bytes, _Stream] = OrderedDict()   # by directory tree id
         self._limiter = trio.CapacityLimiter(THREADS)
         self._expanded: set[bytes] = set()   # tree ids whose grandchildren were loaded ahead
-        self._pushed: OrderedDict[int, None] = OrderedDict()   # inodes read ahead, oldest first
+        # inodes read ahead (-> their directory's tree id), oldest first, and those of them whose
+        # pages are in the kernel's cache (added by the worker threads)
+        self._pushed: OrderedDict[int, bytes] = OrderedDict()
+        self._stored: set[int] = set()
 
     def opened(self, node) -> None:
         """A version file NODE was opened (trio thread): read ahead if its directory is being
@@ -85,7 +91,7 @@ class ReadAhead:
         stream = self._streams.pop(vdir.tid, None)
         if stream is not None and 0 < index - stream.last <= 2:   # in order: read ahead
             stream.last = index
-            if index >= stream.mark:
+            if index >= stream.mark and stream.on:
                 stream.mark = max(stream.upto, index + 1)
                 stream.upto = stream.mark + stream.window
                 stream.window = min(2 * stream.window, WINDOW_MAX)
@@ -104,19 +110,24 @@ class ReadAhead:
                 ino = held(vdir.key(e))
                 if ino is not None and ino not in pushed:
                     files.append((ino, e.ref, e.size))
-                    pushed[ino] = None
+                    pushed[ino] = vdir.tid
         while len(pushed) > PUSHED:
-            pushed.popitem(last=False)
+            self._stored.discard(pushed.popitem(last=False)[0])
         if files:
             trio.lowlevel.spawn_system_task(self._run, self._read, files)
 
     def missed(self, ino: int) -> None:
-        """A read of version file INO reached the daemon (trio thread): if it was read ahead, the
-        kernel does not have its pages (any more), nor maybe those of the others."""
-        if ino in self._pushed:
-            self._pushed.clear()
-            for stream in self._streams.values():   # their next open in order reads ahead again
-                stream.mark = stream.upto = stream.last + 1
+        """A read of version file INO reached the daemon (trio thread). If its pages were put in
+        the kernel's cache, they were dropped before it was read: it may be read ahead again,
+        and its reader is not read ahead any more (its next walk in order is). If its read-ahead
+        is on its way (the reader overtook it), nothing changes."""
+        tid = self._pushed.get(ino)
+        if tid is not None and ino in self._stored:
+            del self._pushed[ino]
+            self._stored.discard(ino)
+            stream = self._streams.get(tid)
+            if stream is not None:
+                stream.on = False
 
     def listing(self, vdir) -> None:
         """Version directory VDIR is opened for listing (trio thread): load its subdirectories'
@@ -140,23 +151,46 @@ class ReadAhead:
 
     def _read(self, files: list[tuple[int, bytes, int]]) -> None:   # worker thread
         fs, repo = self.fs, self.fs.repo
-        here = repo.db.objects.read_here
-        for ino, fid, size in files:
+        for i in range(0, len(files), BATCH):
             try:
                 trio.from_thread.check_cancelled()
             except trio.Cancelled:
                 return   # the daemon is stopping
+            batch = files[i:i + BATCH]
             frees = fs.files.frees
             try:
-                if not repo.file_exists(fid):
-                    continue
-                fs.files.confirm(fid, frees)
-                data = here(lambda: repo.read(repo.file(fid), 0, size))
-                if data is None or len(data) != size:
-                    continue
-                fs.store_pages(ino, data)
-            except Exception:   # noqa: BLE001 - deleted meanwhile, damaged, forgotten by the kernel
+                exist = repo.files_exist([fid for _, fid, _ in batch])
+            except Exception:   # noqa: BLE001 - the catalog cannot be read: the opens will tell
                 continue
+            batch = [file for file, ok in zip(batch, exist) if ok]
+            for _, fid, _ in batch:
+                fs.files.confirm(fid, frees)
+            for (ino, _, size), data in zip(batch, self._bytes(batch)):
+                if data is not None and len(data) == size:
+                    try:
+                        fs.store_pages(ino, data)
+                    except OSError:   # the kernel forgot the inode meanwhile
+                        continue
+                    self._stored.add(ino)
+
+    def _bytes(self, batch: list[tuple[int, bytes, int]]) -> list:   # worker thread
+        """The files' bytes, each None if it cannot be read here (damaged, deleted meanwhile,
+        or only on the remote of a lazy store: read ahead never waits for it)."""
+        repo = self.fs.repo
+        here = repo.db.objects.read_here
+        try:
+            data = here(lambda: repo.read_whole(repo.files([fid for _, fid, _ in batch])))
+            if data is not None:
+                return data
+        except Exception:   # noqa: BLE001 - one file is damaged or gone: read each on its own
+            pass
+        out = []
+        for _, fid, _ in batch:
+            try:
+                out.append(here(lambda: repo.read_whole([repo.file(fid)])[0]))
+            except Exception:   # noqa: BLE001 - the reader will read it, and get the error
+                out.append(None)
+        return out
 
     def _trees(self, subdirs: list[bytes]) -> None:   # worker thread
         tree, loaded = self.fs.repo.tree, 0

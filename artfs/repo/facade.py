@@ -144,6 +144,16 @@ class Repo:
             return FileObj.decode(data), len(data)
         return self._files.get(fid, load)
 
+    def files(self, fids: list[bytes]) -> list[FileObj]:
+        """``file`` of each id; those not cached are read in one store call."""
+        missing = [f for f in dict.fromkeys(fids) if self._files.peek(f) is None]
+        raw = dict(zip(missing, self.objects.store.get_many(missing))) if missing else {}
+
+        def loaded(fid):
+            data = raw[fid] if fid in raw else self.objects.raw(fid)
+            return FileObj.decode(data), len(data)
+        return [self._files.get(fid, lambda fid=fid: loaded(fid)) for fid in fids]
+
     def file_nowait(self, fid: bytes) -> FileObj | None:
         """A file object if it is cached (``file`` without loading it), else None."""
         return self._files.peek(fid)
@@ -152,11 +162,25 @@ class Repo:
         """Bytes [offset, offset+size) of a file, every chunk hash-checked (CorruptData if not)."""
         spans = list(fobj.span(offset, size))
         data = self.objects.store.read_file(fobj, offset, size)   # store/lazy.py: read-ahead
+        self._touch(cid for cid, _, _ in spans)
+        return data
+
+    def read_whole(self, fobjs: list[FileObj]) -> list[bytes]:
+        """The bytes of each whole file, in one store read (every chunk hash-checked)."""
+        spans = [span for fobj in fobjs for span in fobj.span(0, fobj.size)]
+        data = memoryview(self.objects.store.read_ranges(spans))
+        out, pos = [], 0
+        for fobj in fobjs:
+            out.append(data[pos:pos + fobj.size])
+            pos += fobj.size
+        self._touch(cid for cid, _, _ in spans)
+        return out
+
+    def _touch(self, cids) -> None:
         touched = self._touched
         if len(touched) >= TOUCHED:
             touched.clear()
-        touched.update(cid for cid, _, _ in spans)
-        return data
+        touched.update(cids)
 
     def read_nowait(self, fobj: FileObj, offset: int, size: int) -> bytes | None:
         """``read``, or None where it might wait for a disk: for a caller on an event loop, which
@@ -385,8 +409,14 @@ class Repo:
     def file_exists(self, fid: bytes) -> bool:
         """Whether file object ``fid`` is stored now (referenced, or parked as a zombie): a fresh
         read, never the cache, so the mount can refuse an open that comes after a delete."""
+        return self.files_exist([fid])[0]
+
+    def files_exist(self, fids: list[bytes]) -> list[bool]:
+        """``file_exists`` of each id, in one fresh read."""
         with self.db.read() as txn:
-            return self.objects.refcount(txn, fid) > 0 or txn.get(fid, db=self.db.dbs["zombies"]) is not None
+            zombies = self.db.dbs["zombies"]
+            return [self.objects.refcount(txn, fid) > 0 or txn.get(fid, db=zombies) is not None
+                    for fid in fids]
 
 
 def check_metadata(metadata) -> dict:
