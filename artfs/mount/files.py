@@ -16,7 +16,10 @@ with a fresh read, that the file object still exists. So an open either was coun
 delete decided (the file is parked and stays readable) or comes after the commit and finds the file
 gone: NotFound (ENOENT), never freed chunks. The fresh read is skipped for a file id confirmed
 since the last free: every free happens under the lock, which forgets all confirmations (a delete
-that freed anything) or that file id (a zombie's), so "confirmed" always means "exists". The last close of a zombie frees it outside the lock
+that freed anything) or that file id (a zombie's), so "confirmed" always means "exists". Read-ahead
+(mount/readahead.py) checks files unpinned, ahead of their opens: such a check counts only if no
+free began or ended between reading the ``frees`` count and confirming (it may have read the
+store before a free committed). The last close of a zombie frees it outside the lock
 (the lock order is transaction, then lock: a delete takes the lock inside its transaction); an
 open of that file id meanwhile waits for the free, then finds the file gone - or stored again.
 
@@ -113,8 +116,8 @@ class StagedFile:
 class VersionHandle:
     writable = False
 
-    def __init__(self, fs, fid: bytes):
-        self.fs, self.fid, self.fobj = fs, fid, None
+    def __init__(self, fs, fid: bytes, ino: int):
+        self.fs, self.fid, self.ino, self.fobj = fs, fid, ino, None
 
     def read(self, offset: int, size: int) -> bytes:   # worker thread
         if self.fobj is None:   # the chunk list, loaded by the first read (concurrent ones agree)
@@ -163,6 +166,7 @@ class OpenFiles:
         self._zombies: set[bytes] = set()         # open file ids a delete parked
         self._freeing: set[bytes] = set()         # zombies whose last close is freeing them
         self._exists: set[bytes] = set()          # confirmed to exist since the last free
+        self.frees = 0                            # frees begun or ended so far (confirm_since)
 
     def add(self, handle) -> int:
         fh, self._next = self._next, self._next + 1
@@ -199,15 +203,19 @@ class OpenFiles:
         with self._lock:
             return list(self._open)
 
-    def confirm(self, fid: bytes) -> None:
-        """``fid`` exists (checked while pinned, so no delete could free it meanwhile): remember
-        it, unless the lock is busy (never waits: it is only a shortcut)."""
+    def confirm(self, fid: bytes, frees: int | None = None) -> None:
+        """``fid`` exists: remember it, unless the lock is busy (never waits: it is only a
+        shortcut). Checked while pinned, no delete could free it meanwhile; checked unpinned
+        (read-ahead, mount/readahead.py) by a fresh read begun after ``frees`` was read, it is
+        remembered only if no free began or ended since (that read may predate a free which has
+        committed since; a delete deciding holds the lock, and its end counts as a free)."""
         if not self._lock.acquire(blocking=False):
             return
         try:
-            if len(self._exists) >= EXISTS:
-                self._exists.clear()
-            self._exists.add(fid)
+            if frees is None or frees == self.frees:
+                if len(self._exists) >= EXISTS:
+                    self._exists.clear()
+                self._exists.add(fid)
         finally:
             self._lock.release()
 
@@ -226,6 +234,7 @@ class OpenFiles:
             self._zombies.discard(fid)
             self._exists.discard(fid)
             self._freeing.add(fid)
+            self.frees += 1
             return True
         finally:
             self._lock.release()
@@ -237,6 +246,7 @@ class OpenFiles:
         finally:
             with self._lock:
                 self._freeing.discard(fid)
+                self.frees += 1
                 self._freed.notify_all()
 
     @contextmanager
@@ -261,5 +271,6 @@ class OpenFiles:
         finally:
             if freed:
                 self._exists.clear()   # which file ids went is not known here: all are checked again
+                self.frees += 1
             if held:
                 self._lock.release()

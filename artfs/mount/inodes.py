@@ -55,6 +55,11 @@ class InodeTable:
             self._bind(key, ino)
         return ino
 
+    def held(self, key: tuple) -> int | None:
+        """The inode number of an identity the kernel holds now, else None (nothing allocated)."""
+        ino = self._ids.get(key)
+        return ino if ino in self._lookups else None
+
     def allocate(self) -> int:
         """A number never handed out before (not tied to an identity yet)."""
         ino, self._next = self._next, self._next + 1

@@ -37,7 +37,8 @@ from ..errors import ArtfsError, CrossDevice, InvalidInput, NotFound, NotPermitt
 from ..names import check_artifact
 from .files import OpenFiles, VersionHandle
 from .inodes import InodeTable
-from .nodes import ArtifactDir, ArtifactState, Attr, Listing, Node, Root, VersionEntry
+from .nodes import ArtifactDir, ArtifactState, Attr, Listing, Node, Root, VersionDir, VersionEntry
+from .readahead import ReadAhead
 from .staged import StagedNode, StagingState
 from .uses import UseRecorder
 from .writing import WriteMarks
@@ -70,6 +71,10 @@ class Filesystem:
         self.io = trio.CapacityLimiter(IO_THREADS)
         self.remote_io = trio.CapacityLimiter(REMOTE_THREADS)
         self.artifacts: dict[str, ArtifactState] = {}
+        self.ahead = ReadAhead(self)   # the next files of a directory read in order
+        # (inode, bytes) -> those bytes put in the kernel's page cache of that version file's
+        # inode, from its start (any thread); set by the FUSE adapter, None: no read-ahead
+        self.store_pages = None
         self._dirs: dict[int, Listing] = {}
         self._next_dir = 1
 
@@ -121,7 +126,10 @@ class Filesystem:
         return self.inodes.node(ino).readlink()
 
     def opendir(self, ino: int) -> int:
-        listing = self.inodes.node(ino).fresh().listing()
+        node = self.inodes.node(ino).fresh()
+        listing = node.listing()
+        if isinstance(node, VersionDir):
+            self.ahead.listing(node)
         dh, self._next_dir = self._next_dir, self._next_dir + 1
         self._dirs[dh] = listing
         return dh
@@ -256,7 +264,9 @@ class Filesystem:
         await self.hold(node.entry.ref)
         if self.uses is not None:
             await self.uses.opened(*node.origin, pid, uid)
-        return self.files.add(VersionHandle(self, node.entry.ref)), True
+        fh = self.files.add(VersionHandle(self, node.entry.ref, node.ino))
+        self.ahead.opened(node)
+        return fh, True
 
     async def create(self, parent: int, name: bytes, mode: int, flags: int, uid: int,
                      gid: int) -> tuple[int, Attr]:
@@ -267,6 +277,8 @@ class Filesystem:
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self.files.get(fh)
+        if isinstance(handle, VersionHandle):
+            self.ahead.missed(handle.ino)
         data = handle.read_nowait(offset, size)   # bytes in memory: no thread (mount/files.py)
         if data is None:                          # local or cached data: a worker thread
             data = await self.in_thread(self.repo.db.objects.read_here, handle.read, offset, size)

@@ -13,9 +13,11 @@ when they change (see ArtifactState.refresh).
 
 from __future__ import annotations
 
+import bisect
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 
 import trio
 
@@ -27,6 +29,7 @@ from .inodes import ROOT_INODE
 SHORT = 1.0        # seconds: artifact dirs, aliases, staging (also invalidated on change)
 LONG = 86400.0     # seconds: version entries never change
 DIR_MODE = 0o755   # mode of the root, artifact dirs and version roots (no committed mode)
+_name = attrgetter("name")
 
 
 @dataclass(slots=True)
@@ -262,7 +265,22 @@ class VersionDir(Node):
             ino = self.fs.inodes.inode(("d", self.ino, e.name))
             return VersionDir(self.fs, self.state, self.number, e.ref, ino, e.mode, e.size, e.mtime_ns,
                               e.subdirs)
-        return VersionEntry(self.fs, e, self.state, self.number, self.ino)
+        return VersionEntry(self.fs, e, self)
+
+    def key(self, e: Entry) -> tuple:
+        """The inode identity (mount/inodes.py) of E, a file, symlink or special file here."""
+        if e.kind in SPECIAL:   # hard links of one: its link group in this version
+            return ("n",) + ((self.state.ino, self.number, e.group) if e.group else (self.ino, e.name))
+        per_version = (self.state.ino, self.number) if self.fs.uses is not None else ()
+        return (e.kind, e.ref, e.mode, e.mtime_ns, e.group, e.nlink) + per_version
+
+    def entries(self) -> list[Entry]:
+        """The entries, in listing order."""
+        return self._tree().entries
+
+    def index(self, name: bytes) -> int:
+        """The position of NAME among the entries."""
+        return bisect.bisect_left(self.entries(), name, key=_name)
 
     def lookup(self, name: bytes) -> Node:
         e = self._tree().lookup(name)
@@ -283,16 +301,16 @@ class VersionEntry(Node):
     is its place (directory inode, name), or its link group in its version: two equal FIFOs are
     never one pipe."""
 
-    __slots__ = ("fs", "entry", "origin", "ino")
+    __slots__ = ("fs", "entry", "dir", "ino")
 
-    def __init__(self, fs, e: Entry, state: ArtifactState, number: int, parent: int):
-        self.fs, self.entry, self.origin = fs, e, (state.name, number)
-        if e.kind in SPECIAL:   # hard links of one: its link group in this version
-            place = (state.ino, number, e.group) if e.group else (parent, e.name)
-            self.ino = fs.inodes.inode(("n",) + place)
-            return
-        per_version = (state.ino, number) if fs.uses is not None else ()
-        self.ino = fs.inodes.inode((e.kind, e.ref, e.mode, e.mtime_ns, e.group, e.nlink) + per_version)
+    def __init__(self, fs, e: Entry, parent: VersionDir):
+        self.fs, self.entry, self.dir = fs, e, parent
+        self.ino = fs.inodes.inode(parent.key(e))
+
+    @property
+    def origin(self) -> tuple[str, int]:
+        """(artifact, version number) of the directory it was found in."""
+        return self.dir.state.name, self.dir.number
 
     @property
     def is_file(self) -> bool:

@@ -78,6 +78,13 @@ def entry(a: Attr) -> pyfuse3.EntryAttributes:
     return e
 
 
+def store_pages(inode: int, data: bytes) -> None:
+    """Put DATA in the kernel's page cache of INODE from offset 0 (FUSE_NOTIFY_STORE; any thread:
+    the kernel may wait for a page lock, never for this daemon's loop). OSError if the kernel
+    holds no such inode."""
+    pyfuse3.notify_store(inode, 0, data)
+
+
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = False     # the kernel then never looks up "." or ".."
     enable_writeback_cache = False
@@ -85,6 +92,7 @@ class Operations(pyfuse3.Operations):
     def __init__(self, fs: Filesystem):
         super().__init__()
         self.fs = fs
+        fs.store_pages = store_pages
 
     @_handler
     async def lookup(self, parent_inode, name, ctx=None):

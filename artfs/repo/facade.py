@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,23 +41,31 @@ def stderr_warn(msg: str) -> None:
 
 class _LRU:
     """Parsed immutable objects by id, least recently used dropped first, bounded by an estimate
-    of their memory (a parsed object takes several times its encoded size)."""
+    of their memory (a parsed object takes several times its encoded size). Safe to share between
+    threads (the mount's loop, worker threads, read-ahead): an object two threads load at once is
+    kept once; loading happens outside the lock."""
 
     def __init__(self, budget: int):
         self.budget, self.used, self.items = budget, 0, OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key, load: Callable[[], tuple[object, int]]):
-        try:
-            self.items.move_to_end(key)
-            return self.items[key][0]
-        except KeyError:
-            value, encoded = load()
-            cost = PARSED_PER_ENCODED * encoded + 256
+        with self._lock:
+            item = self.items.get(key)
+            if item is not None:
+                self.items.move_to_end(key)
+                return item[0]
+        value, encoded = load()
+        cost = PARSED_PER_ENCODED * encoded + 256
+        with self._lock:
+            item = self.items.get(key)
+            if item is not None:   # loaded meanwhile by another thread: keep that one
+                return item[0]
             self.items[key] = (value, cost)
             self.used += cost
             while self.used > self.budget and len(self.items) > 1:
                 self.used -= self.items.popitem(last=False)[1][1]
-            return value
+        return value
 
     def peek(self, key):
         """The cached value of KEY, or None (nothing loaded)."""
@@ -137,6 +146,16 @@ class Repo:
             return FileObj.decode(data), len(data)
         return self._files.get(fid, load)
 
+    def files(self, fids: list[bytes]) -> list[FileObj]:
+        """``file`` of each id; those not cached are read in one store call."""
+        missing = [f for f in dict.fromkeys(fids) if self._files.peek(f) is None]
+        raw = dict(zip(missing, self.objects.store.get_many(missing))) if missing else {}
+
+        def loaded(fid):
+            data = raw[fid] if fid in raw else self.objects.raw(fid)
+            return FileObj.decode(data), len(data)
+        return [self._files.get(fid, lambda fid=fid: loaded(fid)) for fid in fids]
+
     def file_nowait(self, fid: bytes) -> FileObj | None:
         """A file object if it is cached (``file`` without loading it), else None."""
         return self._files.peek(fid)
@@ -148,11 +167,25 @@ class Repo:
             return self.references.read(fobj, offset, size)
         spans = list(fobj.span(offset, size))
         data = self.objects.store.read_file(fobj, offset, size)   # store/lazy.py: read-ahead
+        self._touch(cid for cid, _, _ in spans)
+        return data
+
+    def read_whole(self, fobjs: list[FileObj]) -> list[bytes]:
+        """The bytes of each whole file, in one store read (every chunk hash-checked)."""
+        spans = [span for fobj in fobjs for span in fobj.span(0, fobj.size)]
+        data = memoryview(self.objects.store.read_ranges(spans))
+        out, pos = [], 0
+        for fobj in fobjs:
+            out.append(data[pos:pos + fobj.size])
+            pos += fobj.size
+        self._touch(cid for cid, _, _ in spans)
+        return out
+
+    def _touch(self, cids) -> None:
         touched = self._touched
         if len(touched) >= TOUCHED:
             touched.clear()
-        touched.update(cid for cid, _, _ in spans)
-        return data
+        touched.update(cids)
 
     def read_nowait(self, fobj: FileObj, offset: int, size: int) -> bytes | None:
         """``read``, or None where it might wait for a disk: for a caller on an event loop, which
@@ -390,8 +423,14 @@ class Repo:
     def file_exists(self, fid: bytes) -> bool:
         """Whether file object ``fid`` is stored now (referenced, or parked as a zombie): a fresh
         read, never the cache, so the mount can refuse an open that comes after a delete."""
+        return self.files_exist([fid])[0]
+
+    def files_exist(self, fids: list[bytes]) -> list[bool]:
+        """``file_exists`` of each id, in one fresh read."""
         with self.db.read() as txn:
-            return self.objects.refcount(txn, fid) > 0 or txn.get(fid, db=self.db.dbs["zombies"]) is not None
+            zombies = self.db.dbs["zombies"]
+            return [self.objects.refcount(txn, fid) > 0 or txn.get(fid, db=zombies) is not None
+                    for fid in fids]
 
 
 def check_metadata(metadata) -> dict:
