@@ -8,9 +8,10 @@ chunks are fetched on first read.
 
 Reads (``read_file``, ``read_ranges``, ``get_many``): objects in the local store are served from
 it (a local store pays nothing more); chunks in the cache (store/cache.py) from there, in place;
-the rest are fetched with ranged GETs (store/remote.py ``RemoteObjectStore.get_many``: every
-object checked against its id and the SHA-256 its pack index lists) in batches of neighbours of
-about ``BATCH`` bytes (one coalesced GET each), ``FETCHERS`` batches at once. A chunk being
+the rest are fetched with ranged GETs (store/remote.py ``RemoteObjectStore.get_many`` with
+``copies``: every data chunk checked against its id, trees and file objects against their id and
+the SHA-256 the pack index lists) in batches of neighbours of about ``BATCH`` bytes (one coalesced
+GET each), ``FETCHERS`` batches at once: a full read-ahead window keeps them all busy. A chunk being
 fetched is fetched once: other readers wait for the same fetch. Readers get the bytes as soon as
 they are verified; one keeper thread then stores them (chunks into the cache, trees and file
 objects into the local store: listings never fetch twice), many fetches per transaction. A reader
@@ -53,7 +54,7 @@ from .local import LocalObjectStore
 log = logging.getLogger("artfs.lazy")
 log.addHandler(logging.NullHandler())   # the CLI says it in its one error line; a daemon logs it
 
-BATCH = 8 << 20              # bytes per ranged fetch (one or a few coalesced GETs)
+BATCH = 4 << 20              # bytes per ranged fetch (one or a few coalesced GETs)
 FETCHERS = 8                 # batches fetched at once
 READ_AHEAD_MIN = 1 << 20
 READ_AHEAD_MAX = 32 << 20
@@ -194,7 +195,7 @@ class LazyObjectStore:
         got = self._obtain(missing)
         for i, h in enumerate(here):
             if not h:
-                out[i] = got[ids[i]]
+                out[i] = bytes(got[ids[i]])     # a fetched chunk is a view (store/remote.py)
         return out
 
     def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
@@ -412,7 +413,7 @@ class LazyObjectStore:
 
     def _fetch(self, remote, ids: list[bytes]) -> None:   # fetcher thread
         try:
-            data = remote.get_many(ids)       # verified: id and SHA-256 from the pack index
+            data = remote.get_many(ids, copies=True)   # verified (chunks: views, by their id)
         except Exception as e:
             self._failed(remote, ids, e)
             return

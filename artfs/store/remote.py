@@ -9,6 +9,11 @@ in ``cache_dir`` (indexes are immutable, so a cached one never goes stale).
 Reads are ranged GETs of exactly the objects asked for (neighbours coalesced, packs in parallel);
 every object is checked against its id *and* the SHA-256 its index lists before it is returned,
 so a damaged or tampered pack is CorruptData naming the object, never wrong bytes.
+``get_many(ids, copies=True)`` (the lazy store's chunk cache, store/lazy.py) checks data chunks
+against their id alone and returns zero-copy views: the SHA-256 it would compare with comes from
+the same remote's index, so a writer who can plant colliding bytes plants their digest with them,
+and against damage the 128-bit id check is as strong; the cache holds only copies, and ``verify``
+re-computes their SHA-256. Trees and file objects (stored as the local copy) are checked in full.
 """
 
 from __future__ import annotations
@@ -102,14 +107,16 @@ class RemoteObjectStore:
         return [self.index.get(oid) for oid in ids]
 
     # ObjectStore -----------------------------------------------------------------------------
-    def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
+    def get_many(self, ids: Sequence[bytes], copies: bool = False) -> list:
+        """The objects' bytes, verified; COPIES: views, and data chunks checked against their id
+        alone (fetched to be cached, see above)."""
         try:
-            return self._get_many(ids)
+            return self._get_many(ids, copies)
         except _PackGone:          # a gc repacked it meanwhile: the objects are in another pack now
             self.refresh()
-            return self._get_many(ids)
+            return self._get_many(ids, copies)
 
-    def _get_many(self, ids: Sequence[bytes]) -> list[bytes]:
+    def _get_many(self, ids: Sequence[bytes], copies: bool) -> list:
         locs = self._locate(ids)
         by_pack: dict[str, list[int]] = defaultdict(list)
         for i, (oid, loc) in enumerate(zip(ids, locs)):
@@ -126,14 +133,17 @@ class RemoteObjectStore:
             except NotFound:
                 raise _PackGone(f"remote pack {pack_key(pack)} is missing (its index names it)") from None
             for i, data in zip(where, got):
-                oid = ids[i]
-                if (len(data) != locs[i].length or not id_matches(self.object_id, data, oid)
-                        or strong_digest(data) != locs[i].digest):
+                oid, loc = ids[i], locs[i]
+                if (len(data) != loc.length or not id_matches(self.object_id, data, oid)
+                        or not (copies and loc.kind == CHUNK) and strong_digest(data) != loc.digest):
                     raise CorruptData(f"remote object {oid.hex()} (pack {pack_key(pack)}) fails its hash "
                                       "check: the remote is damaged or was tampered with")
-                out[i] = data
-        with ThreadPoolExecutor(PARALLEL) as pool:
-            list(pool.map(fetch, by_pack))
+                out[i] = data if copies and loc.kind == CHUNK else bytes(data)
+        if len(by_pack) == 1:      # one pack (a lazy read's batch): no thread pool
+            fetch(next(iter(by_pack)))
+        else:
+            with ThreadPoolExecutor(PARALLEL) as pool:
+                list(pool.map(fetch, by_pack))
         return out
 
     def put_many(self, objs: Sequence[Obj]) -> int:
