@@ -196,7 +196,7 @@ class LazyObjectStore:
         got = self._obtain(missing)
         for i, h in enumerate(here):
             if not h:
-                out[i] = bytes(got[ids[i]])     # a fetched chunk is a view (store/remote.py)
+                out[i] = got[ids[i]]
         return out
 
     def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
@@ -420,7 +420,7 @@ class LazyObjectStore:
 
     def _fetch(self, remote, ids: list[bytes]) -> None:   # fetcher thread
         try:
-            data = remote.get_many(ids, copies=True)   # verified (chunks: views, by their id)
+            data = remote.get_many(ids, copies=True)   # verified (chunks by their id)
         except Exception as e:
             self._failed(remote, ids, e)
             return

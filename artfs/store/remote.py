@@ -10,7 +10,7 @@ Reads are ranged GETs of exactly the objects asked for (neighbours coalesced, pa
 every object is checked against its id *and* the SHA-256 its index lists before it is returned,
 so a damaged or tampered pack is CorruptData naming the object, never wrong bytes.
 ``get_many(ids, copies=True)`` (the lazy store's chunk cache, store/lazy.py) checks data chunks
-against their id alone and returns zero-copy views: the SHA-256 it would compare with comes from
+against their id alone: the SHA-256 it would compare with comes from
 the same remote's index, so a writer who can plant colliding bytes plants their digest with them,
 and against damage the 128-bit id check is as strong; the cache holds only copies, and ``verify``
 re-computes their SHA-256. Trees and file objects (stored as the local copy) are checked in full.
@@ -107,16 +107,16 @@ class RemoteObjectStore:
         return [self.index.get(oid) for oid in ids]
 
     # ObjectStore -----------------------------------------------------------------------------
-    def get_many(self, ids: Sequence[bytes], copies: bool = False) -> list:
-        """The objects' bytes, verified; COPIES: views, and data chunks checked against their id
-        alone (fetched to be cached, see above)."""
+    def get_many(self, ids: Sequence[bytes], copies: bool = False) -> list[bytes]:
+        """The objects' bytes, verified; COPIES: data chunks checked against their id alone
+        (fetched to be cached, see above)."""
         try:
             return self._get_many(ids, copies)
         except _PackGone:          # a gc repacked it meanwhile: the objects are in another pack now
             self.refresh()
             return self._get_many(ids, copies)
 
-    def _get_many(self, ids: Sequence[bytes], copies: bool) -> list:
+    def _get_many(self, ids: Sequence[bytes], copies: bool) -> list[bytes]:
         locs = self._locate(ids)
         by_pack: dict[str, list[int]] = defaultdict(list)
         for i, (oid, loc) in enumerate(zip(ids, locs)):
@@ -138,7 +138,7 @@ class RemoteObjectStore:
                         or not (copies and loc.kind == CHUNK) and strong_digest(data) != loc.digest):
                     raise CorruptData(f"remote object {oid.hex()} (pack {pack_key(pack)}) fails its hash "
                                       "check: the remote is damaged or was tampered with")
-                out[i] = data if copies and loc.kind == CHUNK else bytes(data)
+                out[i] = data
         if len(by_pack) == 1:      # one pack (a lazy read's batch): no thread pool
             fetch(next(iter(by_pack)))
         else:
