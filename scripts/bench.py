@@ -930,7 +930,7 @@ def w_bigdir(b: Bench) -> None:
 
 # id, name, function, data sets it reads
 def w_lazy(b: Bench) -> None:
-    """Rows 10a-10e: the lazy mount of a remote vs its peers (scripts/bench_lazy.py)."""
+    """Rows 10a-10g: the lazy mount of a remote vs its peers (scripts/bench_lazy.py)."""
     sys.path.insert(0, str(REPO / "scripts"))
     import bench_lazy
     bench_lazy.workload(b, sys.modules[__name__])

@@ -12,8 +12,13 @@ is the ratio the issue asks for:
   10d warm: the lazy mount with the file in its chunk cache (fresh daemon, caches dropped) vs the
       same version mounted from the local store that pushed it
   10e the lazy daemon's peak RSS (MiB; artfs column only)
+  10f small files (the bench's ``small`` set: 10,000 x 16 KiB in 100 dirs), cold walk+read through
+      a fresh lazy mount vs `rclone mount` of the same files as plain objects (files/s)
+  10g the first `ls -lR` of a version of the bench's ``tree`` set (100,000 files) on a fresh lazy
+      mount, caches dropped (seconds; artfs column only; the issue asks <= 3 s)
 
-Peers read the file as one plain object (``raw/data.bin``) uploaded next to artfs's packs.
+Peers read the files as plain objects (``raw/data.bin``, ``raw/small/...``) uploaded next to
+artfs's packs.
 """
 from __future__ import annotations
 
@@ -66,16 +71,38 @@ class Peer:
         with self.mount:
             return B.timed_read(self.mount.mnt / "raw" / "data.bin", size)
 
+    def walk(self, B, files: int) -> float:
+        with self.mount:
+            return B.walk_read(self.mount.mnt / "raw" / "small", files)["x"]
+
+
+def _upload_tree(store, root: Path, prefix: str) -> None:
+    """Every file under ROOT as an object PREFIX/RELPATH (16 PUTs at once)."""
+    import obstore
+    paths = [p for p in root.rglob("*") if p.is_file()]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda p: obstore.put(store, f"{prefix}/{p.relative_to(root)}", p.read_bytes()), paths))
+
+
+def _timed_ls(path: Path) -> float:
+    """Seconds of ``ls -lR PATH`` (output discarded)."""
+    t = time.perf_counter()
+    subprocess.run(["ls", "-lR", str(path)], stdout=subprocess.DEVNULL, check=True, timeout=600)
+    return time.perf_counter() - t
+
 
 def workload(b, B) -> None:
-    """Fill rows 10a-10e of Bench ``b``; ``B`` is the bench module (its helpers)."""
+    """Fill rows 10a-10g of Bench ``b``; ``B`` is the bench module (its helpers)."""
     size, work = b.sz.big, b.work / "lazy"
     rows = {k: b.row(f"10{k}", title, unit, hib) for k, title, unit, hib in (
         ("a", f"lazy mount cold read {B.human(size)} / obstore ranged download (native col)", "MB/s", True),
         ("b", "  same / rclone mount (native col)", "MB/s", True),
         ("c", "  same / s3fs (native col)", "MB/s", True),
         ("d", "lazy mount warm (cached) read / local store mount (native col)", "MB/s", True),
-        ("e", "lazy mount daemon peak RSS", "MiB", False))}
+        ("e", "lazy mount daemon peak RSS", "MiB", False),
+        ("f", f"lazy mount {b.sz.small_n:,} x {B.human(b.sz.small_size)} cold walk+read / rclone mount (native col)",
+         "files/s", True),
+        ("g", f"lazy mount first ls -lR of a {B.tree_count(b.sz):,}-file version", "s", False))}
     server = _server().start()
     saved = dict(os.environ)
     try:
@@ -88,6 +115,9 @@ def workload(b, B) -> None:
         B.write_random(data, size, __import__("random").Random(9))
         a, lazy = work / "A", work / "B"
         B.run(B.artfs_cmd(a, "put", "big", str(data.parent)), timeout=3600)
+        for name, build in (("small", B.build_small), ("tree", B.build_tree)):
+            build(work / name, b.sz)
+            B.run(B.artfs_cmd(a, "put", name, str(work / name)), timeout=3600)
         B.run(B.artfs_cmd(a, "remote", "add", "origin", f"s3://{bucket}/artfs", "--endpoint", server.endpoint,
                           "--allow-http"))
         B.run(B.artfs_cmd(a, "push"), timeout=3600)
@@ -95,6 +125,7 @@ def workload(b, B) -> None:
         import obstore
         with open(data, "rb") as f:
             obstore.put(store, "raw/data.bin", f)
+        _upload_tree(store, work / "small", "raw/small")
         B.run([sys.executable, "-m", "artfs", "clone", f"s3://{bucket}/artfs", str(lazy), "--endpoint",
                server.endpoint, "--allow-http"], timeout=600)
         endpoint = server.endpoint
@@ -111,13 +142,13 @@ def workload(b, B) -> None:
                                         "-o", "use_path_request_style", "-o", f"passwd_file={passwd}", "-o", "ro"]),
         }
 
-        def artfs_read(store_dir: Path, name: str, clear: bool) -> tuple[float, int]:
+        def artfs_read(store_dir: Path, name: str, clear: bool, how=None) -> tuple[float, int]:
             if clear:
                 shutil.rmtree(store_dir / "cache", ignore_errors=True)
             cold()
             m = B.artfs_mount(store_dir, work / "mnt" / name, work / "logs" / f"{name}.log")
             with m:
-                v = B.timed_read(m.mnt / "big" / "v0" / "data.bin", size)
+                v = (how or (lambda mnt: B.timed_read(mnt / "big" / "v0" / "data.bin", size)))(m.mnt)
                 m.sample_rss()
             return v, m.peak_rss
 
@@ -143,6 +174,16 @@ def workload(b, B) -> None:
             rows["d"].samples.setdefault("artfs", []).append(warm)
             local, _ = artfs_read(a, "local", clear=False)
             rows["d"].samples.setdefault("native", []).append(local)
+            cold()
+            try:
+                rows["f"].samples.setdefault("native", []).append(peers["b"].walk(B, b.sz.small_n))
+            except (Exception, subprocess.TimeoutExpired) as e:
+                rows["f"].errors.setdefault("native", f"{type(e).__name__}: {e}"[:300])
+            small, _ = artfs_read(lazy, "lazy", clear=True,
+                                  how=lambda mnt: B.walk_read(mnt / "small" / "v0", b.sz.small_n)["x"])
+            rows["f"].samples.setdefault("artfs", []).append(small)
+            ls, _ = artfs_read(lazy, "lazy", clear=False, how=lambda mnt: _timed_ls(mnt / "tree" / "v0"))
+            rows["g"].samples.setdefault("artfs", []).append(ls)
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -488,3 +488,56 @@ def test_closing_a_store_while_a_fetch_is_stalled_leaves_no_thread_using_it(s3, 
         fetcher.join(600)
         assert outcome and not fetcher.is_alive()     # its bytes were served (kept or not)
         assert [t.name for t in threading.enumerate() if t.name == "artfs-keep"] == []
+
+
+def test_du_splits_each_version_into_local_cached_and_remote_bytes(s3, s3_bucket, tmp_path):
+    """On a store bound to a remote `du` tells, per version, the distinct chunk bytes here, in the
+    chunk cache and only on the remote (what a first read fetches); a store without a remote does
+    not grow the columns."""
+    files = {"a": random.randbytes(2 * MiB), "b": random.randbytes(MiB)}
+    a = published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+
+    def split(store):
+        (art,) = json.loads(cli(store, s3, "du", "--json").stdout)["artifacts"]
+        (v,) = art["versions"]
+        return v["local_bytes"], v["cached_bytes"], v["remote_bytes"]
+    total = sum(map(len, files.values()))
+    assert split(b) == (0, 0, total)
+    cli(b, s3, "get", "ds:v0/b", tmp_path / "out")
+    assert split(b) == (0, len(files["b"]), len(files["a"]))
+    assert split(a) == (total, 0, 0)
+    header = cli(b, s3, "du").stdout.splitlines()[1].split()
+    assert header[-3:] == ["LOCAL", "CACHED", "REMOTE"]
+    solo = tmp_path / "solo"
+    cli(solo, s3, "put", "ds", tmp_path / "src")
+    assert "remote_bytes" not in json.loads(cli(solo, s3, "du", "--json").stdout)["artifacts"][0]["versions"][0]
+    assert "REMOTE" not in cli(solo, s3, "du").stdout
+
+
+def test_a_damaged_cache_entry_is_dropped_and_fetched_again_never_served(s3, s3_bucket, tmp_path):
+    """A cached chunk whose bytes were damaged on disk is never served: the read drops it, fetches
+    it again and returns the source's bytes; afterwards every cache entry hashes right."""
+    import lmdb
+    data = random.randbytes(3 * MiB)
+    published(tmp_path, s3, s3_bucket, {"f": data})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    cli(b, s3, "pull", "ds:v0", "--data")
+    victim = file_chunks(b, "ds:v0", "f")[3]
+    env = lmdb.open(str(b / "cache" / "objects"), max_dbs=4, subdir=True)
+    db = env.open_db(b"objects")
+    with env.begin(write=True, db=db) as txn:
+        value = bytearray(txn.get(victim))
+        value[-1] ^= 0xFF                          # the chunk's last byte, past its digest
+        txn.put(victim, bytes(value))
+    env.close()
+    with Repo(str(b)) as repo:
+        assert repo.db.objects.cache().objects.check([victim]) == ["corrupt"]
+    cli(b, s3, "get", "ds:v0", tmp_path / "out")
+    assert (tmp_path / "out" / "f").read_bytes() == data
+    with Repo(str(b)) as repo:
+        cache = repo.db.objects.cache()
+        assert cache.present([victim]) == [True]
+        assert all(p is None for p in cache.objects.check(cache.ids()))

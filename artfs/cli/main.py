@@ -194,11 +194,14 @@ def cmd_du(store: Store, args) -> int:
     print(f"store: {_human(s['stored_bytes'])} in {s['chunks']} chunks for "
           f"{_human(s['logical_bytes'])} of versions; database files {_human(s['file_bytes'])} on disk"
           + (" (artfs compact gives the difference back)" if s["file_bytes"] > 2 * s["stored_bytes"] + (64 << 20) else ""))
-    rows = [["ARTIFACT", "VERSION", "ALIASES", "FILES", "LOGICAL", "UNIQUE"]]
+    split = any("remote_bytes" in v for a in report["artifacts"] for v in a["versions"])
+    rows = [["ARTIFACT", "VERSION", "ALIASES", "FILES", "LOGICAL", "UNIQUE"]
+            + (["LOCAL", "CACHED", "REMOTE"] if split else [])]
     for a in report["artifacts"]:
         for v in a["versions"]:
             rows.append([a["name"], v["version"], ",".join(v["aliases"]) or "-", str(v["files"]),
-                         _human(v["logical_bytes"]), _human(v["unique_bytes"])])
+                         _human(v["logical_bytes"]), _human(v["unique_bytes"])]
+                        + ([_human(v[k]) for k in ("local_bytes", "cached_bytes", "remote_bytes")] if split else []))
     if len(rows) > 1:
         _table(rows)
     return 0
@@ -337,8 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("du", help="logical and unique bytes per version; bytes stored",
                        description="Per version: files, logical bytes and unique bytes (what "
-                       "deleting that version alone frees); for the store: bytes stored and the "
-                       "size of its database files.")
+                       "deleting that version alone frees) and, on a store bound to a remote, its "
+                       "distinct chunk bytes local, in the chunk cache and only on the remote; for "
+                       "the store: bytes stored and the size of its database files.")
     c.add_argument("name", nargs="?", metavar="NAME", help="only this artifact's versions")
     c.add_argument("--json", action="store_true", help=JSON_HELP)
     c.set_defaults(func=cmd_du)

@@ -1,4 +1,7 @@
 """Storage accounting for ``du``: logical bytes, and what deleting a version alone would free.
+On a store bound to a remote, each version's distinct chunk bytes are split too: ``local`` (in
+the local store), ``cached`` (in the chunk cache) and ``remote`` (only there: fetched on first
+read), as ``artfs cache ls`` counts them (repo/residency.py); no request goes to the remote.
 
 ``unique_bytes`` replays the release of a version's root (or of several versions' roots deleted
 together: ``artfs gc``) against the live reference counts without writing anything: an object is
@@ -11,6 +14,8 @@ from __future__ import annotations
 from collections import Counter
 
 from ..catalog.objects import DIR, FILE
+from ..store.lazy import binding
+from .residency import residency
 
 
 def unique_bytes(repo, batch, *roots: bytes, dropped: Counter | None = None) -> int:
@@ -45,6 +50,12 @@ def du(repo, name: str | None = None) -> dict:
                 "logical_bytes": v.bytes, "unique_bytes": unique_bytes(repo, batch, v.root),
             } for v in repo.versions(n)]
             artifacts.append({"name": n, "versions": versions})
+    if binding(repo.path) is not None:         # where each version's bytes are
+        for a in artifacts:
+            split = {row["version"]: row for row in residency(repo, a["name"])}
+            for v in a["versions"]:
+                row = split[v["version"]]
+                v.update(local_bytes=row["local"], cached_bytes=row["cached"], remote_bytes=row["remote"])
     store = repo.stats()
     store["logical_bytes"] = sum(v["logical_bytes"] for a in artifacts for v in a["versions"])
     return {"store": store, "artifacts": artifacts}

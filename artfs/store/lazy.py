@@ -9,8 +9,8 @@ chunks are fetched on first read.
 Reads (``read_file``, ``read_ranges``, ``get_many``): objects in the local store are served from
 it (a local store pays nothing more); chunks in the cache (store/cache.py) from there, in place;
 the rest are fetched with ranged GETs (store/remote.py ``RemoteObjectStore.get_many``: every
-object checked against its id and the SHA-256 its pack index lists) in batches of neighbours of
-about ``BATCH`` bytes (one coalesced GET each), ``FETCHERS`` batches at once. A chunk being
+object checked against its id and the SHA-256 the pack index lists) in batches of neighbours of about ``BATCH`` bytes (one coalesced
+GET each), ``FETCHERS`` batches at once: a full read-ahead window keeps them all busy. A chunk being
 fetched is fetched once: other readers wait for the same fetch. Readers get the bytes as soon as
 they are verified; one keeper thread then stores them (chunks into the cache, trees and file
 objects into the local store: listings never fetch twice), many fetches per transaction. A reader
@@ -23,9 +23,10 @@ the end of the previous ones (the kernel sends several reads at once, out of ord
 window fetched ahead, from ``READ_AHEAD_MIN`` up to ``READ_AHEAD_MAX``, scheduled after the
 chunks the read waits for and extended by whole batches; any other read resets it.
 
-``read_here(fn, *args)`` runs a read only as far as local and cached data go: where it would wait
-for the remote it gives up (None), and the mount runs it again in threads of its own (mount/model.py),
-so reads of local or cached data never queue behind reads stalled on the remote.
+``read_here(fn, *args)`` runs a read only as far as local, cached and fetched (verified, not yet
+stored) data go: where it would wait for the remote it gives up (None), and the mount runs it again
+in threads of its own (mount/model.py), so reads of local or cached data never queue behind reads
+stalled on the remote, and a read of what read-ahead fetched takes no second thread.
 
 ``has`` answers what a read will find: stored here, or a data chunk the remote lists. Trees and
 file objects count only when local (a pull fetches them in bulk when ``has`` says they are absent).
@@ -53,7 +54,7 @@ from .local import LocalObjectStore
 log = logging.getLogger("artfs.lazy")
 log.addHandler(logging.NullHandler())   # the CLI says it in its one error line; a daemon logs it
 
-BATCH = 8 << 20              # bytes per ranged fetch (one or a few coalesced GETs)
+BATCH = 4 << 20              # bytes per ranged fetch (one or a few coalesced GETs)
 FETCHERS = 8                 # batches fetched at once
 READ_AHEAD_MIN = 1 << 20
 READ_AHEAD_MAX = 32 << 20
@@ -340,8 +341,14 @@ class LazyObjectStore:
             return out
         if remote is None:
             raise CorruptData(f"missing object {rest[0].hex()}")
-        if getattr(_here_only, "on", False):
-            raise _WouldFetch()
+        if getattr(_here_only, "on", False):   # only what is in memory already: fetched, not yet kept
+            with self._lock:
+                fetched = [self._inflight.get(oid) for oid in rest]
+            if not all(f is not None and f.done() and f.exception() is None for f in fetched):
+                raise _WouldFetch()
+            out.update((oid, f.result()) for oid, f in zip(rest, fetched))
+            self._schedule(ahead, only_absent=True)
+            return out
         futures = self._schedule(rest)
         self._schedule(ahead, only_absent=True)
         deadline = time.monotonic() + timeout()

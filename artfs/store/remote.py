@@ -121,6 +121,7 @@ class RemoteObjectStore:
 
     # ObjectStore -----------------------------------------------------------------------------
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
+        """The objects' bytes, each verified against its id and the SHA-256 its index lists."""
         try:
             return self._get_many(ids)
         except _PackGone:          # a gc repacked it meanwhile: the objects are in another pack now
@@ -144,14 +145,17 @@ class RemoteObjectStore:
             except NotFound:
                 raise _PackGone(f"remote pack {pack_key(pack)} is missing (its index names it)") from None
             for i, data in zip(where, got):
-                oid = ids[i]
-                if (len(data) != locs[i].length or not id_matches(self.object_id, data, oid)
-                        or strong_digest(data) != locs[i].digest):
+                oid, loc = ids[i], locs[i]
+                if (len(data) != loc.length or not id_matches(self.object_id, data, oid)
+                        or strong_digest(data) != loc.digest):
                     raise CorruptData(f"remote object {oid.hex()} (pack {pack_key(pack)}) fails its hash "
                                       "check: the remote is damaged or was tampered with")
                 out[i] = data
-        with ThreadPoolExecutor(PARALLEL) as pool:
-            list(pool.map(fetch, by_pack))
+        if len(by_pack) == 1:      # one pack (a lazy read's batch): no thread pool
+            fetch(next(iter(by_pack)))
+        else:
+            with ThreadPoolExecutor(PARALLEL) as pool:
+                list(pool.map(fetch, by_pack))
         return out
 
     def put_many(self, objs: Sequence[Obj], refresh: bool = True) -> int:

@@ -318,7 +318,8 @@ class S3Store:
 
     def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Bytes [start, end) of each range, in order; neighbours are coalesced into one request
-        and the requests run in parallel (without the GIL)."""
+        and the requests run in parallel (without the GIL). Copied: a view of one range would keep
+        the whole coalesced response alive."""
         if not ranges:
             return []
         with self._errors("get", key):
