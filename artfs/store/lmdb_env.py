@@ -131,7 +131,12 @@ class Env:
                     raise
                 size //= 2
         self.dbs.clear()
-        self.dbs.update({name.decode(): self.env.open_db(name) for name in self._names})
+        while True:
+            try:
+                self.dbs.update({name.decode(): self.env.open_db(name) for name in self._names})
+                break
+            except lmdb.MapResizedError:   # another process grew the map since it was opened
+                self.env.set_mapsize(0)
         self._page = self.env.stat()["psize"]
         self.env.reader_check()
 
