@@ -137,3 +137,44 @@ def test_put_memory_stays_bounded(tmp_path):
     assert peak_mib < 200, f"put of 384 MiB peaked at {peak_mib} MiB of anonymous memory"
     with Repo(str(tmp_path / "s")) as repo:
         assert verify(repo).ok
+
+
+WRITER = """
+import os, sys
+import artfs
+store, src = sys.argv[1], sys.argv[2]
+with artfs.Store(store) as s:
+    for i in range(int(sys.argv[3])):
+        with open(os.path.join(src, "f"), "wb") as f:
+            f.write(os.urandom(256 << 10))
+        v = s.put("w", src)
+        if i:
+            s.delete(f"w:v{int(v.version[1:]) - 1}")
+        print(i, flush=True)
+"""
+
+
+def test_verify_while_another_process_writes_reports_no_false_problem(tmp_path):
+    """verify compares the reference counts with what references them as of one moment: another
+    process putting and deleting versions meanwhile (a daemon storing and giving back chunks does
+    the same) never makes it report a mismatch."""
+    store = tmp_path / "store"
+    for i in range(20):
+        write(tmp_path / "base" / f"d{i}" / "f", os.urandom(64 << 10))
+    run_cli(store, "put", "ds", tmp_path / "base", check=True)
+    (tmp_path / "src").mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(store), str(tmp_path / "src"), "60"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "0"
+        runs = 0
+        while writer.poll() is None or runs < 3:
+            with Repo(str(store)) as repo:
+                report = verify(repo)
+            assert report.problems == [], report.problems[:3]
+            runs += 1
+        assert writer.wait() == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
