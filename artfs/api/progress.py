@@ -38,19 +38,20 @@ def daemon_reads(pid: int, limit: int, progress):
         return
     done = threading.Event()
 
-    reported = [0]
+    reported = 0
 
     def poll():
+        nonlocal reported
         last = start
         while True:
             finished = done.wait(POLL_SECONDS)
             now = _bytes_read(pid)
             if now is None:
                 return
-            step = min(now - last, limit - reported[0])
+            step = min(now - last, limit - reported)
             if step > 0:
                 progress(step)
-                reported[0] += step
+                reported += step
             last = now
             if finished:
                 return
@@ -62,5 +63,5 @@ def daemon_reads(pid: int, limit: int, progress):
     finally:
         done.set()
         poller.join()
-    if limit > reported[0]:
-        progress(limit - reported[0])
+    if limit > reported:
+        progress(limit - reported)

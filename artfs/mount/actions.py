@@ -43,12 +43,12 @@ class Actions:
         """PRODUCER is the caller's (repo/lineage.py): the version records who asked, not us."""
         art = self.fs.artifact(name)
         staging = self.fs.staging_of(art)
-        run = functools.partial(commit, self.repo, name, aliases=list(aliases), message=message,
-                                metadata=metadata, type=type, producer=producer, ttl=ttl,
-                                force=force)
         async with art.lock:
             staging.check_no_writers("commit")
             await self.fs.marks.flush(staging)
+            run = functools.partial(commit, self.repo, name, aliases=list(aliases), message=message,
+                                    metadata=metadata, type=type, producer=producer, ttl=ttl,
+                                    force=force, precommit=self.fs.marks.precommit)
             (info, created), stale = await staging.follow(run)
         result = {"version": info.label if info else None, "created": created}
         return result, self._changed(art) + stale

@@ -33,6 +33,11 @@ class WriteMarks:
         self._closed: dict[object, set[int]] = {}   # StagingState -> staging inodes to unmark
         self._precommit: Precommit | None = None
 
+    @property
+    def precommit(self) -> Precommit | None:
+        """The files stored ahead of their commit (None until a file was closed)."""
+        return self._precommit
+
     def token(self) -> bytes:
         """This mount's writer token (its lock is taken on first use)."""
         return self._token_session().token

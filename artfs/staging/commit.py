@@ -22,7 +22,6 @@ from ..names import LATEST, check_alias, check_artifact, parse_duration
 from ..catalog.versions import check_type
 from ..repo.facade import Repo, check_metadata
 from ..repo.lineage import producer as this_process
-from . import precommit
 from .overlay import Staging
 from .changes import changes
 from .data import DataFiles, MissingDataFile
@@ -30,7 +29,7 @@ from .data import DataFiles, MissingDataFile
 
 def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: dict | None = None,
            type: str | None = None, producer: dict | None = None, ttl=None, progress=None,
-           force: bool = False):
+           force: bool = False, precommit=None):
     """Make staging of NAME its next version; returns (version, created).
 
     created=False means no changes: the content equals latest (staging had no changes, or its
@@ -41,7 +40,8 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
     who asked (repo/lineage.py; default: this process), TTL when the version expires (gc). TYPE
     must be the artifact's, unless it never had a version (made by mkdir): then it takes TYPE.
     Files that were open for writing when their mount died (Staging.interrupted) may be short:
-    the commit is refused (Conflict) naming them, unless FORCE.
+    the commit is refused (Conflict) naming them, unless FORCE. PRECOMMIT: the mount's files
+    stored ahead (staging/precommit.py), whose chunk lists are taken instead of reading the files.
 
     Modified files are chunked and their chunks stored first, in bounded transactions held by an
     ingest session (memory stays bounded); then one transaction builds the trees, records the
@@ -62,9 +62,8 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
         raise Conflict(f"cannot commit {name}: staging/{interrupted[0]}{more} was open for writing "
                        "when its mount died and may be incomplete (artfs status lists it); check "
                        "it, then commit --force, or reset")
-    pre = precommit.running(repo.path)
     with Ingest(repo, progress=progress) as ingest:
-        chunked, stored = _chunk_local_files(staging, ingest, pre)
+        chunked, stored = _chunk_local_files(staging, ingest, precommit)
 
         def action(txn):
             if type and repo.catalog.artifact(txn, name) is not None:   # may take TYPE (see above)
@@ -73,11 +72,11 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
                              dict(producer=producer, ttl=ttl))
             ingest.finish(txn)
             if stored:
-                pre.hand_over(txn, stored.values())
+                precommit.hand_over(txn, stored.values())
             return result
         result = repo.db.write(action)
     if stored:
-        pre.used(name, stored)
+        precommit.used(name, stored)
     staging.clean_data()
     return result
 

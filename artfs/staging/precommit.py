@@ -4,8 +4,8 @@
 LMDB pages, fsyncs: docs/benchmarks.md). A mount knows when a staging file was last written: when
 its last writer closes (mount/writing.py). From then on a worker thread of the daemon ingests the
 file's data file into the store, and keeps in memory a *record*: the data file's stamp (size,
-mtime, ctime, inode, device) and its chunk list. ``commit``, run in the daemon (``running`` finds
-its Precommit), first waits for the file being stored, if any (``settle``: files not started yet
+mtime, ctime, inode, device) and its chunk list. ``commit``, run in the daemon (which passes its
+Precommit), first waits for the file being stored, if any (``settle``: files not started yet
 are left to it), then takes the chunk list of every file whose stamp still matches and reads only
 the others (staging/commit.py).
 
@@ -50,12 +50,6 @@ GRACE_NS = 50 * 10**6
 MIN_BYTES = 1 << 20
 
 log = logging.getLogger("artfs.precommit")
-_running: dict[str, "Precommit"] = {}   # store path -> the precommit of this process (a daemon)
-
-
-def running(store_path: str) -> Precommit | None:
-    """The precommit of the mount this process serves for the store, if any (commit uses it)."""
-    return _running.get(store_path)
 
 
 @dataclass(frozen=True)
@@ -83,7 +77,6 @@ class Precommit:
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="artfs-precommit", daemon=True)
         self._thread.start()
-        _running[repo.path] = self
 
     # the mount's side (trio thread: nothing here waits for the worker) -----------------------------
     def closed(self, staging, ino: int) -> None:
@@ -210,7 +203,6 @@ class Precommit:
             self._stopped = True
             self._cond.notify_all()
         self._thread.join()
-        _running.pop(self.repo.path, None)
         batches = [b for batches in self._release for b in batches]
         batches += [b for rec in self._records.values() for b in rec.batches]
         self._records.clear()
