@@ -335,12 +335,17 @@ sys.stdout.buffer.write(m[:])
 """
 
 
-def mount_via(proxy, mount_factory, store, monkeypatch, **env):
-    """A lazy mount of STORE reaching its origin through PROXY (tests/faultproxy.py), with ENV set
-    for its daemon and no refresh during the test."""
+def via(proxy, store) -> None:
+    """STORE reaches its origin through PROXY (tests/faultproxy.py) from now on."""
     remotes = json.loads((store / "remotes.json").read_text())
     remotes["origin"]["endpoint"] = proxy.endpoint
     (store / "remotes.json").write_text(json.dumps(remotes))
+
+
+def mount_via(proxy, mount_factory, store, monkeypatch, **env):
+    """A lazy mount of STORE reaching its origin through PROXY, with ENV set for its daemon and
+    no refresh during the test."""
+    via(proxy, store)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return lazy_mount(mount_factory, store, "--refresh", "3600")
@@ -464,9 +469,7 @@ def test_closing_a_store_while_a_fetch_is_stalled_leaves_no_thread_using_it(s3, 
     target = urlparse(s3.endpoint)
     monkeypatch.setenv("ARTFS_LAZY_TIMEOUT", "600")
     with FaultProxy(target.hostname, target.port, mode="stall") as proxy:
-        remotes = json.loads((b / "remotes.json").read_text())
-        remotes["origin"]["endpoint"] = proxy.endpoint
-        (b / "remotes.json").write_text(json.dumps(remotes))
+        via(proxy, b)
         ids = file_chunks(b, "ds:v0", "f")
         repo = Repo(str(b))
         outcome = []
