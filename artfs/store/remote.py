@@ -61,23 +61,25 @@ class RemoteObjectStore:
         listed = {pid for key, _ in self.s3.list(PREFIX) if (pid := pack_id_of_index(key)) is not None}
         new = sorted(listed - self.packs.keys())
         with ThreadPoolExecutor(PARALLEL) as pool:
-            for pid, data in zip(new, pool.map(self._index_bytes, new)):
-                self._add_index(pid, self._open_index(pid, data))
+            for pid, entries in zip(new, pool.map(self._read_index, new)):
+                self._add_index(pid, entries)
         gone = self.packs.keys() - listed
         if gone:
             self._forget(gone)
 
-    def _index_bytes(self, pack_id: str) -> bytes:
+    def _read_index(self, pack_id: str) -> dict[bytes, Location]:
+        """The entries of pack PACKID's index (opened and parsed once): cached here, else fetched
+        and cached once they parse."""
         path = os.path.join(self.cache_dir, pack_id + ".idx")
         try:
             with open(path, "rb") as f:
-                return f.read()
+                return parse_index(pack_id, self._open_index(pack_id, f.read()))
         except FileNotFoundError:
             pass
         data = self.s3.get(index_key(pack_id))
-        parse_index(pack_id, self._open_index(pack_id, data))   # never cache a malformed index
+        entries = parse_index(pack_id, self._open_index(pack_id, data))   # never cache a malformed index
         self._cache(pack_id, data)
-        return data
+        return entries
 
     def _open_index(self, pack_id: str, data: bytes) -> bytes:
         """The index as packs.py reads it: opened when the remote seals its indexes."""
@@ -108,8 +110,7 @@ class RemoteObjectStore:
             for oid, loc in entries.items():
                 self.index.setdefault(oid, loc)
 
-    def _add_index(self, pack_id: str, data: bytes) -> None:
-        entries = parse_index(pack_id, data)
+    def _add_index(self, pack_id: str, entries: dict[bytes, Location]) -> None:
         for oid, loc in entries.items():
             self.index.setdefault(oid, loc)   # the first index read wins; a reader checks digests
         self.packs[pack_id] = entries
@@ -202,7 +203,7 @@ class RemoteObjectStore:
             except Exists:
                 pass      # named by its SHA-256: another host uploaded these very bytes
         self._cache(pack_id, stored)
-        self._add_index(pack_id, index)
+        self._add_index(pack_id, parse_index(pack_id, index))
         return pack_id
 
     def has(self, ids: Sequence[bytes]) -> list[bool]:
