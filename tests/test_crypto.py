@@ -13,7 +13,7 @@ import pytest
 
 from artfs.errors import BadKey, CorruptData
 from artfs.repo.facade import Repo
-from artfs.store.ids import DIGEST_LEN
+from artfs.store.ids import CHUNK, DIGEST_LEN, FILE, TREE
 from tests.helpers import objects_env, run_cli, tree_snapshot, write
 
 PASS = "correct horse battery staple"
@@ -256,3 +256,26 @@ def test_reads_in_memory_take_the_no_thread_path_and_still_authenticate(enc, tmp
                 repo.read_nowait(fobj, fobj.size - 10, 10)
     finally:
         _forge(enc, victim, original)   # clean again for the fixture's verify
+
+
+def test_an_encrypted_remote_indexes_a_reference_file_as_a_file_object(enc, tmp_path, s3, s3_bucket, monkeypatch):
+    """A reference file's object (first byte R, of the file kind: store/ids.py) pushed to an
+    encrypted remote is indexed there as a file object, as on a plain remote, beside chunks and
+    trees: the index's kind is what pull, ``has`` and the lazy store go by (as a chunk, a clone
+    would leave it on the remote and fetch it into the chunk cache)."""
+    from tests.test_remote import aws_env, url
+    write(tmp_path / "refsrc" / "r.txt", b"bytes that stay at their source\n")
+    keys = {k: v for k, v in aws_env(s3).items() if k.startswith("AWS_")}
+    cli(enc, "put", "refd", "--reference", f"file://{tmp_path / 'refsrc'}", check=True, **keys)
+    cli(enc, "remote", "add", "origin", url(s3_bucket), "--endpoint", s3.endpoint, "--allow-http", check=True,
+        **keys)
+    cli(enc, "push", check=True, **keys)
+    for k, v in {**keys, "ARTFS_PASSPHRASE": PASS}.items():
+        monkeypatch.setenv(k, v)
+    with Repo(str(enc)) as repo:
+        root = repo.resolve("refd").root
+        ref = repo.tree(root).lookup(b"r.txt").ref
+        assert repo.db.objects.get_many([ref])[0][:1] == b"R"
+        fobj = _random_bin(repo)
+        ids = [ref, root, fobj.chunks[0]]
+        assert repo.db.objects.remote().kinds(ids) == [FILE, TREE, CHUNK]

@@ -335,12 +335,17 @@ sys.stdout.buffer.write(m[:])
 """
 
 
-def mount_via(proxy, mount_factory, store, monkeypatch, **env):
-    """A lazy mount of STORE reaching its origin through PROXY (tests/faultproxy.py), with ENV set
-    for its daemon and no refresh during the test."""
+def via(proxy, store) -> None:
+    """STORE reaches its origin through PROXY (tests/faultproxy.py) from now on."""
     remotes = json.loads((store / "remotes.json").read_text())
     remotes["origin"]["endpoint"] = proxy.endpoint
     (store / "remotes.json").write_text(json.dumps(remotes))
+
+
+def mount_via(proxy, mount_factory, store, monkeypatch, **env):
+    """A lazy mount of STORE reaching its origin through PROXY, with ENV set for its daemon and
+    no refresh during the test."""
+    via(proxy, store)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return lazy_mount(mount_factory, store, "--refresh", "3600")
@@ -464,9 +469,7 @@ def test_closing_a_store_while_a_fetch_is_stalled_leaves_no_thread_using_it(s3, 
     target = urlparse(s3.endpoint)
     monkeypatch.setenv("ARTFS_LAZY_TIMEOUT", "600")
     with FaultProxy(target.hostname, target.port, mode="stall") as proxy:
-        remotes = json.loads((b / "remotes.json").read_text())
-        remotes["origin"]["endpoint"] = proxy.endpoint
-        (b / "remotes.json").write_text(json.dumps(remotes))
+        via(proxy, b)
         ids = file_chunks(b, "ds:v0", "f")
         repo = Repo(str(b))
         outcome = []
@@ -541,3 +544,42 @@ def test_a_damaged_cache_entry_is_dropped_and_fetched_again_never_served(s3, s3_
         cache = repo.db.objects.cache()
         assert cache.present([victim]) == [True]
         assert all(p is None for p in cache.objects.check(cache.ids()))
+
+
+HOLD_WRITE = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=4, subdir=True)
+txn = env.begin(write=True)        # LMDB's writer lock: no other process or thread can write
+print("held", flush=True)
+sys.stdin.read()
+txn.abort()
+"""
+
+
+def test_read_here_serves_fetched_chunks_before_they_are_kept(s3, s3_bucket, tmp_path, creds):
+    """``read_here`` (the mount's read without a thread of its own) serves chunks that a fetch
+    verified but the keeper has not stored in the cache yet, byte-exact, and still gives up
+    (None) on a chunk nobody fetched. The cache's writer lock is held by another process, so the
+    fetched chunks stay unkept for the whole test."""
+    data = random.randbytes(2 * MiB)
+    published(tmp_path, s3, s3_bucket, {"f": data})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    ids = file_chunks(b, "ds:v0", "f")
+    assert len(ids) >= 3
+    with Repo(str(b)) as repo:
+        lazy = repo.db.objects
+        cache = lazy.cache()
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITE, cache.objects.env.env.path()],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline() == "held\n"
+            fetched = lazy.get_many(ids[:2])                # fetched and verified; the keeper waits
+            assert b"".join(fetched) == data[:sum(map(len, fetched))]
+            assert cache.present(ids[:2]) == [False, False]
+            assert lazy.read_here(lazy.get_many, ids[:2]) == fetched
+            assert lazy.read_here(lazy.get_many, ids[2:3]) is None
+        finally:
+            holder.communicate("", timeout=60)
+    with Repo(str(b)) as repo:
+        assert repo.db.objects.cache().present(ids[:2]) == [True, True]   # kept once the lock went

@@ -51,9 +51,10 @@ def pack_id_of_index(key: str) -> str | None:
     return key.rsplit("/", 1)[1][:-len(INDEX_SUFFIX)]
 
 
-def kind_of(obj: Obj) -> int:
-    """Which kind's id ``obj.id`` is (a data chunk, else what its first byte says)."""
-    if object_id(obj.data) == obj.id:
+def kind_of(obj: Obj, hasher=object_id) -> int:
+    """Which kind's id ``obj.id`` is (a data chunk, else what its first byte says); HASHER: the
+    store's ids (an encrypted store's are keyed, store/sealed.py)."""
+    if hasher(obj.data) == obj.id:
         return CHUNK
     return KIND_OF_PREFIX.get(bytes(obj.data[:1]), CHUNK)
 

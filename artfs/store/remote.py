@@ -13,7 +13,7 @@ so a damaged or tampered pack is CorruptData naming the object, never wrong byte
 The remote of an encrypted store (store/sealed.py ``SealedObjectStore.remote_store``) is this
 store under the sealing layer: its objects are sealed bytes checked against the id their header
 names (``hasher``) and their SHA-256, its pack indexes are sealed records (``index_seal``, in the
-bucket and in ``cache_dir``), and ``kind_of`` tells an object's kind by opening it.
+bucket and in ``cache_dir``), and ``put_many`` is told the objects' kinds (sealed bytes do not say).
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ class _PackGone(CorruptData):
 
 class RemoteObjectStore:
     def __init__(self, s3: S3Store, cache_dir: str, pack_size: int = PACK_SIZE, hasher=object_id,
-                 index_seal=None, kind_of=kind_of):
+                 index_seal=None):
         self.s3, self.cache_dir, self.pack_size = s3, cache_dir, pack_size
-        self.object_id, self.kind_of, self._seal = hasher, kind_of, index_seal
+        self.object_id, self._seal = hasher, index_seal
         self.index: dict[bytes, Location] = {}
         self.packs: dict[str, dict[bytes, Location]] = {}     # PACKID -> its index
         self.bytes_sent = 0                                   # pack and index bytes uploaded
@@ -61,23 +61,25 @@ class RemoteObjectStore:
         listed = {pid for key, _ in self.s3.list(PREFIX) if (pid := pack_id_of_index(key)) is not None}
         new = sorted(listed - self.packs.keys())
         with ThreadPoolExecutor(PARALLEL) as pool:
-            for pid, data in zip(new, pool.map(self._index_bytes, new)):
-                self._add_index(pid, self._open_index(pid, data))
+            for pid, entries in zip(new, pool.map(self._read_index, new)):
+                self._add_index(pid, entries)
         gone = self.packs.keys() - listed
         if gone:
             self._forget(gone)
 
-    def _index_bytes(self, pack_id: str) -> bytes:
+    def _read_index(self, pack_id: str) -> dict[bytes, Location]:
+        """The entries of pack PACKID's index (opened and parsed once): cached here, else fetched
+        and cached once they parse."""
         path = os.path.join(self.cache_dir, pack_id + ".idx")
         try:
             with open(path, "rb") as f:
-                return f.read()
+                return parse_index(pack_id, self._open_index(pack_id, f.read()))
         except FileNotFoundError:
             pass
         data = self.s3.get(index_key(pack_id))
-        parse_index(pack_id, self._open_index(pack_id, data))   # never cache a malformed index
+        entries = parse_index(pack_id, self._open_index(pack_id, data))   # never cache a malformed index
         self._cache(pack_id, data)
-        return data
+        return entries
 
     def _open_index(self, pack_id: str, data: bytes) -> bytes:
         """The index as packs.py reads it: opened when the remote seals its indexes."""
@@ -108,8 +110,7 @@ class RemoteObjectStore:
             for oid, loc in entries.items():
                 self.index.setdefault(oid, loc)
 
-    def _add_index(self, pack_id: str, data: bytes) -> None:
-        entries = parse_index(pack_id, data)
+    def _add_index(self, pack_id: str, entries: dict[bytes, Location]) -> None:
         for oid, loc in entries.items():
             self.index.setdefault(oid, loc)   # the first index read wins; a reader checks digests
         self.packs[pack_id] = entries
@@ -158,12 +159,15 @@ class RemoteObjectStore:
                 list(pool.map(fetch, by_pack))
         return out
 
-    def put_many(self, objs: Sequence[Obj], refresh: bool = True) -> int:
+    def put_many(self, objs: Sequence[Obj], refresh: bool = True,
+                 kinds: Sequence[int] | None = None) -> int:
         """Upload the objects the remote lacks in packs; returns their bytes. CorruptData, before
         anything is uploaded, when the remote lists one of these ids with another SHA-256. Without
         ``refresh``, against the index as last read (a push that refreshed it under its lock: no
         delete runs meanwhile, so what it lacks is only what other hosts uploaded since, at worst
-        uploaded twice), sparing a LIST of every pack per batch."""
+        uploaded twice), sparing a LIST of every pack per batch. KINDS: each object's kind
+        (ids.CHUNK, FILE, TREE), given when the bytes do not tell it (sealed objects), else told
+        from them (packs.kind_of)."""
         if refresh:
             self._locate([o.id for o in objs])
         new: dict[bytes, Obj] = {}
@@ -174,7 +178,8 @@ class RemoteObjectStore:
                                   "a hash collision or a hostile writer; nothing was uploaded")
             if loc is None:
                 new.setdefault(obj.id, obj)
-        kinds = {oid: self.kind_of(o) for oid, o in new.items()}
+        given = dict(zip((o.id for o in objs), kinds)) if kinds is not None else None
+        kinds = {oid: given[oid] if given is not None else kind_of(o, self.object_id) for oid, o in new.items()}
         todo = sorted(new.values(), key=lambda o: _ORDER[kinds[o.id]])   # children before parents
         batch, size = [], 0
         for obj in todo:
@@ -187,8 +192,8 @@ class RemoteObjectStore:
             self._upload(batch, kinds)
         return sum(len(o.data) for o in todo)
 
-    def _upload(self, objs: list[Obj], kinds: dict[bytes, int] | None = None) -> str:
-        pack_id, pack, index = build(objs, [kinds[o.id] if kinds else self.kind_of(o) for o in objs])
+    def _upload(self, objs: list[Obj], kinds: dict[bytes, int]) -> str:
+        pack_id, pack, index = build(objs, [kinds[o.id] for o in objs])
         stored = index if self._seal is None else self._seal.seal(index_key(pack_id), index)
         for key, data in ((pack_key(pack_id), pack), (index_key(pack_id), stored)):
             try:
@@ -198,7 +203,7 @@ class RemoteObjectStore:
             except Exists:
                 pass      # named by its SHA-256: another host uploaded these very bytes
         self._cache(pack_id, stored)
-        self._add_index(pack_id, index)
+        self._add_index(pack_id, parse_index(pack_id, index))
         return pack_id
 
     def has(self, ids: Sequence[bytes]) -> list[bool]:
@@ -239,5 +244,6 @@ class RemoteObjectStore:
         self._forget(set(pack_ids) & self.packs.keys())
 
     def upload(self, objs: Sequence[Obj]) -> str:
-        """Put these objects in one new pack (the garbage collector's repack); returns its id."""
-        return self._upload(list(objs))
+        """Put these objects, which the remote lists (the garbage collector's repack: their kinds
+        are in the index), in one new pack; returns its id."""
+        return self._upload(list(objs), {o.id: self.index[o.id].kind for o in objs})

@@ -15,9 +15,9 @@ configparser (``AWS_SHARED_CREDENTIALS_FILE`` and ``AWS_CONFIG_FILE`` move the f
 without keys (assume-role, SSO, credential_process) goes through boto3 when it is installed.
 The region: the binding's, else ``$AWS_REGION`` / ``$AWS_DEFAULT_REGION``, else the profile's.
 
-Every client counts its requests by S3 operation (GET, GET-range, PUT, LIST, DELETE: a LIST per
-page of 1,000 keys, a GET-range per coalesced range of a pack, as the server sees them) and the
-bytes it sent and received, per client (``S3Store.stats``) and per process (``TOTALS``). With
+Every client counts its requests by S3 operation (GET, GET-range, HEAD, PUT, LIST, DELETE: a
+LIST per page of 1,000 keys, a GET-range per coalesced range of a pack, as the server sees them)
+and the bytes it sent and received, per client (``S3Store.stats``) and per process (``TOTALS``). With
 ``ARTFS_REMOTE_STATS=FILE`` each process appends its totals to FILE as one JSON line when it exits
 (docs/SCALE.md is measured so).
 """
@@ -340,35 +340,40 @@ class S3Store:
     def tagged_listing(self, prefix: str = "") -> list[tuple[str, int, float, str]]:
         """(key, size, last modified, ETag unquoted) under ``prefix``: an object rewritten since a
         listing has another ETag, so readers can cache what they fetched by (key, ETag)."""
-        with self._errors("list", prefix):
-            found = sorted((m["path"], m["size"], m["last_modified"].timestamp(), _unquoted(m["e_tag"] or ""))
-                           for batch in obstore.list(self._store, prefix=prefix or None) for m in batch)
-            self._count("LIST", max(1, -(-len(found) // LIST_PAGE)))
-        return found
+        return [(m["path"], m["size"], m["last_modified"].timestamp(), _unquoted(m["e_tag"] or ""))
+                for m in self.metas(prefix)]
 
     def head(self, key: str) -> dict:
         """What the server reports about ``key``: path, size, e_tag, version, last_modified."""
         with self._errors("get", key):
+            self._count("HEAD")
             return obstore.head(self._store, key)
 
     def metas(self, prefix: str = "") -> list[dict]:
-        """``head`` of every key under ``prefix`` (one listing), sorted by key."""
+        """``head`` of every key under ``prefix`` (one listing: a LIST per 1,000 keys), sorted by key."""
         with self._errors("list", prefix):
-            return sorted((m for batch in obstore.list(self._store, prefix=prefix or None) for m in batch),
-                          key=lambda m: m["path"])
+            found = sorted((m for batch in obstore.list(self._store, prefix=prefix or None) for m in batch),
+                           key=lambda m: m["path"])
+            self._count("LIST", max(1, -(-len(found) // LIST_PAGE)))
+        return found
 
     def stream(self, key: str, *, if_match: str | None = None, version: str | None = None) -> Iterator[bytes]:
         """The bytes of ``key`` in pieces; only of ETag ``if_match`` (else Conflict) or of ``version``."""
         with self._errors("get", key):
+            self._count("GET")
             for piece in obstore.get(self._store, key, options=_conditions(if_match, version)).stream():
+                self._count("GET", 0, received=len(piece))
                 yield bytes(piece)
 
     def read_range(self, key: str, start: int, end: int, *, if_match: str | None = None,
                    version: str | None = None) -> bytes:
         """Bytes [start, end) of ``key``, with ``stream``'s conditions."""
         with self._errors("get", key):
+            self._count("GET-range")
             options = {**_conditions(if_match, version), "range": (start, end)}
-            return obstore.get(self._store, key, options=options).bytes().to_bytes()
+            data = obstore.get(self._store, key, options=options).bytes().to_bytes()
+        self._count("GET-range", 0, received=len(data))
+        return data
 
     # writing -----------------------------------------------------------------------------------
     def put(self, key: str, data: bytes, *, create: bool = False, if_match: str | None = None) -> str:

@@ -27,8 +27,9 @@ from collections.abc import Iterator, Sequence
 from ..crypto.seal import HEADER, TAG, RecordSealer, Sealer, header_id, keyed_hasher
 from ..errors import CorruptData
 from .backend import Obj
-from .ids import CHUNK, FILE, TREE, id_matches, strong_digest
+from .ids import id_matches, strong_digest
 from .local import LocalObjectStore
+from .packs import kind_of
 from .remote import RemoteObjectStore
 
 OVERHEAD = HEADER + TAG
@@ -58,14 +59,6 @@ class SealedObjectStore:
         """The remote object store (store/remote.py) of a remote of this store: sealed objects,
         sealed pack indexes, this key."""
         return SealedRemoteStore(self._master, s3, cache_dir, pack_size)
-
-    def kind_of(self, obj: Obj) -> int:
-        """The kind (ids.CHUNK, FILE, TREE) of a sealed object: its keyed id says whether it is
-        a chunk, else its opened content's first byte."""
-        data = self._open(obj.id, obj.data)
-        if self.object_id(data, CHUNK) == obj.id:
-            return CHUNK
-        return {b"F": FILE, b"T": TREE}.get(data[:1], CHUNK)
 
     @property
     def env(self):
@@ -174,7 +167,7 @@ class SealedRemoteStore(SealedObjectStore):
     def __init__(self, master: bytes, s3, cache_dir: str, pack_size: int):
         super().__init__(None, master)
         self.inner = RemoteObjectStore(s3, cache_dir, pack_size, hasher=header_id,
-                                       index_seal=RecordSealer(master), kind_of=self.kind_of)
+                                       index_seal=RecordSealer(master))
 
     s3 = property(lambda self: self.inner.s3)
     index = property(lambda self: self.inner.index)
@@ -190,7 +183,9 @@ class SealedRemoteStore(SealedObjectStore):
         return self.inner.kinds(ids)
 
     def put_many(self, objs: Sequence[Obj], refresh: bool = True) -> int:
-        return self.inner.put_many(self._sealed(objs), refresh=refresh)
+        """Sealed, with each object's kind told from its plaintext (its keyed id, its first byte)."""
+        return self.inner.put_many(self._sealed(objs), refresh=refresh,
+                                   kinds=[kind_of(o, self.object_id) for o in objs])
 
     def drop_packs(self, pack_ids) -> None:
         self.inner.drop_packs(pack_ids)
