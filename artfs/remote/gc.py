@@ -280,30 +280,27 @@ def _plan(remote, lock: Lock, local=None) -> _Plan:
 def _apply(remote, plan: _Plan, local=None) -> int:
     """Delete what PLAN says, in bulk requests; the live objects of partly live packs (read from
     LOCAL when it has them) go up together, in new packs of up to the pack size, before the packs
-    they came from go."""
+    they came from go. Returns the bytes freed (``plan.freed``)."""
     objects, s3 = remote.objects, remote.s3
     reader = _LocalFirst(objects, local)
     objects.drop_packs(plan.orphan_indexes)
     s3.delete_many([key for key, _ in plan.orphan_packs])
-    freed = sum(size for _, size in plan.orphan_packs)
     moved: list[Obj] = []
     sources: list[str] = []
-    for pid, need, size in plan.repack:
+    size = 0
+    for pid, need, _ in plan.repack:
         entries = objects.packs[pid]
-        moved += [Obj(oid, entries[oid].digest, d) for oid, d in zip(need, reader.get_many(need))]
+        data = reader.get_many(need)
+        moved += [Obj(oid, entries[oid].digest, d) for oid, d in zip(need, data)]
         sources.append(pid)
-        freed += size
-        if sum(len(o.data) for o in moved) >= objects.pack_size:
+        size += sum(map(len, data))
+        if size >= objects.pack_size or pid == plan.repack[-1][0]:
             objects.upload(moved)
             objects.drop_packs(sources)
-            moved, sources = [], []
-    if moved:
-        objects.upload(moved)
-        objects.drop_packs(sources)
+            moved, sources, size = [], [], 0
     objects.drop_packs([pid for pid, _ in plan.dead])
-    freed += sum(size for _, size in plan.dead)
     s3.delete_many(plan.stale_locks)
-    return freed
+    return plan.freed
 
 
 def verify(remote) -> dict:
