@@ -54,15 +54,16 @@ class RemoteCatalog:
         """Create the remote's config if absent (create-only: one creator wins), else check it.
         KEY (remote/keys.py) makes a new remote an encrypted one."""
         try:
-            self.s3.get(CONFIG)
+            return self.config(self.s3.get(CONFIG))
         except NotFound:
-            config = {"format": SEALED_FORMAT if key else FORMAT, "id": str(uuid.uuid4()),
-                      "created": time.time(), **(key or {})}
-            try:
-                self.s3.put(CONFIG, json.dumps(config).encode(), create=True)
-            except Exists:
-                pass
-        return self.config()
+            pass
+        config = {"format": SEALED_FORMAT if key else FORMAT, "id": str(uuid.uuid4()),
+                  "created": time.time(), **(key or {})}
+        try:
+            self.s3.put(CONFIG, json.dumps(config).encode(), create=True)
+            return config
+        except Exists:           # another creator won: theirs
+            return self.config()
 
     def config(self, raw: bytes | None = None) -> dict:
         """The remote's config, checked (read, or RAW as read)."""
