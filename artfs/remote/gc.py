@@ -116,7 +116,7 @@ def delete_here_and_there(repo, remote, name: str, ref: str | None, force: bool,
         if not force and [a for a in local.aliases if a != LATEST]:
             raise Conflict(f"{name}:{local.label} has aliases {', '.join(a for a in local.aliases if a != LATEST)}: "
                            "move or delete them first, or use --force")
-        identity = (local.root, local.created)      # read once, under the lock: none when never published
+        identity = (local.root, local.created)   # matched under the lock; no match: never published
         delete_versions(remote, {name: lambda live: [v for v in live if (v.root, v.created) == identity]},
                         local_objects(repo))
     else:
