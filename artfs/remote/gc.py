@@ -157,7 +157,7 @@ def live_roots(remote) -> list[bytes]:
     """The root of every live version on the remote: one LIST of the version records (a page per
     1,000), and a GET only of records not seen before under their current ETag (a record is
     written once and replaced only by its tombstone, which changes its ETag). What was read is
-    kept in ``STORE/remotes/ID/records.json``."""
+    kept in ``STORE/remotes/ID/records.json`` (rewritten only when that changed)."""
     path = os.path.join(os.path.dirname(remote.objects.cache_dir), "records.json")
     try:
         with open(path) as f:
@@ -176,11 +176,12 @@ def live_roots(remote) -> list[bytes]:
         except (KeyError, TypeError):
             raise StoreError(f"remote version record {remote.s3.url}/{key} is malformed") from None
     kept = {key: cached[key] for key, _ in listed}
-    with contextlib.suppress(OSError):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(kept, f)
-        os.replace(tmp, path)
+    if todo or len(kept) != len(cached):      # records read, or records gone: else the file holds KEPT
+        with contextlib.suppress(OSError):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(kept, f)
+            os.replace(tmp, path)
     return [bytes.fromhex(root) for _, root in kept.values() if root is not None]
 
 
