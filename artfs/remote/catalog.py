@@ -36,6 +36,11 @@ CAS_ATTEMPTS = 50
 ALLOCATE_ATTEMPTS = 1000
 
 
+def _number(filename: str) -> int | None:
+    """N of a version record's file name ``NNNNNNNNNN.json``; None for any other name."""
+    return int(filename[:-5]) if filename.endswith(".json") and filename[:-5].isdigit() else None
+
+
 def matching(versions: list[VersionInfo], ref: str) -> list[VersionInfo]:
     """The version among VERSIONS that REF (vN or an alias) names, as a list of one or none."""
     number = version_number(ref)
@@ -144,8 +149,8 @@ class RemoteCatalog:
         listed: dict[str, tuple[str, set[int]]] = {}
         for key, _ in self.s3.list("versions/"):
             parts = key.split("/")
-            if len(parts) == 3 and parts[2].endswith(".json") and parts[2][:-5].isdigit():
-                listed.setdefault(parts[1], (key, set()))[1].add(int(parts[2][:-5]))
+            if len(parts) == 3 and (number := _number(parts[2])) is not None:
+                listed.setdefault(parts[1], (key, set()))[1].add(number)
         if self.sealer is None:
             return {d: numbers for d, (_, numbers) in listed.items()}
         new = [key for d, (key, _) in listed.items() if d not in self._names]
@@ -156,8 +161,8 @@ class RemoteCatalog:
 
     def numbers(self, name: str) -> list[int]:
         """Every number NAME's versions took on the remote, deleted ones too (one LIST)."""
-        return sorted(int(key.rsplit("/", 1)[1][:-5]) for key, _ in self.s3.list(f"versions/{self._dir(name)}/")
-                      if key.endswith(".json"))
+        return sorted(n for key, _ in self.s3.list(f"versions/{self._dir(name)}/")
+                      if (n := _number(key.rsplit("/", 1)[1])) is not None)
 
     def _records(self, name: str) -> list[tuple[int, dict]]:
         numbers = self.numbers(name)
