@@ -194,7 +194,8 @@ def scaling(B, server, versions: int, work: Path) -> dict[str, dict]:
     one artifact (each a changed 100 KB file plus a new small file), for docs/SCALE.md: the last
     put; push, pull and `pull NAME` with nothing new; `ls --remote`; gc --remote twice (the second
     with the version records known); clone; a lazy get of the 100 KB file from the clone; rm of
-    v0; gc by retention (--keep-last 1) of the rest but the last two."""
+    v0; gc by retention (--keep-last 2) of the rest but the last two (N-3 versions: v0 went by
+    the rm)."""
     run = Run(B, server, server.make_bucket(f"scale-{versions}"), work)
     a, c, src = work / "A", work / "C", work / "src"
     run.artfs(a, "init")

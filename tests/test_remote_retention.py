@@ -56,7 +56,8 @@ def test_gc_deletes_on_the_remote_what_retention_lets_go(s3, s3_bucket, tmp_path
 
 def test_a_second_sweep_reads_no_version_record_again(s3, s3_bucket, tmp_path):
     """The sweep lists the version records and GETs only those not seen under their ETag: a
-    gc --remote after another reads none (it read every record before: records.json)."""
+    gc --remote after another reads none (it read every record before: records.json), and leaves
+    records.json as it was."""
     a = tmp_path / "A"
     bind_first = tmp_path / "v"
     for i in range(4):
@@ -66,6 +67,9 @@ def test_a_second_sweep_reads_no_version_record_again(s3, s3_bucket, tmp_path):
         cli(a, s3, "put", "ds", bind_first)
     cli(a, s3, "push")
     _, first = requests_of(tmp_path, a, s3, "gc", "--remote", "origin")
+    [records] = (a / "remotes").glob("*/records.json")
+    written = os.stat(records).st_ino
     _, second = requests_of(tmp_path, a, s3, "gc", "--remote", "origin")
     assert first.get("GET", 0) >= 4, first                  # artfs-remote.json and the 4 records
     assert second.get("GET", 0) == 1, second                # artfs-remote.json only
+    assert os.stat(records).st_ino == written               # nothing new read: the file is not rewritten

@@ -12,16 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..catalog.db import MARKER, Database, default_store_path, encrypted, read_marker
+from ..catalog.db import MARKER, Database, default_store_path
 from ..errors import Conflict, StoreError, UsageError
+from ..remote.keys import rewrap_remotes, store_encrypted
 
 
 def _path(args) -> str:
     return os.path.abspath(args.store or default_store_path())
-
-
-def _encrypted(path: str) -> bool:
-    return os.path.exists(os.path.join(path, MARKER)) and encrypted(read_marker(path))
 
 
 def _make_key(path: str) -> None:
@@ -35,12 +32,12 @@ def prepare(args) -> None:
     keyring.configure(args.key_file, may_ask=args.command != "__complete")
     if args.command == "init" and args.encrypt:
         Database.open(_path(args), encrypt=_make_key).close()
-        if not _encrypted(_path(args)):
+        if not store_encrypted(_path(args)):
             raise Conflict(f"{_path(args)} is a store already, not encrypted: encryption is "
                            "chosen when a store is made (init --encrypt on a new path)")
-    elif args.command == "mount" and _encrypted(_path(args)):
+    elif args.command == "mount" and store_encrypted(_path(args)):
         keyring.master_key(_path(args))
-    elif args.command == "remote" and args.action == "add" and args.encrypt and not _encrypted(_path(args)):
+    elif args.command == "remote" and args.action == "add" and args.encrypt and not store_encrypted(_path(args)):
         raise UsageError(f"{_path(args)} is not encrypted, so its remote cannot be: make the store with "
                          "`artfs init --encrypt`, or `artfs clone` an encrypted remote")
 
@@ -50,14 +47,13 @@ def cmd_change_passphrase(args) -> int:
     path = _path(args)
     if not os.path.exists(os.path.join(path, MARKER)):
         raise StoreError(f"no artfs store at {path}")
-    if not _encrypted(path):
+    if not store_encrypted(path):
         raise UsageError(f"{path} is not encrypted: it has no passphrase to change")
     old = keyring.secret_for(path)
     keyring.remember(path, keyfile.rewrap(path, old, keyring.secret_for_new(path, args.new_key_file,
                                                                           "ARTFS_NEW_PASSPHRASE")))
     what = "key file" if args.new_key_file else "passphrase"
     print(f"{path}: the key is now wrapped with the new {what}")
-    from ..remote.keys import rewrap_remotes
     for name in rewrap_remotes(path):                # an old secret opens the remote's copy no more
         print(f"remote {name}: its copy of the key is now wrapped with the new {what}")
     return 0

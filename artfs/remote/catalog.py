@@ -36,6 +36,11 @@ CAS_ATTEMPTS = 50
 ALLOCATE_ATTEMPTS = 1000
 
 
+def _number(filename: str) -> int | None:
+    """N of a version record's file name ``NNNNNNNNNN.json``; None for any other name."""
+    return int(filename[:-5]) if filename.endswith(".json") and filename[:-5].isdigit() else None
+
+
 def matching(versions: list[VersionInfo], ref: str) -> list[VersionInfo]:
     """The version among VERSIONS that REF (vN or an alias) names, as a list of one or none."""
     number = version_number(ref)
@@ -54,22 +59,25 @@ class RemoteCatalog:
         """Create the remote's config if absent (create-only: one creator wins), else check it.
         KEY (remote/keys.py) makes a new remote an encrypted one."""
         try:
-            self.s3.get(CONFIG)
+            return self.config(self.s3.get(CONFIG))
         except NotFound:
-            config = {"format": SEALED_FORMAT if key else FORMAT, "id": str(uuid.uuid4()),
-                      "created": time.time(), **(key or {})}
-            try:
-                self.s3.put(CONFIG, json.dumps(config).encode(), create=True)
-            except Exists:
-                pass
-        return self.config()
-
-    def config(self) -> dict:
+            pass
+        config = {"format": SEALED_FORMAT if key else FORMAT, "id": str(uuid.uuid4()),
+                  "created": time.time(), **(key or {})}
         try:
-            raw = self.s3.get(CONFIG)
-        except NotFound:
-            raise StoreError(f"{self.s3.url} is not an artfs remote (no {CONFIG}): "
-                             "`artfs remote add` creates one") from None
+            self.s3.put(CONFIG, json.dumps(config).encode(), create=True)
+            return config
+        except Exists:           # another creator won: theirs
+            return self.config()
+
+    def config(self, raw: bytes | None = None) -> dict:
+        """The remote's config, checked (read, or RAW as read)."""
+        if raw is None:
+            try:
+                raw = self.s3.get(CONFIG)
+            except NotFound:
+                raise StoreError(f"{self.s3.url} is not an artfs remote (no {CONFIG}): "
+                                 "`artfs remote add` creates one") from None
         try:
             config = json.loads(raw)
             fmt, rid = config["format"], config["id"]
@@ -82,14 +90,18 @@ class RemoteCatalog:
             raise StoreError(f"{self.s3.url}/{CONFIG} has a malformed id")
         return config
 
-    def set_key(self, record: dict, key_id: str) -> None:
-        """Replace the wrapped key in an encrypted remote's config by RECORD, the same key (KEY_ID)
-        wrapped by a new secret, by compare-and-swap (Conflict when it changed meanwhile)."""
+    def set_key(self, key: dict, key_id: str) -> bool:
+        """Replace the wrapped key in an encrypted remote's config by KEY, the same key (KEY_ID)
+        wrapped by a new secret, by compare-and-swap (Conflict when it changed meanwhile).
+        False, nothing changed, when the remote is not encrypted."""
         raw, etag = self.s3.get_tagged(CONFIG)
-        config = self.config()
+        config = self.config(raw)
+        if config["format"] != SEALED_FORMAT:
+            return False
         if config.get("key_id") != key_id:
             raise BadKey(f"remote {self.s3.url} is encrypted with another key: its key record is not changed")
-        self.s3.put(CONFIG, json.dumps({**json.loads(raw), "key": record}).encode(), if_match=etag)
+        self.s3.put(CONFIG, json.dumps({**config, "key": key}).encode(), if_match=etag)
+        return True
 
     # keys and records ------------------------------------------------------------------------
     def _dir(self, name: str) -> str:
@@ -101,9 +113,12 @@ class RemoteCatalog:
     def _alias_key(self, name: str, alias: str) -> str:
         return f"aliases/{self._dir(name)}/{alias if self.sealer is None else self.sealer.name(alias)}.json"
 
-    def _pack(self, key: str, record: dict) -> bytes:
-        raw = json.dumps(record).encode()
-        return raw if self.sealer is None else self.sealer.seal(key, raw)
+    def _pack(self, key: str, record: dict, **names: str) -> bytes:
+        """RECORD as stored at KEY; on an encrypted remote sealed, with NAMES (the names its opaque
+        key hides: ``name``, ``alias``) in it."""
+        if self.sealer is None:
+            return json.dumps(record).encode()
+        return self.sealer.seal(key, json.dumps({**names, **record}).encode())
 
     def read(self, key: str, raw: bytes, what: str) -> dict:
         """The record RAW read at KEY (opened on an encrypted remote); StoreError when malformed,
@@ -134,8 +149,8 @@ class RemoteCatalog:
         listed: dict[str, tuple[str, set[int]]] = {}
         for key, _ in self.s3.list("versions/"):
             parts = key.split("/")
-            if len(parts) == 3 and parts[2].endswith(".json") and parts[2][:-5].isdigit():
-                listed.setdefault(parts[1], (key, set()))[1].add(int(parts[2][:-5]))
+            if len(parts) == 3 and (number := _number(parts[2])) is not None:
+                listed.setdefault(parts[1], (key, set()))[1].add(number)
         if self.sealer is None:
             return {d: numbers for d, (_, numbers) in listed.items()}
         new = [key for d, (key, _) in listed.items() if d not in self._names]
@@ -146,8 +161,8 @@ class RemoteCatalog:
 
     def numbers(self, name: str) -> list[int]:
         """Every number NAME's versions took on the remote, deleted ones too (one LIST)."""
-        return sorted(int(key.rsplit("/", 1)[1][:-5]) for key, _ in self.s3.list(f"versions/{self._dir(name)}/")
-                      if key.endswith(".json"))
+        return sorted(n for key, _ in self.s3.list(f"versions/{self._dir(name)}/")
+                      if (n := _number(key.rsplit("/", 1)[1])) is not None)
 
     def _records(self, name: str) -> list[tuple[int, dict]]:
         numbers = self.numbers(name)
@@ -155,14 +170,19 @@ class RemoteCatalog:
             return list(zip(numbers, pool.map(lambda n: self._get(self._version_key(name, n), "version record"),
                                               numbers)))
 
-    def _record(self, name: str, v: VersionInfo) -> dict:
-        record = json.loads(v.record())
-        return record if self.sealer is None else {"name": name, **record}
+    def _version(self, name: str, number: int, rec: dict) -> VersionInfo:
+        """NAME:vN from its record REC (a tombstone: its root and created time only)."""
+        try:
+            if "deleted" in rec:
+                return VersionInfo(name, number, bytes.fromhex(rec["root"]), "", rec["created"])
+            return VersionInfo.from_record(name, number, json.dumps(rec).encode())
+        except (ValueError, KeyError, TypeError):
+            raise StoreError(f"remote version record {self.s3.url}/{self._version_key(name, number)} "
+                             "is malformed") from None
 
-    def versions(self, name: str, *, deleted: bool = False) -> list[VersionInfo]:
-        """Every live version of NAME, by number, with its aliases (with ``deleted``, the
-        tombstones instead, as VersionInfo with their root and created time only)."""
-        return self.versions_and_tombstones(name)[1 if deleted else 0]
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Every live version of NAME, by number, with its aliases."""
+        return self.versions_and_tombstones(name)[0]
 
     def versions_and_tombstones(self, name: str) -> tuple[list[VersionInfo], list[VersionInfo]]:
         """NAME's live versions (with their aliases) and its tombstones, by number, from one listing."""
@@ -170,14 +190,8 @@ class RemoteCatalog:
         aliases = self.aliases(name) if any("deleted" not in rec for _, rec in records) else {}
         live, dead = [], []
         for number, rec in records:
-            deleted = "deleted" in rec
-            try:
-                v = (VersionInfo(name, number, bytes.fromhex(rec["root"]), "", rec["created"]) if deleted
-                     else VersionInfo.from_record(name, number, json.dumps(rec).encode()))
-            except (ValueError, KeyError, TypeError):
-                raise StoreError(f"remote version record {self.s3.url}/{self._version_key(name, number)} "
-                                 "is malformed") from None
-            if deleted:
+            v = self._version(name, number, rec)
+            if "deleted" in rec:
                 dead.append(v)
                 continue
             v.aliases = sorted((a for a, n in aliases.items() if n == number), key=lambda a: (a != LATEST, a))
@@ -189,7 +203,7 @@ class RemoteCatalog:
         root (the same content), else Conflict."""
         key = self._version_key(v.name, v.number)
         try:
-            self.s3.put(key, self._pack(key, self._record(v.name, v)), create=True)
+            self.s3.put(key, self._pack(key, json.loads(v.record()), name=v.name), create=True)
         except Exists:
             theirs = self._get(key, "version record")
             if theirs.get("root") != v.root.hex() or "deleted" in theirs:
@@ -202,11 +216,11 @@ class RemoteCatalog:
         racing for one number exactly one wins, the others take the next. Returns the number."""
         numbers = self.numbers(v.name)
         number = max(numbers[-1] + 1 if numbers else 0, at_least)
-        record = self._record(v.name, v)
+        record = json.loads(v.record())
         for _ in range(ALLOCATE_ATTEMPTS):
             key = self._version_key(v.name, number)
             try:
-                self.s3.put(key, self._pack(key, record), create=True)
+                self.s3.put(key, self._pack(key, record, name=v.name), create=True)
                 return number
             except Exists:
                 number += 1
@@ -216,7 +230,7 @@ class RemoteCatalog:
         """Replace NAME:vN's record by its tombstone: the number stays taken, the version is gone."""
         key = self._version_key(v.name, v.number)
         record = {"deleted": time.time(), "root": v.root.hex(), "created": v.created}
-        self.s3.put(key, self._pack(key, record if self.sealer is None else {"name": v.name, **record}))
+        self.s3.put(key, self._pack(key, record, name=v.name))
 
     # aliases ---------------------------------------------------------------------------------
     def aliases(self, name: str) -> dict[str, int]:
@@ -233,9 +247,6 @@ class RemoteCatalog:
                 raise StoreError(f"remote alias {self.s3.url}/{key} is malformed") from None
         return out
 
-    def _alias_record(self, key: str, alias: str, number: int) -> bytes:
-        return self._pack(key, {"version": number} if self.sealer is None else {"alias": alias, "version": number})
-
     def set_alias(self, name: str, alias: str, number: int, *, retreat: bool = False) -> int:
         """Point ALIAS at vN by compare-and-swap; ``latest`` only ever moves to a higher number
         (unless ``retreat``: a delete moving it back). Returns where the alias points afterwards."""
@@ -249,7 +260,7 @@ class RemoteCatalog:
             if current == number or (alias == LATEST and not retreat and current is not None and current > number):
                 return current
             try:
-                self.s3.put(key, self._alias_record(key, alias, number), create=etag is None, if_match=etag)
+                self.s3.put(key, self._pack(key, {"version": number}, alias=alias), create=etag is None, if_match=etag)
                 return number
             except Conflict:      # another host moved it (or created it) meanwhile: read again
                 time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
@@ -278,7 +289,7 @@ class RemoteCatalog:
             if number is None:
                 self.s3.delete(key)
             else:
-                self.s3.put(key, self._alias_record(key, alias, number), create=etag is None, if_match=etag)
+                self.s3.put(key, self._pack(key, {"version": number}, alias=alias), create=etag is None, if_match=etag)
         except (Conflict, Exists):
             raise Conflict(f"alias {name}:{alias} was moved on the remote by another host meanwhile: "
                            "nothing changed") from None
@@ -289,7 +300,7 @@ class RemoteCatalog:
             rec = self._get(self._version_key(name, number), "version record")
         except NotFound:
             return None
-        return None if "deleted" in rec else VersionInfo.from_record(name, number, json.dumps(rec).encode())
+        return None if "deleted" in rec else self._version(name, number, rec)
 
     def drop_alias(self, name: str, alias: str) -> None:
         self.s3.delete(self._alias_key(name, alias))

@@ -116,7 +116,7 @@ def delete_here_and_there(repo, remote, name: str, ref: str | None, force: bool,
         if not force and [a for a in local.aliases if a != LATEST]:
             raise Conflict(f"{name}:{local.label} has aliases {', '.join(a for a in local.aliases if a != LATEST)}: "
                            "move or delete them first, or use --force")
-        identity = (local.root, local.created)      # read once, under the lock: none when never published
+        identity = (local.root, local.created)   # matched under the lock; no match: never published
         delete_versions(remote, {name: lambda live: [v for v in live if (v.root, v.created) == identity]},
                         local_objects(repo))
     else:
@@ -157,7 +157,7 @@ def live_roots(remote) -> list[bytes]:
     """The root of every live version on the remote: one LIST of the version records (a page per
     1,000), and a GET only of records not seen before under their current ETag (a record is
     written once and replaced only by its tombstone, which changes its ETag). What was read is
-    kept in ``STORE/remotes/ID/records.json``."""
+    kept in ``STORE/remotes/ID/records.json`` (rewritten only when that changed)."""
     path = os.path.join(os.path.dirname(remote.objects.cache_dir), "records.json")
     try:
         with open(path) as f:
@@ -176,11 +176,12 @@ def live_roots(remote) -> list[bytes]:
         except (KeyError, TypeError):
             raise StoreError(f"remote version record {remote.s3.url}/{key} is malformed") from None
     kept = {key: cached[key] for key, _ in listed}
-    with contextlib.suppress(OSError):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(kept, f)
-        os.replace(tmp, path)
+    if todo or len(kept) != len(cached):      # records read, or records gone: else the file holds KEPT
+        with contextlib.suppress(OSError):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(kept, f)
+            os.replace(tmp, path)
     return [bytes.fromhex(root) for _, root in kept.values() if root is not None]
 
 
@@ -280,30 +281,27 @@ def _plan(remote, lock: Lock, local=None) -> _Plan:
 def _apply(remote, plan: _Plan, local=None) -> int:
     """Delete what PLAN says, in bulk requests; the live objects of partly live packs (read from
     LOCAL when it has them) go up together, in new packs of up to the pack size, before the packs
-    they came from go."""
+    they came from go. Returns the bytes freed (``plan.freed``)."""
     objects, s3 = remote.objects, remote.s3
     reader = _LocalFirst(objects, local)
     objects.drop_packs(plan.orphan_indexes)
     s3.delete_many([key for key, _ in plan.orphan_packs])
-    freed = sum(size for _, size in plan.orphan_packs)
     moved: list[Obj] = []
     sources: list[str] = []
-    for pid, need, size in plan.repack:
+    size = 0
+    for pid, need, _ in plan.repack:
         entries = objects.packs[pid]
-        moved += [Obj(oid, entries[oid].digest, d) for oid, d in zip(need, reader.get_many(need))]
+        data = reader.get_many(need)
+        moved += [Obj(oid, entries[oid].digest, d) for oid, d in zip(need, data)]
         sources.append(pid)
-        freed += size
-        if sum(len(o.data) for o in moved) >= objects.pack_size:
+        size += sum(map(len, data))
+        if size >= objects.pack_size or pid == plan.repack[-1][0]:
             objects.upload(moved)
             objects.drop_packs(sources)
-            moved, sources = [], []
-    if moved:
-        objects.upload(moved)
-        objects.drop_packs(sources)
+            moved, sources, size = [], [], 0
     objects.drop_packs([pid for pid, _ in plan.dead])
-    freed += sum(size for _, size in plan.dead)
     s3.delete_many(plan.stale_locks)
-    return freed
+    return plan.freed
 
 
 def verify(remote) -> dict:

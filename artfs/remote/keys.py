@@ -96,12 +96,6 @@ def prepare_clone(path: str, binding: dict) -> None:
 def rewrap_remotes(store: str) -> list[str]:
     """After STORE's key was rewrapped (``artfs key change-passphrase``): its new key record into
     the config of each bound encrypted remote of its key. Returns their names."""
-    from ..crypto import keyfile
-    from ..crypto.seal import key_id
-    record, done = keyfile.read_record(store), []
-    for name, binding in sorted(bindings.load(store).items()):
-        catalog = RemoteCatalog(S3Store.of(binding))
-        if catalog.config()["format"] == SEALED_FORMAT:
-            catalog.set_key(record, key_id(_master(store)))
-            done.append(name)
-    return done
+    key = _key_config(store, _master(store))
+    return [name for name, binding in sorted(bindings.load(store).items())
+            if RemoteCatalog(S3Store.of(binding)).set_key(**key)]
