@@ -194,6 +194,26 @@ def test_cache_keeps_the_bytes_in_the_store(tmp_path, srcdir):
     assert "0 problems" in ok(store, "verify")
 
 
+def test_whole_file_reads_of_references_and_stored_files_together(tmp_path, srcdir):
+    """Repo.read_whole (the mount's read-ahead of small files) of a version mixing references and
+    stored files: each file gets its own bytes or None (a reference's source is not read ahead),
+    never another file's (a reference has no chunks in the one store read)."""
+    store = tmp_path / "store"
+    ok(store, "put", "ds", "--reference", f"file://{srcdir}")
+    stored = tmp_path / "stored"
+    write(stored / "small.txt", b"stored bytes, longer than the reference\n")
+    ok(store, "put", "plain", stored)
+    with Repo(str(store)) as repo:
+        ref = repo.tree(repo.tree(repo.resolve("ds").root).lookup(b"sub").ref).lookup(b"small.txt")
+        plain = repo.tree(repo.resolve("plain").root).lookup(b"small.txt")
+        fids = [ref.ref, plain.ref, ref.ref]
+        want = [(srcdir / "sub" / "small.txt").read_bytes(), (stored / "small.txt").read_bytes()] * 2
+        got = repo.read_whole(repo.files(fids))
+        assert len(got) == 3 and got[1] == want[1]
+        for data, expect in zip(got, want):
+            assert data is None or bytes(data) == expect
+
+
 def test_put_errors_are_one_line_with_their_exit_codes(tmp_path, srcdir):
     store = tmp_path / "store"
     cases = [(("put", "ds"), 2, "give PATH or --reference URL"),

@@ -314,6 +314,7 @@ class FileObj:
     """A parsed file object: chunk ids with their byte offsets."""
 
     __slots__ = ("chunks", "lengths", "__dict__")
+    at_source = False   # whether its bytes are read from a source, not from chunks (Reference)
 
     def __init__(self, chunks: list[tuple[bytes, int]]):
         self.chunks = [c for c, _ in chunks]
@@ -374,6 +375,10 @@ class Reference(FileObj):
     @property
     def size(self) -> int:
         return self.record["size"]
+
+    @property
+    def at_source(self) -> bool:
+        return not self.chunks   # with chunks (put --cache) it reads like a file object
 
     def encode(self) -> bytes:
         record = json.dumps(self.record, sort_keys=True, separators=(",", ":")).encode()

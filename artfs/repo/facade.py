@@ -170,12 +170,16 @@ class Repo:
         self._touch(cid for cid, _, _ in spans)
         return data
 
-    def read_whole(self, fobjs: list[FileObj]) -> list[bytes]:
-        """The bytes of each whole file, in one store read (every chunk hash-checked)."""
-        spans = [span for fobj in fobjs for span in fobj.span(0, fobj.size)]
+    def read_whole(self, fobjs: list[FileObj]) -> list[bytes | None]:
+        """The bytes of each whole file, in one store read (every chunk hash-checked); None for
+        a reference read from its source (repo/references.py), which this never waits for."""
+        spans = [span for fobj in fobjs if not fobj.at_source for span in fobj.span(0, fobj.size)]
         data = memoryview(self.objects.store.read_ranges(spans))
         out, pos = [], 0
         for fobj in fobjs:
+            if fobj.at_source:
+                out.append(None)
+                continue
             out.append(data[pos:pos + fobj.size])
             pos += fobj.size
         self._touch(cid for cid, _, _ in spans)
