@@ -110,10 +110,13 @@ def test_a_large_directory_is_paged_and_an_edit_rewrites_about_one_page(big):
     e = s.lookup(s.lookup(ROOT, b"d").ino, b"f01500")
     with open(s.open_data(e.ino, truncate=True), "wb") as f:
         f.write(b"edited")
+    asked = _reads(repo)
     v1, created = commit(repo, "ds")
     assert created
     d1 = _dir_tree(repo, v1)
     old_pages = {p.tid for p in d0.pages}
+    # of d's pages the commit read only the one it rewrote, once
+    assert [oid for oid in asked if oid in old_pages] == [d0.pages[d0.page_of(b"f01500")].tid]
     new_pages = [p for p in d1.pages if p.tid not in old_pages]
     assert len(new_pages) == 1 and len(d1.pages) == len(d0.pages)
     # what v1 stores beyond v0: the root, d's page list, one page (and the edited file)

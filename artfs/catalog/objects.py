@@ -493,10 +493,10 @@ class Objects:
         directory that hold a changed name are read and rewritten (and their neighbours until
         the boundaries meet the old ones again); the others keep their ids."""
         old = self.tree(origin) if origin else Tree([])
-        if old.pages:
-            present = sum(old.lookup(name) is not None for name in changed)
-            if old.count - present + sum(e is not None for e in changed.values()) > FLAT_MAX:
-                return self._edit_pages(txn, old, changed)
+        # more than FLAT_MAX entries remain even if each None removes one (else, near the bound,
+        # the directory is built from all its entries: the same result, flat or paged)
+        if old.pages and old.count - sum(e is None for e in changed.values()) > FLAT_MAX:
+            return self._edit_pages(txn, old, changed)
         entries = []
         for e in _merged(old.entries, changed):
             if changed.get(e.name) is not e:
