@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from ..catalog.access import Access, Caller, acting_in, changed, store_owner
 from ..catalog.db import Database, counter
-from ..catalog.objects import FileObj, Objects, Reference, Tree
+from ..catalog.objects import FileObj, Objects, Tree
 from ..catalog.sessions import Sessions
 from ..catalog.staging_index import StagingIndex, staging_dir
 from ..catalog.versions import Catalog, VersionInfo, check_type, whoami
@@ -163,7 +163,7 @@ class Repo:
     def read(self, fobj: FileObj, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of a file, every chunk hash-checked (CorruptData if not);
         a reference's from its source (repo/references.py)."""
-        if isinstance(fobj, Reference) and not fobj.chunks:
+        if fobj.at_source:
             return self.references.read(fobj, offset, size)
         spans = list(fobj.span(offset, size))
         data = self.objects.store.read_file(fobj, offset, size)   # store/lazy.py: read-ahead
@@ -196,7 +196,7 @@ class Repo:
         then reads in a thread. Only chunks this process read recently are read here (so the
         index pages their lookup touches were just used), and only if their bytes are in memory
         (store/lmdb_env.py resident)."""
-        if isinstance(fobj, Reference) and not fobj.chunks:
+        if fobj.at_source:
             return self.references.read_nowait(fobj, offset, size)
         spans = list(fobj.span(offset, size))
         nowait = getattr(self.objects.store, "read_ranges_resident", None)
