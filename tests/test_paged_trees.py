@@ -162,6 +162,24 @@ def test_a_lookup_reads_one_page(big):
         assert len([oid for oid in asked if oid in pages]) == 1
 
 
+def test_a_listing_keeps_no_pages_outside_the_tree_cache(big, monkeypatch):
+    """A paged directory's entries are read page by page through the Repo's cache of parsed
+    trees, which is bounded by bytes: listing it keeps no copy of its pages of its own (a cached
+    directory object counted as its small page list would hold every page listed). With a cache
+    of one tree, listing twice reads every page twice."""
+    from artfs.repo import facade
+    repo, _ = big
+    root = repo.resolve("ds").root
+    monkeypatch.setattr(facade, "TREE_CACHE_BYTES", 1)
+    with Repo(repo.path) as fresh:
+        d = fresh.tree(fresh.tree(root).lookup(b"d").ref)
+        pages = {p.tid for p in d.pages}
+        asked = _reads(fresh)
+        listed = [[e.name for e in d.entries], [d.entries[i].name for i in range(d.count)]]
+        assert listed[0] == listed[1] == [b"f%05d" % i for i in range(3000)]
+        assert len([oid for oid in asked if oid in pages]) > len(pages)
+
+
 def test_old_flat_large_trees_still_read_and_an_edit_pages_them(tmp_path):
     """A directory stored flat by an older artfs (one tree object of 2,000 entries) reads as
     before; the first commit that changes it stores it paged, with the same content."""

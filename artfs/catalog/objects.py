@@ -43,9 +43,10 @@ import json
 import stat
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from itertools import accumulate
 
 from ..errors import CorruptData
 from ..store.backend import Obj
@@ -216,25 +217,24 @@ class Page:
 
 class PagedTree(Tree):
     """A paged directory: the list of its pages, each read (through ``load``) when needed; a
-    lookup reads one page, ``entries`` all of them."""
+    lookup reads one page. ``entries`` reads the pages as its entries are reached and keeps
+    none: what stays in memory is ``load``'s to decide (the Repo's cache, bounded by bytes)."""
 
-    __slots__ = ("pages", "_firsts", "_count", "_load", "_all")
+    __slots__ = ("pages", "_firsts", "_starts", "_load")
 
     def __init__(self, pages: list[Page], load: Callable[[bytes], Tree] | None):
-        self.pages, self._load, self._all = pages, load, None
+        self.pages, self._load = pages, load
         self._firsts = [p.first for p in pages]
-        self._count = sum(p.count for p in pages)
+        self._starts = list(accumulate((p.count for p in pages), initial=0))   # then the count
         self._subdirs = sum(p.subdirs for p in pages)
 
     @property
     def count(self) -> int:
-        return self._count
+        return self._starts[-1]
 
     @property
-    def entries(self) -> list[Entry]:
-        if self._all is None:
-            self._all = [e for p in self.pages for e in self.page(p).entries]
-        return self._all
+    def entries(self) -> "_PagedEntries":
+        return _PagedEntries(self)
 
     def page(self, p: Page) -> Tree:
         if self._load is None:
@@ -266,6 +266,40 @@ class PagedTree(Tree):
             pages.append(Page(data[pos:pos + nlen], tid, count, subdirs))
             pos += nlen
         return cls(pages, load)
+
+
+class _PagedEntries(Sequence):
+    """A paged directory's entries in order, as a sequence (index, slice, len, iteration); it
+    keeps the page it last read, so a listing by index reads each page once."""
+
+    __slots__ = ("_tree", "_last")
+
+    def __init__(self, tree: PagedTree):
+        self._tree, self._last = tree, (-1, ())   # (page index, its entries): one assignment
+
+    def __len__(self) -> int:
+        return self._tree.count
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._entry(j) for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError("entry index out of range")
+        return self._entry(i % n)
+
+    def _entry(self, i: int) -> Entry:
+        tree, (k, entries) = self._tree, self._last
+        starts = tree._starts
+        if k < 0 or not starts[k] <= i < starts[k + 1]:
+            k = bisect.bisect_right(starts, i) - 1
+            entries = tree.page(tree.pages[k]).entries
+            self._last = k, entries
+        return entries[i - starts[k]]
+
+    def __iter__(self):
+        for p in self._tree.pages:
+            yield from self._tree.page(p).entries
 
 
 def _encode_paged(pages: list[Page]) -> bytes:
