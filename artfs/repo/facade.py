@@ -241,7 +241,8 @@ class Repo:
             latest = self.catalog.aliases(txn, name).get(LATEST) if rec is not None else None
             if rec is not None:
                 self.check_moves(txn, name, aliases, latest)
-            base = self.catalog.version(txn, name, latest).root if latest is not None else None
+            reuse = reference is not None and reference.checksum and latest is not None
+            base = self.catalog.version(txn, name, latest).root if reuse else None   # its references
         check_type(name, rec, type)
         with Ingest(self, warn, progress) as ingest:
             if reference is None:

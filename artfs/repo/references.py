@@ -168,7 +168,8 @@ def _same(old: Reference, new: Reference) -> bool:
 
 
 def prior_references(repo, root: bytes | None) -> dict[str, Reference]:
-    """The references of the version with root ROOT, by URL."""
+    """The references of the version with root ROOT (None: none), by URL; only a put with a
+    checksum reuses one (``_same``), so only it asks."""
     out, stack = {}, [root] if root else []
     while stack:
         for e in repo.tree(stack.pop()).entries:
