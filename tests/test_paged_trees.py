@@ -110,10 +110,13 @@ def test_a_large_directory_is_paged_and_an_edit_rewrites_about_one_page(big):
     e = s.lookup(s.lookup(ROOT, b"d").ino, b"f01500")
     with open(s.open_data(e.ino, truncate=True), "wb") as f:
         f.write(b"edited")
+    asked = _reads(repo)
     v1, created = commit(repo, "ds")
     assert created
     d1 = _dir_tree(repo, v1)
     old_pages = {p.tid for p in d0.pages}
+    # of d's pages the commit read only the one it rewrote, once
+    assert [oid for oid in asked if oid in old_pages] == [d0.pages[d0.page_of(b"f01500")].tid]
     new_pages = [p for p in d1.pages if p.tid not in old_pages]
     assert len(new_pages) == 1 and len(d1.pages) == len(d0.pages)
     # what v1 stores beyond v0: the root, d's page list, one page (and the edited file)
@@ -157,6 +160,24 @@ def test_a_lookup_reads_one_page(big):
         assert d.lookup(b"f02222").ref and d.lookup(b"f0222") is None
         pages = {p.tid for p in d.pages}
         assert len([oid for oid in asked if oid in pages]) == 1
+
+
+def test_a_listing_keeps_no_pages_outside_the_tree_cache(big, monkeypatch):
+    """A paged directory's entries are read page by page through the Repo's cache of parsed
+    trees, which is bounded by bytes: listing it keeps no copy of its pages of its own (a cached
+    directory object counted as its small page list would hold every page listed). With a cache
+    of one tree, listing twice reads every page twice."""
+    from artfs.repo import facade
+    repo, _ = big
+    root = repo.resolve("ds").root
+    monkeypatch.setattr(facade, "TREE_CACHE_BYTES", 1)
+    with Repo(repo.path) as fresh:
+        d = fresh.tree(fresh.tree(root).lookup(b"d").ref)
+        pages = {p.tid for p in d.pages}
+        asked = _reads(fresh)
+        listed = [[e.name for e in d.entries], [d.entries[i].name for i in range(d.count)]]
+        assert listed[0] == listed[1] == [b"f%05d" % i for i in range(3000)]
+        assert len([oid for oid in asked if oid in pages]) > len(pages)
 
 
 def test_old_flat_large_trees_still_read_and_an_edit_pages_them(tmp_path):

@@ -25,6 +25,7 @@ import pytest
 from artfs import Store
 from artfs.catalog.objects import Reference
 from artfs.repo.facade import Repo
+from artfs.repo.references import block_size
 from tests.helpers import run_cli, write
 from tests.s3servers import make_tls
 
@@ -192,6 +193,35 @@ def test_cache_keeps_the_bytes_in_the_store(tmp_path, srcdir):
     os.unlink(srcdir / "big.bin")
     assert get_bytes(store, "ds/big.bin") == want           # served from the store's chunks
     assert "0 problems" in ok(store, "verify")
+
+
+def test_whole_file_reads_of_references_and_stored_files_together(tmp_path, srcdir):
+    """Repo.read_whole (the mount's read-ahead of small files) of a version mixing references and
+    stored files: each file gets its own bytes or None (a reference's source is not read ahead),
+    never another file's (a reference has no chunks in the one store read)."""
+    store = tmp_path / "store"
+    ok(store, "put", "ds", "--reference", f"file://{srcdir}")
+    stored = tmp_path / "stored"
+    write(stored / "small.txt", b"stored bytes, longer than the reference\n")
+    ok(store, "put", "plain", stored)
+    with Repo(str(store)) as repo:
+        ref = repo.tree(repo.tree(repo.resolve("ds").root).lookup(b"sub").ref).lookup(b"small.txt")
+        plain = repo.tree(repo.resolve("plain").root).lookup(b"small.txt")
+        fids = [ref.ref, plain.ref, ref.ref]
+        want = [(srcdir / "sub" / "small.txt").read_bytes(), (stored / "small.txt").read_bytes()] * 2
+        got = repo.read_whole(repo.files(fids))
+        assert len(got) == 3 and got[1] == want[1]
+        for data, expect in zip(got, want):
+            assert data is None or bytes(data) == expect
+
+
+def test_block_size_keeps_at_most_16384_block_hashes():
+    """1 MiB blocks up to 16 GiB, then doubled as often as needed: never more than 16,384."""
+    assert [block_size(n) for n in (0, 1, MiB + 1, 16384 * MiB)] == [MiB] * 4
+    assert block_size(16384 * MiB + 1) == 2 * MiB and block_size(16384 * 2 * MiB + 1) == 4 * MiB
+    for size in (16384 * MiB + 1, 10**13, 2**50 + 3):
+        bsize = block_size(size)
+        assert -(-size // bsize) <= 16384 < -(-size // (bsize // 2))
 
 
 def test_put_errors_are_one_line_with_their_exit_codes(tmp_path, srcdir):
@@ -437,7 +467,9 @@ def test_http_reference_with_and_without_range_support(web, tmp_path):
     out = tmp_path / "out"
     ok(store, "get", "m", out)
     assert (out / "model.bin").read_bytes() == data
+    web.seen.clear()
     ok(store, "put", "nock", "--reference", url, "--no-checksum")
+    assert web.seen == []                                   # put read nothing (a HEAD only)
     assert get_bytes(store, "nock/model.bin") == data
     changed = bytearray(data)
     changed[10] ^= 1

@@ -43,9 +43,10 @@ import json
 import stat
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from itertools import accumulate
 
 from ..errors import CorruptData
 from ..store.backend import Obj
@@ -216,25 +217,24 @@ class Page:
 
 class PagedTree(Tree):
     """A paged directory: the list of its pages, each read (through ``load``) when needed; a
-    lookup reads one page, ``entries`` all of them."""
+    lookup reads one page. ``entries`` reads the pages as its entries are reached and keeps
+    none: what stays in memory is ``load``'s to decide (the Repo's cache, bounded by bytes)."""
 
-    __slots__ = ("pages", "_firsts", "_count", "_load", "_all")
+    __slots__ = ("pages", "_firsts", "_starts", "_load")
 
     def __init__(self, pages: list[Page], load: Callable[[bytes], Tree] | None):
-        self.pages, self._load, self._all = pages, load, None
+        self.pages, self._load = pages, load
         self._firsts = [p.first for p in pages]
-        self._count = sum(p.count for p in pages)
+        self._starts = list(accumulate((p.count for p in pages), initial=0))   # then the count
         self._subdirs = sum(p.subdirs for p in pages)
 
     @property
     def count(self) -> int:
-        return self._count
+        return self._starts[-1]
 
     @property
-    def entries(self) -> list[Entry]:
-        if self._all is None:
-            self._all = [e for p in self.pages for e in self.page(p).entries]
-        return self._all
+    def entries(self) -> "_PagedEntries":
+        return _PagedEntries(self)
 
     def page(self, p: Page) -> Tree:
         if self._load is None:
@@ -266,6 +266,40 @@ class PagedTree(Tree):
             pages.append(Page(data[pos:pos + nlen], tid, count, subdirs))
             pos += nlen
         return cls(pages, load)
+
+
+class _PagedEntries(Sequence):
+    """A paged directory's entries in order, as a sequence (index, slice, len, iteration); it
+    keeps the page it last read, so a listing by index reads each page once."""
+
+    __slots__ = ("_tree", "_last")
+
+    def __init__(self, tree: PagedTree):
+        self._tree, self._last = tree, (-1, ())   # (page index, its entries): one assignment
+
+    def __len__(self) -> int:
+        return self._tree.count
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._entry(j) for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError("entry index out of range")
+        return self._entry(i % n)
+
+    def _entry(self, i: int) -> Entry:
+        tree, (k, entries) = self._tree, self._last
+        starts = tree._starts
+        if k < 0 or not starts[k] <= i < starts[k + 1]:
+            k = bisect.bisect_right(starts, i) - 1
+            entries = tree.page(tree.pages[k]).entries
+            self._last = k, entries
+        return entries[i - starts[k]]
+
+    def __iter__(self):
+        for p in self._tree.pages:
+            yield from self._tree.page(p).entries
 
 
 def _encode_paged(pages: list[Page]) -> bytes:
@@ -314,6 +348,7 @@ class FileObj:
     """A parsed file object: chunk ids with their byte offsets."""
 
     __slots__ = ("chunks", "lengths", "__dict__")
+    at_source = False   # whether its bytes are read from a source, not from chunks (Reference)
 
     def __init__(self, chunks: list[tuple[bytes, int]]):
         self.chunks = [c for c, _ in chunks]
@@ -374,6 +409,10 @@ class Reference(FileObj):
     @property
     def size(self) -> int:
         return self.record["size"]
+
+    @property
+    def at_source(self) -> bool:
+        return not self.chunks   # with chunks (put --cache) it reads like a file object
 
     def encode(self) -> bytes:
         record = json.dumps(self.record, sort_keys=True, separators=(",", ":")).encode()
@@ -488,10 +527,10 @@ class Objects:
         directory that hold a changed name are read and rewritten (and their neighbours until
         the boundaries meet the old ones again); the others keep their ids."""
         old = self.tree(origin) if origin else Tree([])
-        if old.pages:
-            present = sum(old.lookup(name) is not None for name in changed)
-            if old.count - present + sum(e is not None for e in changed.values()) > FLAT_MAX:
-                return self._edit_pages(txn, old, changed)
+        # more than FLAT_MAX entries remain even if each None removes one (else, near the bound,
+        # the directory is built from all its entries: the same result, flat or paged)
+        if old.pages and old.count - sum(e is None for e in changed.values()) > FLAT_MAX:
+            return self._edit_pages(txn, old, changed)
         entries = []
         for e in _merged(old.entries, changed):
             if changed.get(e.name) is not e:

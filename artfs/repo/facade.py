@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from ..catalog.access import Access, Caller, acting_in, changed, store_owner
 from ..catalog.db import Database, counter
-from ..catalog.objects import FileObj, Objects, Reference, Tree
+from ..catalog.objects import FileObj, Objects, Tree
 from ..catalog.sessions import Sessions
 from ..catalog.staging_index import StagingIndex, staging_dir
 from ..catalog.versions import Catalog, VersionInfo, check_type, whoami
@@ -163,19 +163,23 @@ class Repo:
     def read(self, fobj: FileObj, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of a file, every chunk hash-checked (CorruptData if not);
         a reference's from its source (repo/references.py)."""
-        if isinstance(fobj, Reference) and not fobj.chunks:
+        if fobj.at_source:
             return self.references.read(fobj, offset, size)
         spans = list(fobj.span(offset, size))
         data = self.objects.store.read_file(fobj, offset, size)   # store/lazy.py: read-ahead
         self._touch(cid for cid, _, _ in spans)
         return data
 
-    def read_whole(self, fobjs: list[FileObj]) -> list[bytes]:
-        """The bytes of each whole file, in one store read (every chunk hash-checked)."""
-        spans = [span for fobj in fobjs for span in fobj.span(0, fobj.size)]
+    def read_whole(self, fobjs: list[FileObj]) -> list[bytes | None]:
+        """The bytes of each whole file, in one store read (every chunk hash-checked); None for
+        a reference read from its source (repo/references.py), which this never waits for."""
+        spans = [span for fobj in fobjs if not fobj.at_source for span in fobj.span(0, fobj.size)]
         data = memoryview(self.objects.store.read_ranges(spans))
         out, pos = [], 0
         for fobj in fobjs:
+            if fobj.at_source:
+                out.append(None)
+                continue
             out.append(data[pos:pos + fobj.size])
             pos += fobj.size
         self._touch(cid for cid, _, _ in spans)
@@ -192,7 +196,7 @@ class Repo:
         then reads in a thread. Only chunks this process read recently are read here (so the
         index pages their lookup touches were just used), and only if their bytes are in memory
         (store/lmdb_env.py resident)."""
-        if isinstance(fobj, Reference) and not fobj.chunks:
+        if fobj.at_source:
             return self.references.read_nowait(fobj, offset, size)
         spans = list(fobj.span(offset, size))
         nowait = getattr(self.objects.store, "read_ranges_resident", None)
@@ -237,7 +241,8 @@ class Repo:
             latest = self.catalog.aliases(txn, name).get(LATEST) if rec is not None else None
             if rec is not None:
                 self.check_moves(txn, name, aliases, latest)
-            base = self.catalog.version(txn, name, latest).root if latest is not None else None
+            reuse = reference is not None and reference.checksum and latest is not None
+            base = self.catalog.version(txn, name, latest).root if reuse else None   # its references
         check_type(name, rec, type)
         with Ingest(self, warn, progress) as ingest:
             if reference is None:

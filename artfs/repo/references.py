@@ -79,9 +79,10 @@ def scan(ingest, url: str, options: Options, prior: dict[str, Reference]) -> Pen
     except NotFound as e:
         raise InvalidInput(f"cannot reference {url}: {e}") from None
     root = Pending(b"", DIR, 0o755, 0, 0)
+    dirs = {(): root}
     for f in found:
         name = f.name or os.path.basename(f.url.rstrip("/").split("://", 1)[1]) or "index"
-        parent = _directory(root, name.split("/")[:-1])
+        parent = _directory(dirs, name.split("/")[:-1])
         p = Pending(os.fsencode(name.split("/")[-1]), FILE, f.mode, f.size, f.mtime_ns or 0)
         p.reference = _reference(ingest, reader, f, options)
         old = prior.get(f.url)
@@ -93,13 +94,17 @@ def scan(ingest, url: str, options: Options, prior: dict[str, Reference]) -> Pen
     return root
 
 
-def _directory(root: Pending, parts: list[str]) -> Pending:
-    node = root
-    for part in parts:
-        name = os.fsencode(part)
-        child = next((c for c in node.children if c.name == name and c.kind == DIR), None)
+def _directory(dirs: dict[tuple, Pending], parts: list[str]) -> Pending:
+    """The pending directory at path PARTS, made with its missing ancestors; DIRS holds those
+    made so far by path (from the root, ``()``), so each file finds its own in one look-up."""
+    node = dirs.get(tuple(parts))
+    if node is not None:
+        return node
+    node = dirs[()]
+    for i, part in enumerate(parts):
+        child = dirs.get(tuple(parts[:i + 1]))
         if child is None:
-            child = Pending(name, DIR, 0o755, 0, root.mtime_ns)
+            child = dirs[tuple(parts[:i + 1])] = Pending(os.fsencode(part), DIR, 0o755, 0, 0)
             node.children.append(child)
         node = child
     return node
@@ -168,7 +173,8 @@ def _same(old: Reference, new: Reference) -> bool:
 
 
 def prior_references(repo, root: bytes | None) -> dict[str, Reference]:
-    """The references of the version with root ROOT, by URL."""
+    """The references of the version with root ROOT (None: none), by URL; only a put with a
+    checksum reuses one (``_same``), so only it asks."""
     out, stack = {}, [root] if root else []
     while stack:
         for e in repo.tree(stack.pop()).entries:

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..catalog.db import counter
-from ..catalog.objects import DIR, FILE, Reference
+from ..catalog.objects import DIR, FILE
 from ..errors import ArtfsError, CorruptData
 from ..names import LATEST
 from .diff import join_path
@@ -73,7 +73,7 @@ class _Checker:
             return False
         fobj = self.objects.file(fid)
         self.check(fobj.chunks)
-        if isinstance(fobj, Reference) and not fobj.chunks and fid not in self.drift:   # its source, read again
+        if fobj.at_source and fid not in self.drift:   # its source, read again
             self.drift[fid] = self.repo.references.check(fobj)
         return all(self.status[c] is None for c in fobj.chunks) and not self.drift.get(fid)
 

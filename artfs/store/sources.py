@@ -20,6 +20,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote, urlparse
@@ -223,21 +224,24 @@ class S3Source:
 
     def stream(self, url: str, expect: Found | None = None) -> Iterator[bytes]:
         bucket, key = self._split(url)
-        yield from self._checked(url, lambda: self._client(bucket).stream(key, **self._expect(expect)), expect)
+        with _checked(url):
+            yield from self._client(bucket).stream(key, **self._expect(expect))
 
     def read(self, url: str, start: int, end: int, expect: Found | None = None) -> bytes:
         bucket, key = self._split(url)
-        return b"".join(self._checked(
-            url, lambda: [self._client(bucket).read_range(key, start, end, **self._expect(expect))], expect))
+        with _checked(url):
+            return self._client(bucket).read_range(key, start, end, **self._expect(expect))
 
-    @staticmethod
-    def _checked(url: str, get, expect: Found | None):
-        try:
-            yield from get()
-        except Conflict:   # If-Match failed: another content under the key
-            raise Changed(url) from None
-        except NotFound:
-            raise NotFound(f"{url} is gone") from None
+
+@contextmanager
+def _checked(url: str):
+    """An S3 read of URL: a failed If-Match is Changed, a missing key (or version) NotFound."""
+    try:
+        yield
+    except Conflict:   # If-Match failed: another content under the key
+        raise Changed(url) from None
+    except NotFound:
+        raise NotFound(f"{url} is gone") from None
 
 
 # https:// ----------------------------------------------------------------------------------------
