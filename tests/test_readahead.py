@@ -11,7 +11,7 @@ import random
 import threading
 import time
 
-from artfs.mount.readahead import PUSH_MAX
+from artfs.mount.readahead import PUSH_MAX, WINDOW_MIN
 from artfs.store.lmdb_env import resident
 from tests.helpers import objects_env, oserror, put_file, read, write
 
@@ -215,3 +215,50 @@ def test_an_object_loaded_by_two_threads_at_once_is_cached_once():
         t.join()
     assert got[0] is got[1] and lru.get(b"k", load) is got[0]
     assert len(lru.items) == 1 and lru.used == lru.items[b"k"][1]
+
+
+def test_opens_in_a_paged_directory_read_only_their_pages(tmp_path):
+    """A directory of more than FLAT_MAX entries is stored as pages, and a lookup reads one of
+    them (catalog/objects.py). Opening a file there places it among its directory's entries for
+    read-ahead: that reads no other page (before, every page of the directory was read on the
+    loop at the first open); and files opened in order up to a page's end get the first files
+    of the next page read ahead (with the last of the first page, which the first two opens in
+    order read ahead). In-process (no FUSE): the adapter's ``store_pages`` hook
+    records what would go to the kernel's page cache."""
+    import trio
+
+    from artfs.catalog.objects import FLAT_MAX
+    from artfs.mount.inodes import ROOT_INODE
+    from artfs.mount.model import Filesystem
+    from artfs.repo.facade import Repo
+    from tests.test_paged_trees import _reads
+
+    src = tmp_path / "src"
+    for i in range(3 * FLAT_MAX):
+        write(str(src / "d" / f"f{i:05d}"), b"%d" % i)
+    with Repo(str(tmp_path / "store")) as repo:
+        v0, _ = repo.put("ds", str(src))
+        d = repo.tree(repo.tree(v0.root).lookup(b"d").ref)
+        assert len(d.pages) > 2
+        tail = [e.name for e in d.page(d.pages[0]).entries[-3:]]
+        head = [e.name for e in d.page(d.pages[1]).entries[:WINDOW_MIN]]
+    with Repo(str(tmp_path / "store")) as repo:
+        fs, stored = Filesystem(repo), {}
+        fs.store_pages = lambda ino, data: stored.__setitem__(ino, bytes(data))
+        ino = ROOT_INODE
+        for part in (b"ds", b"v0", b"d"):
+            ino = fs.lookup(ino, part).ino
+        inos = {name: fs.lookup(ino, name).ino for name in tail + head}   # the kernel holds them
+        asked = _reads(repo)
+
+        async def walk():
+            for name in tail:
+                await fs.open(inos[name], os.O_RDONLY)
+            with trio.fail_after(60):
+                while len(stored) < len(ahead):
+                    await trio.sleep(0.01)
+        ahead = tail[-1:] + head
+        trio.run(walk)
+        pages = {p.tid for p in d.pages}
+        assert [oid for oid in asked if oid in pages] == []
+        assert stored == {inos[name]: b"%d" % int(name[1:]) for name in ahead}

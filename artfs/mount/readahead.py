@@ -105,7 +105,7 @@ class ReadAhead:
     def _start(self, vdir, start: int, stop: int) -> None:
         held, pushed = self.fs.inodes.held, self._pushed
         files = []
-        for e in vdir.entries()[start:stop]:
+        for e in vdir.entries(start, stop):
             if e.kind == FILE and 0 < e.size <= PUSH_MAX:
                 ino = held(vdir.key(e))
                 if ino is not None and ino not in pushed:
