@@ -11,9 +11,16 @@ import random
 import threading
 import time
 
-from artfs.mount.readahead import PUSH_MAX, WINDOW_MIN
+import trio
+
+from artfs.catalog.objects import FLAT_MAX
+from artfs.mount.inodes import ROOT_INODE
+from artfs.mount.model import Filesystem
+from artfs.mount.readahead import PUSH_MAX, TREES, WINDOW_MIN
+from artfs.repo.facade import Repo
 from artfs.store.lmdb_env import resident
 from tests.helpers import objects_env, oserror, put_file, read, write
+from tests.test_paged_trees import _reads
 
 N = 80
 
@@ -225,14 +232,6 @@ def test_opens_in_a_paged_directory_read_only_their_pages(tmp_path):
     of the next page read ahead (with the last of the first page, which the first two opens in
     order read ahead). In-process (no FUSE): the adapter's ``store_pages`` hook
     records what would go to the kernel's page cache."""
-    import trio
-
-    from artfs.catalog.objects import FLAT_MAX
-    from artfs.mount.inodes import ROOT_INODE
-    from artfs.mount.model import Filesystem
-    from artfs.repo.facade import Repo
-    from tests.test_paged_trees import _reads
-
     src = tmp_path / "src"
     for i in range(3 * FLAT_MAX):
         write(str(src / "d" / f"f{i:05d}"), b"%d" % i)
@@ -262,3 +261,22 @@ def test_opens_in_a_paged_directory_read_only_their_pages(tmp_path):
         pages = {p.tid for p in d.pages}
         assert [oid for oid in asked if oid in pages] == []
         assert stored == {inos[name]: b"%d" % int(name[1:]) for name in ahead}
+
+
+def test_listing_loads_at_most_trees_ahead_next_level_first(tmp_path):
+    """Opening a version directory for listing loads the trees a walk lists next in a worker
+    thread: its subdirectories' first (their entries hold their link counts, so the listing
+    itself reads none of them), then theirs, TREES in all (before, every subdirectory's tree was
+    loaded uncounted, and TREES of the next level after them)."""
+    src = tmp_path / "src"
+    for i in range(TREES + 10):
+        write(str(src / "d" / f"s{i:05d}" / "below" / "f"), b"x")
+    with Repo(str(tmp_path / "store")) as repo:
+        v0, _ = repo.put("ds", str(src))
+        d = repo.tree(repo.tree(v0.root).lookup(b"d").ref)
+        children = [e.ref for e in d.entries]
+    with Repo(str(tmp_path / "store")) as repo:
+        fs = Filesystem(repo)
+        asked = _reads(repo)
+        trio.run(trio.to_thread.run_sync, fs.ahead._trees, children)
+        assert asked == children[:TREES]
