@@ -280,3 +280,40 @@ def test_listing_loads_at_most_trees_ahead_next_level_first(tmp_path):
         asked = _reads(repo)
         trio.run(trio.to_thread.run_sync, fs.ahead._trees, children)
         assert asked == children[:TREES]
+
+
+def test_read_ahead_does_not_confirm_a_file_being_freed(tmp_path):
+    """Read-ahead checks that the next files exist and confirms them, so that their opens skip
+    that check. A file whose version was deleted while it was open (a zombie) still exists to
+    that check while its last close frees it: read-ahead checking it then must not confirm it,
+    or an open after the free would skip the check and read freed chunks (before: the open's
+    pin reported it existing). In-process: the read-ahead thread's batch runs between the start
+    and the end of the free."""
+    from artfs.mount.actions import Actions
+    from artfs.repo.verify import verify
+
+    src = tmp_path / "src"
+    write(str(src / "f"), os.urandom(5000))
+    with Repo(str(tmp_path / "store")) as repo:
+        repo.put("a", str(src))
+        write(str(src / "f"), b"other")
+        repo.put("a", str(src))
+        fs = Filesystem(repo)
+        fs.store_pages = lambda ino, data: None
+
+        async def race():
+            ino = ROOT_INODE
+            for part in (b"a", b"v0", b"f"):
+                ino = fs.lookup(ino, part).ino
+            fid = fs.inodes.node(ino).entry.ref
+            fh, _ = await fs.open(ino, os.O_RDONLY)
+            await Actions(fs).delete_version("a", "v0")         # open: a zombie
+            assert fs.files.pop(fh).close() == fid
+            assert fs.files.drop(fid, wait=True)                # its last close: the free begins
+            await trio.to_thread.run_sync(fs.ahead._read, [(ino, fid, 5000)])
+            await trio.to_thread.run_sync(fs.files.free, fid)   # the free ends
+            assert fs.files.pin(fid, wait=True) is False        # an open checks it again
+            assert not repo.file_exists(fid)
+            fs.files.drop(fid, wait=True)
+        trio.run(race)
+        assert verify(repo).ok

@@ -19,7 +19,7 @@ since the last free: every free happens under the lock, which forgets all confir
 that freed anything) or that file id (a zombie's), so "confirmed" always means "exists". Read-ahead
 (mount/readahead.py) checks files unpinned, ahead of their opens: such a check counts only if no
 free began or ended between reading the ``frees`` count and confirming (it may have read the
-store before a free committed). The last close of a zombie frees it outside the lock
+store before a free committed), and none is freeing that file id. The last close of a zombie frees it outside the lock
 (the lock order is transaction, then lock: a delete takes the lock inside its transaction); an
 open of that file id meanwhile waits for the free, then finds the file gone - or stored again.
 
@@ -208,11 +208,12 @@ class OpenFiles:
         shortcut). Checked while pinned, no delete could free it meanwhile; checked unpinned
         (read-ahead, mount/readahead.py) by a fresh read begun after ``frees`` was read, it is
         remembered only if no free began or ended since (that read may predate a free which has
-        committed since; a delete deciding holds the lock, and its end counts as a free)."""
+        committed since; a delete deciding holds the lock, and its end counts as a free) and it
+        is not being freed (a zombie exists until its free commits)."""
         if not self._lock.acquire(blocking=False):
             return
         try:
-            if frees is None or frees == self.frees:
+            if (frees is None or frees == self.frees) and fid not in self._freeing:
                 if len(self._exists) >= EXISTS:
                     self._exists.clear()
                 self._exists.add(fid)
