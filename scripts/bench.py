@@ -907,11 +907,11 @@ def w_bigdir(b: Bench) -> None:
         t0 = time.perf_counter()
         run(["cp", "-r", str(src), str(dst)])
         copy = time.perf_counter() - t0
-        edit = work / "edit"
+        edit, name = work / "edit", f"f{rng.randrange(n):06d}"   # a file of the directory
         edit.write_bytes(rng.randbytes(64))
         t0 = time.perf_counter()
-        run(["cp", str(edit), str(dst / "f050000")])
-        run(["sync", str(dst / "f050000")])
+        run(["cp", str(edit), str(dst / name)])
+        run(["sync", str(dst / name)])
         return {"commit": time.perf_counter() - t0, "put": copy}
 
     def artfs(t: Target) -> dict[str, float]:

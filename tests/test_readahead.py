@@ -11,9 +11,16 @@ import random
 import threading
 import time
 
-from artfs.mount.readahead import PUSH_MAX
+import trio
+
+from artfs.catalog.objects import FLAT_MAX
+from artfs.mount.inodes import ROOT_INODE
+from artfs.mount.model import Filesystem
+from artfs.mount.readahead import PUSH_MAX, TREES, WINDOW_MIN
+from artfs.repo.facade import Repo
 from artfs.store.lmdb_env import resident
 from tests.helpers import objects_env, oserror, put_file, read, write
+from tests.test_paged_trees import _reads
 
 N = 80
 
@@ -215,3 +222,98 @@ def test_an_object_loaded_by_two_threads_at_once_is_cached_once():
         t.join()
     assert got[0] is got[1] and lru.get(b"k", load) is got[0]
     assert len(lru.items) == 1 and lru.used == lru.items[b"k"][1]
+
+
+def test_opens_in_a_paged_directory_read_only_their_pages(tmp_path):
+    """A directory of more than FLAT_MAX entries is stored as pages, and a lookup reads one of
+    them (catalog/objects.py). Opening a file there places it among its directory's entries for
+    read-ahead: that reads no other page (before, every page of the directory was read on the
+    loop at the first open); and files opened in order up to a page's end get the first files
+    of the next page read ahead (with the last of the first page, which the first two opens in
+    order read ahead). In-process (no FUSE): the adapter's ``store_pages`` hook
+    records what would go to the kernel's page cache."""
+    src = tmp_path / "src"
+    for i in range(3 * FLAT_MAX):
+        write(str(src / "d" / f"f{i:05d}"), b"%d" % i)
+    with Repo(str(tmp_path / "store")) as repo:
+        v0, _ = repo.put("ds", str(src))
+        d = repo.tree(repo.tree(v0.root).lookup(b"d").ref)
+        assert len(d.pages) > 2
+        tail = [e.name for e in d.page(d.pages[0]).entries[-3:]]
+        head = [e.name for e in d.page(d.pages[1]).entries[:WINDOW_MIN]]
+    with Repo(str(tmp_path / "store")) as repo:
+        fs, stored = Filesystem(repo), {}
+        fs.store_pages = lambda ino, data: stored.__setitem__(ino, bytes(data))
+        ino = ROOT_INODE
+        for part in (b"ds", b"v0", b"d"):
+            ino = fs.lookup(ino, part).ino
+        inos = {name: fs.lookup(ino, name).ino for name in tail + head}   # the kernel holds them
+        asked = _reads(repo)
+
+        async def walk():
+            for name in tail:
+                await fs.open(inos[name], os.O_RDONLY)
+            with trio.fail_after(60):
+                while len(stored) < len(ahead):
+                    await trio.sleep(0.01)
+        ahead = tail[-1:] + head
+        trio.run(walk)
+        pages = {p.tid for p in d.pages}
+        assert [oid for oid in asked if oid in pages] == []
+        assert stored == {inos[name]: b"%d" % int(name[1:]) for name in ahead}
+
+
+def test_listing_loads_at_most_trees_ahead_next_level_first(tmp_path):
+    """Opening a version directory for listing loads the trees a walk lists next in a worker
+    thread: its subdirectories' first (their entries hold their link counts, so the listing
+    itself reads none of them), then theirs, TREES in all (before, every subdirectory's tree was
+    loaded uncounted, and TREES of the next level after them)."""
+    src = tmp_path / "src"
+    for i in range(TREES + 10):
+        write(str(src / "d" / f"s{i:05d}" / "below" / "f"), b"x")
+    with Repo(str(tmp_path / "store")) as repo:
+        v0, _ = repo.put("ds", str(src))
+        d = repo.tree(repo.tree(v0.root).lookup(b"d").ref)
+        children = [e.ref for e in d.entries]
+    with Repo(str(tmp_path / "store")) as repo:
+        fs = Filesystem(repo)
+        asked = _reads(repo)
+        trio.run(trio.to_thread.run_sync, fs.ahead._trees, children)
+        assert asked == children[:TREES]
+
+
+def test_read_ahead_does_not_confirm_a_file_being_freed(tmp_path):
+    """Read-ahead checks that the next files exist and confirms them, so that their opens skip
+    that check. A file whose version was deleted while it was open (a zombie) still exists to
+    that check while its last close frees it: read-ahead checking it then must not confirm it,
+    or an open after the free would skip the check and read freed chunks (before: the open's
+    pin reported it existing). In-process: the read-ahead thread's batch runs between the start
+    and the end of the free."""
+    from artfs.mount.actions import Actions
+    from artfs.repo.verify import verify
+
+    src = tmp_path / "src"
+    write(str(src / "f"), os.urandom(5000))
+    with Repo(str(tmp_path / "store")) as repo:
+        repo.put("a", str(src))
+        write(str(src / "f"), b"other")
+        repo.put("a", str(src))
+        fs = Filesystem(repo)
+        fs.store_pages = lambda ino, data: None
+
+        async def race():
+            ino = ROOT_INODE
+            for part in (b"a", b"v0", b"f"):
+                ino = fs.lookup(ino, part).ino
+            fid = fs.inodes.node(ino).entry.ref
+            fh, _ = await fs.open(ino, os.O_RDONLY)
+            await Actions(fs).delete_version("a", "v0")         # open: a zombie
+            assert fs.files.pop(fh).close() == fid
+            assert fs.files.drop(fid, wait=True)                # its last close: the free begins
+            await trio.to_thread.run_sync(fs.ahead._read, [(ino, fid, 5000)])
+            await trio.to_thread.run_sync(fs.files.free, fid)   # the free ends
+            assert fs.files.pin(fid, wait=True) is False        # an open checks it again
+            assert not repo.file_exists(fid)
+            fs.files.drop(fid, wait=True)
+        trio.run(race)
+        assert verify(repo).ok

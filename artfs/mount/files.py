@@ -18,8 +18,8 @@ gone: NotFound (ENOENT), never freed chunks. The fresh read is skipped for a fil
 since the last free: every free happens under the lock, which forgets all confirmations (a delete
 that freed anything) or that file id (a zombie's), so "confirmed" always means "exists". Read-ahead
 (mount/readahead.py) checks files unpinned, ahead of their opens: such a check counts only if no
-free began or ended between reading the ``frees`` count and confirming (it may have read the
-store before a free committed). The last close of a zombie frees it outside the lock
+free ended between reading the ``frees`` count and confirming (it may have read the store
+before a free committed), and none is freeing that file id. The last close of a zombie frees it outside the lock
 (the lock order is transaction, then lock: a delete takes the lock inside its transaction); an
 open of that file id meanwhile waits for the free, then finds the file gone - or stored again.
 
@@ -166,7 +166,7 @@ class OpenFiles:
         self._zombies: set[bytes] = set()         # open file ids a delete parked
         self._freeing: set[bytes] = set()         # zombies whose last close is freeing them
         self._exists: set[bytes] = set()          # confirmed to exist since the last free
-        self.frees = 0                            # frees begun or ended so far (confirm_since)
+        self.frees = 0                            # frees ended so far (confirm)
 
     def add(self, handle) -> int:
         fh, self._next = self._next, self._next + 1
@@ -207,12 +207,13 @@ class OpenFiles:
         """``fid`` exists: remember it, unless the lock is busy (never waits: it is only a
         shortcut). Checked while pinned, no delete could free it meanwhile; checked unpinned
         (read-ahead, mount/readahead.py) by a fresh read begun after ``frees`` was read, it is
-        remembered only if no free began or ended since (that read may predate a free which has
-        committed since; a delete deciding holds the lock, and its end counts as a free)."""
+        remembered only if no free ended since (that read may predate a free which has committed
+        since; a delete deciding holds the lock, and its end counts as a free) and it is not
+        being freed (a zombie exists until its free commits)."""
         if not self._lock.acquire(blocking=False):
             return
         try:
-            if frees is None or frees == self.frees:
+            if (frees is None or frees == self.frees) and fid not in self._freeing:
                 if len(self._exists) >= EXISTS:
                     self._exists.clear()
                 self._exists.add(fid)
@@ -234,7 +235,6 @@ class OpenFiles:
             self._zombies.discard(fid)
             self._exists.discard(fid)
             self._freeing.add(fid)
-            self.frees += 1
             return True
         finally:
             self._lock.release()

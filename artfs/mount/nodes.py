@@ -274,13 +274,29 @@ class VersionDir(Node):
         per_version = (self.state.ino, self.number) if self.fs.uses is not None else ()
         return (e.kind, e.ref, e.mode, e.mtime_ns, e.group, e.nlink) + per_version
 
-    def entries(self) -> list[Entry]:
-        """The entries, in listing order."""
-        return self._tree().entries
+    def entries(self, start: int = 0, stop: int | None = None) -> list[Entry]:
+        """The entries from START to STOP, in listing order (of a paged directory and a STOP,
+        only the pages holding them are read: catalog/objects.py)."""
+        tree = self._tree()
+        if not tree.pages or stop is None:
+            return tree.entries[start:stop]
+        out, at = [], 0
+        for p in tree.pages:
+            if at >= stop:
+                break
+            if at + p.count > start:
+                out += tree.page(p).entries[max(start - at, 0):stop - at]
+            at += p.count
+        return out
 
     def index(self, name: bytes) -> int:
-        """The position of NAME among the entries."""
-        return bisect.bisect_left(self.entries(), name, key=_name)
+        """The position of NAME among the entries (of a paged directory: reading its page)."""
+        tree = self._tree()
+        if not tree.pages:
+            return bisect.bisect_left(tree.entries, name, key=_name)
+        i = tree.page_of(name)
+        before = sum(p.count for p in tree.pages[:i])
+        return before + bisect.bisect_left(tree.page(tree.pages[i]).entries, name, key=_name)
 
     def lookup(self, name: bytes) -> Node:
         e = self._tree().lookup(name)

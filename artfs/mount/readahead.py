@@ -25,12 +25,13 @@ files up to PUSH_MAX bytes are read ahead (the kernel's own read-ahead streams a
 Errors only end the read-ahead of that file: the reader then reads it the usual way and gets the
 error.
 
-Trees: listing a version directory gives each subdirectory's link count, from the subdirectory's
-tree, so listing directory D loads the trees of D's subdirectories on the trio thread. When D is
-opened for listing, a worker thread loads the trees of the subdirectories of D's subdirectories
-into the Repo's cache (at most TREES), so that a walk (``ls -lR``, ``find``, ``os.walk``) listing
-them next finds them there instead of waiting for the disk on the loop. Each directory is
-expanded once (the last EXPANDED remembered).
+Trees: a walk (``ls -lR``, ``find``, ``os.walk``) lists a directory's subdirectories next. When
+version directory D is opened for listing, a worker thread loads the trees of D's subdirectories
+into the Repo's cache, then those of their subdirectories (TREES in all), so that those listings
+find them there instead of waiting for the disk on the loop. Listing D itself reads none of its
+subdirectories' trees (their entries hold their link counts), but for trees written before
+entries held them: it reads each one on the loop, for its count, and the next level is what the
+walk waits for then. Each directory is expanded once (the last EXPANDED remembered).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ WINDOW_MIN, WINDOW_MAX = 4, 64   # files read ahead of the reader (doubling whil
 PUSH_MAX = 1 << 20               # bytes: bigger files are left to the kernel's read-ahead
 DIRS = 64                        # directories followed at once (the least recent forgotten)
 THREADS = 2                      # worker threads reading ahead, all directories together
-TREES = 1024                     # trees loaded ahead for one listing, at most
+TREES = 1024                     # trees loaded ahead for one listing, at most (two levels)
 EXPANDED = 4096                  # directories whose subtrees were loaded ahead, remembered
 PUSHED = 1 << 16                 # inodes whose pages were put in the kernel's cache, remembered
 BATCH = 8                        # files read in one go (one transaction per store)
@@ -105,7 +106,7 @@ class ReadAhead:
     def _start(self, vdir, start: int, stop: int) -> None:
         held, pushed = self.fs.inodes.held, self._pushed
         files = []
-        for e in vdir.entries()[start:stop]:
+        for e in vdir.entries(start, stop):
             if e.kind == FILE and 0 < e.size <= PUSH_MAX:
                 ino = held(vdir.key(e))
                 if ino is not None and ino not in pushed:
@@ -193,17 +194,18 @@ class ReadAhead:
         return out
 
     def _trees(self, subdirs: list[bytes]) -> None:   # worker thread
-        tree, loaded = self.fs.repo.tree, 0
-        for tid in subdirs:
-            try:
-                trio.from_thread.check_cancelled()
-                for e in tree(tid).entries:
-                    if e.kind == DIR:
-                        if loaded >= TREES:
-                            return
-                        tree(e.ref)
-                        loaded += 1
-            except trio.Cancelled:
-                return   # the daemon is stopping
-            except Exception:   # noqa: BLE001 - damaged: listing it will tell
-                continue
+        """Load the trees of SUBDIRS (the listings a walk makes next), then those of their
+        subdirectories: TREES in all."""
+        tree, level, left = self.fs.repo.tree, subdirs[:TREES], TREES
+        for _ in range(2):
+            below = []
+            for tid in level:
+                try:
+                    trio.from_thread.check_cancelled()
+                    below += [e.ref for e in tree(tid).entries if e.kind == DIR]
+                except trio.Cancelled:
+                    return   # the daemon is stopping
+                except Exception:   # noqa: BLE001 - damaged: listing it will tell
+                    continue
+            left -= len(level)
+            level = below[:left]

@@ -232,8 +232,7 @@ class StagingState:
         f = await self._file(node)
         f.refs += 1   # before any await: a concurrent last release must not close it
         try:
-            marked = any(h.node is node for h in self.writers)   # by this mount, as a writer
-            if write and (f.fd is None or truncate or not marked):
+            if write and (f.fd is None or truncate or not self._writing(node)):
                 # copy up if needed; mark the file open for writing (mount/writing.py)
                 self.fs.marks.opened(self, node.entry.ino)
                 try:
@@ -281,9 +280,13 @@ class StagingState:
         path = self.model.open_data(sino, truncate=truncate, writer=self.fs.marks.token())
         return data_fd(path) if want_fd else None
 
+    def _writing(self, node: StagedNode) -> bool:
+        """Whether this mount has NODE open for writing (so its file is marked: mount/writing.py)."""
+        return any(h.node is node for h in self.writers)
+
     def close_file(self, handle: StagedHandle) -> bytes | None:
         self.writers.discard(handle)
-        if handle.writable and not any(h.node is handle.node for h in self.writers):
+        if handle.writable and not self._writing(handle.node):
             self.fs.marks.closed(self, handle.node.entry.ino)
         return self._unref(handle.node.ino, handle.file)
 
