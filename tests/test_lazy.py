@@ -20,7 +20,6 @@ import time
 import pytest
 
 from artfs.repo.facade import Repo
-from artfs.repo.verify import verify
 from tests.helpers import need_fuse, write
 from tests.s3servers import free_port
 from tests.test_remote import PREFIX, aws_env, bind, cli, clone, url

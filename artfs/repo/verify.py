@@ -102,41 +102,6 @@ class _Checker:
             self.tree_ok[tid] = ok
         return self.tree_ok[root]
 
-    def _still_there(self, v) -> bool:
-        """Whether V is still a version with that root (not deleted while it was checked)."""
-        try:
-            return self.repo.resolve(v.name, v.label).root == v.root
-        except ArtfsError:
-            return False
-
-    def bad_paths(self, root: bytes):
-        """(path, problem) for every damaged object under a damaged tree."""
-        stack = [(root, "")]
-        while stack:
-            tid, prefix = stack.pop()
-            if self.status.get(tid):
-                yield (prefix or "/"), f"tree {tid.hex()} is {self.status[tid]}"
-                continue
-            tree = self.objects.tree(tid)
-            for p in tree.pages:
-                if self.status.get(p.tid):
-                    yield (prefix or "/"), f"tree page {p.tid.hex()} (from {p.first!r}) is {self.status[p.tid]}"
-            entries = tree.entries if not tree.pages else [
-                e for p in tree.pages if not self.status.get(p.tid) for e in tree.page(p).entries]
-            for e in entries:
-                path = join_path(prefix, e.name)
-                if e.kind == DIR and not self.tree_ok.get(e.ref, True):
-                    stack.append((e.ref, path))
-                elif e.kind == FILE:
-                    if self.status.get(e.ref):
-                        yield path, f"file object {e.ref.hex()} is {self.status[e.ref]}"
-                        continue
-                    if self.drift.get(e.ref):
-                        yield path, f"reference {self.drift[e.ref]}"
-                    for cid in self.objects.file(e.ref).chunks:
-                        if self.status.get(cid):
-                            yield path, f"chunk {cid.hex()} is {self.status[cid]}"
-
     def version(self, v) -> None:
         """Check V; a version deleted while it was checked (its objects go) is no problem."""
         try:
