@@ -277,3 +277,30 @@ def test_change_passphrase_rewraps_the_remotes_copy_of_the_key(s3, s3_bucket, tm
     out = cli(tmp_path / "C", s3, "cat", f"{ARTIFACT}:v0/{NAME}", passphrase="new passphrase", check=True)
     assert out.stdout.encode() == LINE
     assert cli(a, s3, "put", ARTIFACT, tmp_path / "src", passphrase="new passphrase").returncode == 0
+
+
+def test_mount_remote_url_on_a_fresh_path_clones_an_encrypted_remote(s3, s3_bucket, tmp_path, monkeypatch,
+                                                                      mount_factory):
+    """`artfs mount MNT --remote URL` where no store is yet makes the store a clone: of an encrypted
+    remote, an encrypted store with the remote's key (the passphrase unwraps it), reading the files
+    fetched on first read. A wrong passphrase: exit 12, one line, no store made."""
+    need_fuse()
+    for k, v in aws_env(s3).items():
+        monkeypatch.setenv(k, v)
+    data = os.urandom(2 << 20)
+    a = tmp_path / "A"
+    cli(a, s3, "init", "--encrypt", check=True)
+    cli(a, s3, "remote", "add", "origin", url(s3_bucket), "--endpoint", s3.endpoint, "--allow-http", check=True)
+    write(tmp_path / "src" / NAME, data)
+    cli(a, s3, "put", ARTIFACT, tmp_path / "src", check=True)
+    remote = ["--remote", url(s3_bucket), "--endpoint", s3.endpoint, "--allow-http"]
+    os.mkdir(tmp_path / "mntw")
+    wrong = cli(tmp_path / "W", s3, "mount", tmp_path / "mntw", *remote, passphrase="not the passphrase")
+    assert wrong.returncode == 12 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
+    assert not os.path.exists(tmp_path / "W" / "ARTFS-KEY")
+    monkeypatch.setenv("ARTFS_PASSPHRASE", PASS)
+    b = tmp_path / "B"
+    m = lazy_mount(mount_factory, b, *remote)
+    with open(m.path(ARTIFACT, "latest", NAME), "rb") as f:
+        assert f.read() == data
+    assert os.path.exists(b / "ARTFS-KEY")

@@ -8,6 +8,7 @@ work on the store directly, exactly like the other commands.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..errors import MountError, UsageError
@@ -30,11 +31,17 @@ def _daemon():
     return daemon
 
 
+def _no_store(path: str) -> bool:
+    """Whether PATH holds no store yet: absent or an empty directory."""
+    return not os.path.exists(path) or (os.path.isdir(path) and not os.listdir(path))
+
+
 def _lazy(daemon, args):
     """The remote side of a mount (docs/REMOTE.md "Lazy mount"): with ``--remote URL`` a store
     without remotes is bound to it as origin; with ``--remote`` its metadata is pulled before the
     mount answers; with any remote bound, new versions are pulled every ``--refresh`` seconds."""
     from ..api.store import Store
+    from ..catalog.db import default_store_path
     from ..remote.sync import Remote, pull
     from ..store.cache import parse_size
     try:
@@ -44,17 +51,24 @@ def _lazy(daemon, args):
     if args.refresh <= 0:
         raise UsageError("--refresh needs a positive number of seconds")
     name = args.remote or "origin"
-    with Store(args.store) as store:
-        if args.remote and args.remote.startswith("s3://"):
-            name = "origin"
-            if name not in store.remotes():
-                store.remote_add(name, args.remote, endpoint=args.endpoint, region=args.region,
-                                 allow_http=args.allow_http, ca_bundle=args.ca_bundle)
-        bound = store.remotes()
-        if args.remote and name not in bound:
-            raise UsageError(f"no remote named {name!r}: artfs remote add it, or give --remote s3://...")
-        if args.remote:
-            store.pull(remote=name)
+    url = args.remote if args.remote and args.remote.startswith("s3://") else None
+    if url and _no_store(args.store or default_store_path()):
+        # a clone: an encrypted remote makes an encrypted store with its key (remote/keys.py)
+        with Store.clone(url, args.store, endpoint=args.endpoint, region=args.region,
+                         allow_http=args.allow_http, ca_bundle=args.ca_bundle) as store:
+            name, bound = "origin", store.remotes()
+    else:
+        with Store(args.store) as store:
+            if url:
+                name = "origin"
+                if name not in store.remotes():
+                    store.remote_add(name, url, endpoint=args.endpoint, region=args.region,
+                                     allow_http=args.allow_http, ca_bundle=args.ca_bundle)
+            bound = store.remotes()
+            if args.remote and name not in bound:
+                raise UsageError(f"no remote named {name!r}: artfs remote add it, or give --remote s3://...")
+            if args.remote:
+                store.pull(remote=name)
     if name not in bound:
         name = next(iter(sorted(bound)), None)
     if name is None:
