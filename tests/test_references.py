@@ -326,6 +326,62 @@ def test_s3_reference_overwritten_or_deleted_behind_artfs(s3, s3_bucket, tmp_pat
     assert cli(store, "get", "one", tmp_path / "out1", env=env).returncode == 7
 
 
+def test_s3_folder_markers_are_directories_and_a_key_that_is_also_one_is_refused(s3, s3_bucket, tmp_path):
+    """Zero-byte folder markers (KEY/, as S3 consoles make them: listed without their slash) are
+    not files: put skips them (their keys make the directory). A key that is also the directory
+    of other keys cannot be both in a version: refused, one line, nothing made."""
+    pytest.importorskip("obstore")
+    client, env = s3.boto3_client(), aws_env(s3)
+    for key, body in {"m/dir/": b"", "m/dir/x": b"x", "m/empty/": b"", "m/zero": b"",
+                      "c/a": b"file a", "c/a/b": b"b"}.items():
+        client.put_object(Bucket=s3_bucket, Key=key, Body=body)
+    store = tmp_path / "store"
+    ok(store, "put", "m", "--reference", f"s3://{s3_bucket}/m", "--endpoint", s3.endpoint, env=env)
+    assert set(references_of(store, "m")) == {"dir/x", "zero"}
+    assert cat(store, "m:v0/dir/x", env).stdout == b"x"
+    assert "0 problems" in ok(store, "verify", env=env)
+    proc = cli(store, "put", "c", "--reference", f"s3://{s3_bucket}/c", "--endpoint", s3.endpoint, env=env)
+    assert (proc.returncode, len(proc.stderr.splitlines())) == (4, 1), proc.stderr
+    assert f"s3://{s3_bucket}/c/a is both an object and the directory of others" in proc.stderr
+    with Store(str(store)) as s:
+        assert s.artifacts() == ["m"]
+
+
+@pytest.mark.fuse
+def test_mount_reads_an_s3_reference_through_and_fails_with_eio_once_it_changes(s3, s3_bucket, tmp_path, monkeypatch,
+                                                                              mount_factory):
+    """The mount serves an s3:// reference by ranged reads of the object, byte-exact at any offset
+    (no bytes stored); once the object is overwritten behind artfs, a fresh mount's read is EIO
+    with one log line naming the URL, never the new bytes."""
+    pytest.importorskip("obstore")
+    for k, v in aws_env(s3).items():
+        monkeypatch.setenv(k, v)
+    big = os.urandom(3 * MiB + 11)
+    client = s3.boto3_client()
+    client.put_object(Bucket=s3_bucket, Key="ref/big.bin", Body=big)
+    store, url = tmp_path / "store", f"s3://{s3_bucket}/ref"
+    ok(store, "put", "ds", "--reference", url, "--endpoint", s3.endpoint)
+    m = mount_factory(store=store).start()
+    fd = os.open(m.path("ds", "v0", "big.bin"), os.O_RDONLY)
+    try:
+        for offset, n in ((0, 4096), (MiB - 7, 200_000), (3 * MiB, 20_000), (len(big) - 5, 100)):
+            assert os.pread(fd, n, offset) == big[offset:offset + n], offset
+    finally:
+        os.close(fd)
+    m.stop()
+    changed = bytearray(big)
+    changed[2 * MiB] ^= 0xFF
+    client.put_object(Bucket=s3_bucket, Key="ref/big.bin", Body=bytes(changed))
+    m = mount_factory(store=store).start()
+    with pytest.raises(OSError) as e:
+        with open(m.path("ds", "v0", "big.bin"), "rb") as f:
+            f.read()
+    assert e.value.errno == errno.EIO
+    m.stop()
+    lines = [ln for ln in m.log_text().splitlines() if f"{url}/big.bin" in ln]
+    assert len(lines) == 1 and "reference source changed since put" in lines[0], m.log_text()
+
+
 def test_reference_versions_push_and_pull_as_metadata(s3, s3_bucket, tmp_path, srcdir):
     """A store bound to a remote publishes a reference version; a clone reads it from the source."""
     pytest.importorskip("obstore")

@@ -211,11 +211,28 @@ class S3Source:
             except NotFound:
                 pass
         prefix = key.rstrip("/")
-        found = [self._found(m["path"][len(prefix):].lstrip("/"), f"s3://{bucket}/{m['path']}", m)
-                 for m in client.metas(prefix)]
+        metas = client.metas(prefix)
+        parents = {p[:i] for p in (m["path"] for m in metas) for i, c in enumerate(p) if c == "/"}
+        found = []
+        for m in metas:
+            path = m["path"]
+            if path in parents and m["size"]:
+                raise InvalidInput(f"s3://{bucket}/{path} is both an object and the directory of others: "
+                                   "reference a prefix or key that holds only one of them")
+            if path in parents or (m["size"] == 0 and not self._exists(client, path)):
+                continue   # a folder marker (KEY/, listed without its slash): its keys are the directory
+            found.append(self._found(path[len(prefix):].lstrip("/"), f"s3://{bucket}/{path}", m))
         if not found:
             raise NotFound(f"nothing at {url}")
         return found
+
+    @staticmethod
+    def _exists(client: S3Store, key: str) -> bool:
+        try:
+            client.head(key)
+            return True
+        except NotFound:
+            return False
 
     def _expect(self, expect: Found | None) -> dict:
         if expect is None:
