@@ -152,6 +152,7 @@ class ReadAhead:
 
     def _read(self, files: list[tuple[int, bytes, int]]) -> None:   # worker thread
         fs, repo = self.fs, self.fs.repo
+        self._fetch(files)
         for i in range(0, len(files), BATCH):
             try:
                 trio.from_thread.check_cancelled()
@@ -173,6 +174,18 @@ class ReadAhead:
                     except OSError:   # the kernel forgot the inode meanwhile
                         continue
                     self._stored.add(ino)
+
+    def _fetch(self, files: list[tuple[int, bytes, int]]) -> None:   # worker thread
+        """Start fetching the files' chunks that only the remote of a lazy store holds, without
+        waiting (neighbours in one ranged GET): their opens find them fetched or in flight."""
+        repo = self.fs.repo
+        objects = repo.db.objects
+        if objects.remote() is None:
+            return
+        try:
+            objects.fetch_soon([c for f in repo.files([fid for _, fid, _ in files]) for c in f.chunks])
+        except Exception:   # noqa: BLE001 - deleted meanwhile, remote unreadable: the opens will tell
+            pass
 
     def _bytes(self, batch: list[tuple[int, bytes, int]]) -> list:   # worker thread
         """The files' bytes, each None if it cannot be read here (damaged, deleted meanwhile,

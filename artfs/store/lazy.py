@@ -327,6 +327,17 @@ class LazyObjectStore:
             self._wait_kept(absent[i:i + PREFETCH_IDS])
         return self.fetched_bytes - before
 
+    def fetch_soon(self, ids: Sequence[bytes]) -> None:
+        """Start fetching the chunks among ``ids`` that are neither local, cached nor in flight,
+        and return without waiting (read-ahead of the files a walk opens next: their reads then
+        find them fetched, or wait for the same fetch). Nothing while no remote is bound, nor while
+        AHEAD_CHUNKS are in flight; neighbours are fetched together as for any read."""
+        if not ids or self.remote() is None:
+            return
+        absent = [oid for oid, h in zip(ids, self.local.has(ids)) if not h]
+        if absent:
+            self._schedule(absent, only_absent=True)
+
     def _obtain(self, ids: Sequence[bytes], ahead: Sequence[bytes] = ()) -> dict[bytes, bytes]:
         """The bytes of objects not in the local store: from the cache, else fetched (then the
         chunks AHEAD are scheduled too, without waiting for them)."""
