@@ -17,6 +17,9 @@ is the ratio the issue asks for:
   10g the first `ls -lR` of a version of the bench's ``tree`` set (100,000 files) on a fresh lazy
       mount, caches dropped (seconds; artfs column only; the issue asks <= 3 s)
 
+The small and tree sets keep the issue's sizes whatever ``--size-scale`` says (it scales the big
+file only); ``--quick`` makes them small.
+
 Peers read the files as plain objects (``raw/data.bin``, ``raw/small/...``) uploaded next to
 artfs's packs.
 """
@@ -94,15 +97,16 @@ def _timed_ls(path: Path) -> float:
 def workload(b, B) -> None:
     """Fill rows 10a-10g of Bench ``b``; ``B`` is the bench module (its helpers)."""
     size, work = b.sz.big, b.work / "lazy"
+    sets = B.Sizes.make(b.args.quick, 1.0)    # the small and tree sets at the issue's sizes
     rows = {k: b.row(f"10{k}", title, unit, hib) for k, title, unit, hib in (
         ("a", f"lazy mount cold read {B.human(size)} / obstore ranged download (native col)", "MB/s", True),
         ("b", "  same / rclone mount (native col)", "MB/s", True),
         ("c", "  same / s3fs (native col)", "MB/s", True),
         ("d", "lazy mount warm (cached) read / local store mount (native col)", "MB/s", True),
         ("e", "lazy mount daemon peak RSS", "MiB", False),
-        ("f", f"lazy mount {b.sz.small_n:,} x {B.human(b.sz.small_size)} cold walk+read / rclone mount (native col)",
+        ("f", f"lazy mount {sets.small_n:,} x {B.human(sets.small_size)} cold walk+read / rclone mount (native col)",
          "files/s", True),
-        ("g", f"lazy mount first ls -lR of a {B.tree_count(b.sz):,}-file version", "s", False))}
+        ("g", f"lazy mount first ls -lR of a {B.tree_count(sets):,}-file version", "s", False))}
     server = _server().start()
     saved = dict(os.environ)
     try:
@@ -116,7 +120,7 @@ def workload(b, B) -> None:
         a, lazy = work / "A", work / "B"
         B.run(B.artfs_cmd(a, "put", "big", str(data.parent)), timeout=3600)
         for name, build in (("small", B.build_small), ("tree", B.build_tree)):
-            build(work / name, b.sz)
+            build(work / name, sets)
             B.run(B.artfs_cmd(a, "put", name, str(work / name)), timeout=3600)
         B.run(B.artfs_cmd(a, "remote", "add", "origin", f"s3://{bucket}/artfs", "--endpoint", server.endpoint,
                           "--allow-http"))
@@ -176,11 +180,11 @@ def workload(b, B) -> None:
             rows["d"].samples.setdefault("native", []).append(local)
             cold()
             try:
-                rows["f"].samples.setdefault("native", []).append(peers["b"].walk(B, b.sz.small_n))
+                rows["f"].samples.setdefault("native", []).append(peers["b"].walk(B, sets.small_n))
             except (Exception, subprocess.TimeoutExpired) as e:
                 rows["f"].errors.setdefault("native", f"{type(e).__name__}: {e}"[:300])
             small, _ = artfs_read(lazy, "lazy", clear=True,
-                                  how=lambda mnt: B.walk_read(mnt / "small" / "v0", b.sz.small_n)["x"])
+                                  how=lambda mnt: B.walk_read(mnt / "small" / "v0", sets.small_n)["x"])
             rows["f"].samples.setdefault("artfs", []).append(small)
             ls, _ = artfs_read(lazy, "lazy", clear=False, how=lambda mnt: _timed_ls(mnt / "tree" / "v0"))
             rows["g"].samples.setdefault("artfs", []).append(ls)

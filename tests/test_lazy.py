@@ -19,9 +19,11 @@ import time
 
 import pytest
 
+from artfs.mount.readahead import WINDOW_MIN
 from artfs.repo.facade import Repo
 from tests.helpers import need_fuse, write
 from tests.s3servers import free_port
+from tests.test_readahead import in_page_cache, wait_until
 from tests.test_remote import PREFIX, aws_env, bind, cli, clone, url
 
 pytest.importorskip("obstore", reason="needs obstore: scripts/setup-s3.sh installs it")
@@ -582,3 +584,65 @@ def test_read_here_serves_fetched_chunks_before_they_are_kept(s3, s3_bucket, tmp
             holder.communicate("", timeout=60)
     with Repo(str(b)) as repo:
         assert repo.db.objects.cache().present(ids[:2]) == [True, True]   # kept once the lock went
+
+
+def remote_totals(stats_file, command: str) -> dict:
+    """The requests by S3 operation and the bytes received of the processes running artfs COMMAND
+    (ARTFS_REMOTE_STATS): {OP: n, ..., "bytes_received": n}."""
+    total: dict = {}
+    with open(stats_file) as f:
+        for line in f:
+            entry = json.loads(line)
+            if command in entry["argv"]:
+                for op, n in [*entry["requests"].items(), ("bytes_received", entry["bytes_received"])]:
+                    total[op] = total.get(op, 0) + n
+    return total
+
+
+def test_walking_small_files_in_order_fetches_them_in_few_gets(s3, s3_bucket, tmp_path, creds, mount_factory,
+                                                                 monkeypatch):
+    """A walk reading many small files in listing order through a cold lazy mount (``cp -r``, a
+    training loop) fetches their chunks ahead of the opens, neighbours coalesced: far fewer ranged
+    GETs than files (not one per file), each byte fetched once, every byte right."""
+    need_fuse()
+    files = {f"d{i}/f{j:03d}": random.randbytes(16 << 10) for i in range(2) for j in range(150)}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    stats = tmp_path / "stats.jsonl"
+    monkeypatch.setenv("ARTFS_REMOTE_STATS", str(stats))
+    m = lazy_mount(mount_factory, b)
+    for dirpath, dirs, names in os.walk(m.path("ds", "v0")):
+        dirs.sort()
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                assert f.read() == files[os.path.relpath(path, m.path("ds", "v0"))], path
+    m.stop()
+    totals = remote_totals(stats, "mount")
+    assert 0 < totals.get("GET-range", 0) <= len(files) // 10, totals
+    assert totals["bytes_received"] < 1.25 * sum(map(len, files.values())), totals   # each fetched once
+
+
+def test_files_opened_in_order_are_in_the_page_cache_before_their_opens(s3, s3_bucket, tmp_path, creds,
+                                                                         mount_factory):
+    """On a cold lazy mount, once three files of a directory were opened in order, the next ones
+    are fetched and put in the kernel's page cache before they are opened (their reads never
+    reach the daemon); every file then reads back exactly."""
+    need_fuse()
+    files = {f"f{i:03d}": random.randbytes(16 << 10) for i in range(40)}
+    published(tmp_path, s3, s3_bucket, files)
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    m = lazy_mount(mount_factory, b)
+    d = m.path("ds", "v0")
+    names = sorted(os.listdir(d))
+    for name in names[:3]:
+        with open(os.path.join(d, name), "rb") as f:
+            assert f.read() == files[name]
+    ahead = names[3:3 + 2 * WINDOW_MIN]
+    assert wait_until(lambda: all(in_page_cache(os.path.join(d, n)) for n in ahead)), \
+        [n for n in ahead if not in_page_cache(os.path.join(d, n))]
+    for name in names:
+        with open(os.path.join(d, name), "rb") as f:
+            assert f.read() == files[name], name

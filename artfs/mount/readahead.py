@@ -9,8 +9,8 @@ that directory ahead of the reader, and for each one:
 
 - checks that its file object still exists, so that its open skips that check (a fresh read
   counted against concurrent frees: OpenFiles.confirm with ``frees``, mount/files.py);
-- reads its bytes as any read does (``Repo.read``: every chunk hash-checked; nothing is fetched
-  from the remote of a lazy store) and hands them to the kernel's page cache of its inode
+- reads its bytes as any read does (``Repo.read``: every chunk hash-checked) and hands them to
+  the kernel's page cache of its inode
   (``Filesystem.store_pages``, set by the FUSE adapter: FUSE_NOTIFY_STORE), so that its reads
   never reach the daemon. Version files are immutable and their inodes are their contents
   (mount/inodes.py), so those pages can never be stale; a file the kernel does not hold an inode
@@ -18,6 +18,13 @@ that directory ahead of the reader, and for each one:
   until a read of it reaches the daemon after they were put there: the kernel dropped them. That
   also stops the read-ahead of that reader, which may be dropping them itself
   (``fadvise(DONTNEED)`` before each read), until its next walk.
+
+On a lazy store (store/lazy.py) the chunks of those files that only the remote holds are first
+all scheduled for fetching at once (``LazyObjectStore.fetch_soon``: neighbours in one ranged GET,
+within its bound on chunks in flight, every one verified before use); the worker thread then waits
+for those fetches only, once (a failure leaves each file to its open, which waits for the same
+fetch if it is still on its way or tries again). The walk itself never waits for the read-ahead.
+Beyond the bound nothing more is fetched ahead, and only what is here is read ahead.
 
 The next batch starts when the reader reaches the first file of the last one, and doubles (from
 WINDOW_MIN to WINDOW_MAX files) while the reader keeps in order; any other open resets it. Only
@@ -152,6 +159,7 @@ class ReadAhead:
 
     def _read(self, files: list[tuple[int, bytes, int]]) -> None:   # worker thread
         fs, repo = self.fs, self.fs.repo
+        fetching = self._fetch(files)
         for i in range(0, len(files), BATCH):
             try:
                 trio.from_thread.check_cancelled()
@@ -166,7 +174,7 @@ class ReadAhead:
             batch = [file for file, ok in zip(batch, exist) if ok]
             for _, fid, _ in batch:
                 fs.files.confirm(fid, frees)
-            for (ino, _, size), data in zip(batch, self._bytes(batch)):
+            for (ino, _, size), data in zip(batch, self._bytes(batch, fetching)):
                 if data is not None and len(data) == size:
                     try:
                         fs.store_pages(ino, data)
@@ -174,13 +182,28 @@ class ReadAhead:
                         continue
                     self._stored.add(ino)
 
-    def _bytes(self, batch: list[tuple[int, bytes, int]]) -> list:   # worker thread
-        """The files' bytes, each None if it cannot be read here (damaged, deleted meanwhile,
-        or only on the remote of a lazy store: read ahead never waits for it)."""
+    def _fetch(self, files: list[tuple[int, bytes, int]]) -> bool:   # worker thread
+        """Start fetching the files' chunks that only the remote of a lazy store holds, without
+        waiting (neighbours in one ranged GET); True if they are all here or on their way."""
+        repo = self.fs.repo
+        objects = repo.db.objects
+        if objects.remote() is None:
+            return False
+        try:
+            return objects.fetch_soon([c for f in repo.files([fid for _, fid, _ in files]) for c in f.chunks])
+        except Exception:   # noqa: BLE001 - deleted meanwhile, remote unreadable: the opens will tell
+            return False
+
+    def _bytes(self, batch: list[tuple[int, bytes, int]], fetching: bool = False) -> list:   # worker thread
+        """The files' bytes, each None if it cannot be read here (damaged, deleted meanwhile, or
+        only on the remote of a lazy store). Only with FETCHING (their chunks are on their way,
+        ``_fetch``) does it wait for the remote, and only once: if that fails, it reads what is
+        here."""
         repo = self.fs.repo
         here = repo.db.objects.read_here
+        fids = [fid for _, fid, _ in batch]
         try:
-            data = here(lambda: repo.read_whole(repo.files([fid for _, fid, _ in batch])))
+            data = repo.read_whole(repo.files(fids)) if fetching else here(lambda: repo.read_whole(repo.files(fids)))
             if data is not None:
                 return data
         except Exception:   # noqa: BLE001 - one file is damaged or gone: read each on its own

@@ -327,6 +327,22 @@ class LazyObjectStore:
             self._wait_kept(absent[i:i + PREFETCH_IDS])
         return self.fetched_bytes - before
 
+    def fetch_soon(self, ids: Sequence[bytes]) -> bool:
+        """Start fetching the chunks among ``ids`` that are neither local, cached nor in flight,
+        without waiting (read-ahead of the files a walk opens next: neighbours are fetched
+        together, as for any read, and a read of them waits for the same fetch). No more than
+        AHEAD_CHUNKS are in flight: True when all of them are here or in flight, so that a read
+        of them fetches nothing more; False when some were left (or no remote is bound)."""
+        if not ids or self.remote() is None:
+            return False
+        absent = [oid for oid, h in zip(ids, self.local.has(ids)) if not h]
+        with self._lock:
+            room = AHEAD_CHUNKS - len(self._inflight)
+        take = absent[:max(room, 0)]
+        if take:
+            self._schedule(take, only_absent=True)
+        return len(take) == len(absent)
+
     def _obtain(self, ids: Sequence[bytes], ahead: Sequence[bytes] = ()) -> dict[bytes, bytes]:
         """The bytes of objects not in the local store: from the cache, else fetched (then the
         chunks AHEAD are scheduled too, without waiting for them)."""
