@@ -193,3 +193,41 @@ def test_the_cache_survives_other_roots_and_forgets_unseen_files(tmp_path):
             repo.put("a", a)
         cache = FilesCache(store, a, repo.objects.store.object_id)
     assert set(cache.old) == {b"x"}
+
+
+def test_an_unchanged_put_reads_and_rewrites_no_file_object(tmp_path):
+    """The cache holds the file objects themselves: a put of an unchanged tree asks the store
+    for none of them and writes none again (the version's file objects are referenced once
+    more as they are), and still records an equal, verified version."""
+    store, src = str(tmp_path / "store"), str(tmp_path / "src")
+    files = {f"d{i % 4}/f{i:03d}": b"%d" % i * (1 + i * 50) for i in range(60)}
+    make_tree(src, files)
+    settle()
+    with Repo(store) as repo:
+        repo.put("ds", src)
+        write(os.path.join(src, "d0/f000"), b"changed", mtime_ns=OLD_NS)   # one file read again
+    with Repo(store) as repo:
+        v0 = repo.resolve("ds")
+        fids, todo = set(), [v0.root]
+        while todo:
+            for e in repo.tree(todo.pop()).entries:
+                (todo.append if e.kind == "d" else fids.add)(e.ref)
+        asked, written, real = [], [], repo.objects.store
+        get_many, put_many = real.get_many, real.put_many
+
+        def counted_get(oids):
+            asked.extend(oids)
+            return get_many(oids)
+
+        def counted_put(objs):
+            written.extend(o.id for o in objs)
+            return put_many(objs)
+        real.get_many, real.put_many = counted_get, counted_put
+        v1, created = repo.put("ds", src)
+        assert created and v1.number == 1
+        assert not fids & set(asked) and not fids & set(written)
+        assert len(set(written) - fids) >= 1     # the changed file's object (and the new trees)
+        assert verify(repo).ok
+    assert content(store, "ds", "d0/f000") == b"changed"
+    for rel, data in list(files.items())[1:]:
+        assert content(store, "ds", rel) == data
