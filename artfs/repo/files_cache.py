@@ -3,9 +3,12 @@
 Like borg's and restic's, an entry says "the file at this path, with this size, mtime, ctime,
 inode and device, had this content (file object id) when it was last put". A file whose ``lstat``
 matches its entry is not opened: ``put`` takes the file object's chunk list instead (repo/ingest.py).
-The entry holds the file object itself (its encoded chunk list, as borg's holds chunk ids), so a
-matching file costs no store read either: an unchanged 100,000-file tree is one ``lstat`` per
-file, one catalog transaction for all their chunks, and one reference per file object.
+The entry holds the file object itself (its encoded chunk list, as borg's holds chunk ids) when
+it has at most INLINE_CHUNKS chunks (about 5 MiB of file), so a matching small file costs no store
+read either: an unchanged 100,000-file tree is one ``lstat`` per file, one catalog transaction
+for all their chunks, and one reference per file object. A bigger file's entry holds its id only
+(the cache stays about a kilobyte per file however big the files are): its file object is read
+from the store, a small cost next to the file's bytes.
 
 Safe against same-second edits: an entry is recorded only if the file's mtime and ctime are older
 than GRACE_NS before the moment the file was opened for reading. Any later write to it (or chmod,
@@ -40,6 +43,7 @@ from ..store import ids
 from ..store.ids import ID_LEN
 
 GRACE_NS = 2 * 10**9
+INLINE_CHUNKS = 64
 MAX_AGE = 20
 MAX_ROOTS = 64
 _MAGIC = b"ARTFS-FILES-CACHE 2\n"   # a cache of version 1 (file ids only) reads as empty
@@ -74,16 +78,17 @@ class FilesCache:
         real = os.fsencode(os.path.realpath(root))
         self.path = os.path.join(cache_dir(store_path), hashlib.blake2b(real, digest_size=16).hexdigest())
         self.hasher = hasher
-        self.old = _load(self.path)              # path -> (Stamp, file id, age, file object bytes)
+        self.old = _load(self.path)              # path -> (Stamp, file id, age, file object bytes or b"")
         self.seen: dict[bytes, tuple] = {}       # path -> the same, or (Stamp, chunk list, 0, None)
 
-    def lookup(self, rel: bytes, st: os.stat_result) -> tuple[bytes, FileObj] | None:
-        """The file id and file object recorded for REL if its stamp still matches ST (the caller
-        checks that the file object is still referenced before it uses it)."""
+    def lookup(self, rel: bytes, st: os.stat_result) -> tuple[bytes, FileObj | None] | None:
+        """The file id and file object (None: not kept, too many chunks) recorded for REL if its
+        stamp still matches ST (the caller checks that the file object is still referenced
+        before it uses it)."""
         entry = self.old.get(rel)
         if entry is None or entry[0] != Stamp.of(st):
             return None
-        return entry[1], FileObj.decode(entry[3])
+        return entry[1], FileObj.decode(entry[3]) if entry[3] else None
 
     def keep(self, rel: bytes) -> None:
         """REL matched and was reused: it stays, seen now."""
@@ -102,8 +107,10 @@ class FilesCache:
                    if age + 1 < MAX_AGE}
         for rel, (stamp, ref, age, data) in self.seen.items():
             if data is None:
-                data = FileObj([(c, n) for c, n in ref]).encode()
+                fobj = FileObj([(c, n) for c, n in ref])
+                data = fobj.encode()
                 ref = self.hasher(data, ids.FILE)
+                data = data if len(fobj.chunks) <= INLINE_CHUNKS else b""
             entries[rel] = (stamp, ref, age, data)
         parts = [_MAGIC]
         for rel, (s, fid, age, data) in entries.items():

@@ -246,9 +246,13 @@ class Ingest:
         then; whether the object is still referenced is checked when its chunks are: flush),
         else read."""
         hit = self.files_cache.lookup(rel, st)
-        if hit is None:
+        fid, fobj = hit if hit is not None else (None, None)
+        if fid is not None and fobj is None:   # a big file: its object is not in the cache
+            with self.repo.db.read() as txn:
+                live = self.repo.objects.refcount(txn, fid) > 0
+            fobj = self.repo.file(fid) if live else None
+        if fobj is None:
             return self._read(dir_fd, name, display, rel, follow)
-        fid, fobj = hit
         slots = [[cid, n] for cid, n in zip(fobj.chunks, fobj.lengths)]
         self._reused.append((fid, slots, display, rel, st))
         self._known[id(slots)] = (fid, slots)
