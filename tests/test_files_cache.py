@@ -16,7 +16,7 @@ import time
 import pytest
 
 from artfs.repo.facade import Repo
-from artfs.repo.files_cache import GRACE_NS
+from artfs.repo.files_cache import GRACE_NS, INLINE_CHUNKS
 from artfs.repo.verify import verify
 
 from .helpers import need_root, write
@@ -90,11 +90,13 @@ def content(store, name, rel: str) -> bytes:
 
 def test_second_put_of_an_unchanged_tree_opens_no_file(nobody_dir):
     store, src = os.path.join(nobody_dir, "store"), os.path.join(nobody_dir, "src")
-    files = {"a.bin": os.urandom(300_000), "sub/b.bin": os.urandom(70_000), "sub/c.txt": b"hello"}
+    files = {"a.bin": os.urandom(300_000), "sub/b.bin": os.urandom(70_000), "sub/c.txt": b"hello",
+             "big.bin": os.urandom(8 << 20)}   # more than INLINE_CHUNKS chunks: kept by id
     make_tree(src, files)
     settle()
     with Repo(store) as repo:
         repo.put("ds", src)
+        assert len(repo.file(repo.tree(repo.resolve("ds").root).lookup(b"big.bin").ref).chunks) > INLINE_CHUNKS
     hand_over(store)
     write(os.path.join(src, "new.txt"), b"a new file")
 
@@ -193,3 +195,46 @@ def test_the_cache_survives_other_roots_and_forgets_unseen_files(tmp_path):
             repo.put("a", a)
         cache = FilesCache(store, a, repo.objects.store.object_id)
     assert set(cache.old) == {b"x"}
+
+
+def test_an_unchanged_put_reads_and_rewrites_no_file_object(tmp_path):
+    """The cache holds the file objects themselves: a put of an unchanged tree asks the store
+    for none of them but a big file's (over INLINE_CHUNKS chunks, kept by id) and writes none
+    again (the version's file objects are referenced once more as they are), and still records
+    an equal, verified version."""
+    store, src = str(tmp_path / "store"), str(tmp_path / "src")
+    files = {f"d{i % 4}/f{i:03d}": b"%d" % i * (1 + i * 50) for i in range(60)}
+    files["big.bin"] = os.urandom(8 << 20)
+    make_tree(src, files)
+    settle()
+    with Repo(store) as repo:
+        repo.put("ds", src)
+        write(os.path.join(src, "d0/f000"), b"changed", mtime_ns=OLD_NS)   # one file read again
+    with Repo(store) as repo:
+        v0 = repo.resolve("ds")
+        fids, todo = set(), [v0.root]
+        while todo:
+            for e in repo.tree(todo.pop()).entries:
+                (todo.append if e.kind == "d" else fids.add)(e.ref)
+        big = repo.tree(v0.root).lookup(b"big.bin").ref
+        assert len(repo.file(big).chunks) > INLINE_CHUNKS
+    with Repo(store) as repo:
+        asked, written, real = [], [], repo.objects.store
+        get_many, put_many = real.get_many, real.put_many
+
+        def counted_get(oids):
+            asked.extend(oids)
+            return get_many(oids)
+
+        def counted_put(objs):
+            written.extend(o.id for o in objs)
+            return put_many(objs)
+        real.get_many, real.put_many = counted_get, counted_put
+        v1, created = repo.put("ds", src)
+        assert created and v1.number == 1
+        assert fids & set(asked) == {big} and not fids & set(written)
+        assert len(set(written) - fids) >= 1     # the changed file's object (and the new trees)
+        assert verify(repo).ok
+    assert content(store, "ds", "d0/f000") == b"changed"
+    for rel, data in list(files.items())[1:]:
+        assert content(store, "ds", rel) == data

@@ -11,6 +11,7 @@ import fsspec
 import pytest
 
 from artfs.catalog.objects import DIR, FILE, FLAT_MAX, Entry, Tree
+from artfs.errors import NotFound
 from artfs.remote.sync import _walk
 from artfs.repo.accounting import du
 from artfs.repo.diff import diff_trees, walk_files
@@ -160,6 +161,78 @@ def test_a_lookup_reads_one_page(big):
         assert d.lookup(b"f02222").ref and d.lookup(b"f0222") is None
         pages = {p.tid for p in d.pages}
         assert len([oid for oid in asked if oid in pages]) == 1
+
+
+def test_staging_lookup_stat_and_edits_of_one_name_read_one_page(big):
+    """Staging over a paged directory: a lookup of one name in staging/d, a stat of it by inode
+    (from a fresh Staging: a path down the base by number), and making, writing and removing
+    names there read only the pages that hold those names, not all of d's pages."""
+    repo, _ = big
+    root = repo.resolve("ds").root
+    with Repo(repo.path) as fresh:
+        asked = _reads(fresh)
+        d = fresh.tree(fresh.tree(root).lookup(b"d").ref)
+        pages = {p.tid for p in d.pages}
+        page_of = {name: d.pages[d.page_of(name)].tid for name in (b"f01500", b"f00007", b"f02999")}
+        assert len(set(page_of.values())) == 3
+
+        def read_pages():
+            return {oid for oid in asked if oid in pages}
+        s = Staging(fresh, "ds")
+        dino = s.lookup(ROOT, b"d").ino
+        e = s.lookup(dino, b"f01500")
+        assert (e.name, e.size) == (b"f01500", 4)
+        assert read_pages() == {page_of[b"f01500"]}
+        assert s.getattr(e.ino).name == b"f01500"   # from its number alone
+        with pytest.raises(NotFound):
+            s.lookup(dino, b"f01500x")              # a name that would be on the same page
+        assert read_pages() == {page_of[b"f01500"]}
+        s.unlink(dino, b"f00007")
+        with open(s.open_data(s.lookup(dino, b"f02999").ino), "ab") as f:
+            f.write(b" and more")
+        s.create(dino, b"f01500a", 0o644, UID, GID)
+        assert read_pages() == set(page_of.values())
+        assert len(asked) == len(set(asked))        # and each once
+
+
+def test_staging_numbers_of_a_paged_directory_with_subdirectories(tmp_path):
+    """Staging numbers each unmodified node by its preorder index in the base tree; in a paged
+    directory whose pages hold subdirectories (of several sizes) too, every name found by a
+    lookup and by a listing has the number of a plain preorder walk, and going back from that
+    number (getattr, paths) finds the same node."""
+    src = tmp_path / "src"
+    for i in range(2500):
+        if i % 97 == 0:
+            for j in range(i % 5):
+                write(str(src / "d" / f"e{i:05d}" / f"x{j}"), b"x", mtime_ns=10**18)
+            (src / "d" / f"e{i:05d}").mkdir(parents=True, exist_ok=True)
+        else:
+            write(str(src / "d" / f"e{i:05d}"), b"%d" % i, mtime_ns=10**18)
+    write(str(src / "z"), b"z", mtime_ns=10**18)
+    with Repo(str(tmp_path / "store")) as repo:
+        v = repo.put("ds", str(src))[0]
+        preorder = {}
+
+        def walk(prefix, tid):   # the oracle: a recursive preorder walk of the base tree
+            for e in repo.tree(tid).entries:
+                path = prefix + b"/" + e.name if prefix else e.name
+                preorder[path] = len(preorder) + 1
+                if e.kind == DIR:
+                    walk(path, e.ref)
+        walk(b"", v.root)
+        assert len(_dir_tree(repo, v).pages) > 2
+    with Repo(str(tmp_path / "store")) as repo:
+        s = Staging(repo, "ds")
+        offset = s.lookup(ROOT, b"d").ino - preorder[b"d"]
+        dino = s.lookup(ROOT, b"d").ino
+        listed = {b"d/" + e.name: e.ino for e in s.readdir(dino)}
+        for path, index in preorder.items():
+            parent, _, name = path.rpartition(b"/")
+            found = s.lookup(ROOT if not parent else offset + preorder[parent], name)
+            assert found.ino == offset + index, path
+            assert listed.get(path, found.ino) == found.ino
+        assert s.paths([offset + i for i in preorder.values()]) == {offset + i: p for p, i in preorder.items()}
+        assert {s.getattr(offset + i).name for i in preorder.values()} == {p.rpartition(b"/")[2] for p in preorder}
 
 
 def test_a_listing_keeps_no_pages_outside_the_tree_cache(big, monkeypatch):

@@ -3,6 +3,12 @@
 Like borg's and restic's, an entry says "the file at this path, with this size, mtime, ctime,
 inode and device, had this content (file object id) when it was last put". A file whose ``lstat``
 matches its entry is not opened: ``put`` takes the file object's chunk list instead (repo/ingest.py).
+The entry holds the file object itself (its encoded chunk list, as borg's holds chunk ids) when
+it has at most INLINE_CHUNKS chunks (about 5 MiB of file), so a matching small file costs no store
+read either: an unchanged 100,000-file tree is one ``lstat`` per file, one catalog transaction
+for all their chunks, and one reference per file object. A bigger file's entry holds its id only
+(the cache stays about a kilobyte per file however big the files are): its file object is read
+from the store, a small cost next to the file's bytes.
 
 Safe against same-second edits: an entry is recorded only if the file's mtime and ctime are older
 than GRACE_NS before the moment the file was opened for reading. Any later write to it (or chmod,
@@ -28,7 +34,7 @@ import hashlib
 import os
 import struct
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import xxhash
 
@@ -37,16 +43,18 @@ from ..store import ids
 from ..store.ids import ID_LEN
 
 GRACE_NS = 2 * 10**9
+INLINE_CHUNKS = 64
 MAX_AGE = 20
 MAX_ROOTS = 64
-_MAGIC = b"ARTFS-FILES-CACHE 1\n"
-_RECORD = struct.Struct(f">QqqQQH{ID_LEN}sI")   # size, mtime, ctime, inode, device, age, file id, path length
+_MAGIC = b"ARTFS-FILES-CACHE 2\n"   # a cache of version 1 (file ids only) reads as empty
+# size, mtime, ctime, inode, device, age, file id, path length, file object length
+_RECORD = struct.Struct(f">QqqQQH{ID_LEN}sII")
 _SUM = 16
 
 
-@dataclass(frozen=True, slots=True)
-class Stamp:
-    """What must be unchanged for a file's content to be taken as unchanged."""
+class Stamp(NamedTuple):
+    """What must be unchanged for a file's content to be taken as unchanged (a tuple: one is
+    made and compared per file of a put)."""
 
     size: int
     mtime_ns: int
@@ -70,40 +78,46 @@ class FilesCache:
         real = os.fsencode(os.path.realpath(root))
         self.path = os.path.join(cache_dir(store_path), hashlib.blake2b(real, digest_size=16).hexdigest())
         self.hasher = hasher
-        self.old = _load(self.path)              # path -> (Stamp, file id, age)
-        self.seen: dict[bytes, tuple] = {}       # path -> (Stamp, file id or chunk list, age)
+        self.old = _load(self.path)              # path -> (Stamp, file id, age, file object bytes or b"")
+        self.seen: dict[bytes, tuple] = {}       # path -> the same, or (Stamp, chunk list, 0, None)
 
-    def lookup(self, rel: bytes, st: os.stat_result) -> bytes | None:
-        """The file id recorded for REL if its stamp still matches ST (the caller checks that the
-        file object is still referenced before it uses it)."""
+    def lookup(self, rel: bytes, st: os.stat_result) -> tuple[bytes, FileObj | None] | None:
+        """The file id and file object (None: not kept, too many chunks) recorded for REL if its
+        stamp still matches ST (the caller checks that the file object is still referenced
+        before it uses it)."""
         entry = self.old.get(rel)
         if entry is None or entry[0] != Stamp.of(st):
             return None
-        return entry[1]
+        return entry[1], FileObj.decode(entry[3]) if entry[3] else None
 
     def keep(self, rel: bytes) -> None:
         """REL matched and was reused: it stays, seen now."""
-        stamp, fid, _ = self.old[rel]
-        self.seen[rel] = (stamp, fid, 0)
+        stamp, fid, _, data = self.old[rel]
+        self.seen[rel] = (stamp, fid, 0, data)
 
     def record(self, rel: bytes, st: os.stat_result, opened_ns: int, chunks: list[list]) -> None:
         """REL was read with stamp ST, after OPENED_NS (time.time_ns() before it was opened); its
-        chunk list becomes a file id when the cache is saved (after the put committed)."""
+        chunk list becomes a file object when the cache is saved (after the put committed)."""
         if max(st.st_mtime_ns, st.st_ctime_ns) < opened_ns - GRACE_NS:
-            self.seen[rel] = (Stamp.of(st), chunks, 0)
+            self.seen[rel] = (Stamp.of(st), chunks, 0, None)
 
     def save(self) -> None:
         """Write the entries seen by this put, and those not seen for fewer than MAX_AGE puts."""
-        entries = {rel: (stamp, fid, age + 1) for rel, (stamp, fid, age) in self.old.items()
+        entries = {rel: (stamp, fid, age + 1, data) for rel, (stamp, fid, age, data) in self.old.items()
                    if age + 1 < MAX_AGE}
-        for rel, (stamp, ref, age) in self.seen.items():
-            if not isinstance(ref, bytes):
-                ref = self.hasher(FileObj([(c, n) for c, n in ref]).encode(), ids.FILE)
-            entries[rel] = (stamp, ref, age)
+        for rel, (stamp, ref, age, data) in self.seen.items():
+            if data is None:
+                fobj = FileObj([(c, n) for c, n in ref])
+                data = fobj.encode()
+                ref = self.hasher(data, ids.FILE)
+                data = data if len(fobj.chunks) <= INLINE_CHUNKS else b""
+            entries[rel] = (stamp, ref, age, data)
         parts = [_MAGIC]
-        for rel, (s, fid, age) in entries.items():
-            parts.append(_RECORD.pack(s.size, s.mtime_ns, s.ctime_ns, s.ino, s.dev, age, fid, len(rel)))
+        for rel, (s, fid, age, data) in entries.items():
+            parts.append(_RECORD.pack(s.size, s.mtime_ns, s.ctime_ns, s.ino, s.dev, age, fid,
+                                      len(rel), len(data)))
             parts.append(rel)
+            parts.append(data)
         body = b"".join(parts)
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         tmp = f"{self.path}.{os.getpid()}.tmp"
@@ -125,10 +139,11 @@ def _load(path: str) -> dict[bytes, tuple]:
         return {}
     out, pos, view = {}, len(_MAGIC), memoryview(body)
     while pos < len(body):
-        size, mtime, ctime, ino, dev, age, fid, n = _RECORD.unpack_from(body, pos)
+        size, mtime, ctime, ino, dev, age, fid, n, m = _RECORD.unpack_from(body, pos)
         pos += _RECORD.size
-        out[bytes(view[pos:pos + n])] = (Stamp(size, mtime, ctime, ino, dev), fid, age)
-        pos += n
+        out[bytes(view[pos:pos + n])] = (Stamp(size, mtime, ctime, ino, dev), fid, age,
+                                         bytes(view[pos + n:pos + n + m]))
+        pos += n + m
     return out
 
 

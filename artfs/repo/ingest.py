@@ -18,7 +18,9 @@ by PATH_MAX and symlinks inside PATH are stored as symlinks, never followed. FIF
 device nodes are stored as entries (kind, mode, device number), never opened. Names of one inode
 (hard links) are read once and stored as a link group (as tar does: the group has the names found
 under PATH; links to files outside PATH do not count). ``put`` does not open a file that its files
-cache (repo/files_cache.py) knows unchanged: it reuses its file object.
+cache (repo/files_cache.py) knows unchanged: it reuses its file object, read from the cache (no
+store read), its chunks held with the batch's (one transaction for all of them) and the object
+itself referenced again by ``build`` (nothing encoded or hashed) while it is still referenced.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ class Ingest:
         self.files_cache: FilesCache | None = None   # put only (scan)
         self._root = ""                              # the path being scanned
         self._reused: list[tuple] = []   # (file id, chunk list, path, rel, stat) taken from the cache
-        self._inodes: dict[tuple[int, int], tuple[Pending, str]] = {}   # (dev, ino) -> first name
+        self._known: dict[int, tuple] = {}   # id(chunk list) -> (its file id, it): from the cache
+        self._inodes: dict[tuple[int, int], tuple[Pending, bytes]] = {}   # (dev, ino) -> first name
 
     def __enter__(self):
         self.repo.collect_abandoned()
@@ -156,6 +159,7 @@ class Ingest:
             self.files -= 1
             self.bytes -= st.st_size
             self.files_cache.seen.pop(rel, None)
+            del self._known[id(slots)]
             slots[:] = self._read(None, os.fsencode(display), display, rel, follow=display == self._root)
         if gone:
             self.flush()
@@ -173,8 +177,9 @@ class Ingest:
             self._walk(_open(None, os.fsencode(path), path, os.O_DIRECTORY, follow=True), path, root)
         elif stat.S_ISREG(st.st_mode):
             name = os.fsencode(os.path.basename(os.path.normpath(path)))
+            chunks = self._regular(None, os.fsencode(path), path, name, st, follow=True)
             root.children = [Pending(name, FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns,
-                                     chunks=self._regular(None, os.fsencode(path), path, st, follow=True))]
+                                     chunks=chunks)]
         else:
             raise InvalidInput(f"{path} is not a regular file or directory")
         self.flush()
@@ -187,9 +192,9 @@ class Ingest:
         the child is done. Closes ``top``."""
         fd = top
         try:
-            stack = [(display, root, _names(top, display), _ident(top))]
+            stack = [(display, root, _names(top, display), _ident(top), b"")]
             while True:
-                where, node, names, _ = stack[-1]
+                where, node, names, _, rel = stack[-1]
                 name = next(names, None)
                 if name is None:
                     stack.pop()
@@ -200,18 +205,19 @@ class Ingest:
                     fd = _parent(done, stack[-1])
                     continue
                 child_display = os.path.join(where, os.fsdecode(name))
-                p, child_fd = self._entry(fd, name, child_display)
+                child_rel = rel + b"/" + name if rel else name   # relative to the root
+                p, child_fd = self._entry(fd, name, child_display, child_rel)
                 if p is not None:
                     node.children.append(p)
                 if child_fd is not None:
                     os.close(fd)
                     fd = child_fd
-                    stack.append((child_display, p, _names(fd, child_display), _ident(fd)))
+                    stack.append((child_display, p, _names(fd, child_display), _ident(fd), child_rel))
         finally:
             if fd >= 0:
                 os.close(fd)
 
-    def _entry(self, dir_fd: int, name: bytes, display: str) -> tuple[Pending | None, int | None]:
+    def _entry(self, dir_fd: int, name: bytes, display: str, rel: bytes) -> tuple[Pending | None, int | None]:
         """The pending node of one directory entry, and an open descriptor when it is a directory."""
         try:
             st = os.lstat(name, dir_fd=dir_fd)
@@ -221,10 +227,10 @@ class Ingest:
         if stat.S_ISLNK(st.st_mode):
             p.kind, p.target = LINK, os.readlink(name, dir_fd=dir_fd)
             p.size = len(p.target)
-        elif stat.S_ISREG(st.st_mode) and self._linked(p, st, display):
+        elif stat.S_ISREG(st.st_mode) and self._linked(p, st, rel):
             pass
         elif stat.S_ISREG(st.st_mode):
-            p.kind, p.chunks = FILE, self._regular(dir_fd, name, display, st)
+            p.kind, p.chunks = FILE, self._regular(dir_fd, name, display, rel, st)
         elif stat.S_ISDIR(st.st_mode):
             p.kind = DIR
             return p, _open(dir_fd, name, display, os.O_DIRECTORY)
@@ -233,24 +239,28 @@ class Ingest:
             p.target = rdev_ref(p.kind, st.st_rdev)
         return p, None
 
-    def _regular(self, dir_fd, name: bytes, display: str, st, follow: bool = False) -> list[list]:
-        """The chunk list of a regular file (ST: its lstat): the file object's recorded in the
-        files cache when the file is unchanged since (not opened then), else read."""
-        rel = os.fsencode(os.path.relpath(display, self._root)) if display != self._root else name
-        fid = self.files_cache.lookup(rel, st)
-        if fid is not None:
+    def _regular(self, dir_fd, name: bytes, display: str, rel: bytes, st,
+                 follow: bool = False) -> list[list]:
+        """The chunk list of a regular file (ST: its lstat; REL: its path in the root): the
+        file object's recorded in the files cache when the file is unchanged since (not opened
+        then; whether the object is still referenced is checked when its chunks are: flush),
+        else read."""
+        hit = self.files_cache.lookup(rel, st)
+        fid, fobj = hit if hit is not None else (None, None)
+        if fid is not None and fobj is None:   # a big file: its object is not in the cache
             with self.repo.db.read() as txn:
                 live = self.repo.objects.refcount(txn, fid) > 0
-            if live:   # checked again when its chunks are referenced (flush)
-                fobj = self.repo.file(fid)
-                slots = [[cid, n] for cid, n in zip(fobj.chunks, fobj.lengths)]
-                self._reused.append((fid, slots, display, rel, st))
-                self.files_cache.keep(rel)
-                self.files += 1
-                self.bytes += st.st_size
-                self.progress(st.st_size)
-                return slots
-        return self._read(dir_fd, name, display, rel, follow)
+            fobj = self.repo.file(fid) if live else None
+        if fobj is None:
+            return self._read(dir_fd, name, display, rel, follow)
+        slots = [[cid, n] for cid, n in zip(fobj.chunks, fobj.lengths)]
+        self._reused.append((fid, slots, display, rel, st))
+        self._known[id(slots)] = (fid, slots)
+        self.files_cache.keep(rel)
+        self.files += 1
+        self.bytes += st.st_size
+        self.progress(st.st_size)
+        return slots
 
     def _read(self, dir_fd, name: bytes, display: str, rel: bytes, follow: bool = False) -> list[list]:
         opened = time.time_ns()
@@ -262,16 +272,17 @@ class Ingest:
             os.close(fd)
         self.files_cache.record(rel, st, opened, chunks)
         return chunks
-    def _linked(self, p: Pending, st: os.stat_result, display: str) -> bool:
+
+    def _linked(self, p: Pending, st: os.stat_result, rel: bytes) -> bool:
         """Whether ``p`` is another name of a file read already: then it shares its chunks and
         link group. Else a file with more names is remembered as the first of its inode."""
         if st.st_nlink < 2:
             return False
-        first, where = self._inodes.setdefault((st.st_dev, st.st_ino), (p, display))
+        first, where = self._inodes.setdefault((st.st_dev, st.st_ino), (p, rel))
         if first is p:
             return False
         if first.link is None:
-            first.link = LinkGroup(link_group(os.fsencode(os.path.relpath(where, self._root))))
+            first.link = LinkGroup(link_group(where))
         first.link.names += 1
         p.kind, p.chunks, p.size, p.link = FILE, first.chunks, first.size, first.link
         self.files += 1
@@ -280,8 +291,17 @@ class Ingest:
 
     # phase 2: inside the final transaction ------------------------------------------------------
     def file_object(self, txn, chunks: list[list]) -> bytes:
-        """The file object of a chunk list from phase 1 (taking over the session's references)."""
-        return self.repo.objects.put_file(txn, [(cid, n) for cid, n in chunks])
+        """The file object of a chunk list from phase 1 (taking over the session's references).
+        One taken from the files cache and still referenced is referenced once more as it is
+        (the session's references to its chunks given back): what put_file would do, without
+        encoding and hashing it again."""
+        objects, (fid, known) = self.repo.objects, self._known.get(id(chunks), (None, None))
+        if known is not chunks or not objects.refcount(txn, fid):
+            return objects.put_file(txn, [(cid, n) for cid, n in chunks])
+        objects.incref(txn, fid)
+        for cid, _ in chunks:
+            objects.decref_chunk(txn, cid)
+        return fid
 
     def build(self, txn, root: Pending) -> Entry:
         """The entry of a pending directory, its objects created bottom-up (any depth), with one

@@ -9,6 +9,11 @@ staging count up from 2 below the first range.
 Finding the index of an entry needs the node counts of the subtrees before it, computed once per
 tree id (trees are immutable) and cached; so the first numbering of a base reads each of its
 directory trees once. Going from a number back to its base path is a bisect per level.
+
+A large directory stored as pages (catalog/objects.py PagedTree) is numbered page by page: its
+directory object lists each page's entry and subdirectory counts, so a page without
+subdirectories is counted without being read, and the numbers of one page's entries need that
+page only. Looking up or numbering one name of a 100,000-file directory reads one page.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from itertools import accumulate
 
 from ..catalog.objects import DIR, Entry, Tree
 
@@ -38,7 +44,7 @@ class BaseNumbering:
     def __init__(self, tree: Callable[[bytes], Tree], cache_trees: int = 256):
         self._tree = tree
         self._counts: dict[bytes, int] = {}
-        self._starts: OrderedDict[bytes, list[int]] = OrderedDict()
+        self._starts: OrderedDict[bytes, "Starts"] = OrderedDict()
         self._capacity = cache_trees
         self._lock = threading.Lock()
 
@@ -50,26 +56,23 @@ class BaseNumbering:
             if top in counts:
                 todo.pop()
                 continue
-            subdirs = [e.ref for e in self._tree(top).entries if e.kind == DIR]
+            subdirs = _subdirs(self._tree(top))
             missing = [ref for ref in subdirs if ref not in counts]
             if missing:
                 todo.extend(missing)
                 continue
-            counts[top] = len(self._tree(top).entries) + sum(counts[ref] for ref in subdirs)
+            counts[top] = self._tree(top).count + sum(counts[ref] for ref in subdirs)
             todo.pop()
         return counts[tid]
 
-    def starts(self, tid: bytes) -> list[int]:
-        """starts[i]: preorder index of entry i relative to its directory's own index."""
+    def starts(self, tid: bytes) -> "Starts":
+        """The preorder index of each entry of a tree relative to its directory's own index."""
         with self._lock:
             cached = self._starts.get(tid)
             if cached is not None:
                 self._starts.move_to_end(tid)
                 return cached
-        out, pos = [], 1
-        for e in self._tree(tid).entries:
-            out.append(pos)
-            pos += 1 + (self.count(e.ref) if e.kind == DIR else 0)
+        out = Starts(self._tree(tid), self.count)
         with self._lock:
             self._starts[tid] = out
             if len(self._starts) > self._capacity:
@@ -83,9 +86,83 @@ class BaseNumbering:
         path, tid, at = [], root, 0
         while True:
             starts = self.starts(tid)
-            i = bisect.bisect_right(starts, index - at) - 1
+            i = starts.holding(index - at)
             entry, at = self._tree(tid).entries[i], at + starts[i]
             path.append((at, entry))
             if at == index:
                 return path
             tid = entry.ref  # index lies inside this directory's subtree
+
+
+class Starts:
+    """``starts[i]``: the preorder index of entry i of one directory relative to the directory's
+    own index (1 for its first entry). A paged directory's are found page by page: the start of
+    each page from the pages' counts (reading only pages that hold subdirectories), the starts
+    within a page when one of its entries is asked for. Filled idempotently, so threads may share
+    it. A page's run of starts ends with the index after its last subtree."""
+
+    __slots__ = ("_tree", "_count", "_firsts", "_offsets", "_runs")
+
+    def __init__(self, tree: Tree, count: Callable[[bytes], int]):
+        self._count = count
+        self._runs: dict[int, list[int]] = {}   # page index (0 for a flat tree) -> its entries' starts
+        if not tree.pages:   # numbered at once: a flat tree is one read, and is not kept
+            self._tree, self._firsts, self._offsets = None, [0], [1]
+            self._runs[0] = self._scan(tree.entries, 1)
+            return
+        self._tree = tree
+        self._firsts = list(accumulate((p.count for p in tree.pages), initial=0))[:-1]
+        self._offsets, pos = [], 1
+        for k, p in enumerate(tree.pages):
+            self._offsets.append(pos)
+            pos = pos + p.count if not p.subdirs else self._run(k)[-1]
+
+    def __getitem__(self, i: int) -> int:
+        k = bisect.bisect_right(self._firsts, i) - 1
+        return self._run(k)[i - self._firsts[k]]
+
+    def holding(self, rel: int) -> int:
+        """The index of the entry at preorder ``rel`` (>= 1) or whose subtree holds it."""
+        k = bisect.bisect_right(self._offsets, rel) - 1
+        return self._firsts[k] + bisect.bisect_right(self._run(k), rel) - 1
+
+    def _run(self, k: int) -> list[int]:
+        run = self._runs.get(k)
+        if run is None:
+            tree = self._tree
+            run = self._runs[k] = self._scan(tree.page(tree.pages[k]).entries, self._offsets[k])
+        return run
+
+    def _scan(self, entries, pos: int) -> list[int]:
+        run = []
+        for e in entries:
+            run.append(pos)
+            pos += 1 + (self._count(e.ref) if e.kind == DIR else 0)
+        run.append(pos)
+        return run
+
+
+def _subdirs(tree: Tree) -> list[bytes]:
+    """The tree ids of a directory's subdirectories (of a paged one, read from the pages that
+    have some)."""
+    if not tree.pages:
+        return [e.ref for e in tree.entries if e.kind == DIR]
+    return [e.ref for p in tree.pages if p.subdirs for e in tree.page(p).entries if e.kind == DIR]
+
+
+def position(tree: Tree, name: bytes) -> tuple[int, Entry] | None:
+    """(index, entry) of NAME in a directory, or None; of a paged directory, one page is read."""
+    if not tree.pages:
+        entries, first = tree.entries, 0
+    else:
+        k = tree.page_of(name)
+        entries = tree.page(tree.pages[k]).entries
+        first = sum(p.count for p in tree.pages[:k])
+    i = bisect.bisect_left(entries, name, key=_name)
+    if i < len(entries) and entries[i].name == name:
+        return first + i, entries[i]
+    return None
+
+
+def _name(e: Entry) -> bytes:
+    return e.name

@@ -28,7 +28,6 @@ thread.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import os
 import stat
@@ -45,7 +44,7 @@ from ..errors import (Exists, InvalidInput, IsADirectory, NameTooLong, NotADirec
 from ..names import LATEST, check_artifact
 from .changes import changes
 from .data import DataFiles, MissingDataFile, remove
-from .inodes import BaseNumbering, base_offset, in_base
+from .inodes import BaseNumbering, Starts, base_offset, in_base, position
 from .links import BaseGroups
 
 __all__ = ["ROOT", "RENAME_NOREPLACE", "RENAME_EXCHANGE", "SEntry", "Staging", "check_name"]
@@ -397,11 +396,10 @@ class Staging:
                 if ino == WHITEOUT:
                     return None
                 return _named(self._counted(txn, self.index.node(txn, ino)), parent.ino, name)
-        entries = self._origin(parent).entries
-        i = bisect.bisect_left(entries, name, key=_node_name)
-        if i < len(entries) and entries[i].name == name:
-            return self._derive(base, parent, i, self.numbering.starts(parent.ref))
-        return None
+        found = position(self._origin(parent), name)
+        if found is None:
+            return None
+        return self._derive(base, parent, *found, self.numbering.starts(parent.ref))
 
     def children(self, txn, base: Base, parent: Node, *, numbered: bool = True):
         """The entries of a directory, sorted by name: its origin tree with the overlay applied.
@@ -410,7 +408,7 @@ class Staging:
         starts = self.numbering.starts(parent.ref) if numbered and entries else None
         overlay = self.index.dirents(txn, parent.ino) if parent.stored else []
         shadowed = {name for name, _ in overlay}
-        unmodified = (self._derive(base, parent, i, starts)
+        unmodified = (self._derive(base, parent, i, e, starts)
                       for i, e in enumerate(entries) if e.name not in shadowed)
         recorded = (_named(self.index.node(txn, ino), parent.ino, name)
                     for name, ino in overlay if ino != WHITEOUT)
@@ -468,7 +466,7 @@ class Staging:
         return self.repo.tree(node.ref) if node.ref else _EMPTY
 
     def _root(self, base: Base) -> Node:
-        size = len(self.repo.tree(base.root).entries) if base.root else 0
+        size = self.repo.tree(base.root).count if base.root else 0
         return Node(ROOT, DIR, 0o755, self._uid, self._gid, base.mtime_ns, base.mtime_ns, size, 0,
                     b"", base.root or b"")
 
@@ -476,10 +474,10 @@ class Staging:
         return Node(ino, e.kind, e.mode, self._uid, self._gid, e.mtime_ns, e.mtime_ns, e.size,
                     parent, e.name, e.ref, nlink=e.nlink, group=e.group)
 
-    def _derive(self, base: Base, parent: Node, i: int, starts: list[int] | None) -> Node:
-        """Child i of parent's origin tree, unmodified; numbered when ``starts`` is given (the
-        names of a link group by the number of its first name: one inode)."""
-        ino, e = 0, self._origin(parent).entries[i]
+    def _derive(self, base: Base, parent: Node, i: int, e, starts: Starts | None) -> Node:
+        """Child i (entry ``e``) of parent's origin tree, unmodified; numbered when ``starts`` is
+        given (the names of a link group by the number of its first name: one inode)."""
+        ino = 0
         if starts is not None and e.group:
             ino = base_offset(base.number) + self.groups.of(base.root)[e.group][0][0]
         elif starts is not None:
