@@ -13,7 +13,9 @@ import pytest
 
 from artfs.errors import BadKey, CorruptData
 from artfs.repo.facade import Repo
+from artfs.crypto.seal import Sealer
 from artfs.store.ids import CHUNK, DIGEST_LEN, FILE, TREE
+from artfs.store.local import LocalObjectStore
 from tests.helpers import objects_env, run_cli, tree_snapshot, write
 
 PASS = "correct horse battery staple"
@@ -256,6 +258,34 @@ def test_reads_in_memory_take_the_no_thread_path_and_still_authenticate(enc, tmp
                 repo.read_nowait(fobj, fobj.size - 10, 10)
     finally:
         _forge(enc, victim, original)   # clean again for the fixture's verify
+
+
+def test_reads_open_sealed_chunks_in_place_in_the_map_once_each(enc, tmp_path, monkeypatch):
+    """Reads of an encrypted store (Repo.read, as the first read of a fresh mount does in its
+    worker thread; Repo.read_nowait; get_many) open each sealed chunk straight from the LMDB map,
+    never copying the sealed bytes out of it first (the local store's copying reads are not
+    used), byte-exact; reads that split chunks open each chunk once."""
+    monkeypatch.setenv("ARTFS_PASSPHRASE", PASS)
+    copied, opened = [], []
+    for name in ("get_many", "read_ranges", "read_ranges_resident"):
+        real = getattr(LocalObjectStore, name)
+        monkeypatch.setattr(LocalObjectStore, name,
+                            lambda self, arg, real=real, name=name: copied.append(name) or real(self, arg))
+    real_open = Sealer.open
+    monkeypatch.setattr(Sealer, "open", lambda self, oid, sealed: opened.append(oid) or real_open(self, oid, sealed))
+    with open(tmp_path / "in" / "sub" / "random.bin", "rb") as f:
+        expect = f.read()
+    with Repo(str(enc)) as repo:
+        fobj = _random_bin(repo)
+        assert len(fobj.chunks) > 2
+        opened.clear()
+        step = 5000   # not a divisor of any chunk's length: most reads split a chunk
+        assert b"".join(repo.read(fobj, off, step) for off in range(0, fobj.size, step)) == expect
+        assert sorted(opened) == sorted(fobj.chunks)
+        repo.objects.store.local._recent.clear()
+        assert b"".join(repo.read_nowait(fobj, off, step) or b"?" for off in range(0, fobj.size, step)) == expect
+        assert b"".join(repo.objects.store.get_many(fobj.chunks)) == expect
+    assert copied == []
 
 
 def test_an_encrypted_remote_indexes_a_reference_file_as_a_file_object(enc, tmp_path, s3, s3_bucket, monkeypatch):

@@ -82,14 +82,15 @@ class Sealer:
 
     def seal(self, oid: bytes, data) -> bytes:
         header = VERSION + oid
-        return header + self._aead(oid).encrypt(_NONCE, bytes(data), header)
+        return header + self._aead(oid).encrypt(_NONCE, data, header)
 
     def open(self, oid: bytes, sealed) -> bytes | None:
-        """The plaintext, or None when ``sealed`` is not ``oid``'s object sealed with this key
-        (a wrong key, a moved object or damage: AES-GCM cannot tell them apart)."""
+        """The plaintext, or None when ``sealed`` (bytes, or a view into a store's map: it is
+        read in place) is not ``oid``'s object sealed with this key (a wrong key, a moved object
+        or damage: AES-GCM cannot tell them apart)."""
         view = memoryview(sealed)
-        header = bytes(view[:HEADER])
-        if len(view) < HEADER + TAG or header != VERSION + oid:
+        header = VERSION + oid
+        if len(view) < HEADER + TAG or view[:HEADER] != header:
             return None
         try:
             return self._aead(oid).decrypt(_NONCE, view[HEADER:], header)

@@ -73,6 +73,18 @@ class LocalObjectStore:
             return b"".join(self._checked(txn, oid, value)[start:end]
                             for (oid, start, end), value in zip(spans, values))
 
+    def map_views(self, ids: Sequence[bytes], fn, nowait: bool = False) -> list | None:
+        """``[fn(oid, view) for oid in ids]`` in one transaction, each view an object's stored
+        bytes checked against its id, straight from the map: valid only during its call, so FN
+        must not keep it (the sealed store opens objects from it: no copy out). With ``nowait``,
+        None when a value's pages are not all in memory (as ``read_ranges_resident``)."""
+        with self.env.read() as txn:
+            db = self._db
+            values = [txn.get(oid, db=db) for oid in ids]
+            if nowait and not all(v is not None and resident(v) for v in values):
+                return None
+            return [fn(oid, self._checked(txn, oid, value)) for oid, value in zip(ids, values)]
+
     def put_many(self, objs: Sequence[Obj]) -> int:
         def action(txn):
             new = 0

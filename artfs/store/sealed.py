@@ -7,7 +7,9 @@ bytes)``: INNER keeps its own contract (its digest is of what it stores, its rec
 against their id by the id the sealed header names), so the local store now and the remote later
 hold and verify sealed objects as they are, without the key. Reads open and authenticate every
 object: a wrong key, an object moved to another id or any damage is CorruptData naming the
-object, never other bytes. The chunk-sized objects opened last are kept, so a sequential read
+object, never other bytes. Over the local store an object is opened in place in the LMDB map
+(``LocalObjectStore.map_views``): AES-GCM reads the sealed bytes there, never copied out first,
+and writes the plaintext once. The chunk-sized objects opened last are kept, so a sequential read
 whose requests split chunks opens each chunk once (no lock: each dict operation is atomic, so a
 fork at any moment leaves the child a usable cache).
 
@@ -35,7 +37,6 @@ from .remote import RemoteObjectStore
 OVERHEAD = HEADER + TAG
 RECENT = 32              # opened objects kept: a few read requests' worth of chunks
 RECENT_MAX = 256 << 10   # only objects up to the largest chunk (store/chunker.py): at most 8 MiB
-WHOLE = 1 << 62          # a span's end that takes a whole object
 
 
 class SealedObjectStore:
@@ -76,13 +77,30 @@ class SealedObjectStore:
         return data
 
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
-        out = [self._recent.get(oid) for oid in ids]
-        missing = [oid for oid, data in zip(ids, out) if data is None]
+        return self._opened(ids)
+
+    def _opened(self, ids: Sequence[bytes], nowait: bool = False) -> list[bytes] | None:
+        """Each object's plaintext: the chunks opened last, the rest opened now (``nowait``: None
+        if one's pages are not in memory)."""
+        recent = self._recent
+        out = [recent.get(oid) for oid in ids]
+        missing = list(dict.fromkeys(oid for oid, data in zip(ids, out) if data is None))
         if missing:
-            opened = dict(zip(missing, map(self._open, missing, self.inner.get_many(missing))))
+            got = self._open_many(missing, nowait)
+            if got is None:
+                return None
+            opened = dict(zip(missing, got))
             out = [opened[oid] if data is None else data for oid, data in zip(ids, out)]
             self._keep(opened)
         return out
+
+    def _open_many(self, ids: list[bytes], nowait: bool) -> list[bytes] | None:
+        """Opened straight from the inner store's map where it has one (the sealed bytes are
+        never copied out), else from its copies (a remote: never ``nowait``)."""
+        views = getattr(self.inner, "map_views", None)
+        if views is not None:
+            return views(ids, self._open, nowait)
+        return None if nowait else list(map(self._open, ids, self.inner.get_many(ids)))
 
     def _keep(self, opened: dict[bytes, bytes]) -> None:
         recent = self._recent
@@ -96,24 +114,14 @@ class SealedObjectStore:
                 break
 
     def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
-        return _slices(self.get_many([oid for oid, _, _ in spans]), spans)
+        return _slices(self._opened([oid for oid, _, _ in spans]), spans)
 
     def read_ranges_resident(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes | None:
         """``read_ranges`` without waiting for a disk, or None (the caller reads in a thread): the
         chunks opened last, else each sealed object whose pages the inner store has in memory,
         opened here (the mount reads on its event loop without a thread hop, as a plain store)."""
-        nowait = getattr(self.inner, "read_ranges_resident", None)
-        out, opened = [], {}
-        for oid, _, _ in spans:
-            data = self._recent.get(oid) or opened.get(oid)
-            if data is None:
-                sealed = nowait([(oid, 0, WHOLE)]) if nowait is not None else None
-                if sealed is None:
-                    return None
-                data = opened[oid] = self._open(oid, sealed)
-            out.append(data)
-        self._keep(opened)
-        return _slices(out, spans)
+        data = self._opened([oid for oid, _, _ in spans], nowait=True)
+        return None if data is None else _slices(data, spans)
 
     def put_many(self, objs: Sequence[Obj]) -> int:
         return self.inner.put_many(self._sealed(objs))
