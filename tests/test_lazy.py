@@ -582,3 +582,23 @@ def test_read_here_serves_fetched_chunks_before_they_are_kept(s3, s3_bucket, tmp
             holder.communicate("", timeout=60)
     with Repo(str(b)) as repo:
         assert repo.db.objects.cache().present(ids[:2]) == [True, True]   # kept once the lock went
+
+
+def test_read_ahead_planned_by_a_read_here_that_gave_up_is_fetched(s3, s3_bucket, tmp_path, creds):
+    """The mount reads first with ``read_here``, which gives up on chunks nobody fetched yet, then
+    again in a thread that waits: the read-ahead window the first attempt planned (it advances
+    the file's sequential state) is fetched too, not lost until a later read fetches it on demand."""
+    from artfs.store.lazy import READ_AHEAD_MIN
+    data = random.randbytes(8 * MiB)
+    published(tmp_path, s3, s3_bucket, {"f": data})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    with Repo(str(b)) as repo:
+        lazy = repo.db.objects
+        fobj = repo.file(repo.tree(repo.resolve("ds").root).lookup(b"f").ref)
+        read = 128 << 10
+        assert lazy.read_here(repo.read, fobj, 0, read) is None        # nothing fetched yet
+        assert repo.read(fobj, 0, read) == data[:read]
+        ahead = [oid for oid, _, _ in fobj.span(read, READ_AHEAD_MIN)]
+        wait_for(lambda: all(lazy.cache().present(ahead)), "the read-ahead window fetched and kept", 60)
+        assert repo.read(fobj, read, READ_AHEAD_MIN) == data[read:read + READ_AHEAD_MIN]

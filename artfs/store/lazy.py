@@ -24,7 +24,8 @@ window fetched ahead, from ``READ_AHEAD_MIN`` up to ``READ_AHEAD_MAX``, schedule
 chunks the read waits for and extended by whole batches; any other read resets it.
 
 ``read_here(fn, *args)`` runs a read only as far as local, cached and fetched (verified, not yet
-stored) data go: where it would wait for the remote it gives up (None), and the mount runs it again
+stored) data go: where it would wait for the remote it gives up (None; the read-ahead it planned
+is scheduled all the same, else the window it moved past would be lost), and the mount runs it again
 in threads of its own (mount/model.py), so reads of local or cached data never queue behind reads
 stalled on the remote, and a read of what read-ahead fetched takes no second thread.
 
@@ -171,7 +172,8 @@ class LazyObjectStore:
 
     def read_here(self, fn, *args):
         """``fn(*args)``, a read, if it needs no object from the remote (local and cached data),
-        else None without waiting for the remote (nothing is fetched for it)."""
+        else None without waiting for the remote: what it reads is not fetched for it, but the
+        read-ahead it planned (a ``read_file`` advances the file's sequential state) is scheduled."""
         _here_only.on = True
         try:
             return fn(*args)
@@ -345,6 +347,7 @@ class LazyObjectStore:
             with self._lock:
                 fetched = [self._inflight.get(oid) for oid in rest]
             if not all(f is not None and f.done() and f.exception() is None for f in fetched):
+                self._schedule(ahead, only_absent=True)   # planned by this read: not to be lost
                 raise _WouldFetch()
             out.update((oid, f.result()) for oid, f in zip(rest, fetched))
             self._schedule(ahead, only_absent=True)
