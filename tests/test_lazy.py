@@ -602,3 +602,22 @@ def test_read_ahead_planned_by_a_read_here_that_gave_up_is_fetched(s3, s3_bucket
         ahead = [oid for oid, _, _ in fobj.span(read, READ_AHEAD_MIN)]
         wait_for(lambda: all(lazy.cache().present(ahead)), "the read-ahead window fetched and kept", 60)
         assert repo.read(fobj, read, READ_AHEAD_MIN) == data[read:read + READ_AHEAD_MIN]
+
+
+def test_read_ahead_planned_within_the_memory_bound_is_not_dropped(s3, s3_bucket, tmp_path, creds, monkeypatch):
+    """Read-ahead is planned only while fewer than AHEAD_CHUNKS chunks are in flight; a window
+    planned so is fetched even when the read's own chunks, scheduled just before it, reach the
+    bound (dropped then, the window would be skipped by every later read of the file)."""
+    from artfs.store import lazy as lazy_module
+    monkeypatch.setattr(lazy_module, "AHEAD_CHUNKS", 1)
+    data = random.randbytes(8 * MiB)
+    published(tmp_path, s3, s3_bucket, {"f": data})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    with Repo(str(b)) as repo:
+        lazy = repo.db.objects
+        fobj = repo.file(repo.tree(repo.resolve("ds").root).lookup(b"f").ref)
+        read = 128 << 10
+        assert repo.read(fobj, 0, read) == data[:read]
+        ahead = [oid for oid, _, _ in fobj.span(read, lazy_module.READ_AHEAD_MIN)]
+        wait_for(lambda: all(lazy.cache().present(ahead)), "the read-ahead window fetched and kept", 60)

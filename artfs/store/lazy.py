@@ -210,6 +210,11 @@ class LazyObjectStore:
     def read_file(self, fobj, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of a file object, with read-ahead on sequential reads."""
         spans = list(fobj.span(offset, size))
+        if self._inflight:                        # read-ahead fetched them: no store lookups
+            got = self._ready([oid for oid, _, _ in spans])
+            if got is not None:
+                self._ahead(self._read_ahead(fobj, offset, size))
+                return b"".join(memoryview(d)[s:e] for d, (_, s, e) in zip(got, spans))
         try:
             return self.local.read_ranges(spans)
         except CorruptData as e:
@@ -226,13 +231,13 @@ class LazyObjectStore:
         if cache is not None:
             try:
                 data = cache.read_ranges(spans)
-                self._schedule(ahead(), only_absent=True)
+                self._ahead(ahead())
                 return data
             except CorruptData:
                 pass
         got = self._obtain([oid for oid, h in zip(ids, self.local.has(ids)) if not h], ahead())
         local = {}
-        return b"".join(got[oid][s:e] if oid in got else self._local_bytes(local, oid)[s:e]
+        return b"".join(memoryview(got[oid] if oid in got else self._local_bytes(local, oid))[s:e]
                         for oid, s, e in spans)
 
     def _local_bytes(self, memo: dict, oid: bytes) -> bytes:
@@ -259,6 +264,8 @@ class LazyObjectStore:
             start, stop = max(stream.ahead, end), min(end + stream.window, fobj.size)
             if start >= stop or start > end and stop - start < BATCH and stop < fobj.size:
                 return []                     # enough in flight: extend by whole batches
+            if len(self._inflight) >= AHEAD_CHUNKS:
+                return []                     # the memory bound: a later read plans it again
             stream.ahead = stop
         return [oid for oid, _, _ in fobj.span(start, stop - start)]
 
@@ -339,21 +346,19 @@ class LazyObjectStore:
         out = self._cached(cache, ids) if cache is not None else {}
         rest = [oid for oid in dict.fromkeys(ids) if oid not in out]
         if not rest:
-            self._schedule(ahead, only_absent=True)
+            self._ahead(ahead)
             return out
         if remote is None:
             raise CorruptData(f"missing object {rest[0].hex()}")
         if getattr(_here_only, "on", False):   # only what is in memory already: fetched, not yet kept
-            with self._lock:
-                fetched = [self._inflight.get(oid) for oid in rest]
-            if not all(f is not None and f.done() and f.exception() is None for f in fetched):
-                self._schedule(ahead, only_absent=True)   # planned by this read: not to be lost
+            fetched = self._ready(rest)
+            self._ahead(ahead)   # planned by this read: never lost
+            if fetched is None:
                 raise _WouldFetch()
-            out.update((oid, f.result()) for oid, f in zip(rest, fetched))
-            self._schedule(ahead, only_absent=True)
+            out.update(zip(rest, fetched))
             return out
         futures = self._schedule(rest)
-        self._schedule(ahead, only_absent=True)
+        self._ahead(ahead)
         deadline = time.monotonic() + timeout()
         for oid in rest:
             try:
@@ -364,6 +369,14 @@ class LazyObjectStore:
                 log.warning("%s", msg)
                 raise RemoteError(msg) from None
         return out
+
+    def _ready(self, ids: Sequence[bytes]) -> list[bytes] | None:
+        """The bytes of IDS if every one is fetched and verified (held until kept), else None."""
+        with self._lock:
+            futures = [self._inflight.get(oid) for oid in ids]
+        if not all(f is not None and f.done() and f.exception() is None for f in futures):
+            return None
+        return [f.result() for f in futures]
 
     def _cached(self, cache: ChunkCache, ids: Sequence[bytes]) -> dict[bytes, bytes]:
         """The cached ones among IDS; a damaged entry is dropped (and fetched again)."""
@@ -384,8 +397,7 @@ class LazyObjectStore:
         if only_absent:                       # read-ahead: within the memory bound only
             if len(self._inflight) >= AHEAD_CHUNKS:
                 return {}
-            here = [a or b for a, b in zip(self.local.has(ids), self.cache().present(ids))]
-            ids = [oid for oid, h in zip(ids, here) if not h]
+            ids = self._absent(ids)
         futures, new = {}, []
         with self._lock:
             for oid in ids:
@@ -401,6 +413,17 @@ class LazyObjectStore:
         if new:
             self._pool.submit(self._dispatch, remote, new)
         return futures
+
+    def _ahead(self, ids: Sequence[bytes]) -> None:
+        """Fetch the read-ahead ``_read_ahead`` planned (within the memory bound when planned:
+        dropped now, its window would never be fetched ahead)."""
+        if ids:
+            self._schedule(self._absent(ids))
+
+    def _absent(self, ids: Sequence[bytes]) -> list[bytes]:
+        """The ids neither in the local store nor in the cache."""
+        here = [a or b for a, b in zip(self.local.has(ids), self.cache().present(ids))]
+        return [oid for oid, h in zip(ids, here) if not h]
 
     def _dispatch(self, remote, ids: list[bytes]) -> None:   # fetcher thread
         """Split ids into batches of neighbours (by pack and offset) and fetch them in parallel."""
