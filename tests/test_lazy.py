@@ -605,11 +605,11 @@ def test_read_ahead_planned_by_a_read_here_that_gave_up_is_fetched(s3, s3_bucket
 
 
 def test_read_ahead_planned_within_the_memory_bound_is_not_dropped(s3, s3_bucket, tmp_path, creds, monkeypatch):
-    """Read-ahead is planned only while fewer than AHEAD_CHUNKS chunks are in flight; a window
+    """Read-ahead is planned only while less than AHEAD_BYTES are in flight; a window
     planned so is fetched even when the read's own chunks, scheduled just before it, reach the
     bound (dropped then, the window would be skipped by every later read of the file)."""
     from artfs.store import lazy as lazy_module
-    monkeypatch.setattr(lazy_module, "AHEAD_CHUNKS", 1)
+    monkeypatch.setattr(lazy_module, "AHEAD_BYTES", 1)
     data = random.randbytes(8 * MiB)
     published(tmp_path, s3, s3_bucket, {"f": data})
     b = tmp_path / "B"
