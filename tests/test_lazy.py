@@ -621,3 +621,33 @@ def test_read_ahead_planned_within_the_memory_bound_is_not_dropped(s3, s3_bucket
         assert repo.read(fobj, 0, read) == data[:read]
         ahead = [oid for oid, _, _ in fobj.span(read, lazy_module.READ_AHEAD_MIN)]
         wait_for(lambda: all(lazy.cache().present(ahead)), "the read-ahead window fetched and kept", 60)
+
+
+def test_read_fetched_serves_read_ahead_from_memory_byte_exact_before_it_is_kept(s3, s3_bucket, tmp_path, creds):
+    """``read_fetched`` (a read that never waits: the mount may call it on its event loop) serves
+    what a sequential reader's read-ahead fetched, byte-exact at unaligned offsets, while the
+    chunks are not kept yet (the cache's writer lock is held by another process); for chunks
+    nobody fetched it gives None and fetches nothing."""
+    data, other = random.randbytes(8 * MiB), random.randbytes(MiB)
+    published(tmp_path, s3, s3_bucket, {"f": data, "g": other})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    with Repo(str(b)) as repo:
+        lazy = repo.db.objects
+        root = repo.tree(repo.resolve("ds").root)
+        fobj, gobj = (repo.file(root.lookup(name).ref) for name in (b"f", b"g"))
+        cache = lazy.cache()
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITE, cache.objects.env.env.path()],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline() == "held\n"
+            assert repo.read(fobj, 0, 100_000) == data[:100_000]
+            wait_for(lambda: lazy.read_fetched(fobj, 100_000, 1000) is not None, "the read-ahead fetched", 60)
+            for offset in range(101_000, 900_000, 77_777):
+                assert lazy.read_fetched(fobj, offset, 77_777) == data[offset:offset + 77_777]
+            assert lazy.read_fetched(gobj, 1000, 5000) is None
+            assert cache.present(fobj.chunks[:2]) == [False, False]
+            assert lazy.read_fetched(gobj, 0, MiB) is None
+            assert lazy.read_here(lazy.get_many, gobj.chunks) is None      # g: still nothing fetched
+        finally:
+            holder.communicate("", timeout=60)

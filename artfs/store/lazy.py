@@ -221,16 +221,29 @@ class LazyObjectStore:
 
     def read_file(self, fobj, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of a file object, with read-ahead on sequential reads."""
+        data = self.read_fetched(fobj, offset, size)
+        if data is not None:
+            return data
         spans = list(fobj.span(offset, size))
-        if self._inflight:                        # read-ahead fetched them: no store lookups
-            got = self._ready([oid for oid, _, _ in spans])
-            if got is not None:
-                self._ahead(self._read_ahead(fobj, offset, size))
-                return b"".join(memoryview(d)[s:e] for d, (_, s, e) in zip(got, spans))
         try:
             return self.local.read_ranges(spans)
         except CorruptData as e:
             return self._fallback(spans, lambda: self._read_ahead(fobj, offset, size), e)
+
+    def read_fetched(self, fobj, offset: int, size: int) -> bytes | None:
+        """``read_file`` when every chunk it needs is fetched and verified, not yet kept (what
+        read-ahead brought), else None: in memory, no store lookup, never waits (an event loop
+        may call it); the read-ahead it plans is looked up and scheduled by a fetcher thread."""
+        if not self._inflight:
+            return None
+        spans = list(fobj.span(offset, size))
+        got = self._ready([oid for oid, _, _ in spans])
+        if got is None:
+            return None
+        ahead = self._read_ahead(fobj, offset, size)
+        if ahead:
+            self._pool.submit(self._ahead, ahead)
+        return b"".join(memoryview(d)[s:e] for d, (_, s, e) in zip(got, spans))
 
     def _fallback(self, spans, ahead, error: CorruptData) -> bytes:
         """The spans' bytes when some are not local: from the cache, else fetched; ``ahead()``
