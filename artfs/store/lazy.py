@@ -225,6 +225,13 @@ class LazyObjectStore:
         if data is not None:
             return data
         spans = list(fobj.span(offset, size))
+        futures = self._flying([oid for oid, _, _ in spans]) if self._inflight else None
+        if futures is not None:                  # read-ahead is fetching them: no store lookups
+            self._ahead(self._read_ahead(fobj, offset, size))
+            if getattr(_here_only, "on", False):
+                raise _WouldFetch()
+            got = self._wait(self.remote(), futures)
+            return b"".join(memoryview(got[oid])[s:e] for oid, s, e in spans)
         try:
             return self.local.read_ranges(spans)
         except CorruptData as e:
@@ -384,10 +391,16 @@ class LazyObjectStore:
             return out
         futures = self._schedule(rest)
         self._ahead(ahead)
+        out.update(self._wait(remote, futures))
+        return out
+
+    def _wait(self, remote, futures: dict[bytes, Future]) -> dict[bytes, bytes]:
+        """The results of these fetches, within the read timeout (else RemoteError, logged)."""
         deadline = time.monotonic() + timeout()
-        for oid in rest:
+        out = {}
+        for oid, future in futures.items():
             try:
-                out[oid] = futures[oid].result(timeout=max(0.0, deadline - time.monotonic()))
+                out[oid] = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
                 msg = (f"remote {remote.s3.url} did not answer within {timeout():.0f} s "
                        f"(ARTFS_LAZY_TIMEOUT) for object {oid.hex()}")
@@ -395,13 +408,18 @@ class LazyObjectStore:
                 raise RemoteError(msg) from None
         return out
 
+    def _flying(self, ids: Sequence[bytes]) -> dict[bytes, Future] | None:
+        """The fetches of IDS if every one is in flight (being fetched, or held until kept)."""
+        with self._lock:
+            futures = {oid: self._inflight.get(oid) for oid in ids}
+        return None if None in futures.values() else futures
+
     def _ready(self, ids: Sequence[bytes]) -> list[bytes] | None:
         """The bytes of IDS if every one is fetched and verified (held until kept), else None."""
-        with self._lock:
-            futures = [self._inflight.get(oid) for oid in ids]
-        if not all(f is not None and f.done() and f.exception() is None for f in futures):
+        futures = self._flying(ids)
+        if futures is None or not all(f.done() and f.exception() is None for f in futures.values()):
             return None
-        return [f.result() for f in futures]
+        return [futures[oid].result() for oid in ids]
 
     def _cached(self, cache: ChunkCache, ids: Sequence[bytes]) -> dict[bytes, bytes]:
         """The cached ones among IDS; a damaged entry is dropped (and fetched again)."""
