@@ -653,3 +653,38 @@ def test_read_fetched_serves_read_ahead_from_memory_byte_exact_before_it_is_kept
             assert lazy.read_here(lazy.get_many, gobj.chunks) is None      # g: still nothing fetched
         finally:
             holder.communicate("", timeout=60)
+
+
+def mapped_bytes(path) -> int:
+    """This process's resident bytes of its mappings of file PATH (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if "-" in line.split(None, 1)[0]:          # a mapping's header line
+                inside = line.rstrip("\n").endswith(" " + str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def test_reading_the_cache_does_not_keep_its_pages_in_the_resident_set(tmp_path):
+    """Reads served from the chunk cache come from LMDB's map; the pages they touch are dropped
+    from the process every RELEASE_EVERY bytes (they stay in the page cache), so reading 64 MiB
+    of cached chunks never leaves more than 24 MiB of the map resident, and the bytes are right."""
+    from artfs.store.backend import Obj
+    from artfs.store.cache import ChunkCache
+    from artfs.store.ids import object_id, strong_digest
+    bound = 24 * MiB                 # RELEASE_EVERY (16 MiB), one chunk, the B-tree's pages
+    rng = random.Random(3)
+    chunks = [rng.randbytes(256 << 10) for _ in range(256)]               # 64 MiB
+    objs = [Obj(object_id(d), strong_digest(d), d) for d in chunks]
+    cache = ChunkCache(str(tmp_path), limit=1 << 30)
+    for i in range(0, len(objs), 32):
+        cache.put_many(objs[i:i + 32])
+    data_file = os.path.realpath(tmp_path / "cache" / "objects" / "data.mdb")
+    for o, d in zip(objs, chunks):
+        assert cache.read_ranges([(o.id, 1000, 200_000)]) == d[1000:200_000]
+        assert mapped_bytes(data_file) <= bound
+    assert cache.get_many([o.id for o in objs[:64]]) == chunks[:64]
+    assert mapped_bytes(data_file) <= bound
+    cache.close()
