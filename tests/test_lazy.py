@@ -688,3 +688,21 @@ def test_reading_the_cache_does_not_keep_its_pages_in_the_resident_set(tmp_path)
     assert cache.get_many([o.id for o in objs[:64]]) == chunks[:64]
     assert mapped_bytes(data_file) <= bound
     cache.close()
+
+
+def test_opening_the_cache_leaves_none_of_its_map_resident(tmp_path):
+    """Opening the cache looks up every entry's size, and py-lmdb's lookups touch every page of
+    each value: a reopened 32 MiB cache mapped all of it in the process until something else
+    released it. Now the pages are dropped once loaded; the entries are all there."""
+    from artfs.store.backend import Obj
+    from artfs.store.cache import ChunkCache
+    from artfs.store.ids import object_id, strong_digest
+    rng = random.Random(4)
+    objs = [Obj(object_id(d), strong_digest(d), d) for d in (rng.randbytes(256 << 10) for _ in range(128))]
+    cache = ChunkCache(str(tmp_path), limit=1 << 30)
+    cache.put_many(objs)
+    cache.close()
+    cache = ChunkCache(str(tmp_path))
+    assert mapped_bytes(os.path.realpath(tmp_path / "cache" / "objects" / "data.mdb")) <= MiB
+    assert sorted(cache.ids()) == sorted(o.id for o in objs)
+    cache.close()

@@ -22,7 +22,8 @@ cache (a mount and an ``artfs cat``), each evicts what it knows of.
 
 Reads come straight from LMDB's map of ``objects/data.mdb``, and every page a read touched would
 stay mapped, counted in the daemon's resident set: a 1 GiB file read from the cache would add
-1 GiB to it. So every ``RELEASE_EVERY`` bytes served, the map's pages are dropped from this
+1 GiB to it. Lookups too: py-lmdb's ``get`` touches every page of the value it finds (so later
+reads do not fault holding the GIL), and opening the cache looks up every entry's size. So every ``RELEASE_EVERY`` bytes served, the map's pages are dropped from this
 process (madvise MADV_DONTNEED on the file's mapping, holding a read transaction so the map
 cannot move meanwhile): they stay in the kernel's page cache, as a ``pread`` would leave them, and
 a later read maps them again from there.
@@ -126,6 +127,7 @@ class ChunkCache:
         for oid in [o for o in sizes if o not in known] + [o for o in saved if o in sizes]:
             self._lru[oid] = sizes[oid]
         self.used = sum(self._lru.values())
+        self.release()              # py-lmdb's get touches every page of a value: all were mapped
 
     def save(self) -> None:
         with self._lock:
@@ -144,10 +146,13 @@ class ChunkCache:
     def present(self, ids: Sequence[bytes]) -> list[bool]:
         """Which ids are stored here (asks LMDB: another process may have added some)."""
         found = self.objects.has(ids)
+        touched = 0                               # py-lmdb's get maps each value it finds
         with self._lock:
             for oid, here in zip(ids, found):
                 if here and oid in self._lru:
                     self._lru.move_to_end(oid)
+                    touched += self._lru[oid]
+        self._read(touched)
         return found
 
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
