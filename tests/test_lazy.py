@@ -584,24 +584,33 @@ def test_read_here_serves_fetched_chunks_before_they_are_kept(s3, s3_bucket, tmp
         assert repo.db.objects.cache().present(ids[:2]) == [True, True]   # kept once the lock went
 
 
-def test_read_ahead_planned_by_a_read_here_that_gave_up_is_fetched(s3, s3_bucket, tmp_path, creds):
-    """The mount reads first with ``read_here``, which gives up on chunks nobody fetched yet, then
-    again in a thread that waits: the read-ahead window the first attempt planned (it advances
-    the file's sequential state) is fetched too, not lost until a later read fetches it on demand."""
+READ = 128 << 10       # the kernel's read size on a FUSE mount
+
+
+def read_ahead_is_kept(tmp_path, s3, s3_bucket, first_read) -> None:
+    """An 8 MiB file on the remote, a clone, FIRST_READ(repo, fobj, data) of its first READ bytes:
+    then the read-ahead window after them (READ_AHEAD_MIN) must be fetched and kept, right."""
     from artfs.store.lazy import READ_AHEAD_MIN
     data = random.randbytes(8 * MiB)
     published(tmp_path, s3, s3_bucket, {"f": data})
     b = tmp_path / "B"
     clone(b, s3, s3_bucket)
     with Repo(str(b)) as repo:
-        lazy = repo.db.objects
         fobj = repo.file(repo.tree(repo.resolve("ds").root).lookup(b"f").ref)
-        read = 128 << 10
-        assert lazy.read_here(repo.read, fobj, 0, read) is None        # nothing fetched yet
-        assert repo.read(fobj, 0, read) == data[:read]
-        ahead = [oid for oid, _, _ in fobj.span(read, READ_AHEAD_MIN)]
-        wait_for(lambda: all(lazy.cache().present(ahead)), "the read-ahead window fetched and kept", 60)
-        assert repo.read(fobj, read, READ_AHEAD_MIN) == data[read:read + READ_AHEAD_MIN]
+        first_read(repo, fobj, data)
+        ahead = [oid for oid, _, _ in fobj.span(READ, READ_AHEAD_MIN)]
+        wait_for(lambda: all(repo.db.objects.cache().present(ahead)), "the read-ahead window fetched and kept", 60)
+        assert repo.read(fobj, READ, READ_AHEAD_MIN) == data[READ:READ + READ_AHEAD_MIN]
+
+
+def test_read_ahead_planned_by_a_read_here_that_gave_up_is_fetched(s3, s3_bucket, tmp_path, creds):
+    """The mount reads first with ``read_here``, which gives up on chunks nobody fetched yet, then
+    again in a thread that waits: the read-ahead window the first attempt planned (it advances
+    the file's sequential state) is fetched too, not lost until a later read fetches it on demand."""
+    def first_read(repo, fobj, data):
+        assert repo.db.objects.read_here(repo.read, fobj, 0, READ) is None    # nothing fetched yet
+        assert repo.read(fobj, 0, READ) == data[:READ]
+    read_ahead_is_kept(tmp_path, s3, s3_bucket, first_read)
 
 
 def test_read_ahead_planned_within_the_memory_bound_is_not_dropped(s3, s3_bucket, tmp_path, creds, monkeypatch):
@@ -610,17 +619,9 @@ def test_read_ahead_planned_within_the_memory_bound_is_not_dropped(s3, s3_bucket
     bound (dropped then, the window would be skipped by every later read of the file)."""
     from artfs.store import lazy as lazy_module
     monkeypatch.setattr(lazy_module, "AHEAD_BYTES", 1)
-    data = random.randbytes(8 * MiB)
-    published(tmp_path, s3, s3_bucket, {"f": data})
-    b = tmp_path / "B"
-    clone(b, s3, s3_bucket)
-    with Repo(str(b)) as repo:
-        lazy = repo.db.objects
-        fobj = repo.file(repo.tree(repo.resolve("ds").root).lookup(b"f").ref)
-        read = 128 << 10
-        assert repo.read(fobj, 0, read) == data[:read]
-        ahead = [oid for oid, _, _ in fobj.span(read, lazy_module.READ_AHEAD_MIN)]
-        wait_for(lambda: all(lazy.cache().present(ahead)), "the read-ahead window fetched and kept", 60)
+    def first_read(repo, fobj, data):
+        assert repo.read(fobj, 0, READ) == data[:READ]
+    read_ahead_is_kept(tmp_path, s3, s3_bucket, first_read)
 
 
 def test_read_fetched_serves_read_ahead_from_memory_byte_exact_before_it_is_kept(s3, s3_bucket, tmp_path, creds):
