@@ -707,3 +707,32 @@ def test_opening_the_cache_leaves_none_of_its_map_resident(tmp_path):
     assert mapped_bytes(os.path.realpath(tmp_path / "cache" / "objects" / "data.mdb")) <= MiB
     assert sorted(cache.ids()) == sorted(o.id for o in objs)
     cache.close()
+
+
+OPEN_CACHE = """import sys
+from artfs.store.cache import ChunkCache
+def status(key):
+    return next(int(line.split()[1]) << 10 for line in open("/proc/self/status") if line.startswith(key))
+before = status("VmRSS:")
+cache = ChunkCache(sys.argv[1])
+print(status("VmHWM:") - before, len(cache.ids()))
+"""
+
+
+def test_opening_a_cache_never_maps_all_of_it_at_once(tmp_path):
+    """Opening a cache looks up every entry (py-lmdb touches each value's pages): a fresh process
+    opening a 128 MiB cache peaks less than half of it above where it started, and knows every
+    entry (before: the whole cache was mapped before any of it was released)."""
+    from artfs.store.backend import Obj
+    from artfs.store.cache import ChunkCache
+    from artfs.store.ids import object_id, strong_digest
+    rng = random.Random(5)
+    objs = [Obj(object_id(d), strong_digest(d), d) for d in (rng.randbytes(64 << 10) for _ in range(2048))]
+    cache = ChunkCache(str(tmp_path), limit=1 << 30)
+    cache.put_many(objs)
+    cache.close()
+    out = subprocess.run([sys.executable, "-c", OPEN_CACHE, str(tmp_path)], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    rise, entries = map(int, out.split())
+    assert entries == len(objs)
+    assert rise < 64 * MiB, rise >> 20

@@ -23,7 +23,8 @@ cache (a mount and an ``artfs cat``), each evicts what it knows of.
 Reads come straight from LMDB's map of ``objects/data.mdb``, and every page a read touched would
 stay mapped, counted in the daemon's resident set: a 1 GiB file read from the cache would add
 1 GiB to it. Lookups too: py-lmdb's ``get`` touches every page of the value it finds (so later
-reads do not fault holding the GIL), and opening the cache looks up every entry's size. So every ``RELEASE_EVERY`` bytes served, the map's pages are dropped from this
+reads do not fault holding the GIL), and opening the cache looks up every entry's size (it reads
+the whole cache once: released every ``LOAD_STEP`` entries, so it is never all mapped at once). So every ``RELEASE_EVERY`` bytes served, the map's pages are dropped from this
 process (madvise MADV_DONTNEED on the file's mapping, holding a read transaction so the map
 cannot move meanwhile): they stay in the kernel's page cache, as a ``pread`` would leave them, and
 a later read maps them again from there.
@@ -46,6 +47,7 @@ DEFAULT_FRACTION = 0.2      # of the free disk (plus what the cache holds) when 
 MIN_LIMIT = 1 << 20
 SAVE_EVERY = 4096           # stores between two saves of the recency order
 RELEASE_EVERY = 16 << 20    # bytes read from the map between two releases of its pages
+LOAD_STEP = 32             # entries looked up between two releases when the cache opens
 MADV_DONTNEED = 4
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -113,10 +115,14 @@ class ChunkCache:
     def _load(self) -> None:
         """Every stored chunk with its size, in the saved order (unknown ones oldest)."""
         sizes: dict[bytes, int] = {}
-        ids = list(self.objects.ids())
-        for i in range(0, len(ids), 4096):
-            batch = ids[i:i + 4096]
-            sizes.update((oid, n) for oid, n in zip(batch, self.objects.sizes(batch)) if n is not None)
+        env, batch = self.objects.env, []
+        with env.read_batches(LOAD_STEP) as batches:   # each step maps a value: released per batch
+            for oid, _ in batches.cursor_items(env.dbs["objects"], values=False):
+                batch.append(oid)
+                if len(batch) == LOAD_STEP:
+                    self._sizes_into(sizes, batch)
+                    batch = []
+        self._sizes_into(sizes, batch)
         try:
             with open(os.path.join(self.dir, "lru"), "rb") as f:
                 raw = f.read()
@@ -127,6 +133,9 @@ class ChunkCache:
         for oid in [o for o in sizes if o not in known] + [o for o in saved if o in sizes]:
             self._lru[oid] = sizes[oid]
         self.used = sum(self._lru.values())
+
+    def _sizes_into(self, sizes: dict[bytes, int], ids: list[bytes]) -> None:
+        sizes.update((oid, n) for oid, n in zip(ids, self.objects.sizes(ids)) if n is not None)
         self.release()              # py-lmdb's get touches every page of a value: all were mapped
 
     def save(self) -> None:
