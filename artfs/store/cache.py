@@ -23,11 +23,12 @@ cache (a mount and an ``artfs cat``), each evicts what it knows of.
 Reads come straight from LMDB's map of ``objects/data.mdb``, and every page a read touched would
 stay mapped, counted in the daemon's resident set: a 1 GiB file read from the cache would add
 1 GiB to it. Lookups too: py-lmdb's ``get`` touches every page of the value it finds (so later
-reads do not fault holding the GIL), and opening the cache looks up every entry's size (it reads
-the whole cache once: released every ``LOAD_STEP`` entries, so it is never all mapped at once). So every ``RELEASE_EVERY`` bytes served, the map's pages are dropped from this
-process (madvise MADV_DONTNEED on the file's mapping, holding a read transaction so the map
-cannot move meanwhile): they stay in the kernel's page cache, as a ``pread`` would leave them, and
-a later read maps them again from there.
+reads do not fault holding the GIL). So every ``RELEASE_EVERY`` bytes read or found, the map's
+pages are dropped from this process (madvise MADV_DONTNEED on the file's mapping, holding a read
+transaction so the map cannot move meanwhile): they stay in the kernel's page cache, as a
+``pread`` would leave them, and a later read maps them again from there. Opening the cache looks
+up every entry's size, so it reads the whole cache once; the map is released every
+``LOAD_STEP`` entries, so it is never all mapped at once.
 """
 
 from __future__ import annotations
