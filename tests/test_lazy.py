@@ -646,3 +646,155 @@ def test_files_opened_in_order_are_in_the_page_cache_before_their_opens(s3, s3_b
     for name in names:
         with open(os.path.join(d, name), "rb") as f:
             assert f.read() == files[name], name
+READ = 128 << 10       # the kernel's read size on a FUSE mount
+
+
+def read_ahead_is_kept(tmp_path, s3, s3_bucket, first_read) -> None:
+    """An 8 MiB file on the remote, a clone, FIRST_READ(repo, fobj, data) of its first READ bytes:
+    then the read-ahead window after them (READ_AHEAD_MIN) must be fetched and kept, right."""
+    from artfs.store.lazy import READ_AHEAD_MIN
+    data = random.randbytes(8 * MiB)
+    published(tmp_path, s3, s3_bucket, {"f": data})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    with Repo(str(b)) as repo:
+        fobj = repo.file(repo.tree(repo.resolve("ds").root).lookup(b"f").ref)
+        first_read(repo, fobj, data)
+        ahead = [oid for oid, _, _ in fobj.span(READ, READ_AHEAD_MIN)]
+        wait_for(lambda: all(repo.db.objects.cache().present(ahead)), "the read-ahead window fetched and kept", 60)
+        assert repo.read(fobj, READ, READ_AHEAD_MIN) == data[READ:READ + READ_AHEAD_MIN]
+
+
+def test_read_ahead_planned_by_a_read_here_that_gave_up_is_fetched(s3, s3_bucket, tmp_path, creds):
+    """The mount reads first with ``read_here``, which gives up on chunks nobody fetched yet, then
+    again in a thread that waits: the read-ahead window the first attempt planned (it advances
+    the file's sequential state) is fetched too, not lost until a later read fetches it on demand."""
+    def first_read(repo, fobj, data):
+        assert repo.db.objects.read_here(repo.read, fobj, 0, READ) is None    # nothing fetched yet
+        assert repo.read(fobj, 0, READ) == data[:READ]
+    read_ahead_is_kept(tmp_path, s3, s3_bucket, first_read)
+
+
+def test_read_ahead_planned_within_the_memory_bound_is_not_dropped(s3, s3_bucket, tmp_path, creds, monkeypatch):
+    """Read-ahead is planned only while less than AHEAD_BYTES are in flight; a window
+    planned so is fetched even when the read's own chunks, scheduled just before it, reach the
+    bound (dropped then, the window would be skipped by every later read of the file)."""
+    from artfs.store import lazy as lazy_module
+    monkeypatch.setattr(lazy_module, "AHEAD_BYTES", 1)
+    def first_read(repo, fobj, data):
+        assert repo.read(fobj, 0, READ) == data[:READ]
+    read_ahead_is_kept(tmp_path, s3, s3_bucket, first_read)
+
+
+def test_read_fetched_serves_read_ahead_from_memory_byte_exact_before_it_is_kept(s3, s3_bucket, tmp_path, creds):
+    """``read_fetched`` (a read that never waits: the mount may call it on its event loop) serves
+    what a sequential reader's read-ahead fetched, byte-exact at unaligned offsets, while the
+    chunks are not kept yet (the cache's writer lock is held by another process); for chunks
+    nobody fetched it gives None and fetches nothing."""
+    data, other = random.randbytes(8 * MiB), random.randbytes(MiB)
+    published(tmp_path, s3, s3_bucket, {"f": data, "g": other})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    with Repo(str(b)) as repo:
+        lazy = repo.db.objects
+        root = repo.tree(repo.resolve("ds").root)
+        fobj, gobj = (repo.file(root.lookup(name).ref) for name in (b"f", b"g"))
+        cache = lazy.cache()
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITE, cache.objects.env.env.path()],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline() == "held\n"
+            assert repo.read(fobj, 0, 100_000) == data[:100_000]
+            for offset in range(101_000, 900_000, 77_777):     # within the first read's window
+                got = []
+                wait_for(lambda: got.append(lazy.read_fetched(fobj, offset, 77_777)) or got[-1] is not None,
+                         "the read-ahead fetched", 60)
+                assert got[-1] == data[offset:offset + 77_777]
+            assert lazy.read_fetched(gobj, 1000, 5000) is None
+            assert cache.present(fobj.chunks[:2]) == [False, False]
+            assert lazy.read_fetched(gobj, 0, MiB) is None
+            assert lazy.read_here(lazy.get_many, gobj.chunks) is None      # g: still nothing fetched
+        finally:
+            holder.communicate("", timeout=60)
+
+
+def mapped_bytes(path) -> int:
+    """This process's resident bytes of its mappings of file PATH (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if "-" in line.split(None, 1)[0]:          # a mapping's header line
+                inside = line.rstrip("\n").endswith(" " + str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def test_reading_the_cache_does_not_keep_its_pages_in_the_resident_set(tmp_path):
+    """Reads served from the chunk cache come from LMDB's map; the pages they touch are dropped
+    from the process every RELEASE_EVERY bytes (they stay in the page cache), so reading 64 MiB
+    of cached chunks never leaves more than 24 MiB of the map resident, and the bytes are right."""
+    from artfs.store.backend import Obj
+    from artfs.store.cache import ChunkCache
+    from artfs.store.ids import object_id, strong_digest
+    bound = 24 * MiB                 # RELEASE_EVERY (16 MiB), one chunk, the B-tree's pages
+    rng = random.Random(3)
+    chunks = [rng.randbytes(256 << 10) for _ in range(256)]               # 64 MiB
+    objs = [Obj(object_id(d), strong_digest(d), d) for d in chunks]
+    cache = ChunkCache(str(tmp_path), limit=1 << 30)
+    for i in range(0, len(objs), 32):
+        cache.put_many(objs[i:i + 32])
+    data_file = os.path.realpath(tmp_path / "cache" / "objects" / "data.mdb")
+    for o, d in zip(objs, chunks):
+        assert cache.read_ranges([(o.id, 1000, 200_000)]) == d[1000:200_000]
+        assert mapped_bytes(data_file) <= bound
+    assert cache.get_many([o.id for o in objs[:64]]) == chunks[:64]
+    assert mapped_bytes(data_file) <= bound
+    cache.close()
+
+
+def test_opening_the_cache_leaves_none_of_its_map_resident(tmp_path):
+    """Opening the cache looks up every entry's size, and py-lmdb's lookups touch every page of
+    each value: a reopened 32 MiB cache mapped all of it in the process until something else
+    released it. Now the pages are dropped once loaded; the entries are all there."""
+    from artfs.store.backend import Obj
+    from artfs.store.cache import ChunkCache
+    from artfs.store.ids import object_id, strong_digest
+    rng = random.Random(4)
+    objs = [Obj(object_id(d), strong_digest(d), d) for d in (rng.randbytes(256 << 10) for _ in range(128))]
+    cache = ChunkCache(str(tmp_path), limit=1 << 30)
+    cache.put_many(objs)
+    cache.close()
+    cache = ChunkCache(str(tmp_path))
+    assert mapped_bytes(os.path.realpath(tmp_path / "cache" / "objects" / "data.mdb")) <= MiB
+    assert sorted(cache.ids()) == sorted(o.id for o in objs)
+    cache.close()
+
+
+OPEN_CACHE = """import sys
+from artfs.store.cache import ChunkCache
+def status(key):
+    return next(int(line.split()[1]) << 10 for line in open("/proc/self/status") if line.startswith(key))
+before = status("VmRSS:")
+cache = ChunkCache(sys.argv[1])
+print(status("VmHWM:") - before, len(cache.ids()))
+"""
+
+
+def test_opening_a_cache_never_maps_all_of_it_at_once(tmp_path):
+    """Opening a cache looks up every entry (py-lmdb touches each value's pages): a fresh process
+    opening a 128 MiB cache peaks less than half of it above where it started, and knows every
+    entry (before: the whole cache was mapped before any of it was released)."""
+    from artfs.store.backend import Obj
+    from artfs.store.cache import ChunkCache
+    from artfs.store.ids import object_id, strong_digest
+    rng = random.Random(5)
+    objs = [Obj(object_id(d), strong_digest(d), d) for d in (rng.randbytes(64 << 10) for _ in range(2048))]
+    cache = ChunkCache(str(tmp_path), limit=1 << 30)
+    cache.put_many(objs)
+    cache.close()
+    out = subprocess.run([sys.executable, "-c", OPEN_CACHE, str(tmp_path)], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    rise, entries = map(int, out.split())
+    assert entries == len(objs)
+    assert rise < 64 * MiB, rise >> 20

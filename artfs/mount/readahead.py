@@ -21,7 +21,7 @@ that directory ahead of the reader, and for each one:
 
 On a lazy store (store/lazy.py) the chunks of those files that only the remote holds are first
 all scheduled for fetching at once (``LazyObjectStore.fetch_soon``: neighbours in one ranged GET,
-within its bound on chunks in flight, every one verified before use); the worker thread then waits
+within its bound on bytes in flight, every one verified before use); the worker thread then waits
 for those fetches only, once (a failure leaves each file to its open, which waits for the same
 fetch if it is still on its way or tries again). The walk itself never waits for the read-ahead.
 Beyond the bound nothing more is fetched ahead, and only what is here is read ahead.

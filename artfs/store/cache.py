@@ -19,10 +19,21 @@ not kept). A chunk is stored and deleted in LMDB transactions, so a process kill
 leaves a cache whose every entry is whole and hashes right (a missing ``lru`` entry only makes it
 the oldest). The accounting (bytes, order) is this process's: with two processes filling one
 cache (a mount and an ``artfs cat``), each evicts what it knows of.
+
+Reads come straight from LMDB's map of ``objects/data.mdb``, and every page a read touched would
+stay mapped, counted in the daemon's resident set: a 1 GiB file read from the cache would add
+1 GiB to it. Lookups too: py-lmdb's ``get`` touches every page of the value it finds (so later
+reads do not fault holding the GIL). So every ``RELEASE_EVERY`` bytes read or found, the map's
+pages are dropped from this process (madvise MADV_DONTNEED on the file's mapping, holding a read
+transaction so the map cannot move meanwhile): they stay in the kernel's page cache, as a
+``pread`` would leave them, and a later read maps them again from there. Opening the cache looks
+up every entry's size, so it reads the whole cache once; the map is released every
+``LOAD_STEP`` entries, so it is never all mapped at once.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import threading
@@ -36,10 +47,25 @@ from .local import LocalObjectStore
 DEFAULT_FRACTION = 0.2      # of the free disk (plus what the cache holds) when no limit is set
 MIN_LIMIT = 1 << 20
 SAVE_EVERY = 4096           # stores between two saves of the recency order
+RELEASE_EVERY = 16 << 20    # bytes read from the map between two releases of its pages
+LOAD_STEP = 32             # entries looked up between two releases when the cache opens
+MADV_DONTNEED = 4
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def cache_dir(store: str) -> str:
     return os.path.join(store, "cache")
+
+
+def mappings(path: str) -> list[tuple[int, int]]:
+    """(start, end) of each mapping of file PATH in this process (/proc/self/maps)."""
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if line.rstrip("\n").endswith(" " + path):
+                start, end = line.split(None, 1)[0].split("-")
+                out.append((int(start, 16), int(end, 16)))
+    return out
 
 
 def parse_size(text: str) -> int:
@@ -64,6 +90,7 @@ class ChunkCache:
         self._lru: OrderedDict[bytes, int] = OrderedDict()
         self.used = 0
         self._stores = 0
+        self._served = 0          # bytes read from the map since its pages were last released
         self._load()
 
     # configuration -----------------------------------------------------------------------------
@@ -89,10 +116,14 @@ class ChunkCache:
     def _load(self) -> None:
         """Every stored chunk with its size, in the saved order (unknown ones oldest)."""
         sizes: dict[bytes, int] = {}
-        ids = list(self.objects.ids())
-        for i in range(0, len(ids), 4096):
-            batch = ids[i:i + 4096]
-            sizes.update((oid, n) for oid, n in zip(batch, self.objects.sizes(batch)) if n is not None)
+        env, batch = self.objects.env, []
+        with env.read_batches(LOAD_STEP) as batches:   # each step maps a value: released per batch
+            for oid, _ in batches.cursor_items(env.dbs["objects"], values=False):
+                batch.append(oid)
+                if len(batch) == LOAD_STEP:
+                    self._sizes_into(sizes, batch)
+                    batch = []
+        self._sizes_into(sizes, batch)
         try:
             with open(os.path.join(self.dir, "lru"), "rb") as f:
                 raw = f.read()
@@ -103,6 +134,10 @@ class ChunkCache:
         for oid in [o for o in sizes if o not in known] + [o for o in saved if o in sizes]:
             self._lru[oid] = sizes[oid]
         self.used = sum(self._lru.values())
+
+    def _sizes_into(self, sizes: dict[bytes, int], ids: list[bytes]) -> None:
+        sizes.update((oid, n) for oid, n in zip(ids, self.objects.sizes(ids)) if n is not None)
+        self.release()              # py-lmdb's get touches every page of a value: all were mapped
 
     def save(self) -> None:
         with self._lock:
@@ -121,23 +156,47 @@ class ChunkCache:
     def present(self, ids: Sequence[bytes]) -> list[bool]:
         """Which ids are stored here (asks LMDB: another process may have added some)."""
         found = self.objects.has(ids)
+        touched = 0                               # py-lmdb's get maps each value it finds
         with self._lock:
             for oid, here in zip(ids, found):
                 if here and oid in self._lru:
                     self._lru.move_to_end(oid)
+                    touched += self._lru[oid]
+        self._read(touched)
         return found
 
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
-        return self.objects.get_many(ids)
+        data = self.objects.get_many(ids)
+        self._read(sum(map(len, data)))
+        return data
 
     def read_ranges(self, spans) -> bytes:
         """Like LocalObjectStore.read_ranges (CorruptData when one is absent or damaged)."""
         data = self.objects.read_ranges(spans)
+        touched = 0                               # whole chunks: each is hashed as it is read
         with self._lock:
-            for oid, _, _ in spans:
+            for oid, start, end in spans:
                 if oid in self._lru:
                     self._lru.move_to_end(oid)
+                touched += self._lru.get(oid, end - start)
+        self._read(touched)
         return data
+
+    def _read(self, n: int) -> None:
+        """Count N bytes read from the map; past RELEASE_EVERY, release its pages."""
+        with self._lock:
+            self._served += n
+            if self._served < RELEASE_EVERY:
+                return
+            self._served = 0
+        self.release()
+
+    def release(self) -> None:
+        """Drop the pages of the cache's map from this process (not from the page cache)."""
+        env = self.objects.env
+        with env.read():                       # the map cannot move while a transaction holds it
+            for start, end in mappings(os.path.realpath(os.path.join(env.path, "data.mdb"))):
+                _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_DONTNEED)
 
     def drop(self, ids: Sequence[bytes]) -> None:
         """Forget damaged entries."""

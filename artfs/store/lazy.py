@@ -24,9 +24,18 @@ window fetched ahead, from ``READ_AHEAD_MIN`` up to ``READ_AHEAD_MAX``, schedule
 chunks the read waits for and extended by whole batches; any other read resets it.
 
 ``read_here(fn, *args)`` runs a read only as far as local, cached and fetched (verified, not yet
-stored) data go: where it would wait for the remote it gives up (None), and the mount runs it again
+stored) data go: where it would wait for the remote it gives up (None; the read-ahead it planned
+is scheduled all the same, else the window it moved past would be lost), and the mount runs it again
 in threads of its own (mount/model.py), so reads of local or cached data never queue behind reads
 stalled on the remote, and a read of what read-ahead fetched takes no second thread.
+
+Memory: read-ahead is planned only while less than ``AHEAD_BYTES`` are being fetched or held
+(fetched, verified, not yet kept); a window planned just below that adds at most
+``READ_AHEAD_MAX``, and reads add what they wait for themselves. The keeper's queue and the
+batch it stores are among those bytes (at most ``KEEP_BYTES``); beyond them LMDB copies the batch
+it stores once (its dirty pages) and each of the ``FETCHERS`` fetches holds its response (about
+``BATCH``) while copying it out. So fetched data stays under AHEAD_BYTES + READ_AHEAD_MAX +
+KEEP_BYTES + FETCHERS x BATCH (160 MiB) plus the reads in progress (docs/RELIABILITY.md).
 
 ``has`` answers what a read will find: stored here, or a data chunk the remote lists. Trees and
 file objects count only when local (a pull fetches them in bulk when ``has`` says they are absent).
@@ -34,6 +43,7 @@ file objects count only when local (a pull fetches them in bulk when ``has`` say
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -59,9 +69,10 @@ FETCHERS = 8                 # batches fetched at once
 READ_AHEAD_MIN = 1 << 20
 READ_AHEAD_MAX = 32 << 20
 SEQUENTIAL_SLACK = 4 << 20   # how far from the previous end a read still counts as sequential
-AHEAD_CHUNKS = 1536          # no read-ahead while this many chunks (~96 MiB) are in flight
+AHEAD_BYTES = 64 << 20      # no read-ahead planned while this many bytes are fetched or being fetched, not kept
 KEEP_BYTES = 32 << 20       # fetched bytes waiting to be stored, at most
 PREFETCH_IDS = 1024         # chunks (about 64 MiB) a prefetch waits for at once
+ARENAS = 2                   # glibc malloc arenas once fetching starts (see _few_arenas)
 STREAMS = 256                # files whose sequential state is remembered
 REMOTE_CONFIG = "artfs-remote.json"   # remote/catalog.py CONFIG
 
@@ -107,6 +118,8 @@ class LazyObjectStore:
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)   # fetches stored or failed
         self._inflight: dict[bytes, Future] = {}
+        self._sizes: dict[bytes, int] = {}       # of the dispatched ones among them
+        self._pending = 0                        # their sum: bytes being fetched or held until kept
         self._pool: _Fetchers | None = None
         self._keep: _Keeper | None = None
         self._streams: OrderedDict[int, _Stream] = OrderedDict()
@@ -171,7 +184,8 @@ class LazyObjectStore:
 
     def read_here(self, fn, *args):
         """``fn(*args)``, a read, if it needs no object from the remote (local and cached data),
-        else None without waiting for the remote (nothing is fetched for it)."""
+        else None without waiting for the remote: what it reads is not fetched for it, but the
+        read-ahead it planned (a ``read_file`` advances the file's sequential state) is scheduled."""
         _here_only.on = True
         try:
             return fn(*args)
@@ -207,11 +221,36 @@ class LazyObjectStore:
 
     def read_file(self, fobj, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of a file object, with read-ahead on sequential reads."""
+        data = self.read_fetched(fobj, offset, size)
+        if data is not None:
+            return data
         spans = list(fobj.span(offset, size))
+        futures = self._flying([oid for oid, _, _ in spans]) if self._inflight else None
+        if futures is not None:                  # read-ahead is fetching them: no store lookups
+            self._ahead(self._read_ahead(fobj, offset, size))
+            if getattr(_here_only, "on", False):
+                raise _WouldFetch()
+            got = self._wait(self.remote(), futures)
+            return b"".join(memoryview(got[oid])[s:e] for oid, s, e in spans)
         try:
             return self.local.read_ranges(spans)
         except CorruptData as e:
             return self._fallback(spans, lambda: self._read_ahead(fobj, offset, size), e)
+
+    def read_fetched(self, fobj, offset: int, size: int) -> bytes | None:
+        """``read_file`` when every chunk it needs is fetched and verified, not yet kept (what
+        read-ahead brought), else None: in memory, no store lookup, never waits (an event loop
+        may call it); the read-ahead it plans is looked up and scheduled by a fetcher thread."""
+        if not self._inflight:
+            return None
+        spans = list(fobj.span(offset, size))
+        got = self._ready([oid for oid, _, _ in spans])
+        if got is None:
+            return None
+        ahead = self._read_ahead(fobj, offset, size)
+        if ahead:
+            self._pool.submit(self._ahead, ahead)
+        return b"".join(memoryview(d)[s:e] for d, (_, s, e) in zip(got, spans))
 
     def _fallback(self, spans, ahead, error: CorruptData) -> bytes:
         """The spans' bytes when some are not local: from the cache, else fetched; ``ahead()``
@@ -224,13 +263,13 @@ class LazyObjectStore:
         if cache is not None:
             try:
                 data = cache.read_ranges(spans)
-                self._schedule(ahead(), only_absent=True)
+                self._ahead(ahead())
                 return data
             except CorruptData:
                 pass
         got = self._obtain([oid for oid, h in zip(ids, self.local.has(ids)) if not h], ahead())
         local = {}
-        return b"".join(got[oid][s:e] if oid in got else self._local_bytes(local, oid)[s:e]
+        return b"".join(memoryview(got[oid] if oid in got else self._local_bytes(local, oid))[s:e]
                         for oid, s, e in spans)
 
     def _local_bytes(self, memo: dict, oid: bytes) -> bytes:
@@ -257,6 +296,8 @@ class LazyObjectStore:
             start, stop = max(stream.ahead, end), min(end + stream.window, fobj.size)
             if start >= stop or start > end and stop - start < BATCH and stop < fobj.size:
                 return []                     # enough in flight: extend by whole batches
+            if self._pending >= AHEAD_BYTES:
+                return []                     # the memory bound: a later read plans it again
             stream.ahead = stop
         return [oid for oid, _, _ in fobj.span(start, stop - start)]
 
@@ -330,18 +371,18 @@ class LazyObjectStore:
     def fetch_soon(self, ids: Sequence[bytes]) -> bool:
         """Start fetching the chunks among ``ids`` that are neither local, cached nor in flight,
         without waiting (read-ahead of the files a walk opens next: neighbours are fetched
-        together, as for any read, and a read of them waits for the same fetch). No more than
-        AHEAD_CHUNKS are in flight: True when all of them are here or in flight, so that a read
-        of them fetches nothing more; False when some were left (or no remote is bound)."""
+        together, as for any read, and a read of them waits for the same fetch). Nothing is
+        started while AHEAD_BYTES are being fetched or held (the read-ahead's memory bound): True
+        when all of them are here, cached or in flight, so that a read of them fetches nothing
+        more; False when some were left (or no remote is bound)."""
         if not ids or self.remote() is None:
             return False
         absent = [oid for oid, h in zip(ids, self.local.has(ids)) if not h]
+        if not absent or self._schedule(absent, only_absent=True):
+            return True
+        rest = self._absent(absent)       # the bound was reached, or all were cached
         with self._lock:
-            room = AHEAD_CHUNKS - len(self._inflight)
-        take = absent[:max(room, 0)]
-        if take:
-            self._schedule(take, only_absent=True)
-        return len(take) == len(absent)
+            return all(oid in self._inflight for oid in rest)
 
     def _obtain(self, ids: Sequence[bytes], ahead: Sequence[bytes] = ()) -> dict[bytes, bytes]:
         """The bytes of objects not in the local store: from the cache, else fetched (then the
@@ -353,30 +394,48 @@ class LazyObjectStore:
         out = self._cached(cache, ids) if cache is not None else {}
         rest = [oid for oid in dict.fromkeys(ids) if oid not in out]
         if not rest:
-            self._schedule(ahead, only_absent=True)
+            self._ahead(ahead)
             return out
         if remote is None:
             raise CorruptData(f"missing object {rest[0].hex()}")
         if getattr(_here_only, "on", False):   # only what is in memory already: fetched, not yet kept
-            with self._lock:
-                fetched = [self._inflight.get(oid) for oid in rest]
-            if not all(f is not None and f.done() and f.exception() is None for f in fetched):
+            fetched = self._ready(rest)
+            self._ahead(ahead)   # planned by this read: never lost
+            if fetched is None:
                 raise _WouldFetch()
-            out.update((oid, f.result()) for oid, f in zip(rest, fetched))
-            self._schedule(ahead, only_absent=True)
+            out.update(zip(rest, fetched))
             return out
         futures = self._schedule(rest)
-        self._schedule(ahead, only_absent=True)
+        self._ahead(ahead)
+        out.update(self._wait(remote, futures))
+        return out
+
+    def _wait(self, remote, futures: dict[bytes, Future]) -> dict[bytes, bytes]:
+        """The results of these fetches, within the read timeout (else RemoteError, logged)."""
         deadline = time.monotonic() + timeout()
-        for oid in rest:
+        out = {}
+        for oid, future in futures.items():
             try:
-                out[oid] = futures[oid].result(timeout=max(0.0, deadline - time.monotonic()))
+                out[oid] = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
                 msg = (f"remote {remote.s3.url} did not answer within {timeout():.0f} s "
                        f"(ARTFS_LAZY_TIMEOUT) for object {oid.hex()}")
                 log.warning("%s", msg)
                 raise RemoteError(msg) from None
         return out
+
+    def _flying(self, ids: Sequence[bytes]) -> dict[bytes, Future] | None:
+        """The fetches of IDS if every one is in flight (being fetched, or held until kept)."""
+        with self._lock:
+            futures = {oid: self._inflight.get(oid) for oid in ids}
+        return None if None in futures.values() else futures
+
+    def _ready(self, ids: Sequence[bytes]) -> list[bytes] | None:
+        """The bytes of IDS if every one is fetched and verified (held until kept), else None."""
+        futures = self._flying(ids)
+        if futures is None or not all(f.done() and f.exception() is None for f in futures.values()):
+            return None
+        return [futures[oid].result() for oid in ids]
 
     def _cached(self, cache: ChunkCache, ids: Sequence[bytes]) -> dict[bytes, bytes]:
         """The cached ones among IDS; a damaged entry is dropped (and fetched again)."""
@@ -395,10 +454,9 @@ class LazyObjectStore:
         if remote is None or not ids:
             return {}
         if only_absent:                       # read-ahead: within the memory bound only
-            if len(self._inflight) >= AHEAD_CHUNKS:
+            if self._pending >= AHEAD_BYTES:
                 return {}
-            here = [a or b for a, b in zip(self.local.has(ids), self.cache().present(ids))]
-            ids = [oid for oid, h in zip(ids, here) if not h]
+            ids = self._absent(ids)
         futures, new = {}, []
         with self._lock:
             for oid in ids:
@@ -415,6 +473,17 @@ class LazyObjectStore:
             self._pool.submit(self._dispatch, remote, new)
         return futures
 
+    def _ahead(self, ids: Sequence[bytes]) -> None:
+        """Fetch the read-ahead ``_read_ahead`` planned (within the memory bound when planned:
+        dropped now, its window would never be fetched ahead)."""
+        if ids:
+            self._schedule(self._absent(ids))
+
+    def _absent(self, ids: Sequence[bytes]) -> list[bytes]:
+        """The ids neither in the local store nor in the cache."""
+        here = [a or b for a, b in zip(self.local.has(ids), self.cache().present(ids))]
+        return [oid for oid, h in zip(ids, here) if not h]
+
     def _dispatch(self, remote, ids: list[bytes]) -> None:   # fetcher thread
         """Split ids into batches of neighbours (by pack and offset) and fetch them in parallel."""
         try:
@@ -423,6 +492,10 @@ class LazyObjectStore:
             self._failed(remote, ids, e)
             return
         locs = {oid: remote.index.get(oid) for oid in ids}
+        with self._lock:
+            for oid, loc in locs.items():
+                self._sizes[oid] = loc.length if loc is not None else 0
+                self._pending += self._sizes[oid]
         order = sorted(ids, key=lambda oid: (locs[oid].pack, locs[oid].offset) if locs[oid] else ("", 0))
         batch, size = [], 0
         for oid in order:
@@ -467,6 +540,7 @@ class LazyObjectStore:
         with self._lock:
             for o in objs:
                 self._inflight.pop(o.id, None)
+                self._pending -= self._sizes.pop(o.id, 0)
             self._settled.notify_all()
 
     def _wait_kept(self, ids: Sequence[bytes]) -> None:
@@ -486,7 +560,18 @@ class LazyObjectStore:
         with self._lock:
             for oid in ids:
                 self._inflight.pop(oid).set_exception(error)
+                self._pending -= self._sizes.pop(oid, 0)
             self._settled.notify_all()
+
+
+def _few_arenas() -> None:
+    """Cap glibc's malloc arenas (M_ARENA_MAX) before the fetcher threads start. Fetched chunks
+    are allocated by the fetchers and freed by the keeper; with an arena per thread (glibc's
+    default allows 8 per core) the freed memory stays resident, scattered over many arenas: a
+    cold read's peak anonymous RSS was ~55 MiB higher, for the same speed and CPU. No-op off glibc."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(-8, ARENAS)     # M_ARENA_MAX
 
 
 class _Fetchers:
@@ -497,6 +582,7 @@ class _Fetchers:
     def __init__(self, n: int):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed, self._n = False, n
+        _few_arenas()
         for i in range(n):
             threading.Thread(target=self._run, name=f"artfs-fetch-{i}", daemon=True).start()
 
