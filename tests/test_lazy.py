@@ -689,8 +689,9 @@ def test_read_ahead_planned_within_the_memory_bound_is_not_dropped(s3, s3_bucket
 def test_read_fetched_serves_read_ahead_from_memory_byte_exact_before_it_is_kept(s3, s3_bucket, tmp_path, creds):
     """``read_fetched`` (a read that never waits: the mount may call it on its event loop) serves
     what a sequential reader's read-ahead fetched, byte-exact at unaligned offsets, while the
-    chunks are not kept yet (the cache's writer lock is held by another process); for chunks
-    nobody fetched it gives None and fetches nothing."""
+    chunks are not kept yet (the cache's writer lock is held by another process), and so does the
+    mount's no-thread read (``Repo.read_nowait``); for chunks nobody fetched it gives None and
+    fetches nothing."""
     data, other = random.randbytes(8 * MiB), random.randbytes(MiB)
     published(tmp_path, s3, s3_bucket, {"f": data, "g": other})
     b = tmp_path / "B"
@@ -710,6 +711,7 @@ def test_read_fetched_serves_read_ahead_from_memory_byte_exact_before_it_is_kept
                 wait_for(lambda: got.append(lazy.read_fetched(fobj, offset, 77_777)) or got[-1] is not None,
                          "the read-ahead fetched", 60)
                 assert got[-1] == data[offset:offset + 77_777]
+                assert repo.read_nowait(fobj, offset, 77_777) == data[offset:offset + 77_777]   # the mount's loop
             assert lazy.read_fetched(gobj, 1000, 5000) is None
             assert cache.present(fobj.chunks[:2]) == [False, False]
             assert lazy.read_fetched(gobj, 0, MiB) is None

@@ -195,10 +195,16 @@ class Repo:
         """``read``, or None where it might wait for a disk: for a caller on an event loop, which
         then reads in a thread. Only chunks this process read recently are read here (so the
         index pages their lookup touches were just used), and only if their bytes are in memory
-        (store/lmdb_env.py resident)."""
+        (store/lmdb_env.py resident); on a lazy store, also chunks its read-ahead fetched and
+        holds in memory (store/lazy.py ``read_fetched``)."""
         if fobj.at_source:
             return self.references.read_nowait(fobj, offset, size)
         spans = list(fobj.span(offset, size))
+        fetched = getattr(self.objects.store, "read_fetched", None)
+        data = fetched(fobj, offset, size) if fetched is not None else None
+        if data is not None:
+            self._touch(cid for cid, _, _ in spans)
+            return data
         nowait = getattr(self.objects.store, "read_ranges_resident", None)
         if nowait is None or not all(cid in self._touched for cid, _, _ in spans):
             return None
