@@ -239,18 +239,37 @@ def test_put_errors_are_one_line_with_their_exit_codes(tmp_path, srcdir):
 
 
 # the mount -----------------------------------------------------------------------------------------
+def preads_exact(path, data: bytes) -> None:
+    """Reads of PATH at block boundaries, across them and at the end give DATA's bytes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for offset, n in ((0, 4096), (MiB - 7, 200_000), (3 * MiB, 20_000), (len(data) - 5, 100)):
+            assert os.pread(fd, n, offset) == data[offset:offset + n], offset
+    finally:
+        os.close(fd)
+
+
+def changed_source_is_eio_logged_once(mount_factory, store, path: tuple, url: str, reads: int = 1) -> None:
+    """On a fresh mount of STORE (no page cache of the old bytes), each of READS reads of PATH is
+    EIO, and the daemon's log has exactly one line naming URL as changed."""
+    m = mount_factory(store=store).start()
+    for _ in range(reads):
+        with pytest.raises(OSError) as e:
+            with open(m.path(*path), "rb") as f:
+                f.read()
+        assert e.value.errno == errno.EIO
+    m.stop()
+    lines = [ln for ln in m.log_text().splitlines() if url in ln]
+    assert len(lines) == 1 and "reference source changed since put" in lines[0], m.log_text()
+
+
 @pytest.mark.fuse
 def test_mount_reads_through_copies_up_and_fails_with_eio_naming_the_url(tmp_path, srcdir, mount_factory):
     store = tmp_path / "store"
     ok(store, "put", "ds", "--reference", f"file://{srcdir}")
     m = mount_factory().start()
     big = (srcdir / "big.bin").read_bytes()
-    fd = os.open(m.path("ds", "v0", "big.bin"), os.O_RDONLY)
-    try:
-        for offset, n in ((0, 4096), (MiB - 7, 200_000), (3 * MiB, 20_000), (len(big) - 5, 100)):
-            assert os.pread(fd, n, offset) == big[offset:offset + n], offset
-    finally:
-        os.close(fd)
+    preads_exact(m.path("ds", "v0", "big.bin"), big)
     assert os.stat(m.path("ds", "v0", "big.bin")).st_size == len(big)
     # staging: an edit copies the reference up (reading it through); the commit mixes both kinds
     with open(m.path("ds", "staging", "sub", "small.txt"), "ab") as f:
@@ -268,15 +287,7 @@ def test_mount_reads_through_copies_up_and_fails_with_eio_naming_the_url(tmp_pat
     with open(m.path("ds", "v1", "sub", "small.txt"), "rb") as f:   # stored: unaffected
         assert f.read() == b"hello reference\nappended\n"
     m.stop()
-    m = mount_factory(store=store).start()                  # no page cache of big.bin left
-    for _ in range(2):
-        with pytest.raises(OSError) as e:
-            with open(m.path("ds", "v1", "big.bin"), "rb") as f:
-                f.read()
-        assert e.value.errno == errno.EIO
-    m.stop()
-    lines = [ln for ln in m.log_text().splitlines() if f"file://{srcdir}/big.bin" in ln]
-    assert len(lines) == 1 and "reference source changed since put" in lines[0], m.log_text()
+    changed_source_is_eio_logged_once(mount_factory, store, ("ds", "v1", "big.bin"), f"file://{srcdir}/big.bin", 2)
 
 
 # s3:// ---------------------------------------------------------------------------------------------
@@ -362,24 +373,12 @@ def test_mount_reads_an_s3_reference_through_and_fails_with_eio_once_it_changes(
     store, url = tmp_path / "store", f"s3://{s3_bucket}/ref"
     ok(store, "put", "ds", "--reference", url, "--endpoint", s3.endpoint)
     m = mount_factory(store=store).start()
-    fd = os.open(m.path("ds", "v0", "big.bin"), os.O_RDONLY)
-    try:
-        for offset, n in ((0, 4096), (MiB - 7, 200_000), (3 * MiB, 20_000), (len(big) - 5, 100)):
-            assert os.pread(fd, n, offset) == big[offset:offset + n], offset
-    finally:
-        os.close(fd)
+    preads_exact(m.path("ds", "v0", "big.bin"), big)
     m.stop()
     changed = bytearray(big)
     changed[2 * MiB] ^= 0xFF
     client.put_object(Bucket=s3_bucket, Key="ref/big.bin", Body=bytes(changed))
-    m = mount_factory(store=store).start()
-    with pytest.raises(OSError) as e:
-        with open(m.path("ds", "v0", "big.bin"), "rb") as f:
-            f.read()
-    assert e.value.errno == errno.EIO
-    m.stop()
-    lines = [ln for ln in m.log_text().splitlines() if f"{url}/big.bin" in ln]
-    assert len(lines) == 1 and "reference source changed since put" in lines[0], m.log_text()
+    changed_source_is_eio_logged_once(mount_factory, store, ("ds", "v0", "big.bin"), f"{url}/big.bin")
 
 
 def test_reference_versions_push_and_pull_as_metadata(s3, s3_bucket, tmp_path, srcdir):
