@@ -9,8 +9,9 @@ import types
 import pytest
 import trio
 
+from artfs.catalog.objects import FILE, Entry, Tree
 from artfs.staging.commit import commit
-from artfs.errors import NotFound
+from artfs.errors import CorruptData, NotFound
 from artfs.mount.actions import Actions
 from artfs.mount.inodes import RECENT, ROOT_INODE, InodeTable
 from artfs.mount.model import Filesystem
@@ -182,3 +183,41 @@ async def test_staging_follows_latest_moved_by_a_put_or_rm_keeping_inode_numbers
     assert {p: walk(fs, "a", "staging", *p) for p in paths} == numbers
     assert fs.getattr(numbers[("changes.txt",)]).size == 3
     assert walk(fs, "a", "staging", "many", "f49") not in {f49, *numbers.values()}   # back: anew
+
+
+async def test_a_listing_gives_each_kind_of_entry_the_attributes_its_lookup_does(tmp_path):
+    """A readdir entry's attributes (what READDIRPLUS tells the kernel, built on the listing's
+    own path) are the ones a lookup of the same name answers: a file, a hard-linked file, a
+    symlink, a FIFO and a directory, with their modes, sizes, times and link counts."""
+    src = tmp_path / "src"
+    write(str(src / "f"), b"12345", mode=0o640, mtime_ns=10**18)
+    write(str(src / "d" / "sub" / "x"), b"x")
+    os.link(src / "f", src / "hard")
+    os.symlink("f", src / "link")
+    os.mkfifo(src / "fifo", 0o600)
+    with Repo(str(tmp_path / "store")) as repo:
+        repo.put("a", str(src))
+        fs = Filesystem(repo)
+        v0 = walk(fs, "a", "v0")
+        dh = fs.opendir(v0)
+        listed = {name: attr for _, name, attr, _ in fs.readdir(dh, 0)}
+        fs.releasedir(dh)
+        assert sorted(listed) == [b"d", b"f", b"fifo", b"hard", b"link"]
+        assert {name: fs.lookup(v0, name) for name in listed} == listed
+        kinds = {name: stat.S_IFMT(a.mode) for name, a in listed.items()}
+        assert kinds == {b"d": stat.S_IFDIR, b"f": stat.S_IFREG, b"fifo": stat.S_IFIFO,
+                         b"hard": stat.S_IFREG, b"link": stat.S_IFLNK}
+        f = listed[b"f"]
+        assert (stat.S_IMODE(f.mode), f.size, f.mtime_ns, f.nlink) == (0o640, 5, 10**18, 2)
+        assert listed[b"hard"].ino == f.ino
+        assert (listed[b"link"].size, listed[b"d"].nlink) == (1, 3)
+        assert verify(repo).ok
+
+
+def test_a_tree_entry_of_unknown_kind_is_corrupt_data():
+    """A tree object whose entry has a kind byte artfs never writes is CorruptData (the mount
+    answers EIO and logs it as an I/O error), not an entry that fails later on its kind."""
+    data = bytearray(Tree([Entry(b"name", FILE, 0o644, 1, 0, b"r" * 32)]).encode())
+    data[5:6] = b"x"   # the kind byte of the first entry (after "T" and the entry count)
+    with pytest.raises(CorruptData, match="unknown kind"):
+        Tree.decode(bytes(data))

@@ -110,6 +110,30 @@ class Entry:
             (other.kind, other.mode, other.ref, other.group, other.nlink)
 
 
+# Tree.decode makes one Entry per entry of every directory listed: the frozen dataclass's own
+# __init__ (object.__setattr__ per field) costs twice what setting its slots directly does.
+# Each Entry is complete before decode returns it, and frozen from then on.
+_SET_NAME, _SET_KIND, _SET_MODE, _SET_SIZE, _SET_MTIME, _SET_REF, _SET_GROUP, _SET_NLINK, \
+    _SET_SUBDIRS = (Entry.__dict__[f].__set__ for f in (
+        "name", "kind", "mode", "size", "mtime_ns", "ref", "group", "nlink", "subdirs"))
+_KIND_OF_BYTE = {kind.encode(): kind for kind in FORMAT}
+
+
+def _new_entry(name: bytes, kind: str, mode: int, size: int, mtime_ns: int, ref: bytes) -> Entry:
+    """Entry(name, kind, mode, size, mtime_ns, ref), made the fast way (Tree.decode's)."""
+    e = object.__new__(Entry)
+    _SET_NAME(e, name)
+    _SET_KIND(e, kind)
+    _SET_MODE(e, mode)
+    _SET_SIZE(e, size)
+    _SET_MTIME(e, mtime_ns)
+    _SET_REF(e, ref)
+    _SET_GROUP(e, b"")
+    _SET_NLINK(e, 1)
+    _SET_SUBDIRS(e, None)
+    return e
+
+
 def link_group(first_name: bytes) -> bytes:
     """The id of a link group found by a walk, from the path of its first name (unique within a
     version, and the same for the same tree wherever it is read)."""
@@ -183,26 +207,32 @@ class Tree:
         if data.startswith(_PAGED):
             return PagedTree.decode(data, load)
         (count,) = struct.unpack_from(">I", data, 1)
-        pos, entries, head = 5, [], _ENTRY_HEAD
-        for _ in range(count):
-            kind, mode, size, mtime, nlen, rlen = head.unpack_from(data, pos)
-            pos += head.size
-            name = data[pos:pos + nlen]
-            pos += nlen
-            entries.append(Entry(name, kind.decode(), mode, size, mtime, data[pos:pos + rlen]))
-            pos += rlen
+        pos, entries, unpack, size_ = 5, [], _ENTRY_HEAD.unpack_from, _ENTRY_HEAD.size
+        new, kinds = _new_entry, _KIND_OF_BYTE
+        try:
+            for _ in range(count):
+                kind, mode, size, mtime, nlen, rlen = unpack(data, pos)
+                pos += size_
+                name = data[pos:pos + nlen]
+                pos += nlen
+                entries.append(new(name, kinds[kind], mode, size, mtime, data[pos:pos + rlen]))
+                pos += rlen
+        except KeyError as e:
+            raise CorruptData(f"tree entry of unknown kind {e.args[0]!r}") from None
         if data[pos:pos + 1] == b"H":
             (count,), pos = struct.unpack_from(">I", data, pos + 1), pos + 5
             for _ in range(count):
                 i, nlink, glen = _LINKS.unpack_from(data, pos)
                 pos += _LINKS.size
-                entries[i] = replace(entries[i], group=data[pos:pos + glen], nlink=nlink)
+                _SET_GROUP(entries[i], data[pos:pos + glen])   # ours until returned
+                _SET_NLINK(entries[i], nlink)
                 pos += glen
         if data[pos:pos + 1] == b"D":
             (count,), pos = struct.unpack_from(">I", data, pos + 1), pos + 5
             counts = dict(_SUBDIRS.iter_unpack(data[pos:pos + count * _SUBDIRS.size]))
-            entries = [replace(e, subdirs=counts.get(i, 0)) if e.kind == DIR else e
-                       for i, e in enumerate(entries)]
+            for i, e in enumerate(entries):
+                if e.kind == DIR:
+                    _SET_SUBDIRS(e, counts.get(i, 0))
         return cls(entries)
 
 

@@ -50,9 +50,10 @@ class InodeTable:
     def inode(self, key: tuple) -> int:
         """The inode number of an identity, allocated on first sight."""
         ino = self._ids.get(key)
-        if ino is None:
-            ino = self.allocate()
-            self._bind(key, ino)
+        if ino is None:   # once per entry of a cold listing: allocate() and _bind() inlined
+            ino, self._next = self._next, self._next + 1
+            self._ids[key], self._keys[ino] = ino, key
+            self._unheld(ino)
         return ino
 
     def held(self, key: tuple) -> int | None:

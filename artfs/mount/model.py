@@ -67,6 +67,8 @@ class Filesystem:
         self.uid, self.gid = os.getuid(), os.getgid()   # owner of everything outside staging
         self.root = Root(self, time.time_ns())
         self.inodes = InodeTable(self.root)
+        # remember(node): the kernel learned of a node from a readdir entry (once per entry)
+        self.remember = self.inodes.remember
         self.files = OpenFiles(repo)
         self.io = trio.CapacityLimiter(IO_THREADS)
         self.remote_io = trio.CapacityLimiter(REMOTE_THREADS)
@@ -118,9 +120,6 @@ class Filesystem:
 
     def forget(self, ino: int, count: int) -> None:
         self.inodes.forget(ino, count)
-
-    def remember(self, node: Node) -> None:
-        self.inodes.remember(node)
 
     def readlink(self, ino: int) -> bytes:
         return self.inodes.node(ino).readlink()

@@ -305,8 +305,12 @@ class VersionDir(Node):
         return self.child(e)
 
     def listing(self) -> Listing:
-        entries = self._tree().entries
-        return Listing(len(entries), lambda i: (entries[i].name, self.child(entries[i])))
+        entries, child = self._tree().entries, self.child
+
+        def entry(i: int) -> tuple[bytes, Node]:
+            e = entries[i]
+            return e.name, child(e)
+        return Listing(len(entries), entry)
 
 
 class VersionEntry(Node):
@@ -332,11 +336,14 @@ class VersionEntry(Node):
     def is_file(self) -> bool:
         return self.entry.kind == FILE
 
-    def attr(self) -> Attr:
-        e = self.entry
+    def attr(self) -> Attr:   # once per entry of a listing: Entry.st_mode and .rdev inlined
+        e, fs = self.entry, self.fs
+        if e.kind == FILE:
+            return Attr(self.ino, stat.S_IFREG | e.mode, e.size, e.mtime_ns, e.mtime_ns, e.nlink,
+                        fs.uid, fs.gid, LONG)
         size = len(e.ref) if e.kind == LINK else e.size
-        return Attr(self.ino, e.st_mode, size, e.mtime_ns, e.mtime_ns, e.nlink, self.fs.uid,
-                    self.fs.gid, LONG, e.rdev)
+        return Attr(self.ino, e.st_mode, size, e.mtime_ns, e.mtime_ns, e.nlink, fs.uid, fs.gid,
+                    LONG, e.rdev)
 
     def readlink(self) -> bytes:
         if self.entry.kind != LINK:
