@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import inspect
 import json
 import logging
@@ -88,6 +89,9 @@ def _fusermount_u(mountpoint: str, *flags: str) -> None:
     if proc.returncode != 0:
         cls = Conflict if "busy" in proc.stderr else MountError
         raise cls(f"cannot unmount {mountpoint}: {proc.stderr.strip()}")
+
+
+GC_THRESHOLDS = (50_000, 20, 10)   # gen-0 allocations, gen-1 and gen-2 collections (default 700, 10, 10)
 
 
 def mount(store: str | None, mountpoint: str, *, foreground: bool, allow_other: bool,
@@ -248,6 +252,11 @@ class Daemon:
             pyfuse3.init(Operations(fs), self.mountpoint, options)
         except RuntimeError as e:
             raise MountError(f"cannot mount {self.mountpoint}: {e}") from None
+        # The daemon keeps a node, an entry and a key per name it served, for long: with Python's
+        # default thresholds the cyclic collector walked that heap so often that it took about a
+        # quarter of a cold `ls -lR` (py-spy, docs/benchmarks.md). Objects are still freed by
+        # reference counting; only cycles wait longer.
+        gc.set_threshold(*GC_THRESHOLDS)
         try:
             trio.run(self._main, on_ready)
         except BaseException:
