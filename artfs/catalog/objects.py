@@ -177,6 +177,11 @@ class Tree:
             return self.entries[i]
         return None
 
+    def locate(self, name: bytes) -> tuple[int, Entry | None]:
+        """Where NAME is or would be among the entries (its index), and its entry or None."""
+        i = bisect.bisect_left(self._names, name)
+        return i, self.entries[i] if i < len(self._names) and self._names[i] == name else None
+
     def refs(self) -> list[tuple[str, bytes]]:
         """The objects this tree object references: (DIR, tree id) or (FILE, file id)."""
         return [(e.kind, e.ref) for e in self.entries if e.holds_object]
@@ -277,6 +282,12 @@ class PagedTree(Tree):
 
     def lookup(self, name: bytes) -> Entry | None:
         return self.page(self.pages[self.page_of(name)]).lookup(name)
+
+    def locate(self, name: bytes) -> tuple[int, Entry | None]:
+        """``Tree.locate``, reading NAME's page only."""
+        k = self.page_of(name)
+        i, entry = self.page(self.pages[k]).locate(name)
+        return self._starts[k] + i, entry
 
     def refs(self) -> list[tuple[str, bytes]]:
         return [(DIR, p.tid) for p in self.pages]

@@ -13,11 +13,9 @@ when they change (see ArtifactState.refresh).
 
 from __future__ import annotations
 
-import bisect
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import attrgetter
 
 import trio
 
@@ -29,7 +27,6 @@ from .inodes import ROOT_INODE
 SHORT = 1.0        # seconds: artifact dirs, aliases, staging (also invalidated on change)
 LONG = 86400.0     # seconds: version entries never change
 DIR_MODE = 0o755   # mode of the root, artifact dirs and version roots (no committed mode)
-_name = attrgetter("name")
 
 
 @dataclass(slots=True)
@@ -275,28 +272,13 @@ class VersionDir(Node):
         return (e.kind, e.ref, e.mode, e.mtime_ns, e.group, e.nlink) + per_version
 
     def entries(self, start: int = 0, stop: int | None = None) -> list[Entry]:
-        """The entries from START to STOP, in listing order (of a paged directory and a STOP,
-        only the pages holding them are read: catalog/objects.py)."""
-        tree = self._tree()
-        if not tree.pages or stop is None:
-            return tree.entries[start:stop]
-        out, at = [], 0
-        for p in tree.pages:
-            if at >= stop:
-                break
-            if at + p.count > start:
-                out += tree.page(p).entries[max(start - at, 0):stop - at]
-            at += p.count
-        return out
+        """The entries from START to STOP, in listing order (of a paged directory, only the pages
+        holding them are read: catalog/objects.py)."""
+        return self._tree().entries[start:stop]
 
     def index(self, name: bytes) -> int:
         """The position of NAME among the entries (of a paged directory: reading its page)."""
-        tree = self._tree()
-        if not tree.pages:
-            return bisect.bisect_left(tree.entries, name, key=_name)
-        i = tree.page_of(name)
-        before = sum(p.count for p in tree.pages[:i])
-        return before + bisect.bisect_left(tree.page(tree.pages[i]).entries, name, key=_name)
+        return self._tree().locate(name)[0]
 
     def lookup(self, name: bytes) -> Node:
         e = self._tree().lookup(name)

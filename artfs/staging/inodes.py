@@ -148,21 +148,3 @@ def _subdirs(tree: Tree) -> list[bytes]:
     if not tree.pages:
         return [e.ref for e in tree.entries if e.kind == DIR]
     return [e.ref for p in tree.pages if p.subdirs for e in tree.page(p).entries if e.kind == DIR]
-
-
-def position(tree: Tree, name: bytes) -> tuple[int, Entry] | None:
-    """(index, entry) of NAME in a directory, or None; of a paged directory, one page is read."""
-    if not tree.pages:
-        entries, first = tree.entries, 0
-    else:
-        k = tree.page_of(name)
-        entries = tree.page(tree.pages[k]).entries
-        first = sum(p.count for p in tree.pages[:k])
-    i = bisect.bisect_left(entries, name, key=_name)
-    if i < len(entries) and entries[i].name == name:
-        return first + i, entries[i]
-    return None
-
-
-def _name(e: Entry) -> bytes:
-    return e.name

@@ -44,7 +44,7 @@ from ..errors import (Exists, InvalidInput, IsADirectory, NameTooLong, NotADirec
 from ..names import LATEST, check_artifact
 from .changes import changes
 from .data import DataFiles, MissingDataFile, remove
-from .inodes import BaseNumbering, Starts, base_offset, in_base, position
+from .inodes import BaseNumbering, Starts, base_offset, in_base
 from .links import BaseGroups
 
 __all__ = ["ROOT", "RENAME_NOREPLACE", "RENAME_EXCHANGE", "SEntry", "Staging", "check_name"]
@@ -396,10 +396,10 @@ class Staging:
                 if ino == WHITEOUT:
                     return None
                 return _named(self._counted(txn, self.index.node(txn, ino)), parent.ino, name)
-        found = position(self._origin(parent), name)
-        if found is None:
+        i, entry = self._origin(parent).locate(name)   # of a paged directory: one page read
+        if entry is None:
             return None
-        return self._derive(base, parent, *found, self.numbering.starts(parent.ref))
+        return self._derive(base, parent, i, entry, self.numbering.starts(parent.ref))
 
     def children(self, txn, base: Base, parent: Node, *, numbered: bool = True):
         """The entries of a directory, sorted by name: its origin tree with the overlay applied.
