@@ -377,11 +377,10 @@ class LazyObjectStore:
         more; False when some were left (or no remote is bound)."""
         if not ids or self.remote() is None:
             return False
-        absent = [oid for oid, h in zip(ids, self.local.has(ids)) if not h]
-        if not absent or self._schedule(absent, only_absent=True):
-            return True
-        rest = self._absent(absent)       # the bound was reached, or all were cached
-        with self._lock:
+        rest = self._absent(ids)
+        if rest and self._pending < AHEAD_BYTES:
+            self._schedule(rest)
+        with self._lock:                  # a fetch kept meanwhile is cached: a read finds it
             return all(oid in self._inflight for oid in rest)
 
     def _obtain(self, ids: Sequence[bytes], ahead: Sequence[bytes] = ()) -> dict[bytes, bytes]:
