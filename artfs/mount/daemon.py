@@ -18,6 +18,7 @@ so a reader such as ``rsync --delete`` fails instead of seeing an empty tree.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import gc
@@ -92,6 +93,24 @@ def _fusermount_u(mountpoint: str, *flags: str) -> None:
 
 
 GC_THRESHOLDS = (50_000, 20, 10)   # gen-0 allocations, gen-1 and gen-2 collections (default 700, 10, 10)
+MALLOC_ARENAS = 2
+
+
+def _tune_memory() -> None:
+    """The daemon's process-wide memory settings (a library must not change them in its users'
+    processes, so they are set here, before serving):
+    - the cyclic collector's thresholds: the daemon keeps a node, an entry and a key per name it
+      served, for long, and with Python's defaults the collector walked that heap so often that it
+      took about a quarter of a cold `ls -lR` (py-spy, docs/benchmarks.md); objects are still freed
+      by reference counting, only cycles wait longer;
+    - glibc's malloc arenas (M_ARENA_MAX): a lazy store's chunks are allocated by its fetcher
+      threads and freed by its keeper; with an arena per thread the freed memory stayed resident,
+      scattered over many arenas (a cold read's peak anonymous RSS ~55 MiB higher, same speed and
+      CPU). No-op off glibc."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(-8, MALLOC_ARENAS)     # M_ARENA_MAX
 
 
 def mount(store: str | None, mountpoint: str, *, foreground: bool, allow_other: bool,
@@ -252,11 +271,7 @@ class Daemon:
             pyfuse3.init(Operations(fs), self.mountpoint, options)
         except RuntimeError as e:
             raise MountError(f"cannot mount {self.mountpoint}: {e}") from None
-        # The daemon keeps a node, an entry and a key per name it served, for long: with Python's
-        # default thresholds the cyclic collector walked that heap so often that it took about a
-        # quarter of a cold `ls -lR` (py-spy, docs/benchmarks.md). Objects are still freed by
-        # reference counting; only cycles wait longer.
-        gc.set_threshold(*GC_THRESHOLDS)
+        _tune_memory()
         try:
             trio.run(self._main, on_ready)
         except BaseException:

@@ -33,7 +33,6 @@ up every entry's size, so it reads the whole cache once; the map is released eve
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import threading
@@ -49,23 +48,10 @@ MIN_LIMIT = 1 << 20
 SAVE_EVERY = 4096           # stores between two saves of the recency order
 RELEASE_EVERY = 16 << 20    # bytes read from the map between two releases of its pages
 LOAD_STEP = 32             # entries looked up between two releases when the cache opens
-MADV_DONTNEED = 4
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def cache_dir(store: str) -> str:
     return os.path.join(store, "cache")
-
-
-def mappings(path: str) -> list[tuple[int, int]]:
-    """(start, end) of each mapping of file PATH in this process (/proc/self/maps)."""
-    out = []
-    with open("/proc/self/maps") as f:
-        for line in f:
-            if line.rstrip("\n").endswith(" " + path):
-                start, end = line.split(None, 1)[0].split("-")
-                out.append((int(start, 16), int(end, 16)))
-    return out
 
 
 def parse_size(text: str) -> int:
@@ -193,10 +179,7 @@ class ChunkCache:
 
     def release(self) -> None:
         """Drop the pages of the cache's map from this process (not from the page cache)."""
-        env = self.objects.env
-        with env.read():                       # the map cannot move while a transaction holds it
-            for start, end in mappings(os.path.realpath(os.path.join(env.path, "data.mdb"))):
-                _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_DONTNEED)
+        self.objects.env.release_map()
 
     def drop(self, ids: Sequence[bytes]) -> None:
         """Forget damaged entries."""

@@ -43,7 +43,6 @@ file objects count only when local (a pull fetches them in bulk when ``has`` say
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -72,7 +71,6 @@ SEQUENTIAL_SLACK = 4 << 20   # how far from the previous end a read still counts
 AHEAD_BYTES = 64 << 20      # no read-ahead planned while this many bytes are fetched or being fetched, not kept
 KEEP_BYTES = 32 << 20       # fetched bytes waiting to be stored, at most
 PREFETCH_IDS = 1024         # chunks (about 64 MiB) a prefetch waits for at once
-ARENAS = 2                   # glibc malloc arenas once fetching starts (see _few_arenas)
 STREAMS = 256                # files whose sequential state is remembered
 REMOTE_CONFIG = "artfs-remote.json"   # remote/catalog.py CONFIG
 
@@ -563,16 +561,6 @@ class LazyObjectStore:
             self._settled.notify_all()
 
 
-def _few_arenas() -> None:
-    """Cap glibc's malloc arenas (M_ARENA_MAX) before the fetcher threads start. Fetched chunks
-    are allocated by the fetchers and freed by the keeper; with an arena per thread (glibc's
-    default allows 8 per core) the freed memory stays resident, scattered over many arenas: a
-    cold read's peak anonymous RSS was ~55 MiB higher, for the same speed and CPU. No-op off glibc."""
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is not None:
-        mallopt(-8, ARENAS)     # M_ARENA_MAX
-
-
 class _Fetchers:
     """N daemon threads running fetches. Not an executor: its threads are joined at exit, so a
     command that has its bytes (``cat``) would wait for a read-ahead stalled on the remote, up to
@@ -581,7 +569,6 @@ class _Fetchers:
     def __init__(self, n: int):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed, self._n = False, n
-        _few_arenas()
         for i in range(n):
             threading.Thread(target=self._run, name=f"artfs-fetch-{i}", daemon=True).start()
 

@@ -238,6 +238,15 @@ class Env:
             if grow:
                 self.grow()
 
+    def release_map(self) -> None:
+        """Drop this process's mapped pages of the environment: they stay in the kernel's page
+        cache, and a later read maps them again (madvise MADV_DONTNEED, holding a read
+        transaction so the map cannot move meanwhile)."""
+        data = os.path.realpath(os.path.join(self.path, "data.mdb"))
+        with self.read():
+            for start, end in _mappings(data):
+                _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_DONTNEED)
+
     def _keep_reserve(self) -> None:
         used = (self.env.info()["last_pgno"] + 1) * self._page
         data = os.path.join(self.path, "data.mdb")
@@ -352,6 +361,17 @@ _get_buffer.argtypes = (ctypes.py_object, ctypes.POINTER(_Buffer), ctypes.c_int)
 _release_buffer = ctypes.pythonapi.PyBuffer_Release
 _release_buffer.argtypes = (ctypes.POINTER(_Buffer),)
 _PAGE = mmap.PAGESIZE
+
+
+def _mappings(path: str) -> list[tuple[int, int]]:
+    """(start, end) of each mapping of file PATH in this process (/proc/self/maps)."""
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if line.rstrip("\n").endswith(" " + path):
+                start, end = line.split(None, 1)[0].split("-")
+                out.append((int(start, 16), int(end, 16)))
+    return out
 
 
 def resident(view) -> bool:
