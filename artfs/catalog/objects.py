@@ -255,17 +255,17 @@ class PagedTree(Tree):
     lookup reads one page. ``entries`` reads the pages as its entries are reached and keeps
     none: what stays in memory is ``load``'s to decide (the Repo's cache, bounded by bytes)."""
 
-    __slots__ = ("pages", "_firsts", "_starts", "_load")
+    __slots__ = ("pages", "starts", "_firsts", "_load")
 
     def __init__(self, pages: list[Page], load: Callable[[bytes], Tree] | None):
         self.pages, self._load = pages, load
         self._firsts = [p.first for p in pages]
-        self._starts = list(accumulate((p.count for p in pages), initial=0))   # then the count
+        self.starts = list(accumulate((p.count for p in pages), initial=0))   # each page's first index, then the count
         self._subdirs = sum(p.subdirs for p in pages)
 
     @property
     def count(self) -> int:
-        return self._starts[-1]
+        return self.starts[-1]
 
     @property
     def entries(self) -> "_PagedEntries":
@@ -287,7 +287,7 @@ class PagedTree(Tree):
         """``Tree.locate``, reading NAME's page only."""
         k = self.page_of(name)
         i, entry = self.page(self.pages[k]).locate(name)
-        return self._starts[k] + i, entry
+        return self.starts[k] + i, entry
 
     def refs(self) -> list[tuple[str, bytes]]:
         return [(DIR, p.tid) for p in self.pages]
@@ -331,7 +331,7 @@ class _PagedEntries(Sequence):
 
     def _entry(self, i: int) -> Entry:
         tree, (k, entries) = self._tree, self._last
-        starts = tree._starts
+        starts = tree.starts
         if k < 0 or not starts[k] <= i < starts[k + 1]:
             k = bisect.bisect_right(starts, i) - 1
             entries = tree.page(tree.pages[k]).entries

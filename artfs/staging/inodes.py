@@ -22,7 +22,6 @@ import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from itertools import accumulate
 
 from ..catalog.objects import DIR, Entry, Tree
 
@@ -111,7 +110,7 @@ class Starts:
             self._runs[0] = self._scan(tree.entries, 1)
             return
         self._tree = tree
-        self._firsts = list(accumulate((p.count for p in tree.pages), initial=0))[:-1]
+        self._firsts = tree.starts   # the page's first entry index, then the count (never bisected to)
         self._offsets, pos = [], 1
         for k, p in enumerate(tree.pages):
             self._offsets.append(pos)
