@@ -167,6 +167,29 @@ def test_sessions_of_live_processes_are_never_abandoned(tmp_path):
         assert repo.collect_abandoned() == 1
 
 
+def test_lock_files_of_killed_owners_are_removed_by_the_next_put(tmp_path):
+    """A session owner killed while it held no references (a mount's daemon that stored nothing
+    ahead) left its lock file in STORE/sessions/ for good; the next writer removes it, and never
+    the lock of a live owner nor a file whose owner has not locked and written it yet."""
+    store, src = tmp_path / "s", tmp_path / "src"
+    write(src / "f", b"data")
+    with Repo(str(store)) as repo:
+        repo.put("a", str(src))
+        code = ("import os, signal; from artfs.catalog.sessions import Session; "
+                f"Session({str(store)!r}); os.kill(os.getpid(), signal.SIGKILL)")
+        assert subprocess.run([sys.executable, "-c", code]).returncode == -9
+        (dead,) = os.listdir(store / "sessions")
+        live = Ingest(repo).__enter__()._session   # held by this process
+        (store / "sessions" / ("00" * 16)).touch()   # an owner that has not locked it yet
+        write(src / "f", b"more data")
+        repo.put("a", str(src))
+        left = set(os.listdir(store / "sessions"))
+        assert dead not in left
+        assert left == {live.token.hex(), "00" * 16}
+        live.end()
+        assert verify(repo).ok
+
+
 def test_compact_gives_space_back_while_reads_go_on(tmp_path):
     """Deleting frees pages inside the LMDB files, never the files: compact rewrites them; reads
     in other threads go on during the copy and the switch."""

@@ -73,6 +73,36 @@ def lock_path(store_path: str, token: bytes) -> str:
     return os.path.join(store_path, "sessions", token.hex())
 
 
+def remove_dead_locks(store_path: str) -> int:
+    """Remove the lock files whose owner died: a killed owner that held no references (a mount's
+    daemon that stored nothing ahead) leaves one that no release removes. A file is judged while
+    this process holds its lock and only once its owner wrote its pid into it, so an owner between
+    creating the file and locking it is never taken for dead. A session without its lock file is
+    dead to ``alive`` too, so removing one whose records remain changes nothing. Returns how many."""
+    folder = os.path.join(store_path, "sessions")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:   # gone meanwhile (its owner ended it), or not ours to read
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_size:
+                os.unlink(path)
+                removed += 1
+        except OSError:   # held (alive), unlinked meanwhile, or a store this user cannot write
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 def alive(store_path: str, token: bytes) -> bool:
     """Whether the session's owner still holds its lock (a missing lock file: it never will)."""
     return flock_held(lock_path(store_path, token))

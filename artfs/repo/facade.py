@@ -18,7 +18,7 @@ from collections.abc import Callable
 from ..catalog.access import Access, Caller, acting_in, changed, store_owner
 from ..catalog.db import Database, counter
 from ..catalog.objects import FileObj, Objects, Tree
-from ..catalog.sessions import Sessions
+from ..catalog.sessions import Sessions, remove_dead_locks
 from ..catalog.staging_index import StagingIndex, staging_dir
 from ..catalog.versions import Catalog, VersionInfo, check_type, whoami
 from .diff import trees_equal
@@ -402,7 +402,9 @@ class Repo:
         self.db.write(lambda txn: self.objects.release_zombie(txn, fid))
 
     def collect_abandoned(self) -> int:
-        """Release the references of ingests whose process died; returns how many there were."""
+        """Release the references of ingests whose process died, and remove the lock files dead
+        owners left; returns how many sessions held references."""
+        remove_dead_locks(self.path)
         with self.db.read() as txn:
             if not self.sessions.abandoned(txn):
                 return 0
