@@ -20,15 +20,18 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from functools import partial
 from urllib.parse import quote, unquote, urlparse
 
 from ..errors import Conflict, InvalidInput, NotFound, RemoteError, UsageError
 from .s3 import S3Store, check_endpoint
 
 STREAM_BLOCK = 1 << 20
+HEADS = 16   # HEAD requests at once when a listing holds empty objects
 HTTP_TIMEOUT = float(os.environ.get("ARTFS_REFERENCE_TIMEOUT", 60))
 
 
@@ -213,14 +216,20 @@ class S3Source:
         prefix = key.rstrip("/")
         metas = client.metas(prefix)
         parents = {p[:i] for p in (m["path"] for m in metas) for i, c in enumerate(p) if c == "/"}
+        for m in metas:
+            if m["path"] in parents and m["size"]:
+                raise InvalidInput(f"s3://{bucket}/{m['path']} is both an object and the directory of "
+                                   "others: reference a prefix or key that holds only one of them")
+        # The listing shows a folder marker KEY/ as KEY, zero bytes: only a HEAD of KEY tells it from
+        # an empty object KEY. Those HEADs go out together, as a prefix may hold many empty files.
+        empty = [m["path"] for m in metas if m["size"] == 0 and m["path"] not in parents]
+        with ThreadPoolExecutor(min(HEADS, len(empty)) or 1) as pool:
+            files = {p for p, there in zip(empty, pool.map(partial(self._exists, client), empty)) if there}
         found = []
         for m in metas:
             path = m["path"]
-            if path in parents and m["size"]:
-                raise InvalidInput(f"s3://{bucket}/{path} is both an object and the directory of others: "
-                                   "reference a prefix or key that holds only one of them")
-            if path in parents or (m["size"] == 0 and not self._exists(client, path)):
-                continue   # a folder marker (KEY/, listed without its slash): its keys are the directory
+            if path in parents or (m["size"] == 0 and path not in files):
+                continue   # a folder marker: its keys are the directory
             found.append(self._found(path[len(prefix):].lstrip("/"), f"s3://{bucket}/{path}", m))
         if not found:
             raise NotFound(f"nothing at {url}")
