@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import multiprocessing as mp
@@ -1094,6 +1095,44 @@ def _interrupt(*_):
     raise KeyboardInterrupt
 
 
+def fuse_mounts_under(root: Path) -> list[Path]:
+    """FUSE mount points under ``root`` (this process's view), deepest first."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = Path(fields[4].encode().decode("unicode_escape"))   # octal escapes: \040 is a space
+            if fields[fields.index("-") + 1].startswith("fuse") and root in point.parents:
+                found.append(point)
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def reap_killed_runs(parent: Path) -> None:
+    """Unmount and remove the work dirs of runs killed with SIGKILL (no cleanup ran): a dir whose
+    run's lock is free, with FUSE mounts whose daemon is gone (ENOTCONN) and none alive."""
+    for work in parent.glob("artfs-bench-*"):
+        fd = os.open(work, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            mounts = fuse_mounts_under(work)
+            alive = []
+            for m in mounts:
+                try:
+                    os.stat(m)
+                    alive.append(m)
+                except OSError:
+                    pass
+            if mounts and not alive:
+                for m in mounts:
+                    subprocess.run(["fusermount3", "-u", "-z", str(m)], capture_output=True)
+                shutil.rmtree(work, ignore_errors=True)
+                print(f"removed {work}: a killed run's {len(mounts)} dead mount(s)", flush=True)
+        except BlockingIOError:   # a live run
+            pass
+        finally:
+            os.close(fd)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     sizes = Sizes.make(args.quick, args.size_scale)
@@ -1108,7 +1147,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
 
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    reap_killed_runs(Path(args.workdir))
     work = Path(tempfile.mkdtemp(prefix="artfs-bench-", dir=args.workdir))
+    held = os.open(work, os.O_RDONLY)   # this run's lock (reap_killed_runs), dropped at exit
+    fcntl.flock(held, fcntl.LOCK_EX)
     b = Bench(args, sizes, work)
     b.extra["machine"] = machine_info() | {"drop_caches": b.can_drop, "workdir": str(work)}
     print(f"workdir {work}; drop_caches {'works' if b.can_drop else 'unavailable'}", flush=True)
