@@ -20,6 +20,7 @@ MIN_SIZE = 16 * 1024
 MAX_SIZE = 256 * 1024
 
 THREAD_MIN_SIZE = 4 << 20   # files at least this big are chunked in a helper thread
+AHEAD_BYTES = 32 << 20      # how far that thread may run ahead of the caller
 
 
 def _cdc() -> FastCDC:
@@ -37,29 +38,38 @@ def chunk_fd(fd: int) -> Iterator[memoryview]:
             yield chunk.data
 
 
-def hashed_chunks(fd: int, size: int, hasher=object_id, depth: int = 64) -> Iterator[tuple[bytes, bytes, bytes]]:
+def hashed_chunks(fd: int, size: int, hasher=object_id, ahead: int = AHEAD_BYTES) -> Iterator[tuple[bytes, bytes, bytes]]:
     """(id, digest, bytes) of each chunk of an open file of ``size`` bytes (store/ids.py).
 
-    For big files the chunks are cut and hashed in a helper thread: chunking and hashing release
-    the GIL, so they overlap with the caller storing the previous chunks (about 20% faster ingest
-    on two cores); at most ``depth`` chunks wait in between. Small files are done inline, where a
-    thread would cost more than it saves.
+    For big files the chunks are cut and hashed (both ids) in a helper thread: chunking and
+    hashing release the GIL, so they overlap with the caller storing the previous chunks. The
+    caller stores in batches, each ending in a transaction commit that waits for the disk, so the
+    helper may run up to ``ahead`` bytes ahead (a batch's worth: it keeps cutting and hashing the
+    next batch during that wait). Small files are done inline, where a thread would cost more than
+    it saves.
     """
     if size < THREAD_MIN_SIZE:
         for view in chunk_fd(fd):
             data = bytes(view)
             yield hasher(data), strong_digest(data), data
         return
-    q: queue.Queue = queue.Queue(depth)
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    room = threading.Condition()
+    queued = [0]   # bytes handed over and not yet taken
     stop = threading.Event()
 
     def produce():
         try:
             for view in chunk_fd(fd):
                 data = bytes(view)
-                q.put((hasher(data), strong_digest(data), data))
-                if stop.is_set():
-                    return
+                item = (hasher(data), strong_digest(data), data)
+                with room:
+                    while queued[0] >= ahead and not stop.is_set():
+                        room.wait()
+                    if stop.is_set():
+                        return
+                    queued[0] += len(data)
+                q.put(item)
             q.put(None)
         except BaseException as e:  # handed to the consumer, raised there
             q.put(e)
@@ -70,11 +80,12 @@ def hashed_chunks(fd: int, size: int, hasher=object_id, depth: int = 64) -> Iter
         while (item := q.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
+            with room:
+                queued[0] -= len(item[2])
+                room.notify()
             yield item
     finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue, then let it end
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                worker.join(0.01)
+        with room:
+            stop.set()
+            room.notify()
+        worker.join()
