@@ -8,7 +8,7 @@ import os
 import time
 
 from artfs.repo.ingest import BATCH_BYTES
-from artfs.store.chunker import AHEAD_BYTES, MAX_SIZE, hashed_chunks
+from artfs.store.chunker import AHEAD_BYTES, GROUP_BYTES, MAX_SIZE, hashed_chunks
 from tests.helpers import MiB
 
 
@@ -40,9 +40,10 @@ def test_the_chunking_thread_runs_one_batch_ahead_and_no_more(tmp_path):
         read = settled_offset(fd, "the chunking thread stopped reading")
         # it cut a batch's worth beyond the chunk the caller holds (before: 64 chunks, ~5 MiB)...
         assert read >= AHEAD_BYTES, f"ran {read / MiB:.1f} MiB ahead"
-        # ...and stopped there: plus the chunk that crossed the bound, the one it cut before
-        # waiting, and what its reader buffers (two maximal chunks)
-        assert read <= held + AHEAD_BYTES + 4 * MAX_SIZE, f"ran {read / MiB:.1f} MiB ahead"
+        # ...and stopped there: plus the group the caller took, the group that crossed the bound
+        # and the one it was making, each up to a chunk more, and its reader's buffer
+        bound = AHEAD_BYTES + 3 * (GROUP_BYTES + MAX_SIZE) + 2 * MAX_SIZE
+        assert read <= bound, f"ran {read / MiB:.1f} MiB ahead"
         total = held + sum(len(data) for _, _, data in chunks)
         assert total == size
     finally:

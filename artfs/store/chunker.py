@@ -21,6 +21,7 @@ MAX_SIZE = 256 * 1024
 
 THREAD_MIN_SIZE = 4 << 20   # files at least this big are chunked in a helper thread
 AHEAD_BYTES = 32 << 20      # how far that thread may run ahead of the caller
+GROUP_BYTES = 1 << 20       # it hands chunks over in groups this big
 
 
 def _cdc() -> FastCDC:
@@ -45,8 +46,9 @@ def hashed_chunks(fd: int, size: int, hasher=object_id, ahead: int = AHEAD_BYTES
     hashing release the GIL, so they overlap with the caller storing the previous chunks. The
     caller stores in batches, each ending in a transaction commit that waits for the disk, so the
     helper may run up to ``ahead`` bytes ahead (a batch's worth: it keeps cutting and hashing the
-    next batch during that wait). Small files are done inline, where a thread would cost more than
-    it saves.
+    next batch during that wait). Chunks are handed over in groups of GROUP_BYTES: a hand-off
+    wakes the other thread, which on a VM costs about as much as hashing a chunk. Small files are
+    done inline, where a thread would cost more than it saves.
     """
     if size < THREAD_MIN_SIZE:
         for view in chunk_fd(fd):
@@ -58,18 +60,29 @@ def hashed_chunks(fd: int, size: int, hasher=object_id, ahead: int = AHEAD_BYTES
     queued = [0]   # bytes handed over and not yet taken
     stop = threading.Event()
 
+    def hand(group: list, n: int) -> bool:
+        with room:
+            while queued[0] >= ahead and not stop.is_set():
+                room.wait()
+            if stop.is_set():
+                return False
+            queued[0] += n
+        q.put((group, n))
+        return True
+
     def produce():
         try:
+            group, n = [], 0
             for view in chunk_fd(fd):
                 data = bytes(view)
-                item = (hasher(data), strong_digest(data), data)
-                with room:
-                    while queued[0] >= ahead and not stop.is_set():
-                        room.wait()
-                    if stop.is_set():
+                group.append((hasher(data), strong_digest(data), data))
+                n += len(data)
+                if n >= GROUP_BYTES:
+                    if not hand(group, n):
                         return
-                    queued[0] += len(data)
-                q.put(item)
+                    group, n = [], 0
+            if group and not hand(group, n):
+                return
             q.put(None)
         except BaseException as e:  # handed to the consumer, raised there
             q.put(e)
@@ -80,10 +93,11 @@ def hashed_chunks(fd: int, size: int, hasher=object_id, ahead: int = AHEAD_BYTES
         while (item := q.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
+            group, n = item
             with room:
-                queued[0] -= len(item[2])
+                queued[0] -= n
                 room.notify()
-            yield item
+            yield from group
     finally:
         with room:
             stop.set()
