@@ -67,6 +67,13 @@ class Pending:
     reference: object = None   # FILE whose bytes stay at their source (repo/references.py)
 
 
+class Reused(list):
+    """The chunk list of a file whose file object was taken from the files cache: ``fid``, or
+    None once that object was found deleted and the file read again."""
+
+    fid: bytes | None = None
+
+
 class Ingest:
     def __init__(self, repo, warn: Warn | None = None, progress: Progress | None = None,
                  session: Session | None = None):
@@ -83,8 +90,7 @@ class Ingest:
         self._queued = 0
         self.files_cache: FilesCache | None = None   # put only (scan)
         self._root = ""                              # the path being scanned
-        self._reused: list[tuple] = []   # (file id, chunk list, path, rel, stat) taken from the cache
-        self._known: dict[int, tuple] = {}   # id(chunk list) -> (its file id, it): from the cache
+        self._reused: list[tuple] = []   # (chunk list, path, rel, stat) taken from the cache, to hold
         self._inodes: dict[tuple[int, int], tuple[Pending, bytes]] = {}   # (dev, ino) -> first name
 
     def __enter__(self):
@@ -147,19 +153,19 @@ class Ingest:
             gone.clear()
             held = [(c.id, len(c.data)) for c in chunks]
             for item in reused:
-                if objects.refcount(txn, item[0]):
-                    held.extend((cid, n) for cid, n in item[1])
+                if objects.refcount(txn, item[0].fid):
+                    held.extend((cid, n) for cid, n in item[0])
                 else:
                     gone.append(item)
             objects.hold_chunks(txn, held)
             sessions.hold(txn, token, batch, [cid for cid, _ in held])
         self.repo.db.write(action)
         objects.store.put_many(chunks)
-        for _fid, slots, display, rel, st in gone:
+        for slots, display, rel, st in gone:
             self.files -= 1
             self.bytes -= st.st_size
             self.files_cache.seen.pop(rel, None)
-            del self._known[id(slots)]
+            slots.fid = None
             slots[:] = self._read(None, os.fsencode(display), display, rel, follow=display == self._root)
         if gone:
             self.flush()
@@ -253,9 +259,9 @@ class Ingest:
             fobj = self.repo.file(fid) if live else None
         if fobj is None:
             return self._read(dir_fd, name, display, rel, follow)
-        slots = [[cid, n] for cid, n in zip(fobj.chunks, fobj.lengths)]
-        self._reused.append((fid, slots, display, rel, st))
-        self._known[id(slots)] = (fid, slots)
+        slots = Reused([cid, n] for cid, n in zip(fobj.chunks, fobj.lengths))
+        slots.fid = fid
+        self._reused.append((slots, display, rel, st))
         self.files_cache.keep(rel)
         self.files += 1
         self.bytes += st.st_size
@@ -295,8 +301,8 @@ class Ingest:
         One taken from the files cache and still referenced is referenced once more as it is
         (the session's references to its chunks given back): what put_file would do, without
         encoding and hashing it again."""
-        objects, (fid, known) = self.repo.objects, self._known.get(id(chunks), (None, None))
-        if known is not chunks or not objects.refcount(txn, fid):
+        objects, fid = self.repo.objects, getattr(chunks, "fid", None)
+        if fid is None or not objects.refcount(txn, fid):
             return objects.put_file(txn, [(cid, n) for cid, n in chunks])
         objects.incref(txn, fid)
         for cid, _ in chunks:

@@ -99,7 +99,7 @@ def _chunk_local_files(staging: Staging, ingest: Ingest, pre) -> tuple[dict[int,
             rec = pre.lookup(staging.name, ino, st) if pre is not None else None
             if rec is not None:
                 stored[ino] = rec
-                chunks = [list(c) for c in rec.chunks]
+                chunks = rec.chunks   # read only from here on
                 ingest.progress(st.st_size)
             else:
                 chunks = ingest.add_file(fd, st.st_size, path)

@@ -20,6 +20,8 @@ MIN_SIZE = 16 * 1024
 MAX_SIZE = 256 * 1024
 
 THREAD_MIN_SIZE = 4 << 20   # files at least this big are chunked in a helper thread
+AHEAD_BYTES = 32 << 20      # how far that thread may run ahead of the caller
+GROUP_BYTES = 1 << 20       # it hands chunks over in groups this big
 
 
 def _cdc() -> FastCDC:
@@ -37,29 +39,50 @@ def chunk_fd(fd: int) -> Iterator[memoryview]:
             yield chunk.data
 
 
-def hashed_chunks(fd: int, size: int, hasher=object_id, depth: int = 64) -> Iterator[tuple[bytes, bytes, bytes]]:
+def hashed_chunks(fd: int, size: int, hasher=object_id, ahead: int = AHEAD_BYTES) -> Iterator[tuple[bytes, bytes, bytes]]:
     """(id, digest, bytes) of each chunk of an open file of ``size`` bytes (store/ids.py).
 
-    For big files the chunks are cut and hashed in a helper thread: chunking and hashing release
-    the GIL, so they overlap with the caller storing the previous chunks (about 20% faster ingest
-    on two cores); at most ``depth`` chunks wait in between. Small files are done inline, where a
-    thread would cost more than it saves.
+    For big files the chunks are cut and hashed (both ids) in a helper thread: chunking and
+    hashing release the GIL, so they overlap with the caller storing the previous chunks. The
+    caller stores in batches, each ending in a transaction commit that waits for the disk, so the
+    helper may run up to ``ahead`` bytes ahead (a batch's worth: it keeps cutting and hashing the
+    next batch during that wait). Chunks are handed over in groups of GROUP_BYTES: a hand-off
+    wakes the other thread, which on a VM costs about as much as hashing a chunk. Small files are
+    done inline, where a thread would cost more than it saves.
     """
     if size < THREAD_MIN_SIZE:
         for view in chunk_fd(fd):
             data = bytes(view)
             yield hasher(data), strong_digest(data), data
         return
-    q: queue.Queue = queue.Queue(depth)
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    room = threading.Condition()
+    queued = [0]   # bytes handed over and not yet taken
     stop = threading.Event()
+
+    def hand(group: list, n: int) -> bool:
+        with room:
+            while queued[0] >= ahead and not stop.is_set():
+                room.wait()
+            if stop.is_set():
+                return False
+            queued[0] += n
+        q.put((group, n))
+        return True
 
     def produce():
         try:
+            group, n = [], 0
             for view in chunk_fd(fd):
                 data = bytes(view)
-                q.put((hasher(data), strong_digest(data), data))
-                if stop.is_set():
-                    return
+                group.append((hasher(data), strong_digest(data), data))
+                n += len(data)
+                if n >= GROUP_BYTES:
+                    if not hand(group, n):
+                        return
+                    group, n = [], 0
+            if group and not hand(group, n):
+                return
             q.put(None)
         except BaseException as e:  # handed to the consumer, raised there
             q.put(e)
@@ -70,11 +93,13 @@ def hashed_chunks(fd: int, size: int, hasher=object_id, depth: int = 64) -> Iter
         while (item := q.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            group, n = item
+            with room:
+                queued[0] -= n
+                room.notify()
+            yield from group
     finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue, then let it end
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                worker.join(0.01)
+        with room:
+            stop.set()
+            room.notify()
+        worker.join()
