@@ -267,6 +267,11 @@ def change_staging(rng: random.Random, staged: str, model: dict[str, bytes], it:
     big = os.urandom(rng.randrange(24, 40) * MiB)
     put_file(os.path.join(staged, "big.bin"), big)
     model["big.bin"] = big
+    os.makedirs(os.path.join(staged, "many"), exist_ok=True)
+    for k in range(400):   # rewritten each time: small files the commit reads itself (the mount
+        rel = f"many/{k}"  # stores only big ones ahead), so the daemon's part of it lasts
+        model[rel] = f"{it}:{k}:".encode() * rng.randrange(100, 800)
+        put_file(os.path.join(staged, rel), model[rel])
     for j in range(rng.randrange(3, 8)):
         rel = f"small/{it}-{j}.txt"
         os.makedirs(os.path.join(staged, "small"), exist_ok=True)
@@ -285,13 +290,19 @@ def change_staging(rng: random.Random, staged: str, model: dict[str, bytes], it:
 @pytest.mark.slow
 def test_sigkill_during_commits_at_random_instants(mount_factory):
     """SIGKILL the daemon at 12 random instants of an ``artfs commit`` of 24-40 MiB: the commit
-    made the whole version or none of it; staging is intact when it did not; verify is clean."""
+    made the whole version or none of it; staging is intact when it did not; verify is clean.
+    A kill before the command reaches the daemon interrupts nothing (the command then commits
+    without it), and the mount stores the big file as soon as it is closed, so the daemon's part
+    can be a small tail of the command: the instants are drawn after the command's start-up."""
     rng = random.Random(77)
     m = mount_factory().start()
     os.mkdir(m.path("a"))
     model: dict[str, bytes] = {}
     change_staging(rng, m.path("a", "staging"), model, -1)
-    started = time.monotonic()                         # calibrate: one commit, not killed
+    started = time.monotonic()                         # calibrate: a command's start-up
+    subprocess.run([PY, "-m", "artfs", "--store", m.store, "ls"], check=True, capture_output=True)
+    startup = time.monotonic() - started
+    started = time.monotonic()                         # and one commit, not killed
     assert m.cli("commit", "a").stdout.strip() == "a:v0"
     duration = time.monotonic() - started
     committed = versions(m.store, "a")
@@ -303,7 +314,7 @@ def test_sigkill_during_commits_at_random_instants(mount_factory):
         cmd = [PY, "-m", "artfs", "--store", m.store, "commit", "a", "--force"]
         committing = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            time.sleep(rng.uniform(0, 1.3 * duration))
+            time.sleep(rng.uniform(0.8 * min(startup, duration), 1.3 * duration))
             crash(m)
             out, err = committing.communicate(timeout=60)
         finally:
@@ -329,7 +340,7 @@ def test_sigkill_during_commits_at_random_instants(mount_factory):
         assert stray_data_files(m.store, "a") == set()
         assert ingest_sessions(m.store) == 0           # the mount released a killed commit's
         committed = now
-    assert "none" in outcomes, f"no kill interrupted a commit ({duration:.2f} s each): {outcomes}"
+    assert "none" in outcomes, f"no kill interrupted a commit ({duration:.2f} s each, start-up {startup:.2f} s): {outcomes}"
     # read back the newest version once more, from a new mount (the others: pinned by digests)
     m.stop()
     m.start()
