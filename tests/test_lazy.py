@@ -800,3 +800,86 @@ def test_opening_a_cache_never_maps_all_of_it_at_once(tmp_path):
     rise, entries = map(int, out.split())
     assert entries == len(objs)
     assert rise < 64 * MiB, rise >> 20
+
+
+OPEN_CACHE_IO = """import os, sys
+from artfs.store.cache import ChunkCache
+def read_bytes():
+    return next(int(line.split()[1]) for line in open("/proc/self/io") if line.startswith("read_bytes:"))
+before = read_bytes()
+cache = ChunkCache(sys.argv[1])
+opened = read_bytes() - before
+ids = cache.ids()
+cache.get_many(ids)
+print(opened, read_bytes() - before - opened, len(ids), cache.stats()["bytes"])
+cache.close()
+"""
+
+
+def open_cache_reads(store) -> tuple[int, int, int, int]:
+    """A fresh process opens the cache of STORE with its data file out of the page cache: the
+    bytes it read from disk to open it, then to read every entry, the entries and bytes it knows."""
+    data = os.path.realpath(store / "cache" / "objects" / "data.mdb")
+    fd = os.open(data, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    out = subprocess.run([sys.executable, "-c", OPEN_CACHE_IO, str(store)], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    opened, read, entries, used = map(int, out.split())
+    return opened, read, entries, used
+
+
+def test_opening_a_closed_cache_reads_far_less_than_it_holds(tmp_path):
+    """A cache closed cleanly is opened from its index (ids, sizes, recency order): a fresh process
+    opening a 128 MiB cache, its data out of the page cache, reads less than a quarter of it from disk
+    (LMDB's open faults its first pages in, with the device's read-ahead: 8 MiB on the test VM;
+    before, every entry's size was looked up in LMDB, reading the whole cache), and knows every entry;
+    reading them all then does read the cache (the measure sees reads). While another process
+    has it open, the index is not trusted: the entries are looked up in LMDB, all known; the
+    last to close it, which knew every entry, leaves an index trusted again."""
+    from artfs.store.backend import Obj
+    from artfs.store.cache import ChunkCache
+    from artfs.store.ids import object_id, strong_digest
+    rng = random.Random(6)
+    objs = [Obj(object_id(d), strong_digest(d), d) for d in (rng.randbytes(64 << 10) for _ in range(2048))]
+    cache = ChunkCache(str(tmp_path), limit=1 << 30)
+    for i in range(0, len(objs), 64):
+        cache.put_many(objs[i:i + 64])
+    cache.close()
+    opened, read, entries, used = open_cache_reads(tmp_path)
+    assert (entries, used) == (len(objs), 128 * MiB)
+    assert opened + read >= 64 * MiB, (opened + read) >> 20     # reads from disk are seen
+    assert opened < 32 * MiB, opened >> 20
+    other = ChunkCache(str(tmp_path))                       # open elsewhere: not trusted
+    opened, _, entries, used = open_cache_reads(tmp_path)
+    assert (entries, used) == (len(objs), 128 * MiB) and opened >= 64 * MiB
+    other.put_many(chunk_objs(b"x" * 100))
+    other.close()                        # its view may have missed the other process's changes
+    opened, _, entries, used = open_cache_reads(tmp_path)
+    assert (entries, used) == (len(objs) + 1, 128 * MiB + 100) and opened >= 64 * MiB
+    opened, _, entries, used = open_cache_reads(tmp_path)   # that one had it alone: trusted
+    assert (entries, used) == (len(objs) + 1, 128 * MiB + 100) and opened < 32 * MiB
+    subprocess.run([sys.executable, "-c", KILLED_WHILE_OPEN, str(tmp_path)], check=False,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    opened, _, entries, used = open_cache_reads(tmp_path)   # SIGKILL-ed after a store: not trusted
+    assert (entries, used) == (len(objs) + 2, 128 * MiB + 200) and opened >= 64 * MiB
+
+
+KILLED_WHILE_OPEN = """import os, signal, sys
+from artfs.store.backend import Obj
+from artfs.store.cache import ChunkCache
+from artfs.store.ids import object_id, strong_digest
+cache = ChunkCache(sys.argv[1])
+data = b"y" * 100
+cache.put_many([Obj(object_id(data), strong_digest(data), data)])
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def chunk_objs(*chunks: bytes) -> list:
+    from artfs.store.backend import Obj
+    from artfs.store.ids import object_id, strong_digest
+    return [Obj(object_id(d), strong_digest(d), d) for d in chunks]
+
