@@ -883,3 +883,42 @@ def chunk_objs(*chunks: bytes) -> list:
     from artfs.store.ids import object_id, strong_digest
     return [Obj(object_id(d), strong_digest(d), d) for d in chunks]
 
+
+def test_abandoning_a_store_ends_reads_waiting_on_a_stalled_remote_at_once(s3, s3_bucket, tmp_path, creds,
+                                                                            monkeypatch):
+    """``abandon`` (what a daemon calls when its FUSE loop ends) fails at once a read waiting for
+    a stalled remote, with ARTFS_LAZY_TIMEOUT at 600 s: it returns RemoteError well within half
+    of that (before, such a read held the daemon's exit until the timeout); nothing is fetched
+    after it, and the store still closes."""
+    from urllib.parse import urlparse
+    from artfs.errors import RemoteError
+    from artfs.store.lazy import timeout
+    from tests.faultproxy import FaultProxy
+    published(tmp_path, s3, s3_bucket, {"f": random.randbytes(2 * MiB)})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    target = urlparse(s3.endpoint)
+    monkeypatch.setenv("ARTFS_LAZY_TIMEOUT", "600")
+    with FaultProxy(target.hostname, target.port, mode="stall") as proxy:
+        via(proxy, b)
+        ids = file_chunks(b, "ds:v0", "f")
+        repo = Repo(str(b))
+        outcome = []
+
+        def read():
+            try:
+                outcome.append(repo.db.objects.get_many(ids))
+            except Exception as e:
+                outcome.append(e)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        wait_for(lambda: repo.db.objects._inflight, "a fetch in flight", 60)
+        repo.db.objects.abandon()
+        reader.join(timeout() / 2)
+        assert not reader.is_alive(), "the read waited for the stalled remote"
+        assert len(outcome) == 1 and isinstance(outcome[0], RemoteError), outcome
+        with pytest.raises(Exception, match="closed|closing"):
+            repo.db.objects.get_many(ids)
+        proxy.mode = "pass"
+        repo.close()
