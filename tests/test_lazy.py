@@ -756,8 +756,8 @@ def test_reading_the_cache_does_not_keep_its_pages_in_the_resident_set(tmp_path)
 
 
 def test_opening_the_cache_leaves_none_of_its_map_resident(tmp_path):
-    """Opening the cache looks up every entry's size, and py-lmdb's lookups touch every page of
-    each value: a reopened 32 MiB cache mapped all of it in the process until something else
+    """Opening a cache whose index is not trusted looks up every entry's size, and py-lmdb's
+    lookups touch every page of each value: a reopened 32 MiB cache mapped all of it in the process until something else
     released it. Now the pages are dropped once loaded; the entries are all there."""
     from artfs.store.backend import Obj
     from artfs.store.cache import ChunkCache
@@ -767,6 +767,7 @@ def test_opening_the_cache_leaves_none_of_its_map_resident(tmp_path):
     cache = ChunkCache(str(tmp_path), limit=1 << 30)
     cache.put_many(objs)
     cache.close()
+    (tmp_path / "cache" / "clean").unlink()     # as after a crash: every entry looked up in LMDB
     cache = ChunkCache(str(tmp_path))
     assert mapped_bytes(os.path.realpath(tmp_path / "cache" / "objects" / "data.mdb")) <= MiB
     assert sorted(cache.ids()) == sorted(o.id for o in objs)
@@ -784,7 +785,8 @@ print(status("VmHWM:") - before, len(cache.ids()))
 
 
 def test_opening_a_cache_never_maps_all_of_it_at_once(tmp_path):
-    """Opening a cache looks up every entry (py-lmdb touches each value's pages): a fresh process
+    """Opening a cache whose index is not trusted looks up every entry (py-lmdb touches each
+    value's pages): a fresh process
     opening a 128 MiB cache peaks less than half of it above where it started, and knows every
     entry (before: the whole cache was mapped before any of it was released)."""
     from artfs.store.backend import Obj
@@ -795,6 +797,7 @@ def test_opening_a_cache_never_maps_all_of_it_at_once(tmp_path):
     cache = ChunkCache(str(tmp_path), limit=1 << 30)
     cache.put_many(objs)
     cache.close()
+    (tmp_path / "cache" / "clean").unlink()     # as after a crash: every entry looked up in LMDB
     out = subprocess.run([sys.executable, "-c", OPEN_CACHE, str(tmp_path)], capture_output=True, text=True,
                          check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
     rise, entries = map(int, out.split())
