@@ -7,6 +7,7 @@ compared with the source.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -457,16 +458,16 @@ def test_connection_resets_fail_a_read_with_eio_then_it_works_after_healing(s3, 
         assert "works again" in m.log_text()
 
 
-def test_closing_a_store_while_a_fetch_is_stalled_leaves_no_thread_using_it(s3, s3_bucket, tmp_path, creds,
-                                                                               monkeypatch):
-    """A store closed while its fetch waits on a stalled remote closes at once (a command that has
-    its bytes exits); when the remote answers later, the late bytes are dropped: no keeper thread
-    starts, nothing touches the closed cache (CI once hung in the cache's close this way)."""
+@contextlib.contextmanager
+def stalled_fetch(tmp_path, s3, bucket, monkeypatch, call):
+    """A clone of a 2 MiB file whose remote stalls (tests/faultproxy.py; ARTFS_LAZY_TIMEOUT 600 s)
+    and a thread running CALL(its lazy store, the file's chunk ids), waiting for the remote.
+    Yields (the proxy, the Repo, the ids, the thread, [what CALL returned or raised, once it has])."""
     from urllib.parse import urlparse
     from tests.faultproxy import FaultProxy
-    published(tmp_path, s3, s3_bucket, {"f": random.randbytes(2 * MiB)})
+    published(tmp_path, s3, bucket, {"f": random.randbytes(2 * MiB)})
     b = tmp_path / "B"
-    clone(b, s3, s3_bucket)
+    clone(b, s3, bucket)
     target = urlparse(s3.endpoint)
     monkeypatch.setenv("ARTFS_LAZY_TIMEOUT", "600")
     with FaultProxy(target.hostname, target.port, mode="stall") as proxy:
@@ -475,15 +476,25 @@ def test_closing_a_store_while_a_fetch_is_stalled_leaves_no_thread_using_it(s3, 
         repo = Repo(str(b))
         outcome = []
 
-        def fetch():
+        def run():
             try:
-                outcome.append(repo.db.objects.prefetch(ids))
-            except Exception as e:              # the store closed under it
+                outcome.append(call(repo.db.objects, ids))
+            except Exception as e:
                 outcome.append(e)
 
-        fetcher = threading.Thread(target=fetch, daemon=True)
-        fetcher.start()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
         wait_for(lambda: repo.db.objects._inflight, "a fetch in flight", 60)
+        yield proxy, repo, ids, thread, outcome
+
+
+def test_closing_a_store_while_a_fetch_is_stalled_leaves_no_thread_using_it(s3, s3_bucket, tmp_path, creds,
+                                                                               monkeypatch):
+    """A store closed while its fetch waits on a stalled remote closes at once (a command that has
+    its bytes exits); when the remote answers later, the late bytes are dropped: no keeper thread
+    starts, nothing touches the closed cache (CI once hung in the cache's close this way)."""
+    prefetch = lambda objects, ids: objects.prefetch(ids)    # noqa: E731 - raises once the store closed
+    with stalled_fetch(tmp_path, s3, s3_bucket, monkeypatch, prefetch) as (proxy, repo, _, fetcher, outcome):
         closer = threading.Thread(target=repo.close, daemon=True)
         closer.start()
         closer.join(120)
@@ -893,30 +904,10 @@ def test_abandoning_a_store_ends_reads_waiting_on_a_stalled_remote_at_once(s3, s
     a stalled remote, with ARTFS_LAZY_TIMEOUT at 600 s: it returns RemoteError well within half
     of that (before, such a read held the daemon's exit until the timeout); nothing is fetched
     after it, and the store still closes."""
-    from urllib.parse import urlparse
     from artfs.errors import RemoteError
     from artfs.store.lazy import timeout
-    from tests.faultproxy import FaultProxy
-    published(tmp_path, s3, s3_bucket, {"f": random.randbytes(2 * MiB)})
-    b = tmp_path / "B"
-    clone(b, s3, s3_bucket)
-    target = urlparse(s3.endpoint)
-    monkeypatch.setenv("ARTFS_LAZY_TIMEOUT", "600")
-    with FaultProxy(target.hostname, target.port, mode="stall") as proxy:
-        via(proxy, b)
-        ids = file_chunks(b, "ds:v0", "f")
-        repo = Repo(str(b))
-        outcome = []
-
-        def read():
-            try:
-                outcome.append(repo.db.objects.get_many(ids))
-            except Exception as e:
-                outcome.append(e)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        wait_for(lambda: repo.db.objects._inflight, "a fetch in flight", 60)
+    read = lambda objects, ids: objects.get_many(ids)      # noqa: E731
+    with stalled_fetch(tmp_path, s3, s3_bucket, monkeypatch, read) as (proxy, repo, ids, reader, outcome):
         repo.db.objects.abandon()
         reader.join(timeout() / 2)
         assert not reader.is_alive(), "the read waited for the stalled remote"

@@ -5,6 +5,7 @@
     objects/     an LMDB object store (store/local.py: id -> SHA-256 + bytes, re-hashed on read)
     index        every entry's id and size in recency order, oldest first, saved now and then
     clean        present while the index lists exactly what ``objects/`` holds
+    shared       present once a process opened the cache while another had it open
     users.lock   flock-ed shared by each process that has the cache open; open.lock: one
                  process at a time opens or closes it
     config.json  {"limit": bytes}: set by ``artfs mount --cache-size``, kept for later processes
@@ -302,7 +303,6 @@ class ChunkCache:
     def ids(self) -> list[bytes]:
         with self._lock:
             return list(self._lru)
-
 
 
 def _lock(fd: int, how: int) -> bool:
