@@ -3,7 +3,11 @@
 ``STORE/cache/`` holds
 
     objects/     an LMDB object store (store/local.py: id -> SHA-256 + bytes, re-hashed on read)
-    lru          the recency order, oldest first (16-byte ids back to back), saved now and then
+    index        every entry's id and size in recency order, oldest first, saved now and then
+    clean        present while the index lists exactly what ``objects/`` holds
+    shared       present once a process opened the cache while another had it open
+    users.lock   flock-ed shared by each process that has the cache open; open.lock: one
+                 process at a time opens or closes it
     config.json  {"limit": bytes}: set by ``artfs mount --cache-size``, kept for later processes
 
 Only data chunks fetched from the remote come here, after they were checked against their id and
@@ -16,8 +20,8 @@ the new ones fit under the limit, so the cache never holds more than its limit. 
 ``pinned()`` names (the chunks of files open in the mount) are never evicted; when they leave too
 little room, only the newest of the new chunks that fit are stored (the others were served, just
 not kept). A chunk is stored and deleted in LMDB transactions, so a process killed at any instant
-leaves a cache whose every entry is whole and hashes right (a missing ``lru`` entry only makes it
-the oldest). The accounting (bytes, order) is this process's: with two processes filling one
+leaves a cache whose every entry is whole and hashes right (an entry missing from the index only
+makes it the oldest). The accounting (bytes, order) is this process's: with two processes filling one
 cache (a mount and an ``artfs cat``), each evicts what it knows of.
 
 Reads come straight from LMDB's map of ``objects/data.mdb``, and every page a read touched would
@@ -26,21 +30,32 @@ stay mapped, counted in the daemon's resident set: a 1 GiB file read from the ca
 reads do not fault holding the GIL). So every ``RELEASE_EVERY`` bytes read or found, the map's
 pages are dropped from this process (madvise MADV_DONTNEED on the file's mapping, holding a read
 transaction so the map cannot move meanwhile): they stay in the kernel's page cache, as a
-``pread`` would leave them, and a later read maps them again from there. Opening the cache looks
-up every entry's size, so it reads the whole cache once; the map is released every
-``LOAD_STEP`` entries, so it is never all mapped at once.
+``pread`` would leave them, and a later read maps them again from there.
+
+Opening: looking every entry's size up in LMDB reads the whole cache (py-lmdb touches each
+value), minutes for a big cache on a cold disk. So a process that opens the cache alone and closes
+it alone, no other having opened it meanwhile, knew every change: it writes the index (synced)
+and then ``clean``; the next process to open it alone trusts that index and reads nothing else,
+and removes ``clean`` first thing (a process killed later leaves none). Any other open (another
+process has it open, or ``clean`` is missing: a crash, a concurrent user, a cache written before
+the index existed, whose recency order is then lost once) lists LMDB's entries as before,
+releasing the map every ``LOAD_STEP`` entries so it is never all mapped at once, and takes the
+order from the index.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from .backend import Obj
 from .ids import ID_LEN
+from .lmdb_env import fsync_path
 from .local import LocalObjectStore
 
 DEFAULT_FRACTION = 0.2      # of the free disk (plus what the cache holds) when no limit is set
@@ -48,6 +63,7 @@ MIN_LIMIT = 1 << 20
 SAVE_EVERY = 4096           # stores between two saves of the recency order
 RELEASE_EVERY = 16 << 20    # bytes read from the map between two releases of its pages
 LOAD_STEP = 32             # entries looked up between two releases when the cache opens
+ENTRY = struct.Struct(f"<{ID_LEN}sQ")   # an index record: id, size
 
 
 def cache_dir(store: str) -> str:
@@ -77,11 +93,32 @@ class ChunkCache:
         self.used = 0
         self._stores = 0
         self._served = 0          # bytes read from the map since its pages were last released
-        self._load()
+        self._users = os.open(os.path.join(self.dir, "users.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with self._turn():
+            self._alone = _lock(self._users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            trusted = self._alone and os.path.exists(self._path("clean"))
+            if self._alone:                        # from now on, nobody else knows all changes
+                _unlink(self._path("shared"))
+            else:
+                open(self._path("shared"), "wb").close()
+            if trusted:                            # a crash from now on leaves it untrusted
+                os.unlink(self._path("clean"))
+                fsync_path(self.dir)
+            fcntl.flock(self._users, fcntl.LOCK_SH)
+            self._load(trusted)
 
     # configuration -----------------------------------------------------------------------------
+    def _path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
     def _config_path(self) -> str:
-        return os.path.join(self.dir, "config.json")
+        return self._path("config.json")
+
+    def _turn(self):
+        """Held while this process opens or closes the cache: one at a time."""
+        fd = os.open(self._path("open.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return os.fdopen(fd, "rb")              # closing it releases the lock
 
     def _limit(self, limit: int | None) -> int:
         if limit is not None:
@@ -99,8 +136,19 @@ class ChunkCache:
             return max(int(st.f_bavail * st.f_frsize * DEFAULT_FRACTION), MIN_LIMIT)
 
     # the recency order -------------------------------------------------------------------------
-    def _load(self) -> None:
-        """Every stored chunk with its size, in the saved order (unknown ones oldest)."""
+    def _load(self, trusted: bool) -> None:
+        """Every stored chunk with its size, in the saved order: the index's when TRUSTED, else
+        LMDB's entries (unknown ones oldest)."""
+        try:
+            with open(self._path("index"), "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raw = b""
+        saved = list(ENTRY.iter_unpack(memoryview(raw)[:len(raw) - len(raw) % ENTRY.size]))
+        if trusted:
+            self._lru.update(saved)
+            self.used = sum(self._lru.values())
+            return
         sizes: dict[bytes, int] = {}
         env, batch = self.objects.env, []
         with env.read_batches(LOAD_STEP) as batches:   # each step maps a value: released per batch
@@ -110,14 +158,8 @@ class ChunkCache:
                     self._sizes_into(sizes, batch)
                     batch = []
         self._sizes_into(sizes, batch)
-        try:
-            with open(os.path.join(self.dir, "lru"), "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            raw = b""
-        saved = [raw[i:i + ID_LEN] for i in range(0, len(raw) - ID_LEN + 1, ID_LEN)]
-        known = set(saved)
-        for oid in [o for o in sizes if o not in known] + [o for o in saved if o in sizes]:
+        known = {oid for oid, _ in saved}
+        for oid in [o for o in sizes if o not in known] + [o for o, _ in saved if o in sizes]:
             self._lru[oid] = sizes[oid]
         self.used = sum(self._lru.values())
 
@@ -125,18 +167,29 @@ class ChunkCache:
         sizes.update((oid, n) for oid, n in zip(ids, self.objects.sizes(ids)) if n is not None)
         self.release()              # py-lmdb's get touches every page of a value: all were mapped
 
-    def save(self) -> None:
+    def save(self, sync: bool = False) -> None:
+        """Write the index (with SYNC, on disk before this returns)."""
         with self._lock:
-            raw = b"".join(self._lru)
-        path = os.path.join(self.dir, "lru")
+            raw = b"".join(ENTRY.pack(oid, size) for oid, size in self._lru.items())
+        path = self._path("index")
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
             f.write(raw)
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
 
     def close(self) -> None:
-        self.save()
-        self.objects.close()
+        """Save the index; mark it complete when this process had the cache to itself all along."""
+        with self._turn():
+            alone = _lock(self._users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            complete = alone and self._alone and not os.path.exists(self._path("shared"))
+            self.objects.close()
+            self.save(sync=complete)
+            if complete:
+                open(self._path("clean"), "wb").close()
+                fsync_path(self.dir)
+            os.close(self._users)
 
     # reading -----------------------------------------------------------------------------------
     def present(self, ids: Sequence[bytes]) -> list[bool]:
@@ -251,3 +304,17 @@ class ChunkCache:
         with self._lock:
             return list(self._lru)
 
+
+def _lock(fd: int, how: int) -> bool:
+    try:
+        fcntl.flock(fd, how)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

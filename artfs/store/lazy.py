@@ -146,6 +146,22 @@ class LazyObjectStore:
             self._cache.close()
         self.local.close()
 
+    def abandon(self) -> None:
+        """Fail every read waiting for the remote now (RemoteError) and start no fetch after
+        this: a daemon whose FUSE loop has ended calls it, so that no worker thread stalled on
+        the remote (a read, the mount's read-ahead) holds its exit for up to ARTFS_LAZY_TIMEOUT.
+        Fetches under way end in their daemon threads and their bytes are dropped; local and
+        cached data stay readable until ``close``."""
+        error = RemoteError("the store is closing: nothing more is fetched")
+        with self._lock:
+            self._closed = True
+            pool = self._pool
+            for future in self._inflight.values():
+                if not future.done():
+                    future.set_exception(error)
+        if pool is not None:
+            pool.shutdown()                      # fetches still queued are dropped
+
     # the remote and the cache, opened on first need ------------------------------------------------
     def remote(self):
         """The RemoteObjectStore of the bound remote, or None when none is bound."""
@@ -514,7 +530,8 @@ class LazyObjectStore:
             healed, self._failing = self._failing, False
             self.fetched_bytes += sum(map(len, data))
             for oid, d in zip(ids, data):
-                self._inflight[oid].set_result(d)
+                if not self._inflight[oid].done():        # else abandoned
+                    self._inflight[oid].set_result(d)
         if healed:
             log.warning("fetching from %s works again", remote.s3.url)
         objs = [Obj(oid, remote.index[oid].digest, d) for oid, d in zip(ids, data)]
@@ -556,7 +573,9 @@ class LazyObjectStore:
             log.error("fetching %d objects from %s failed: %r", len(ids), remote.s3.url, error)
         with self._lock:
             for oid in ids:
-                self._inflight.pop(oid).set_exception(error)
+                future = self._inflight.pop(oid)
+                if not future.done():                     # else abandoned
+                    future.set_exception(error)
                 self._pending -= self._sizes.pop(oid, 0)
             self._settled.notify_all()
 

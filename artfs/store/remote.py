@@ -121,15 +121,16 @@ class RemoteObjectStore:
         return [self.index.get(oid) for oid in ids]
 
     # ObjectStore -----------------------------------------------------------------------------
-    def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
-        """The objects' bytes, each verified against its id and the SHA-256 its index lists."""
+    def get_many(self, ids: Sequence[bytes]) -> list[bytes | memoryview]:
+        """The objects' bytes, each verified against its id and the SHA-256 its index lists (data
+        chunks as views of the responses, not copied: s3.py ``get_ranges``)."""
         try:
             return self._get_many(ids)
         except _PackGone:          # a gc repacked it meanwhile: the objects are in another pack now
             self.refresh()
             return self._get_many(ids)
 
-    def _get_many(self, ids: Sequence[bytes]) -> list[bytes]:
+    def _get_many(self, ids: Sequence[bytes]) -> list[bytes | memoryview]:
         locs = self._locate(ids)
         by_pack: dict[str, list[int]] = defaultdict(list)
         for i, (oid, loc) in enumerate(zip(ids, locs)):
@@ -151,7 +152,7 @@ class RemoteObjectStore:
                         or strong_digest(data) != loc.digest):
                     raise CorruptData(f"remote object {oid.hex()} (pack {pack_key(pack)}) fails its hash "
                                       "check: the remote is damaged or was tampered with")
-                out[i] = data
+                out[i] = data if loc.kind == CHUNK else bytes(data)   # trees, file objects: decoded
         if len(by_pack) == 1:      # one pack (a lazy read's batch): no thread pool
             fetch(next(iter(by_pack)))
         else:

@@ -316,16 +316,18 @@ class S3Store:
         self._count("GET", 0, received=len(data))
         return data, _unquoted(result.meta["e_tag"])
 
-    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Bytes [start, end) of each range, in order; neighbours are coalesced into one request
-        and the requests run in parallel (without the GIL). Copied: a view of one range would keep
-        the whole coalesced response alive."""
+    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[memoryview]:
+        """Bytes [start, end) of each range, in order, as read-only views of the responses (not
+        copied: a copy of every fetched byte, holding the GIL, was the largest cost of a lazy
+        fetch after the hashes; the ranges of one coalesced response keep all of it alive until
+        the last is dropped, and callers drop a batch's together); neighbours are coalesced into
+        one request and the requests run in parallel (without the GIL)."""
         if not ranges:
             return []
         with self._errors("get", key):
             self._count("GET-range", coalesced(ranges))
-            got = [b.to_bytes() for b in obstore.get_ranges(self._store, key, starts=[s for s, _ in ranges],
-                                                            ends=[e for _, e in ranges], coalesce=COALESCE)]
+            got = [memoryview(b) for b in obstore.get_ranges(self._store, key, starts=[s for s, _ in ranges],
+                                                             ends=[e for _, e in ranges], coalesce=COALESCE)]
         self._count("GET-range", 0, received=sum(map(len, got)))
         return got
 
