@@ -916,3 +916,29 @@ def test_abandoning_a_store_ends_reads_waiting_on_a_stalled_remote_at_once(s3, s
             repo.db.objects.get_many(ids)
         proxy.mode = "pass"
         repo.close()
+
+
+def test_unmounting_while_read_ahead_waits_on_a_stalled_remote_exits_well_within_the_read_timeout(
+        s3, s3_bucket, tmp_path, creds, mount_factory, monkeypatch):
+    """Files opened in order start the mount's read-ahead of the next ones, which waits for the
+    stalled remote (tests/faultproxy.py, ARTFS_LAZY_TIMEOUT 120 s); with no file open, the mount
+    is unmounted: the daemon exits within half the read timeout (before, the read-ahead's worker
+    thread held its exit until its wait timed out)."""
+    need_fuse()
+    from urllib.parse import urlparse
+    from tests.faultproxy import FaultProxy
+    published(tmp_path, s3, s3_bucket, {f"d/f{i:02}": random.randbytes(64 << 10) for i in range(32)})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    target = urlparse(s3.endpoint)
+    with FaultProxy(target.hostname, target.port, mode="stall") as proxy:
+        m = mount_via(proxy, mount_factory, b, monkeypatch, ARTFS_LAZY_TIMEOUT="120",
+                      ARTFS_REMOTE_TIMEOUT="3", ARTFS_REMOTE_RETRIES="50", ARTFS_REMOTE_RETRY_TIMEOUT="600")
+        for name in sorted(os.listdir(m.path("ds", "v0", "d")))[:4]:     # in order: read-ahead starts
+            os.close(os.open(m.path("ds", "v0", "d", name), os.O_RDONLY))
+        wait_for(lambda: proxy._conns, "a fetch reaching the remote")
+        subprocess.run(["fusermount3", "-u", m.mnt], check=True, capture_output=True)
+        try:
+            m.proc.wait(timeout=120 / 2)
+        finally:
+            proxy.mode = "pass"

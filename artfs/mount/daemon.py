@@ -301,6 +301,7 @@ class Daemon:
             if self.lazy.refresh is not None:
                 nursery.start_soon(self._refresh)
             await pyfuse3.main()
+            self.actions.fs.repo.db.objects.abandon()   # no thread waits for the remote any more
             nursery.cancel_scope.cancel()
 
     async def _startup(self, nursery, on_ready) -> None:
