@@ -3,11 +3,12 @@ artfs stores in the same run, samples alternated (issue 11: reads >= 0.9x, commi
 
 Per repeat, an unencrypted and an encrypted store side by side (fresh stores, on the big file of
 workload 1), each step taken on both before the next, their order swapped every repeat (ABBA):
-put of the file; cp into a mount's staging then commit (commit timed); a cold sequential read
-(drop_caches, or fadvise without root, before each, and a fresh mount); then ``WARM`` pairs of
-warm reads, alternated (ABBA), each on a fresh mount with the store's files read into the page
-cache just before (so both sides start alike: artfs opens and, if encrypted, authenticates every
-chunk again; the previous mount's FUSE page cache is gone with it).
+``WRITES`` pairs of puts of the file and of commits (cp into a mount's staging, then commit
+timed); a cold sequential read (drop_caches, or fadvise without root, before each, and a fresh
+mount); then ``WARM`` pairs of warm reads, alternated (ABBA) like the writes, each on a fresh
+mount with the store's files read into the page cache just before (so both sides start alike:
+artfs opens and, if encrypted, authenticates every chunk again; the previous mount's FUSE page
+cache is gone with it).
 
 Each sample is the ratio encrypted / unencrypted of a pair taken one after the other (the load of
 a shared machine drifts less within a pair than between repeats); a row's median is of all its
@@ -29,7 +30,9 @@ from pathlib import Path
 METRICS = (("9a", "put", "put"), ("9b", "commit", "commit (cp into staging, then commit timed)"),
            ("9c", "cold", "cold sequential read"),
            ("9d", "warm", "warm read (fresh mount, store pages cached)"))
-WARM = 4   # warm read pairs per repeat
+WRITES = 2   # put and commit pairs per repeat
+WARM = 4     # warm read pairs per repeat
+PAIRS = {"put": WRITES, "commit": WRITES, "cold": 1, "warm": WARM}
 
 
 class _Side:
@@ -80,6 +83,11 @@ def _read(bm, b, side: _Side, cold: bool) -> float:
         return bm.timed_read(m.mnt / "big" / "v0" / "data.bin", b.sz.big)
 
 
+def _abba(order, i: int):
+    """The pair order of the I-th pair of a series: swapped every other pair (ABBA)."""
+    return order if i % 2 == 0 else order[::-1]
+
+
 def _pair(sides, metric: str, fn, rows) -> None:
     """One sample of METRIC on each side, in the given order; the pair's ratio is a row sample."""
     got = {}
@@ -113,11 +121,12 @@ def run(b, bm) -> None:
     for r in range(b.sz.repeats):
         order = (plain, enc) if r % 2 == 0 else (enc, plain)
         try:
-            _pair(order, "put", lambda s: _put(bm, b, s), rows)
-            _pair(order, "commit", lambda s: _commit(bm, b, s), rows)
+            for i in range(WRITES):
+                _pair(_abba(order, i), "put", lambda s: _put(bm, b, s), rows)
+                _pair(_abba(order, i), "commit", lambda s: _commit(bm, b, s), rows)
             _pair(order, "cold", lambda s: _read(bm, b, s, cold=True), rows)
             for i in range(WARM):
-                _pair(order if i % 2 == 0 else order[::-1], "warm", lambda s: _read(bm, b, s, cold=False), rows)
+                _pair(_abba(order, i), "warm", lambda s: _read(bm, b, s, cold=False), rows)
         except Exception as e:   # recorded like any failed cell; the run goes on
             for row in rows.values():
                 row.errors.setdefault("artfs", f"{type(e).__name__}: {e}"[:300])
@@ -126,8 +135,7 @@ def run(b, bm) -> None:
             for side in order:
                 shutil.rmtree(side.store, ignore_errors=True)
         print(f"  crypto repeat {r + 1}: " + ", ".join(
-            f"{m} " + " ".join(f"{x:.2f}" for x in rows[m].samples["artfs"][-(WARM if m == 'warm' else 1):])
-            for m in rows), flush=True)
+            f"{m} " + " ".join(f"{x:.2f}" for x in rows[m].samples["artfs"][-PAIRS[m]:]) for m in rows), flush=True)
     for m, row in rows.items():
         pairs = row.samples.get("artfs")
         if pairs:
