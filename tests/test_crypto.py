@@ -7,6 +7,7 @@ import glob
 import hashlib
 import json
 import os
+import threading
 
 import lmdb
 import pytest
@@ -16,6 +17,7 @@ from artfs.repo.facade import Repo
 from artfs.crypto.seal import Sealer
 from artfs.store.ids import CHUNK, DIGEST_LEN, FILE, TREE
 from artfs.store.local import LocalObjectStore
+from artfs.store.sealed import SEAL_SPLIT
 from tests.helpers import objects_env, run_cli, tree_snapshot, write
 
 PASS = "correct horse battery staple"
@@ -309,3 +311,34 @@ def test_an_encrypted_remote_indexes_a_reference_file_as_a_file_object(enc, tmp_
         fobj = _random_bin(repo)
         ids = [ref, root, fobj.chunks[0]]
         assert repo.db.objects.remote().kinds(ids) == [FILE, TREE, CHUNK]
+
+
+def test_a_big_batch_is_sealed_in_two_threads_each_chunk_as_alone(enc, tmp_path, monkeypatch):
+    """A put's batch of at least SEAL_SPLIT bytes is sealed in two threads at once (store/sealed.py
+    _sealed: AES-GCM and SHA-256 run without the GIL, so a commit seals on both cores), and what
+    is stored is exactly what sealing each chunk alone gives: every record the seal of its chunk
+    under its id with the SHA-256 of the sealed bytes, in its place; the file reads back exact."""
+    monkeypatch.setenv("ARTFS_PASSPHRASE", PASS)
+    data = os.urandom(SEAL_SPLIT * 3)
+    write(os.path.join(tmp_path, "big", "data.bin"), data)
+    threads = []
+    real_seal = Sealer.seal
+    monkeypatch.setattr(Sealer, "seal", lambda self, oid, d: threads.append(threading.get_ident())
+                        or real_seal(self, oid, d))
+    with Repo(str(enc)) as repo:
+        repo.put("big", str(tmp_path / "big"))
+        fobj = repo.file(repo.tree(repo.resolve("big").root).lookup(b"data.bin").ref)
+        assert len(fobj.chunks) > 2
+        assert len(set(threads)) == 2
+        assert repo.read(fobj, 0, fobj.size) == data
+        sealer = repo.objects.store.local._sealer
+    e = lmdb.open(objects_env(enc), max_dbs=16, readonly=True, lock=False)
+    with e.begin(db=e.open_db(b"objects", create=False)) as txn:
+        records = {cid: bytes(txn.get(cid)) for cid in fobj.chunks}
+    e.close()
+    pos = 0
+    for cid, size in zip(fobj.chunks, fobj.lengths):
+        blob = real_seal(sealer, cid, data[pos:pos + size])
+        assert records[cid] == hashlib.sha256(blob).digest() + blob
+        pos += size
+    assert pos == len(data)
