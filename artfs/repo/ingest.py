@@ -120,7 +120,8 @@ class Ingest:
         """Chunk an open file from its start; returns its chunk list (ids filled by flushes)."""
         chunks, total = [], 0
         os.lseek(fd, 0, os.SEEK_SET)
-        for cid, digest, data in hashed_chunks(fd, size, self.repo.objects.store.object_id):
+        store = self.repo.objects.store
+        for cid, digest, data in hashed_chunks(fd, size, store.object_id, store.chunk_digest):
             slot = [cid, len(data)]
             chunks.append(slot)
             self._queue.append((Obj(cid, digest, data), slot))

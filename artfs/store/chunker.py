@@ -39,8 +39,14 @@ def chunk_fd(fd: int) -> Iterator[memoryview]:
             yield chunk.data
 
 
-def hashed_chunks(fd: int, size: int, hasher=object_id, ahead: int = AHEAD_BYTES) -> Iterator[tuple[bytes, bytes, bytes]]:
-    """(id, digest, bytes) of each chunk of an open file of ``size`` bytes (store/ids.py).
+def _no_digest(_data) -> bytes:
+    return b""
+
+
+def hashed_chunks(fd: int, size: int, hasher=object_id, digest=strong_digest,
+                  ahead: int = AHEAD_BYTES) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """(id, digest, bytes) of each chunk of an open file of ``size`` bytes (store/ids.py); the
+    digest is b"" when ``digest`` is None (a store that digests what it stores: store/sealed.py).
 
     For big files the chunks are cut and hashed (both ids) in a helper thread: chunking and
     hashing release the GIL, so they overlap with the caller storing the previous chunks. The
@@ -50,10 +56,11 @@ def hashed_chunks(fd: int, size: int, hasher=object_id, ahead: int = AHEAD_BYTES
     wakes the other thread, which on a VM costs about as much as hashing a chunk. Small files are
     done inline, where a thread would cost more than it saves.
     """
+    digest = digest or _no_digest
     if size < THREAD_MIN_SIZE:
         for view in chunk_fd(fd):
             data = bytes(view)
-            yield hasher(data), strong_digest(data), data
+            yield hasher(data), digest(data), data
         return
     q: queue.SimpleQueue = queue.SimpleQueue()
     room = threading.Condition()
@@ -75,7 +82,7 @@ def hashed_chunks(fd: int, size: int, hasher=object_id, ahead: int = AHEAD_BYTES
             group, n = [], 0
             for view in chunk_fd(fd):
                 data = bytes(view)
-                group.append((hasher(data), strong_digest(data), data))
+                group.append((hasher(data), digest(data), data))
                 n += len(data)
                 if n >= GROUP_BYTES:
                     if not hand(group, n):
