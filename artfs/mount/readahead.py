@@ -4,8 +4,10 @@ trees a walk of the tree will list next.
 Walkers (``cp -r``, ``tar``, ``rsync``, a training loop over a dataset) open the files of a
 directory in listing order. Cold, each of those opens and reads would wait for the disk in turn,
 with a round trip through the kernel in between. When the opens of a version directory go in
-order (an open one or two entries past the previous one), a worker thread reads the next files of
-that directory ahead of the reader, and for each one:
+order (an open one or two entries past the previous one; a listing of the directory counts as an
+open just before its first entry, as a walk lists a directory and then opens its files, so its
+first open already counts), a worker thread reads the next files of that directory ahead of the
+reader, and for each one:
 
 - checks that its file object still exists, so that its open skips that check (a fresh read
   counted against concurrent frees: OpenFiles.confirm with ``frees``, mount/files.py);
