@@ -134,11 +134,11 @@ def test_a_damaged_file_read_ahead_reads_as_eio(mount_factory, tmp_path):
     m.start()
     d = m.path("a", "v0")
     assert sorted(os.listdir(d)) == sorted(files)
-    for name in sorted(files)[:3]:
+    for name in sorted(files)[:6]:   # the listing and these opens read ahead up to f028
         assert read(os.path.join(d, name)) == files[name]
     assert wait_until(lambda: in_page_cache(os.path.join(d, "f013")))   # read ahead past it
     assert not in_page_cache(os.path.join(d, "f012"))
-    for name in sorted(files)[3:]:
+    for name in sorted(files)[6:]:
         if name == "f012":
             assert oserror(read, os.path.join(d, name)) == errno.EIO
         else:
@@ -317,3 +317,31 @@ def test_read_ahead_does_not_confirm_a_file_being_freed(tmp_path):
             fs.files.drop(fid, wait=True)
         trio.run(race)
         assert verify(repo).ok
+
+
+def test_a_walk_gets_read_ahead_from_its_first_open_after_listing(mount_factory, tmp_path):
+    """A walk lists a directory, then opens its files in order: the listing counts as an open
+    before its first entry, so the open of the first file already starts the read-ahead of the
+    next ones (before, two opens in order did, and the second file was always read cold); a
+    directory listed and then read from the middle gets none."""
+    m = mount_factory()
+    files = {f"{d}/f{i:03d}": os.urandom(9000) for d in ("a", "b") for i in range(20)}
+    for name, data in files.items():
+        write(str(tmp_path / "src" / name), data)
+    m.cli("put", "a", tmp_path / "src")
+    m.start()
+    walked, middle = m.path("a", "v0", "a"), m.path("a", "v0", "b")
+    names = sorted(os.listdir(walked))
+    assert read(os.path.join(walked, names[0])) == files["a/" + names[0]]
+    ahead = names[WINDOW_MIN:0:-1]   # checked backwards: opens out of order start nothing
+    assert wait_until(lambda: all(in_page_cache(os.path.join(walked, n)) for n in ahead)), \
+        [n for n in ahead if not in_page_cache(os.path.join(walked, n))]
+    assert sorted(os.listdir(middle)) == names
+    assert read(os.path.join(middle, names[10])) == files["b/" + names[10]]
+    time.sleep(0.5)   # what a read-ahead would have done by now (nothing must have been)
+    checked = [n for i in range(5) for n in names[i::5] if n != names[10]]   # out of order too
+    assert [n for n in checked if in_page_cache(os.path.join(middle, n))] == []
+    for name in names:
+        assert read(os.path.join(walked, name)) == files["a/" + name]
+    m.stop()
+    m.verify()

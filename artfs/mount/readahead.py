@@ -4,8 +4,10 @@ trees a walk of the tree will list next.
 Walkers (``cp -r``, ``tar``, ``rsync``, a training loop over a dataset) open the files of a
 directory in listing order. Cold, each of those opens and reads would wait for the disk in turn,
 with a round trip through the kernel in between. When the opens of a version directory go in
-order (an open one or two entries past the previous one), a worker thread reads the next files of
-that directory ahead of the reader, and for each one:
+order (an open one or two entries past the previous one; a listing of the directory counts as an
+open just before its first entry, as a walk lists a directory and then opens its files, so its
+first open already counts), a worker thread reads the next files of that directory ahead of the
+reader, and for each one:
 
 - checks that its file object still exists, so that its open skips that check (a fresh read
   counted against concurrent frees: OpenFiles.confirm with ``frees``, mount/files.py);
@@ -106,7 +108,10 @@ class ReadAhead:
                 self._start(vdir, stream.mark, stream.upto)
         else:
             stream = _Stream(index)
-        self._streams[vdir.tid] = stream
+        self._follow(vdir.tid, stream)
+
+    def _follow(self, tid: bytes, stream: _Stream) -> None:
+        self._streams[tid] = stream
         if len(self._streams) > DIRS:
             self._streams.popitem(last=False)
 
@@ -138,8 +143,13 @@ class ReadAhead:
                 stream.on = False
 
     def listing(self, vdir) -> None:
-        """Version directory VDIR is opened for listing (trio thread): load its subdirectories'
-        subdirectories' trees ahead, once."""
+        """Version directory VDIR is opened for listing (trio thread): a walk opens its files
+        next, so the listing counts as an open just before its first entry (the open of its
+        first or second entry then starts the read-ahead); and its subdirectories'
+        subdirectories' trees are loaded ahead, once."""
+        if self.fs.store_pages is not None:
+            old = self._streams.pop(vdir.tid, None)   # one that stopped stays stopped
+            self._follow(vdir.tid, _Stream(-1) if old is None or old.on else old)
         if vdir.tid in self._expanded:
             return
         if len(self._expanded) >= EXPANDED:
@@ -159,13 +169,14 @@ class ReadAhead:
 
     def _read(self, files: list[tuple[int, bytes, int]]) -> None:   # worker thread
         fs, repo = self.fs, self.fs.repo
-        fetching = self._fetch(files)
+        fobjs = self._objects([fid for _, fid, _ in files])
+        fetching = self._fetch(list(fobjs.values()))
         for i in range(0, len(files), BATCH):
             try:
                 trio.from_thread.check_cancelled()
             except trio.Cancelled:
                 return   # the daemon is stopping
-            batch = files[i:i + BATCH]
+            batch = [file for file in files[i:i + BATCH] if file[1] in fobjs]
             frees = fs.files.frees
             try:
                 exist = repo.files_exist([fid for _, fid, _ in batch])
@@ -174,7 +185,7 @@ class ReadAhead:
             batch = [file for file, ok in zip(batch, exist) if ok]
             for _, fid, _ in batch:
                 fs.files.confirm(fid, frees)
-            for (ino, _, size), data in zip(batch, self._bytes(batch, fetching)):
+            for (ino, _, size), data in zip(batch, self._bytes([fobjs[fid] for _, fid, _ in batch], fetching)):
                 if data is not None and len(data) == size:
                     try:
                         fs.store_pages(ino, data)
@@ -182,36 +193,51 @@ class ReadAhead:
                         continue
                     self._stored.add(ino)
 
-    def _fetch(self, files: list[tuple[int, bytes, int]]) -> bool:   # worker thread
-        """Start fetching the files' chunks that only the remote of a lazy store holds, without
-        waiting (neighbours in one ranged GET); True if they are all here or on their way."""
+    def _objects(self, fids: list[bytes]) -> dict:   # worker thread
+        """The file objects (chunk lists) of FIDS by id, loaded once for both the fetch and the
+        reads, in one store read; those that cannot be loaded (deleted meanwhile, damaged) are
+        left out, for their opens to tell."""
         repo = self.fs.repo
-        objects = repo.db.objects
+        try:
+            return dict(zip(fids, repo.files(fids)))
+        except Exception:   # noqa: BLE001 - one is damaged or gone: load each on its own
+            pass
+        out = {}
+        for fid in fids:
+            try:
+                out[fid] = repo.file(fid)
+            except Exception:   # noqa: BLE001 - the reader will read it, and get the error
+                continue
+        return out
+
+    def _fetch(self, fobjs: list) -> bool:   # worker thread
+        """Start fetching the chunks of FOBJS that only the remote of a lazy store holds, without
+        waiting (neighbours in one ranged GET); True if they are all here or on their way."""
+        objects = self.fs.repo.db.objects
         if objects.remote() is None:
             return False
         try:
-            return objects.fetch_soon([c for f in repo.files([fid for _, fid, _ in files]) for c in f.chunks])
-        except Exception:   # noqa: BLE001 - deleted meanwhile, remote unreadable: the opens will tell
+            return objects.fetch_soon([c for f in fobjs for c in f.chunks])
+        except Exception:   # noqa: BLE001 - remote unreadable: the opens will tell
             return False
 
-    def _bytes(self, batch: list[tuple[int, bytes, int]], fetching: bool = False) -> list:   # worker thread
-        """The files' bytes, each None if it cannot be read here (damaged, deleted meanwhile, or
-        only on the remote of a lazy store). Only with FETCHING (their chunks are on their way,
+    def _bytes(self, fobjs: list, fetching: bool = False) -> list:   # worker thread
+        """The bytes of the files FOBJS, each None if it cannot be read here (damaged, or only on
+        the remote of a lazy store). Only with FETCHING (their chunks are on their way,
         ``_fetch``) does it wait for the remote, and only once: if that fails, it reads what is
         here."""
         repo = self.fs.repo
         here = repo.db.objects.read_here
-        fids = [fid for _, fid, _ in batch]
         try:
-            data = repo.read_whole(repo.files(fids)) if fetching else here(lambda: repo.read_whole(repo.files(fids)))
+            data = repo.read_whole(fobjs) if fetching else here(repo.read_whole, fobjs)
             if data is not None:
                 return data
-        except Exception:   # noqa: BLE001 - one file is damaged or gone: read each on its own
+        except Exception:   # noqa: BLE001 - one file is damaged: read each on its own
             pass
         out = []
-        for _, fid, _ in batch:
+        for fobj in fobjs:
             try:
-                out.append(here(lambda: repo.read_whole([repo.file(fid)])[0]))
+                out.append((here(repo.read_whole, [fobj]) or [None])[0])
             except Exception:   # noqa: BLE001 - the reader will read it, and get the error
                 out.append(None)
         return out
