@@ -806,7 +806,7 @@ def test_every_operation_on_every_file_type_matches_ext4(mounted_allow_other, tm
             assert outcomes[op, NOBODY, 0, kind] == ERR("EPERM"), (op, kind)
             assert outcomes[op, NOBODY, NOBODY, kind][0] == "ok", (op, kind)
     assert outcomes["link", 0, 0, "dir"] == ERR("EPERM")
-    dev = os.path.join(stg, "t", f"open.0.0.char")
+    dev = os.path.join(stg, "t", "open.0.0.char")
     assert oserror(os.open, dev, os.O_RDONLY) == errno.EACCES
     assert committed(m, "mx") == "mx:v1"
     kinds = [{p: w[:2] + w[4:] for p, (w, *_) in snapshot(root).items()}
