@@ -770,15 +770,9 @@ def test_opening_the_cache_leaves_none_of_its_map_resident(tmp_path):
     """Opening a cache whose index is not trusted looks up every entry's size, and py-lmdb's
     lookups touch every page of each value: a reopened 32 MiB cache mapped all of it in the process until something else
     released it. Now the pages are dropped once loaded; the entries are all there."""
-    from artfs.store.backend import Obj
     from artfs.store.cache import ChunkCache
-    from artfs.store.ids import object_id, strong_digest
-    rng = random.Random(4)
-    objs = [Obj(object_id(d), strong_digest(d), d) for d in (rng.randbytes(256 << 10) for _ in range(128))]
-    cache = ChunkCache(str(tmp_path), limit=1 << 30)
-    cache.put_many(objs)
-    cache.close()
-    (tmp_path / "cache" / "clean").unlink()     # as after a crash: every entry looked up in LMDB
+    objs = random_objs(4, 128, 256 << 10)
+    closed_cache(tmp_path, objs, trusted=False, batch=len(objs))
     cache = ChunkCache(str(tmp_path))
     assert mapped_bytes(os.path.realpath(tmp_path / "cache" / "objects" / "data.mdb")) <= MiB
     assert sorted(cache.ids()) == sorted(o.id for o in objs)
@@ -800,15 +794,8 @@ def test_opening_a_cache_never_maps_all_of_it_at_once(tmp_path):
     value's pages): a fresh process
     opening a 128 MiB cache peaks less than half of it above where it started, and knows every
     entry (before: the whole cache was mapped before any of it was released)."""
-    from artfs.store.backend import Obj
-    from artfs.store.cache import ChunkCache
-    from artfs.store.ids import object_id, strong_digest
-    rng = random.Random(5)
-    objs = [Obj(object_id(d), strong_digest(d), d) for d in (rng.randbytes(64 << 10) for _ in range(2048))]
-    cache = ChunkCache(str(tmp_path), limit=1 << 30)
-    cache.put_many(objs)
-    cache.close()
-    (tmp_path / "cache" / "clean").unlink()     # as after a crash: every entry looked up in LMDB
+    objs = random_objs(5, 2048, 64 << 10)
+    closed_cache(tmp_path, objs, trusted=False, batch=len(objs))
     out = subprocess.run([sys.executable, "-c", OPEN_CACHE, str(tmp_path)], capture_output=True, text=True,
                          check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
     rise, entries = map(int, out.split())
@@ -853,15 +840,9 @@ def test_opening_a_closed_cache_reads_far_less_than_it_holds(tmp_path):
     reading them all then does read the cache (the measure sees reads). While another process
     has it open, the index is not trusted: the entries are looked up in LMDB, all known; the
     last to close it, which knew every entry, leaves an index trusted again."""
-    from artfs.store.backend import Obj
     from artfs.store.cache import ChunkCache
-    from artfs.store.ids import object_id, strong_digest
-    rng = random.Random(6)
-    objs = [Obj(object_id(d), strong_digest(d), d) for d in (rng.randbytes(64 << 10) for _ in range(2048))]
-    cache = ChunkCache(str(tmp_path), limit=1 << 30)
-    for i in range(0, len(objs), 64):
-        cache.put_many(objs[i:i + 64])
-    cache.close()
+    objs = random_objs(6, 2048, 64 << 10)
+    closed_cache(tmp_path, objs)
     opened, read, entries, used = open_cache_reads(tmp_path)
     assert (entries, used) == (len(objs), 128 * MiB)
     assert opened + read >= 64 * MiB, (opened + read) >> 20     # reads from disk are seen
@@ -896,6 +877,23 @@ def chunk_objs(*chunks: bytes) -> list:
     from artfs.store.backend import Obj
     from artfs.store.ids import object_id, strong_digest
     return [Obj(object_id(d), strong_digest(d), d) for d in chunks]
+
+
+def random_objs(seed: int, n: int, size: int) -> list:
+    rng = random.Random(seed)
+    return chunk_objs(*(rng.randbytes(size) for _ in range(n)))
+
+
+def closed_cache(path, objs, *, trusted: bool = True, batch: int = 64) -> None:
+    """A chunk cache at PATH holding OBJS, closed; not TRUSTED: as after a crash, its index is
+    not used at the next open (every entry is looked up in LMDB)."""
+    from artfs.store.cache import ChunkCache
+    cache = ChunkCache(str(path), limit=1 << 30)
+    for i in range(0, len(objs), batch):
+        cache.put_many(objs[i:i + batch])
+    cache.close()
+    if not trusted:
+        (path / "cache" / "clean").unlink()
 
 
 def test_abandoning_a_store_ends_reads_waiting_on_a_stalled_remote_at_once(s3, s3_bucket, tmp_path, creds,
