@@ -461,15 +461,11 @@ class LazyObjectStore:
             cache.drop(bad)
             return self._cached(cache, ids)
 
-    def _schedule(self, ids: Sequence[bytes], only_absent: bool = False) -> dict[bytes, Future]:
+    def _schedule(self, ids: Sequence[bytes]) -> dict[bytes, Future]:
         """A future per id: the fetch in flight, or a new one (batched by pack and position)."""
         remote = self.remote()
         if remote is None or not ids:
             return {}
-        if only_absent:                       # read-ahead: within the memory bound only
-            if self._pending >= AHEAD_BYTES:
-                return {}
-            ids = self._absent(ids)
         futures, new = {}, []
         with self._lock:
             for oid in ids:
