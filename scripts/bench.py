@@ -25,6 +25,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -1101,7 +1102,7 @@ def fuse_mounts_under(root: Path) -> list[Path]:
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
-            point = Path(fields[4].encode().decode("unicode_escape"))   # octal escapes: \040 is a space
+            point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4]))   # \040: a space
             if fields[fields.index("-") + 1].startswith("fuse") and root in point.parents:
                 found.append(point)
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
