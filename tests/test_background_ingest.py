@@ -34,7 +34,7 @@ def chunks(tmp_path, content: bytes) -> dict[bytes, int]:
     path.write_bytes(content)
     fd = os.open(path, os.O_RDONLY)
     try:
-        return {cid: len(chunk) for cid, _, chunk in hashed_chunks(fd, len(content))}
+        return {obj.id: n for obj, n in hashed_chunks(fd, len(content))}
     finally:
         os.close(fd)
 

@@ -15,9 +15,11 @@ import pytest
 from artfs.errors import BadKey, CorruptData
 from artfs.repo.facade import Repo
 from artfs.crypto.seal import Sealer
-from artfs.store.ids import CHUNK, DIGEST_LEN, FILE, TREE
+from artfs.store.backend import Obj, chunk_maker
+from artfs.store.chunker import THREAD_MIN_SIZE, hashed_chunks
+from artfs.store.ids import CHUNK, DIGEST_LEN, FILE, TREE, object_id, strong_digest
 from artfs.store.local import LocalObjectStore
-from artfs.store.sealed import SEAL_SPLIT
+from artfs.store.sealed import SEAL_SPLIT, SealedObjectStore
 from tests.helpers import objects_env, run_cli, tree_snapshot, write
 
 PASS = "correct horse battery staple"
@@ -313,32 +315,89 @@ def test_an_encrypted_remote_indexes_a_reference_file_as_a_file_object(enc, tmp_
         assert repo.db.objects.remote().kinds(ids) == [FILE, TREE, CHUNK]
 
 
-def test_a_big_batch_is_sealed_in_two_threads_each_chunk_as_alone(enc, tmp_path, monkeypatch):
-    """A put's batch of at least SEAL_SPLIT bytes is sealed in two threads at once (store/sealed.py
-    _sealed: AES-GCM and SHA-256 run without the GIL, so a commit seals on both cores), and what
-    is stored is exactly what sealing each chunk alone gives: every record the seal of its chunk
-    under its id with the SHA-256 of the sealed bytes, in its place; the file reads back exact."""
-    monkeypatch.setenv("ARTFS_PASSPHRASE", PASS)
-    data = os.urandom(SEAL_SPLIT * 3)
-    write(os.path.join(tmp_path, "big", "data.bin"), data)
-    threads = []
+def sealed_records(store_dir, ids) -> dict[bytes, bytes]:
+    """The LMDB record (digest + stored bytes) of each id in the object environment at STORE_DIR."""
+    e = lmdb.open(str(store_dir), max_dbs=16, readonly=True, lock=False)
+    try:
+        with e.begin(db=e.open_db(b"objects", create=False)) as txn:
+            return {oid: bytes(txn.get(oid)) for oid in ids}
+    finally:
+        e.close()
+
+
+def cut(tmp_path, data: bytes, make) -> list[tuple]:
+    """(object, length) of each chunk of DATA, made by MAKE (store/chunker.py hashed_chunks)."""
+    path = tmp_path / "chunked"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return list(hashed_chunks(fd, len(data), make))
+    finally:
+        os.close(fd)
+
+
+def seal_threads(monkeypatch) -> list[str]:
+    """The name of the thread of each Sealer.seal call from now on."""
+    names = []
     real_seal = Sealer.seal
-    monkeypatch.setattr(Sealer, "seal", lambda self, oid, d: threads.append(threading.get_ident())
+    monkeypatch.setattr(Sealer, "seal", lambda self, oid, d: names.append(threading.current_thread().name)
                         or real_seal(self, oid, d))
-    with Repo(str(enc)) as repo:
-        repo.put("big", str(tmp_path / "big"))
-        fobj = repo.file(repo.tree(repo.resolve("big").root).lookup(b"data.bin").ref)
-        assert len(fobj.chunks) > 2
-        assert len(set(threads)) == 2
-        assert repo.read(fobj, 0, fobj.size) == data
-        sealer = repo.objects.store.local._sealer
-    e = lmdb.open(objects_env(enc), max_dbs=16, readonly=True, lock=False)
-    with e.begin(db=e.open_db(b"objects", create=False)) as txn:
-        records = {cid: bytes(txn.get(cid)) for cid in fobj.chunks}
-    e.close()
-    pos = 0
-    for cid, size in zip(fobj.chunks, fobj.lengths):
-        blob = real_seal(sealer, cid, data[pos:pos + size])
-        assert records[cid] == hashlib.sha256(blob).digest() + blob
-        pos += size
+    return names
+
+
+def test_a_big_batch_is_sealed_in_two_threads_each_chunk_as_alone(tmp_path, monkeypatch):
+    """A put_many of plain objects (a pull's batch) of at least SEAL_SPLIT bytes is sealed in two
+    threads at once (store/sealed.py _sealed: AES-GCM and SHA-256 run without the GIL), and what is
+    stored is exactly what sealing each chunk alone gives: every record the seal of its chunk
+    under its id with the SHA-256 of the sealed bytes, in its place; the chunks read back exact."""
+    master = os.urandom(32)
+    store = SealedObjectStore.local(str(tmp_path / "objects"), master)
+    data = os.urandom(SEAL_SPLIT * 3)
+    pieces = [obj.data for obj, _ in cut(tmp_path, data, lambda d: Obj(b"", b"", d))]
+    objs = [Obj(store.object_id(d), b"", d) for d in pieces]
+    threads = seal_threads(monkeypatch)
+    store.put_many(objs)
+    assert len(objs) > 2 and len(threads) == len(objs)
+    assert len(set(threads)) == 2
+    assert store.get_many([o.id for o in objs]) == pieces
+    store.close()
+    records = sealed_records(tmp_path / "objects", [o.id for o in objs])
+    for obj in objs:
+        blob = Sealer(master).seal(obj.id, obj.data)
+        assert records[obj.id] == hashlib.sha256(blob).digest() + blob
+
+
+def test_an_ingest_seals_in_its_chunking_thread_and_put_many_stores_as_is(tmp_path, monkeypatch):
+    """An ingest into an encrypted store makes each chunk's object as the store keeps it in its
+    chunking thread (store/backend.py chunk_maker -> SealedObjectStore.seal_chunk: keyed id,
+    sealed bytes, their SHA-256), so the storing thread's put_many only stores: every chunk is
+    sealed once, in the chunking thread, none again in put_many; each length is the plaintext's,
+    each record exactly its chunk's seal with that seal's SHA-256, and the chunks read back exact.
+    A plain store's objects are made there as before (id, SHA-256 of the bytes)."""
+    master = os.urandom(32)
+    store = SealedObjectStore.local(str(tmp_path / "objects"), master)
+    data = os.urandom(THREAD_MIN_SIZE * 2)
+    threads = seal_threads(monkeypatch)
+    made = cut(tmp_path, data, chunk_maker(store))
+    assert len(made) > 2 and len(threads) == len(made)
+    assert set(threads) == {"artfs-chunker"}
+    threads.clear()
+    store.put_many([obj for obj, _ in made])
+    assert threads == []
+    pieces, pos = [], 0
+    for obj, n in made:
+        pieces.append(data[pos:pos + n])
+        pos += n
     assert pos == len(data)
+    ids = [obj.id for obj, _ in made]
+    assert ids == [store.object_id(p) for p in pieces]
+    assert store.get_many(ids) == pieces
+    store.close()
+    records = sealed_records(tmp_path / "objects", ids)
+    for (obj, _), piece in zip(made, pieces):
+        blob = Sealer(master).seal(obj.id, piece)
+        assert records[obj.id] == hashlib.sha256(blob).digest() + blob
+    plain = LocalObjectStore(str(tmp_path / "plain"))
+    assert [tuple(obj) for obj, _ in cut(tmp_path, data, chunk_maker(plain))] == \
+        [(object_id(p), strong_digest(p), p) for p in pieces]
+    plain.close()

@@ -36,7 +36,7 @@ def test_the_chunking_thread_runs_one_batch_ahead_and_no_more(tmp_path):
     fd = os.open(path, os.O_RDONLY)
     try:
         chunks = hashed_chunks(fd, size)
-        held = len(next(chunks)[2])   # the caller is now "storing" it and takes nothing more
+        held = next(chunks)[1]   # the caller is now "storing" it and takes nothing more
         read = settled_offset(fd, "the chunking thread stopped reading")
         # it cut a batch's worth beyond the chunk the caller holds (before: 64 chunks, ~5 MiB)...
         assert read >= AHEAD_BYTES, f"ran {read / MiB:.1f} MiB ahead"
@@ -44,7 +44,7 @@ def test_the_chunking_thread_runs_one_batch_ahead_and_no_more(tmp_path):
         # and the one it was making, each up to a chunk more, and its reader's buffer
         bound = AHEAD_BYTES + 3 * (GROUP_BYTES + MAX_SIZE) + 2 * MAX_SIZE
         assert read <= bound, f"ran {read / MiB:.1f} MiB ahead"
-        total = held + sum(len(data) for _, _, data in chunks)
+        total = held + sum(n for _, n in chunks)
         assert total == size
     finally:
         os.close(fd)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from ..catalog.objects import DIR, FILE, KIND_OF, LINK, Entry, link_group, rdev_ref
 from ..catalog.sessions import Session
 from ..errors import InvalidInput, StoreError
-from ..store.backend import Obj
+from ..store.backend import Obj, chunk_maker
 from ..store.chunker import hashed_chunks
 from .files_cache import FilesCache
 
@@ -86,7 +86,7 @@ class Ingest:
         self._session: Session | None = session
         self._own = session is None
         self.batches: list[int] = []   # the session's batches this ingest recorded
-        self._queue: list[tuple[Obj, list]] = []   # (chunk, slot to fill with its id)
+        self._queue: list[tuple[Obj, list]] = []   # (chunk's object, its [id, length] slot)
         self._queued = 0
         self.files_cache: FilesCache | None = None   # put only (scan)
         self._root = ""                              # the path being scanned
@@ -120,16 +120,15 @@ class Ingest:
         """Chunk an open file from its start; returns its chunk list (ids filled by flushes)."""
         chunks, total = [], 0
         os.lseek(fd, 0, os.SEEK_SET)
-        store = self.repo.objects.store
-        for cid, digest, data in hashed_chunks(fd, size, store.object_id, store.chunk_digest):
-            slot = [cid, len(data)]
+        for obj, n in hashed_chunks(fd, size, chunk_maker(self.repo.objects.store)):
+            slot = [obj.id, n]
             chunks.append(slot)
-            self._queue.append((Obj(cid, digest, data), slot))
-            self._queued += len(data)
-            total += len(data)
+            self._queue.append((obj, slot))
+            self._queued += n
+            total += n
             if self._queued >= BATCH_BYTES:
                 self.flush()
-            self.progress(len(data))
+            self.progress(n)
         if total != size:
             raise InvalidInput(f"{display} changed size while being read ({size} -> {total} bytes)")
         self.files += 1
@@ -152,7 +151,7 @@ class Ingest:
 
         def action(txn):
             gone.clear()
-            held = [(c.id, len(c.data)) for c in chunks]
+            held = [(cid, n) for _, (cid, n) in queue]
             for item in reused:
                 if objects.refcount(txn, item[0].fid):
                     held.extend((cid, n) for cid, n in item[0])

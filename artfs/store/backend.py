@@ -11,11 +11,15 @@ An object is ``Obj(id, digest, data)``: ``id`` = object_id(data), ``digest`` = s
 (store/ids.py). ``put_many`` stores the objects it does not have; for those it has, it compares
 the digest (and, where it can, the bytes), so different bytes under one id are reported as a
 collision instead of being deduplicated away.
+
+An ingest makes its chunks' objects in its chunking thread (store/chunker.py), with the store's
+``chunk_maker``: a store that keeps chunks in another form (a sealed store: store/sealed.py) makes
+them there as it keeps them, so that its ``put_many`` only stores them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 
@@ -48,3 +52,17 @@ class ObjectStore(Protocol):
         """Every stored id (in batches: no long-lived transaction or listing)."""
 
     def close(self) -> None: ...
+
+
+def chunk_maker(store) -> Callable[[bytes], Obj]:
+    """How an ingest makes the object of a chunk's bytes for STORE's ``put_many``: the store's own
+    ``seal_chunk`` where it has one (a sealed store: keyed id, sealed bytes, their digest), else
+    ``Obj(id, digest, bytes)`` with the store's ``object_id`` and ``chunk_digest`` (None: the store
+    digests what it stores, the digest is b"")."""
+    seal = getattr(store, "seal_chunk", None)
+    if seal is not None:
+        return seal
+    hasher, digest = store.object_id, store.chunk_digest
+    if digest is None:
+        return lambda data: Obj(hasher(data), b"", data)
+    return lambda data: Obj(hasher(data), digest(data), data)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from pyfastcdc import FastCDC
 
+from .backend import Obj
 from .ids import object_id, strong_digest
 
 AVG_SIZE = 64 * 1024
@@ -39,28 +40,28 @@ def chunk_fd(fd: int) -> Iterator[memoryview]:
             yield chunk.data
 
 
-def _no_digest(_data) -> bytes:
-    return b""
+def _plain(data) -> Obj:
+    return Obj(object_id(data), strong_digest(data), data)
 
 
-def hashed_chunks(fd: int, size: int, hasher=object_id, digest=strong_digest,
-                  ahead: int = AHEAD_BYTES) -> Iterator[tuple[bytes, bytes, bytes]]:
-    """(id, digest, bytes) of each chunk of an open file of ``size`` bytes (store/ids.py); the
-    digest is b"" when ``digest`` is None (a store that digests what it stores: store/sealed.py).
+def hashed_chunks(fd: int, size: int, make=_plain, ahead: int = AHEAD_BYTES) -> Iterator[tuple[Obj, int]]:
+    """(object, length) of each chunk of an open file of ``size`` bytes: ``make(bytes)`` is the
+    object the store's ``put_many`` takes (store/backend.py chunk_maker; by default a plain
+    store's: id, SHA-256 digest, the bytes), the length is that of the chunk's bytes (a sealed
+    store's object holds more: store/sealed.py seal_chunk).
 
-    For big files the chunks are cut and hashed (both ids) in a helper thread: chunking and
-    hashing release the GIL, so they overlap with the caller storing the previous chunks. The
-    caller stores in batches, each ending in a transaction commit that waits for the disk, so the
-    helper may run up to ``ahead`` bytes ahead (a batch's worth: it keeps cutting and hashing the
-    next batch during that wait). Chunks are handed over in groups of GROUP_BYTES: a hand-off
-    wakes the other thread, which on a VM costs about as much as hashing a chunk. Small files are
-    done inline, where a thread would cost more than it saves.
+    For big files the chunks are cut and made (hashed, or hashed and sealed) in a helper thread:
+    chunking, hashing and sealing release the GIL, so they overlap with the caller storing the
+    previous chunks. The caller stores in batches, each ending in a transaction commit that waits
+    for the disk, so the helper may run up to ``ahead`` bytes ahead (a batch's worth: it keeps
+    cutting and making the next batch during that wait). Chunks are handed over in groups of
+    GROUP_BYTES: a hand-off wakes the other thread, which on a VM costs about as much as hashing
+    a chunk. Small files are done inline, where a thread would cost more than it saves.
     """
-    digest = digest or _no_digest
     if size < THREAD_MIN_SIZE:
         for view in chunk_fd(fd):
             data = bytes(view)
-            yield hasher(data), digest(data), data
+            yield make(data), len(data)
         return
     q: queue.SimpleQueue = queue.SimpleQueue()
     room = threading.Condition()
@@ -82,7 +83,7 @@ def hashed_chunks(fd: int, size: int, hasher=object_id, digest=strong_digest,
             group, n = [], 0
             for view in chunk_fd(fd):
                 data = bytes(view)
-                group.append((hasher(data), digest(data), data))
+                group.append((make(data), len(data)))
                 n += len(data)
                 if n >= GROUP_BYTES:
                     if not hand(group, n):

@@ -126,16 +126,26 @@ class SealedObjectStore:
         data = self._opened([oid for oid, _, _ in spans], nowait=True)
         return None if data is None else _slices(data, spans)
 
+    def seal_chunk(self, data) -> "Sealed":
+        """The object of a chunk's bytes as this store keeps it (keyed id, sealed bytes, their
+        SHA-256), made by an ingest's chunking thread (store/backend.py chunk_maker): ``put_many``
+        stores it as it is, so a commit's storing thread only stores."""
+        return self._seal(self.object_id(data), data)
+
+    def _seal(self, oid: bytes, data) -> "Sealed":
+        blob = self._sealer.seal(oid, data)
+        return Sealed(oid, strong_digest(blob), blob)
+
     def put_many(self, objs: Sequence[Obj]) -> int:
         return self.inner.put_many(self._sealed(objs))
 
     def _sealed(self, objs: Sequence[Obj]) -> list[Obj]:
-        """Each object sealed, with the digest of its sealed bytes; a batch of at least
-        ``SEAL_SPLIT`` bytes in two halves at once, one in a helper thread: AES-GCM and SHA-256
-        run without the GIL, so a commit's batch is sealed on both cores (its chunking thread
-        waits for the batch meanwhile)."""
+        """Each object sealed, with the digest of its sealed bytes (those ``seal_chunk`` made are
+        kept as they are); a batch of at least ``SEAL_SPLIT`` bytes to seal in two halves at once,
+        one in a helper thread: AES-GCM and SHA-256 run without the GIL, so a pull's batch is
+        sealed on both cores."""
         objs = list(objs)
-        if len(objs) < 2 or sum(len(obj.data) for obj in objs) < SEAL_SPLIT:
+        if len(objs) < 2 or sum(len(o.data) for o in objs if type(o) is not Sealed) < SEAL_SPLIT:
             return self._seal_all(objs)
         half = len(objs) // 2
         with ThreadPoolExecutor(1, thread_name_prefix="artfs-seal") as helper:
@@ -143,11 +153,7 @@ class SealedObjectStore:
             return self._seal_all(objs[:half]) + second.result()
 
     def _seal_all(self, objs: list[Obj]) -> list[Obj]:
-        out = []
-        for obj in objs:
-            blob = self._sealer.seal(obj.id, obj.data)
-            out.append(Obj(obj.id, strong_digest(blob), blob))
-        return out
+        return [obj if type(obj) is Sealed else self._seal(obj.id, obj.data) for obj in objs]
 
     def has(self, ids: Sequence[bytes]) -> list[bool]:
         return self.inner.has(ids)
@@ -173,6 +179,13 @@ class SealedObjectStore:
 
     def ids(self) -> Iterator[bytes]:
         return self.inner.ids()
+
+
+class Sealed(Obj):
+    """An object sealed by this layer (``seal_chunk``): its data are the sealed bytes, its digest
+    theirs; ``put_many`` stores it without sealing it again."""
+
+    __slots__ = ()
 
 
 def _slices(data: list[bytes], spans: Sequence[tuple[bytes, int, int]]) -> bytes:
