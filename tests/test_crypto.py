@@ -367,20 +367,21 @@ def test_a_big_batch_is_sealed_in_two_threads_each_chunk_as_alone(tmp_path, monk
         assert records[obj.id] == hashlib.sha256(blob).digest() + blob
 
 
-def test_an_ingest_seals_in_its_chunking_thread_and_put_many_stores_as_is(tmp_path, monkeypatch):
+def test_an_ingest_seals_in_its_chunking_threads_and_put_many_stores_as_is(tmp_path, monkeypatch):
     """An ingest into an encrypted store makes each chunk's object as the store keeps it in its
-    chunking thread (store/backend.py chunk_maker -> SealedObjectStore.seal_chunk: keyed id,
-    sealed bytes, their SHA-256), so the storing thread's put_many only stores: every chunk is
-    sealed once, in the chunking thread, none again in put_many; each length is the plaintext's,
-    each record exactly its chunk's seal with that seal's SHA-256, and the chunks read back exact.
-    A plain store's objects are made there as before (id, SHA-256 of the bytes)."""
+    chunking threads (store/backend.py chunk_maker -> SealedObjectStore.seal_chunk: keyed id,
+    sealed bytes, their SHA-256; made in artfs-chunk-maker, beside the thread that cuts), so the
+    storing thread's put_many only stores: every chunk is sealed once, there, none again in
+    put_many; each length is the plaintext's, each record exactly its chunk's seal with that
+    seal's SHA-256, and the chunks read back exact. A plain store's objects are made there as
+    before (id, SHA-256 of the bytes)."""
     master = os.urandom(32)
     store = SealedObjectStore.local(str(tmp_path / "objects"), master)
     data = os.urandom(THREAD_MIN_SIZE * 2)
     threads = seal_threads(monkeypatch)
     made = cut(tmp_path, data, chunk_maker(store))
     assert len(made) > 2 and len(threads) == len(made)
-    assert set(threads) == {"artfs-chunker"}
+    assert set(threads) == {"artfs-chunk-maker"}
     threads.clear()
     store.put_many([obj for obj, _ in made])
     assert threads == []

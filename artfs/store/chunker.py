@@ -40,30 +40,34 @@ def chunk_fd(fd: int) -> Iterator[memoryview]:
             yield chunk.data
 
 
-def _plain(data) -> Obj:
+def plain_chunk(data) -> Obj:
+    """A plain store's object of a chunk's bytes: id, SHA-256 digest, the bytes."""
     return Obj(object_id(data), strong_digest(data), data)
 
 
-def hashed_chunks(fd: int, size: int, make=_plain, ahead: int = AHEAD_BYTES) -> Iterator[tuple[Obj, int]]:
+def hashed_chunks(fd: int, size: int, make=plain_chunk, ahead: int = AHEAD_BYTES) -> Iterator[tuple[Obj, int]]:
     """(object, length) of each chunk of an open file of ``size`` bytes: ``make(bytes)`` is the
     object the store's ``put_many`` takes (store/backend.py chunk_maker; by default a plain
     store's: id, SHA-256 digest, the bytes), the length is that of the chunk's bytes (a sealed
     store's object holds more: store/sealed.py seal_chunk).
 
-    For big files the chunks are cut and made (hashed, or hashed and sealed) in a helper thread:
-    chunking, hashing and sealing release the GIL, so they overlap with the caller storing the
-    previous chunks. The caller stores in batches, each ending in a transaction commit that waits
-    for the disk, so the helper may run up to ``ahead`` bytes ahead (a batch's worth: it keeps
-    cutting and making the next batch during that wait). Chunks are handed over in groups of
-    GROUP_BYTES: a hand-off wakes the other thread, which on a VM costs about as much as hashing
-    a chunk. Small files are done inline, where a thread would cost more than it saves.
+    For big files this runs in two helper threads, one cutting the chunks (``artfs-chunker``),
+    one making their objects (``artfs-chunk-maker``: hashing, or hashing and sealing); cutting,
+    hashing and sealing release the GIL, so on two cores the two overlap with each other and with
+    the caller storing the previous chunks. The caller stores in batches, each ending in a
+    transaction commit that waits for the disk, so the helpers may run up to ``ahead`` bytes ahead
+    (a batch's worth: they keep cutting and making the next batch during that wait, on both
+    cores). Chunks are handed over in groups of GROUP_BYTES: a hand-off wakes the other thread,
+    which on a VM costs about as much as hashing a chunk. Small files are done inline, where a
+    thread would cost more than it saves.
     """
     if size < THREAD_MIN_SIZE:
         for view in chunk_fd(fd):
             data = bytes(view)
             yield make(data), len(data)
         return
-    q: queue.SimpleQueue = queue.SimpleQueue()
+    cut: queue.SimpleQueue = queue.SimpleQueue()   # groups of bytes, to make
+    q: queue.SimpleQueue = queue.SimpleQueue()     # groups of (object, length), to take
     room = threading.Condition()
     queued = [0]   # bytes handed over and not yet taken
     stop = threading.Event()
@@ -75,28 +79,44 @@ def hashed_chunks(fd: int, size: int, make=_plain, ahead: int = AHEAD_BYTES) -> 
             if stop.is_set():
                 return False
             queued[0] += n
-        q.put((group, n))
+        cut.put((group, n))
         return True
 
     def produce():
         try:
             group, n = [], 0
             for view in chunk_fd(fd):
-                data = bytes(view)
-                group.append((make(data), len(data)))
-                n += len(data)
+                group.append(bytes(view))
+                n += len(group[-1])
                 if n >= GROUP_BYTES:
                     if not hand(group, n):
                         return
                     group, n = [], 0
-            if group and not hand(group, n):
-                return
-            q.put(None)
+            if group:
+                hand(group, n)
+        except BaseException as e:  # passed on to the consumer, raised there
+            cut.put(e)
+        finally:
+            cut.put(None)
+
+    def make_groups():
+        try:
+            while (item := cut.get()) is not None:
+                if not isinstance(item, BaseException) and not stop.is_set():   # else: passed on
+                    group, n = item
+                    item = [(make(data), len(data)) for data in group], n
+                q.put(item)
         except BaseException as e:  # handed to the consumer, raised there
             q.put(e)
+            while cut.get() is not None:   # until the cutting thread ends (the consumer stops it)
+                pass
+        finally:
+            q.put(None)
 
-    worker = threading.Thread(target=produce, name="artfs-chunker", daemon=True)
-    worker.start()
+    workers = [threading.Thread(target=produce, name="artfs-chunker", daemon=True),
+               threading.Thread(target=make_groups, name="artfs-chunk-maker", daemon=True)]
+    for worker in workers:
+        worker.start()
     try:
         while (item := q.get()) is not None:
             if isinstance(item, BaseException):
@@ -110,4 +130,5 @@ def hashed_chunks(fd: int, size: int, make=_plain, ahead: int = AHEAD_BYTES) -> 
         with room:
             stop.set()
             room.notify()
-        worker.join()
+        for worker in workers:
+            worker.join()

@@ -13,6 +13,11 @@ and writes the plaintext once. The chunk-sized objects opened last are kept, so 
 whose requests split chunks opens each chunk once (no lock: each dict operation is atomic, so a
 fork at any moment leaves the child a usable cache).
 
+An ingest's chunks arrive sealed already: its chunking threads make each chunk's object with
+``seal_chunk`` (store/backend.py chunk_maker), and ``put_many`` stores those ``Sealed`` objects as
+they are, so the thread storing a commit's batches only stores; other objects are sealed in
+``put_many``.
+
 The same key seals the store's other places (``store_at``, ``remote_store``): the chunk cache of a
 lazily read remote holds sealed chunks like the local store (it is on the same disk, and plain
 bytes there would undo encryption at rest), and the remote holds the same sealed objects under
