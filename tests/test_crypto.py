@@ -402,3 +402,17 @@ def test_an_ingest_seals_in_its_chunking_threads_and_put_many_stores_as_is(tmp_p
     assert [tuple(obj) for obj, _ in cut(tmp_path, data, chunk_maker(plain))] == \
         [(object_id(p), strong_digest(p), p) for p in pieces]
     plain.close()
+
+
+def test_a_chunk_sealed_ahead_under_a_stored_id_with_other_bytes_is_refused(tmp_path):
+    """A chunk sealed in the chunking thread (seal_chunk) is still compared with what is stored
+    under its id: other bytes under one id (a forced collision of the keyed ids) are CorruptData
+    and nothing is written; the same bytes again are deduplicated (nothing new)."""
+    store = SealedObjectStore.local(str(tmp_path / "objects"), os.urandom(32))
+    store.object_id = lambda data, kind=0: b"\x00" * 16   # every content collides
+    assert store.put_many([store.seal_chunk(b"alpha" * 1000)]) > 0
+    with pytest.raises(CorruptData, match="collision"):
+        store.put_many([store.seal_chunk(b"bravo" * 1000)])
+    assert store.get_many([b"\x00" * 16]) == [b"alpha" * 1000]
+    assert store.put_many([store.seal_chunk(b"alpha" * 1000)]) == 0
+    store.close()
