@@ -416,3 +416,20 @@ def test_a_chunk_sealed_ahead_under_a_stored_id_with_other_bytes_is_refused(tmp_
     assert store.get_many([b"\x00" * 16]) == [b"alpha" * 1000]
     assert store.put_many([store.seal_chunk(b"alpha" * 1000)]) == 0
     store.close()
+
+
+def test_a_put_into_an_encrypted_store_seals_its_chunks_in_the_chunking_threads(tmp_path, monkeypatch):
+    """Through ``Repo.put`` (the store wrapped in the lazy store, store/lazy.py), each chunk is
+    sealed once, in the chunk-making thread, and put_many stores it as is; the file reads back."""
+    monkeypatch.setenv("ARTFS_PASSPHRASE", PASS)
+    s = tmp_path / "enc"
+    assert cli(s, "init", "--encrypt", check=True).returncode == 0
+    data = os.urandom(THREAD_MIN_SIZE * 2)
+    write(os.path.join(tmp_path, "big", "data.bin"), data)
+    threads = seal_threads(monkeypatch)
+    with Repo(str(s)) as repo:
+        repo.put("big", str(tmp_path / "big"))
+        fobj = repo.file(repo.tree(repo.resolve("big").root).lookup(b"data.bin").ref)
+        assert repo.read(fobj, 0, fobj.size) == data
+    assert threads.count("artfs-chunk-maker") == len(fobj.chunks)
+    assert len(threads) - len(fobj.chunks) <= 3   # the file object and the tree, sealed in put_many

@@ -111,6 +111,7 @@ class LazyObjectStore:
     def __init__(self, store: str, local: LocalObjectStore):
         self.store, self.local = store, local
         self.object_id, self.chunk_digest = local.object_id, local.chunk_digest
+        self.seal_chunk = getattr(local, "seal_chunk", None)   # an ingest seals in its chunking threads
         self._remote = None
         self._cache: ChunkCache | None = None
         self._lock = threading.Lock()
