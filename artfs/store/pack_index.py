@@ -21,6 +21,7 @@ import struct
 import threading
 from array import array
 from bisect import bisect_left
+from itertools import accumulate
 from collections.abc import Iterator, Sequence
 
 from .packs import ENTRY_SIZE, Location, entry_at
@@ -31,14 +32,21 @@ _KEY = 64                                         # (prefix << _KEY) | ref: one 
 
 
 class _Table:
-    """The entries of some packs, sorted by (id prefix, ref)."""
+    """The entries of some packs, sorted by (id prefix, ref); ``starts``: where each bucket of
+    prefixes (their top bits, about 4 entries a bucket) starts, so a bisection looks at a few."""
 
-    __slots__ = ("prefixes", "refs")
+    __slots__ = ("prefixes", "refs", "shift", "starts")
 
     def __init__(self, keys: list[int]):
         keys.sort()
         self.prefixes = array("Q", (k >> _KEY for k in keys))
         self.refs = array("Q", (k & ((1 << _KEY) - 1) for k in keys))
+        bits = max(len(keys).bit_length() - 2, 0)
+        self.shift = 64 - bits
+        counts = [0] * ((1 << bits) + 1)
+        for p in self.prefixes:
+            counts[(p >> self.shift) + 1] += 1
+        self.starts = array("I", accumulate(counts))
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -64,26 +72,33 @@ class PackIndex:
         self._state: tuple[dict[int, tuple[str, memoryview]], dict[str, int], tuple[_Table, ...]] = ({}, {}, ())
 
     # lookups -----------------------------------------------------------------------------------
-    def get(self, oid: bytes) -> Location | None:
-        """Where the first pack read that lists OID holds it, or None."""
+    def _find(self, oid: bytes) -> tuple[str, memoryview, int] | None:
+        """(PACKID, entries, entry number) of OID in the first pack read that lists it, or None."""
         packs, _, tables = self._state
         prefix = int.from_bytes(oid[:8], "big")
         for table in tables:
-            prefixes, i = table.prefixes, bisect_left(table.prefixes, prefix)
-            while i < len(prefixes) and prefixes[i] == prefix:
+            prefixes, bucket = table.prefixes, prefix >> table.shift
+            i, end = table.starts[bucket], table.starts[bucket + 1]
+            i = bisect_left(prefixes, prefix, i, end)
+            while i < end and prefixes[i] == prefix:
                 ref = table.refs[i]
                 pack_id, entries = packs[ref >> 32]
-                found, loc = entry_at(pack_id, entries, ref & _LOW)
-                if found == oid:
-                    return loc
+                at = (ref & _LOW) * ENTRY_SIZE
+                if entries[at:at + len(oid)] == oid:
+                    return pack_id, entries, ref & _LOW
                 i += 1
         return None
+
+    def get(self, oid: bytes) -> Location | None:
+        """Where the first pack read that lists OID holds it, or None."""
+        found = self._find(oid)
+        return entry_at(*found)[1] if found is not None else None
 
     def locate(self, ids: Sequence[bytes]) -> list[Location | None]:
         return [self.get(oid) for oid in ids]
 
     def __contains__(self, oid: bytes) -> bool:
-        return self.get(oid) is not None
+        return self._find(oid) is not None
 
     def ids(self) -> Iterator[bytes]:
         """Every id listed, once."""
