@@ -2,8 +2,9 @@
 
 Each pack's entries are kept as read (packs.py, 65 bytes an entry, checked once), and ids are found
 through sorted tables of (the id's first 8 bytes as an integer, pack ordinal << 32 | entry number),
-two ``array("Q")`` searched by bisection: 16 bytes an entry on top of the entry itself, where a
-dict of ``Location`` tuples took ~330. A ``Location`` is built only when an id is looked up.
+two ``array("Q")`` searched by bisection from a bucket of prefixes: about 17 bytes an entry on
+top of the entry itself, where a dict of ``Location`` tuples took ~330 (docs/benchmarks.md, "stop
+19"). A ``Location`` is built only when an id is looked up.
 
 Among packs listing the same id the first read wins (a reader checks every object against its
 index's SHA-256, so any pack holding it will do). Tables cover consecutive packs in the order they
@@ -24,6 +25,7 @@ from bisect import bisect_left
 from itertools import accumulate
 from collections.abc import Iterator, Sequence
 
+from .ids import ID_LEN
 from .packs import ENTRY_SIZE, Location, entry_at
 
 _PREFIX = struct.Struct(f">Q{ENTRY_SIZE - 8}x")   # an entry's id, its first 8 bytes
@@ -84,7 +86,7 @@ class PackIndex:
                 ref = table.refs[i]
                 pack_id, entries = packs[ref >> 32]
                 at = (ref & _LOW) * ENTRY_SIZE
-                if entries[at:at + len(oid)] == oid:
+                if entries[at:at + ID_LEN] == oid:
                     return pack_id, entries, ref & _LOW
                 i += 1
         return None
@@ -103,8 +105,8 @@ class PackIndex:
     def ids(self) -> Iterator[bytes]:
         """Every id listed, once."""
         seen: set[bytes] = set()
-        for pack_id in self.pack_ids():
-            seen.update(self.entries(pack_id))
+        for _, entries in self._state[0].values():
+            seen.update(bytes(entries[at:at + ID_LEN]) for at in range(0, len(entries), ENTRY_SIZE))
         return iter(seen)
 
     def pack_ids(self) -> list[str]:

@@ -5,7 +5,7 @@ before its index; ``put_many`` may run in several threads at once (a push's batc
 remote's index (id -> pack, offset, length, SHA-256, kind) is the union of every
 ``packs/HH/PACKID.idx``: one LIST finds new ones, and each index is fetched once per host and kept
 in ``cache_dir`` (indexes are immutable, so a cached one never goes stale). In memory it is a
-``PackIndex`` (store/pack_index.py: the entries as read, ~81 bytes an object), ``index``: what
+``PackIndex`` (store/pack_index.py: the entries as read, ~82 bytes an object), ``index``: what
 the lazy store, push and the garbage collector look up in it.
 
 Reads are ranged GETs of exactly the objects asked for (neighbours coalesced, packs in parallel);
