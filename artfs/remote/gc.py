@@ -252,13 +252,14 @@ def _plan(remote, lock: Lock, local=None) -> _Plan:
     live = reachable(objects, live_roots(remote), local)
     listing = {key: (size, t) for key, size, t in s3.listing(PACKS)}
     old = lock.since - grace()
-    read = set(objects.index.pack_ids())
+    read = objects.index.pack_ids()                # in the order their indexes were read
+    known = set(read)
     for key, (size, t) in listing.items():        # orphans: a pack without index, an index without pack
         pid = key.rsplit("/", 1)[1]
         if key.endswith(INDEX_SUFFIX):
             if key[:-len(INDEX_SUFFIX)] not in listing and t < old:
                 plan.orphan_indexes.append(pid[:-len(INDEX_SUFFIX)])
-        elif pid not in read and t < old:
+        elif pid not in known and t < old:
             plan.orphan_packs.append((key, size))
     kept: set[bytes] = set()
     packs = sorted((pid for pid in read if pack_key(pid) in listing),   # one pack's entries at a time
