@@ -252,18 +252,20 @@ def _plan(remote, lock: Lock, local=None) -> _Plan:
     live = reachable(objects, live_roots(remote), local)
     listing = {key: (size, t) for key, size, t in s3.listing(PACKS)}
     old = lock.since - grace()
+    read = objects.index.pack_ids()                # in the order their indexes were read
+    known = set(read)
     for key, (size, t) in listing.items():        # orphans: a pack without index, an index without pack
         pid = key.rsplit("/", 1)[1]
         if key.endswith(INDEX_SUFFIX):
             if key[:-len(INDEX_SUFFIX)] not in listing and t < old:
                 plan.orphan_indexes.append(pid[:-len(INDEX_SUFFIX)])
-        elif pid not in objects.packs and t < old:
+        elif pid not in known and t < old:
             plan.orphan_packs.append((key, size))
     kept: set[bytes] = set()
-    packs = sorted(((pid, entries) for pid, entries in objects.packs.items()
-                    if pack_key(pid) in listing),
-                   key=lambda kv: not all(oid in live for oid in kv[1]))
-    for pid, entries in packs:
+    packs = sorted((pid for pid in read if pack_key(pid) in listing),   # one pack's entries at a time
+                   key=lambda pid: not all(oid in live for oid in objects.index.entries(pid)))
+    for pid in packs:
+        entries = objects.index.entries(pid)
         need = [oid for oid in entries if oid in live and oid not in kept]
         if len(need) == len(entries):
             kept.update(need)
@@ -290,7 +292,7 @@ def _apply(remote, plan: _Plan, local=None) -> int:
     sources: list[str] = []
     size = 0
     for pid, need, _ in plan.repack:
-        entries = objects.packs[pid]
+        entries = objects.index.entries(pid)
         data = reader.get_many(need)
         moved += [Obj(oid, entries[oid].digest, d) for oid, d in zip(need, data)]
         sources.append(pid)

@@ -178,7 +178,8 @@ def _upload_version(repo: Repo, objects: RemoteObjectStore, root: bytes) -> None
     local = repo.db.objects
     sizes = dict(chunks)
     order = list(chunks) + files + trees
-    missing = [oid for oid in order if oid not in objects.index]   # as refreshed under the push lock
+    # as refreshed under the push lock
+    missing = [oid for oid, loc in zip(order, objects.index.locate(order)) if loc is None]
 
     def send(batch: list[bytes]) -> None:
         data = local.get_many(batch)                     # each checked against its id

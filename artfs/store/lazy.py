@@ -501,7 +501,7 @@ class LazyObjectStore:
         except Exception as e:
             self._failed(remote, ids, e)
             return
-        locs = {oid: remote.index.get(oid) for oid in ids}
+        locs = dict(zip(ids, remote.index.locate(ids)))
         with self._lock:
             for oid, loc in locs.items():
                 self._sizes[oid] = loc.length if loc is not None else 0
@@ -531,13 +531,14 @@ class LazyObjectStore:
                     self._inflight[oid].set_result(d)
         if healed:
             log.warning("fetching from %s works again", remote.s3.url)
-        objs = [Obj(oid, remote.index[oid].digest, d) for oid, d in zip(ids, data)]
+        locs = remote.index.locate(ids)
+        objs = [Obj(oid, loc.digest, d) for oid, loc, d in zip(ids, locs, data)]
         keeper = self._keeper()
         if keeper is None:                    # closed while fetching: served, not kept
             self.kept(objs)
             return
-        keeper.put([o for o in objs if remote.index[o.id].kind == CHUNK],
-                   [o for o in objs if remote.index[o.id].kind != CHUNK])
+        keeper.put([o for o, loc in zip(objs, locs) if loc.kind == CHUNK],
+                   [o for o, loc in zip(objs, locs) if loc.kind != CHUNK])
 
     def _keeper(self) -> "_Keeper | None":
         """The keeper thread (started on first need); None once the store is closed."""

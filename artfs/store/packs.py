@@ -24,6 +24,7 @@ from .ids import CHUNK, FILE, ID_LEN, KIND_OF_PREFIX, TREE, object_id
 MAGIC = b"ARTFSIX1"
 _HEAD = struct.Struct(">8s32sQI")
 _ENTRY = struct.Struct(f">{ID_LEN}sBQQ32s")
+ENTRY_SIZE = _ENTRY.size
 PREFIX = "packs/"
 INDEX_SUFFIX = ".idx"
 
@@ -71,18 +72,23 @@ def build(objs: Sequence[Obj], kinds: Sequence[int]) -> tuple[str, bytes, bytes]
     return digest.hex(), pack, index
 
 
-def parse_index(pack_id: str, data: bytes) -> dict[bytes, Location]:
-    """The entries of the index of pack PACKID; CorruptData when it is malformed or names
-    another pack."""
+def parse_index(pack_id: str, data: bytes) -> memoryview:
+    """The entries of the index of pack PACKID (a view of DATA after its header, ENTRY_SIZE bytes
+    an entry: entry_at reads one), checked; CorruptData when it is malformed or names another pack."""
     try:
         magic, digest, length, count = _HEAD.unpack_from(data, 0)
         if magic != MAGIC or digest.hex() != pack_id or len(data) != _HEAD.size + count * _ENTRY.size:
             raise ValueError
-        out = {}
-        for oid, kind, offset, size, obj_digest in _ENTRY.iter_unpack(memoryview(data)[_HEAD.size:]):
+        entries = memoryview(data)[_HEAD.size:].toreadonly()
+        for _, kind, offset, size, _ in _ENTRY.iter_unpack(entries):
             if offset + size > length or kind not in (CHUNK, FILE, TREE):
                 raise ValueError
-            out[bytes(oid)] = Location(pack_id, offset, size, bytes(obj_digest), kind)
-        return out
+        return entries
     except (ValueError, struct.error):
         raise CorruptData(f"remote pack index {index_key(pack_id)} is malformed") from None
+
+
+def entry_at(pack_id: str, entries, number: int) -> tuple[bytes, Location]:
+    """(id, Location) of entry NUMBER of pack PACKID's ENTRIES (as parse_index returns them)."""
+    oid, kind, offset, size, digest = _ENTRY.unpack_from(entries, number * ENTRY_SIZE)
+    return oid, Location(pack_id, offset, size, digest, kind)

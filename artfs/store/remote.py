@@ -4,7 +4,9 @@ Objects go up in packs (store/packs.py) of about ``pack_size`` bytes, each pack 
 before its index; ``put_many`` may run in several threads at once (a push's batches). The
 remote's index (id -> pack, offset, length, SHA-256, kind) is the union of every
 ``packs/HH/PACKID.idx``: one LIST finds new ones, and each index is fetched once per host and kept
-in ``cache_dir`` (indexes are immutable, so a cached one never goes stale).
+in ``cache_dir`` (indexes are immutable, so a cached one never goes stale). In memory it is a
+``PackIndex`` (store/pack_index.py: the entries as read, ~82 bytes an object), ``index``: what
+the lazy store, push and the garbage collector look up in it.
 
 Reads are ranged GETs of exactly the objects asked for (neighbours coalesced, packs in parallel);
 every object is checked against its id *and* the SHA-256 its index lists before it is returned,
@@ -28,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..errors import CorruptData, Exists, NotFound, UsageError
 from .backend import Obj
 from .ids import CHUNK, FILE, TREE, id_matches, object_id, strong_digest
+from .pack_index import PackIndex
 from .packs import Location, build, index_key, kind_of, pack_id_of_index, pack_key, parse_index, PREFIX
 from .s3 import S3Store
 
@@ -45,8 +48,7 @@ class RemoteObjectStore:
                  index_seal=None):
         self.s3, self.cache_dir, self.pack_size = s3, cache_dir, pack_size
         self.object_id, self._seal = hasher, index_seal
-        self.index: dict[bytes, Location] = {}
-        self.packs: dict[str, dict[bytes, Location]] = {}     # PACKID -> its index
+        self.index = PackIndex()
         self.bytes_sent = 0                                   # pack and index bytes uploaded
         self._sent_lock = threading.Lock()
         os.makedirs(cache_dir, exist_ok=True)
@@ -59,17 +61,17 @@ class RemoteObjectStore:
         """Read every pack index the remote lists and this one has not read yet, and forget the
         packs whose index is gone (a gc deleted or repacked them)."""
         listed = {pid for key, _ in self.s3.list(PREFIX) if (pid := pack_id_of_index(key)) is not None}
-        new = sorted(listed - self.packs.keys())
+        known = set(self.index.pack_ids())
+        new = sorted(listed - known)
         with ThreadPoolExecutor(PARALLEL) as pool:
-            for pid, entries in zip(new, pool.map(self._read_index, new)):
-                self._add_index(pid, entries)
-        gone = self.packs.keys() - listed
+            self.index.add(list(zip(new, pool.map(self._read_index, new))))
+        gone = known - listed
         if gone:
             self._forget(gone)
 
-    def _read_index(self, pack_id: str) -> dict[bytes, Location]:
-        """The entries of pack PACKID's index (opened and parsed once): cached here, else fetched
-        and cached once they parse."""
+    def _read_index(self, pack_id: str) -> memoryview:
+        """The entries of pack PACKID's index (opened and checked once, packs.parse_index): cached
+        here, else fetched and cached once they parse."""
         path = os.path.join(self.cache_dir, pack_id + ".idx")
         try:
             with open(path, "rb") as f:
@@ -101,24 +103,17 @@ class RemoteObjectStore:
     def _forget(self, pack_ids) -> None:
         """Drop these packs from the index (and the cache); their objects fall back to another
         pack holding them, if any."""
+        self.index.forget(pack_ids)
         for pid in pack_ids:
-            del self.packs[pid]
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.cache_dir, pid + ".idx"))
-        self.index = {}
-        for entries in self.packs.values():
-            for oid, loc in entries.items():
-                self.index.setdefault(oid, loc)
-
-    def _add_index(self, pack_id: str, entries: dict[bytes, Location]) -> None:
-        for oid, loc in entries.items():
-            self.index.setdefault(oid, loc)   # the first index read wins; a reader checks digests
-        self.packs[pack_id] = entries
 
     def _locate(self, ids: Sequence[bytes]) -> list[Location | None]:
-        if any(oid not in self.index for oid in ids):
+        locs = self.index.locate(ids)
+        if any(loc is None for loc in locs):
             self.refresh()
-        return [self.index.get(oid) for oid in ids]
+            locs = self.index.locate(ids)
+        return locs
 
     # ObjectStore -----------------------------------------------------------------------------
     def get_many(self, ids: Sequence[bytes]) -> list[bytes | memoryview]:
@@ -204,7 +199,7 @@ class RemoteObjectStore:
             except Exists:
                 pass      # named by its SHA-256: another host uploaded these very bytes
         self._cache(pack_id, stored)
-        self._add_index(pack_id, parse_index(pack_id, index))
+        self.index.add([(pack_id, parse_index(pack_id, index))])
         return pack_id
 
     def has(self, ids: Sequence[bytes]) -> list[bool]:
@@ -228,7 +223,7 @@ class RemoteObjectStore:
 
     def ids(self) -> Iterator[bytes]:
         self.refresh()
-        yield from list(self.index)
+        yield from self.index.ids()
 
     def delete(self, ids: Sequence[bytes]) -> None:
         raise UsageError("objects leave a remote only through its garbage collector (remote/gc.py), "
@@ -242,9 +237,9 @@ class RemoteObjectStore:
             return
         self.s3.delete_many([index_key(pid) for pid in pack_ids])
         self.s3.delete_many([pack_key(pid) for pid in pack_ids])
-        self._forget(set(pack_ids) & self.packs.keys())
+        self._forget(set(pack_ids) & set(self.index.pack_ids()))
 
     def upload(self, objs: Sequence[Obj]) -> str:
         """Put these objects, which the remote lists (the garbage collector's repack: their kinds
         are in the index), in one new pack; returns its id."""
-        return self._upload(list(objs), {o.id: self.index[o.id].kind for o in objs})
+        return self._upload(list(objs), {o.id: self.index.get(o.id).kind for o in objs})

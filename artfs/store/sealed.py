@@ -213,7 +213,6 @@ class SealedRemoteStore(SealedObjectStore):
 
     s3 = property(lambda self: self.inner.s3)
     index = property(lambda self: self.inner.index)
-    packs = property(lambda self: self.inner.packs)
     bytes_sent = property(lambda self: self.inner.bytes_sent)
     cache_dir = property(lambda self: self.inner.cache_dir)
     pack_size = property(lambda self: self.inner.pack_size)
