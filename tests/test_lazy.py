@@ -940,3 +940,35 @@ def test_unmounting_while_read_ahead_waits_on_a_stalled_remote_exits_well_within
             m.proc.wait(timeout=120 / 2)
         finally:
             proxy.mode = "pass"
+
+
+def test_closing_a_store_keeps_every_chunk_it_fetched(s3, s3_bucket, tmp_path, creds, monkeypatch):
+    """A store closed right after a read whose fetched chunks still wait for the keeper (the
+    cache's writer lock held by another process; KEEP_BYTES 1, so the fetchers queue their
+    chunks one batch at a time) keeps every one of them once the lock goes: the next process
+    finds the whole file cached. Before, the fetchers still waiting to hand their chunks to the
+    keeper when the store closed were refused, and the next (warm) read fetched them again,
+    loading the remote's whole pack index for it."""
+    from artfs.store import lazy as lazy_module
+    monkeypatch.setattr(lazy_module, "KEEP_BYTES", 1)
+    data = random.randbytes(12 * MiB)
+    published(tmp_path, s3, s3_bucket, {"f": data})
+    b = tmp_path / "B"
+    clone(b, s3, s3_bucket)
+    ids = set(file_chunks(b, "ds:v0", "f"))
+    repo = Repo(str(b))
+    lazy = repo.db.objects
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITE, lazy.cache().objects.env.env.path()],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        fobj = repo.file(repo.tree(repo.resolve("ds").root).lookup(b"f").ref)
+        assert repo.read(fobj, 0, len(data)) == data      # served: fetched, verified, not kept
+        assert lazy.fetched_bytes == len(data)
+        closer = threading.Thread(target=repo.close)
+        closer.start()
+        wait_for(lambda: lazy._closed, "the store closing")
+    finally:
+        holder.communicate("", timeout=60)
+    closer.join()
+    assert cache_chunks(b) == len(ids)

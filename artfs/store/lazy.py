@@ -131,15 +131,20 @@ class LazyObjectStore:
         return self.local.env      # compaction and migration work on the local store's files
 
     def close(self) -> None:
-        """No fetch starts and no fetched object is stored after this; what the keeper holds is
-        stored before the cache and the local store close. A fetch still running (stalled on
-        the remote) ends in its daemon thread, its bytes dropped: neither LMDB environment is
-        touched by a thread of this store once they close."""
+        """No fetch starts after this; every object fetched and verified by now (served, or
+        waiting for the keeper: fetchers wait while it holds KEEP_BYTES) is stored before the
+        cache and the local store close, within the read timeout, so the next process finds it
+        cached. A fetch still running (stalled on the remote, or abandoned) ends in its daemon
+        thread, its bytes dropped: neither LMDB environment is touched by a thread of this
+        store once they close."""
         with self._lock:
             self._closed = True
             pool, keep = self._pool, self._keep
         if pool is not None:
             pool.shutdown()
+        with self._lock:
+            self._settled.wait_for(lambda: not any(f.done() and f.exception() is None
+                                                   for f in self._inflight.values()), timeout())
         if keep is not None:
             keep.close()
         if self._cache is not None:
