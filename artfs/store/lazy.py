@@ -256,7 +256,7 @@ class LazyObjectStore:
             return b"".join(memoryview(got[oid])[s:e] for oid, s, e in spans)
         ahead = lambda: self._read_ahead(fobj, offset, size)     # noqa: E731
         cache = self._cache
-        if cache is not None and cache.known([spans[0][0]])[0]:   # cached: not local (a warm read)
+        if spans and cache is not None and cache.known([spans[0][0]])[0]:   # cached, not local: warm
             data = self._cached_ranges(cache, spans, ahead)
             if data is not None:
                 return data
