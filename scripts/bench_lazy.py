@@ -164,7 +164,16 @@ def workload(b, B) -> None:
             with m:
                 v = (how or (lambda mnt: B.timed_read(mnt / "big" / "v0" / "data.bin", size)))(m.mnt)
                 m.sample_rss()
+            print(f"  {name} daemon: peak RSS {m.peak_rss >> 20} MiB, anonymous {m.peak_anon >> 20} MiB", flush=True)
             return v, m.peak_rss
+
+        def cached(store_dir: Path) -> None:
+            """Say how much of the big file the chunk cache holds (a warm read fetches the rest)."""
+            import json
+            got = json.loads(B.run(B.artfs_cmd(store_dir, "cache", "ls", "big", "--json")).stdout)
+            big = got["versions"][0]
+            print(f"  cache after the cold read: {big['cached'] >> 20} of {(big['cached'] + big['remote']) >> 20}"
+                  f" MiB of the big file, {got['cache']['chunks']:,} chunks", flush=True)
 
         def cold() -> None:
             if b.can_drop:
@@ -184,6 +193,7 @@ def workload(b, B) -> None:
             for k in "abc":
                 rows[k].samples.setdefault("artfs", []).append(speed)
             rows["e"].samples.setdefault("artfs", []).append(rss / (1 << 20))
+            cached(lazy)
             warm, _ = artfs_read(lazy, "lazy", clear=False)
             rows["d"].samples.setdefault("artfs", []).append(warm)
             local, _ = artfs_read(a, "local", clear=False)

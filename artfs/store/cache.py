@@ -93,6 +93,7 @@ class ChunkCache:
         self.used = 0
         self._stores = 0
         self._served = 0          # bytes read from the map since its pages were last released
+        self._last: bytes | None = None   # the chunk read last (counted in _served once)
         self._users = os.open(os.path.join(self.dir, "users.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         with self._turn():
             self._alone = _lock(self._users, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -209,17 +210,38 @@ class ChunkCache:
         self._read(sum(map(len, data)))
         return data
 
+    def known(self, ids: Sequence[bytes]) -> list[bool]:
+        """Which ids this process knows stored here (no lookup: another process may have added
+        or evicted some since)."""
+        with self._lock:
+            return [oid in self._lru for oid in ids]
+
     def read_ranges(self, spans) -> bytes:
         """Like LocalObjectStore.read_ranges (CorruptData when one is absent or damaged)."""
         data = self.objects.read_ranges(spans)
+        self._spans_read(spans)
+        return data
+
+    def read_ranges_resident(self, spans) -> bytes | None:
+        """``read_ranges``, or None when a chunk is absent or its pages are not all in memory
+        (LocalObjectStore.read_ranges_resident: for a caller on an event loop)."""
+        nowait = getattr(self.objects, "read_ranges_resident", None)
+        data = nowait(spans) if nowait is not None else None
+        if data is not None:
+            self._spans_read(spans)
+        return data
+
+    def _spans_read(self, spans) -> None:
+        """The chunks of SPANS were just read: most recently used, their bytes mapped."""
         touched = 0                               # whole chunks: each is hashed as it is read
         with self._lock:
             for oid, start, end in spans:
                 if oid in self._lru:
                     self._lru.move_to_end(oid)
-                touched += self._lru.get(oid, end - start)
+                if oid != self._last:             # a sequential read's first chunk: mapped already
+                    touched += self._lru.get(oid, end - start)
+            self._last = spans[-1][0] if spans else None
         self._read(touched)
-        return data
 
     def _read(self, n: int) -> None:
         """Count N bytes read from the map; past RELEASE_EVERY, release its pages."""
@@ -227,7 +249,7 @@ class ChunkCache:
             self._served += n
             if self._served < RELEASE_EVERY:
                 return
-            self._served = 0
+            self._served, self._last = 0, None
         self.release()
 
     def release(self) -> None:

@@ -7,7 +7,10 @@ and file objects are kept in the local store (pulled in bulk, docs/REMOTE.md "La
 chunks are fetched on first read.
 
 Reads (``read_file``, ``read_ranges``, ``get_many``): objects in the local store are served from
-it (a local store pays nothing more); chunks in the cache (store/cache.py) from there, in place;
+it (a local store pays nothing more); chunks in the cache (store/cache.py) from there, in place (a
+read whose first chunk this process knows cached looks there first: a warm read costs one
+lookup per chunk, as a local one, opens no remote, and ``read_ranges_resident`` serves it on the
+mount's event loop when its pages are in memory);
 the rest are fetched with ranged GETs (store/remote.py ``RemoteObjectStore.get_many``: every
 object checked against its id and the SHA-256 the pack index lists) in batches of neighbours of about ``BATCH`` bytes (one coalesced
 GET each), ``FETCHERS`` batches at once: a full read-ahead window keeps them all busy. A chunk being
@@ -132,15 +135,20 @@ class LazyObjectStore:
         return self.local.env      # compaction and migration work on the local store's files
 
     def close(self) -> None:
-        """No fetch starts and no fetched object is stored after this; what the keeper holds is
-        stored before the cache and the local store close. A fetch still running (stalled on
-        the remote) ends in its daemon thread, its bytes dropped: neither LMDB environment is
-        touched by a thread of this store once they close."""
+        """No fetch starts after this; every object fetched and verified by now (served, or
+        waiting for the keeper: fetchers wait while it holds KEEP_BYTES) is stored before the
+        cache and the local store close, within the read timeout, so the next process finds it
+        cached. A fetch still running (stalled on the remote, or abandoned) ends in its daemon
+        thread, its bytes dropped: neither LMDB environment is touched by a thread of this
+        store once they close."""
         with self._lock:
             self._closed = True
             pool, keep = self._pool, self._keep
         if pool is not None:
             pool.shutdown()
+        with self._lock:
+            self._settled.wait_for(lambda: not any(f.done() and f.exception() is None
+                                                   for f in self._inflight.values()), timeout())
         if keep is not None:
             keep.close()
         if self._cache is not None:
@@ -247,10 +255,16 @@ class LazyObjectStore:
                 raise _WouldFetch()
             got = self._wait(self.remote(), futures)
             return b"".join(memoryview(got[oid])[s:e] for oid, s, e in spans)
+        ahead = lambda: self._read_ahead(fobj, offset, size)     # noqa: E731
+        cache = self._cache
+        if spans and cache is not None and cache.known([spans[0][0]])[0]:   # cached, not local: warm
+            data = self._cached_ranges(cache, spans, ahead)
+            if data is not None:
+                return data
         try:
             return self.local.read_ranges(spans)
         except CorruptData as e:
-            return self._fallback(spans, lambda: self._read_ahead(fobj, offset, size), e)
+            return self._fallback(spans, ahead, e)
 
     def read_fetched(self, fobj, offset: int, size: int) -> bytes | None:
         """``read_file`` when every chunk it needs is fetched and verified, not yet kept (what
@@ -268,24 +282,32 @@ class LazyObjectStore:
         return b"".join(memoryview(d)[s:e] for d, (_, s, e) in zip(got, spans))
 
     def _fallback(self, spans, ahead, error: CorruptData) -> bytes:
-        """The spans' bytes when some are not local: from the cache, else fetched; ``ahead()``
-        names chunks to fetch too, scheduled after the ones this read waits for. ERROR (what the
-        local store said) when they are all local (damaged) or no remote is bound."""
-        ids = list(dict.fromkeys(oid for oid, _, _ in spans))
-        if all(self.local.has(ids)) or self.remote() is None and self.cache(create=False) is None:
-            raise error
+        """The spans' bytes when some are not local: from the cache when it holds them all (also
+        a copy of a damaged local chunk: it was verified), else fetched; ``ahead()`` names chunks
+        to fetch too, scheduled after the ones this read waits for. ERROR (what the local store
+        said) when they are all local (damaged) or no remote is bound."""
         cache = self.cache(create=False)
-        if cache is not None:
-            try:
-                data = cache.read_ranges(spans)
-                self._ahead(ahead())
-                return data
-            except CorruptData:
-                pass
-        got = self._obtain([oid for oid, h in zip(ids, self.local.has(ids)) if not h], ahead())
+        data = self._cached_ranges(cache, spans, ahead) if cache is not None else None
+        if data is not None:
+            return data
+        ids = list(dict.fromkeys(oid for oid, _, _ in spans))
+        here = self.local.has(ids)
+        if all(here) or cache is None and self.remote() is None:
+            raise error
+        got = self._obtain([oid for oid, h in zip(ids, here) if not h], ahead())
         local = {}
         return b"".join(memoryview(got[oid] if oid in got else self._local_bytes(local, oid))[s:e]
                         for oid, s, e in spans)
+
+    def _cached_ranges(self, cache: ChunkCache, spans, ahead) -> bytes | None:
+        """The spans' bytes if the cache holds every chunk (then ``ahead()`` is scheduled), else
+        None: no other lookup, the remote not opened."""
+        try:
+            data = cache.read_ranges(spans)
+        except CorruptData:
+            return None
+        self._ahead(ahead())
+        return data
 
     def _local_bytes(self, memo: dict, oid: bytes) -> bytes:
         if oid not in memo:
@@ -317,9 +339,12 @@ class LazyObjectStore:
         return [oid for oid, _, _ in fobj.span(start, stop - start)]
 
     def read_ranges_resident(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes | None:
-        """The local store's (None where not local or not in memory: the caller reads in a thread)."""
+        """The local store's, else the cache's (None where neither holds them all in memory: the
+        caller reads in a thread)."""
         nowait = getattr(self.local, "read_ranges_resident", None)
-        return nowait(spans) if nowait is not None else None
+        data = nowait(spans) if nowait is not None else None
+        cache = self.cache(create=False) if data is None else None
+        return cache.read_ranges_resident(spans) if cache is not None else data
 
     def put_many(self, objs: Sequence[Obj]) -> int:
         return self.local.put_many(objs)
@@ -464,8 +489,8 @@ class LazyObjectStore:
 
     def _schedule(self, ids: Sequence[bytes]) -> dict[bytes, Future]:
         """A future per id: the fetch in flight, or a new one (batched by pack and position)."""
-        remote = self.remote()
-        if remote is None or not ids:
+        remote = self.remote() if ids else None
+        if remote is None:
             return {}
         futures, new = {}, []
         with self._lock:
@@ -490,8 +515,15 @@ class LazyObjectStore:
             self._schedule(self._absent(ids))
 
     def _absent(self, ids: Sequence[bytes]) -> list[bytes]:
-        """The ids neither in the local store nor in the cache."""
-        here = [a or b for a, b in zip(self.local.has(ids), self.cache().present(ids))]
+        """The ids neither in the local store nor in the cache. Those this process knows cached
+        are not looked up (a warm read plans its read-ahead like any read: one dict lookup per
+        chunk instead of two LMDB lookups that map its pages); one another process evicted
+        meanwhile is then not fetched ahead, and the read that needs it fetches it."""
+        cache = self.cache()
+        ids = [oid for oid, known in zip(ids, cache.known(ids)) if not known]
+        if not ids:
+            return []
+        here = [a or b for a, b in zip(self.local.has(ids), cache.present(ids))]
         return [oid for oid, h in zip(ids, here) if not h]
 
     def _dispatch(self, remote, ids: list[bytes]) -> None:   # fetcher thread
