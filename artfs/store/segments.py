@@ -103,10 +103,10 @@ class Segments:
         """Write each ``(digest, data)`` at the committed end ``tail`` (starting a new segment when
         the current one is full), durably; returns each one's ``LOCATION`` record and the new tail."""
         segment, end = tail
-        records, pending, synced = [], [], []
+        records, pending = [], []
         for digest, data in blobs:
             if end and end + len(data) > SEGMENT_BYTES:
-                self._write(segment, pending, synced)
+                self._write(segment, pending)
                 segment, end, pending = segment + 1, 0, []
             pad = -len(data) % ALIGN   # zeros up to the next block: a punch frees whole blocks
             pending.append((end, data))
@@ -114,14 +114,13 @@ class Segments:
                 pending.append((end + len(data), _ZEROS[:pad]))
             records.append(LOCATION.pack(segment, end, len(data), digest))
             end += len(data) + pad
-        self._write(segment, pending, synced)
-        for fd in synced:
-            os.fdatasync(fd)
-        if len(synced) > 1 or tail[0] != segment or tail[1] == 0:
+        self._write(segment, pending)
+        if tail[0] != segment or tail[1] == 0:
             fsync_path(self.path)   # a segment created: its name must last too
         return records, (segment, end)
 
-    def _write(self, segment: int, pending: list[tuple[int, bytes]], synced: list[int]) -> None:
+    def _write(self, segment: int, pending: list[tuple[int, bytes]]) -> None:
+        """Write ``(offset, bytes)`` pieces into ``segment``, durably."""
         if not pending:
             return
         fd = self._fd(segment)
@@ -131,9 +130,9 @@ class Segments:
                 if os.pwritev(fd, [d for _, d in group], group[0][0]) != sum(len(d) for _, d in group):
                     for offset, data in group:   # a short write: the same bytes again, one by one
                         _pwrite_all(fd, data, offset)
+            os.fdatasync(fd)
         except OSError as e:
             raise os_error(self.path, e) from None
-        synced.append(fd)
 
     def _fd(self, segment: int) -> int:
         with self._lock:
