@@ -131,6 +131,44 @@ def small_files(directory, total: int) -> None:
         write(os.path.join(directory, f"{i:05}"), os.urandom(SMALL))
 
 
+def data_files(store) -> list[str]:
+    """The files that hold the store's objects' bytes: the object environment's LMDB file and
+    its segments (store/segments.py)."""
+    env = objects_env(store)
+    directory = os.path.join(env, SEGMENTS)
+    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    return [os.path.join(env, "data.mdb")] + [os.path.join(directory, n) for n in names]
+
+
+def drop_data_cache(store) -> None:
+    """Drop the page cache of the store's data files: the next read of an object waits for the disk."""
+    for path in data_files(store):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def flip_stored_byte(store, needle: bytes, at: int) -> None:
+    """Flip the byte AT bytes into NEEDLE where the store's data files hold it (in exactly one
+    place), behind artfs's back."""
+    hits = []
+    for path in data_files(store):
+        raw = read(path)
+        start = raw.find(needle)
+        while start >= 0:
+            hits.append((path, start))
+            start = raw.find(needle, start + 1)
+    assert len(hits) == 1, hits
+    path, start = hits[0]
+    with open(path, "r+b") as f:
+        f.seek(start + at)
+        byte = f.read(1)[0]
+        f.seek(start + at)
+        f.write(bytes([byte ^ 0xFF]))
+
+
 def segment_bytes(store) -> int:
     """Bytes the store's segment files take on disk (holes punched out of them excluded)."""
     directory = os.path.join(objects_env(store), SEGMENTS)

@@ -57,14 +57,15 @@ class LocalObjectStore:
         value = txn.get(oid, db=self._db)
         return None if value is None else (False, value)
 
-    def _find(self, txn, oid: bytes):
+    def _find(self, txn, oid: bytes, fault: bool = True):
         """(digest, bytes) of ``oid`` as views valid in ``txn`` (an LMDB value or a segment's
-        map), or None when it is not stored."""
+        map), or None when it is not stored; ``fault``: see Segments.view."""
         record = self._record(txn, oid)
         if record is None:
             return None
         segmented, value = record
-        return self.segments.view(value) if segmented else (value[:DIGEST_LEN], value[DIGEST_LEN:])
+        return (self.segments.view(value, fault) if segmented
+                else (value[:DIGEST_LEN], value[DIGEST_LEN:]))
 
     def _checked(self, txn, oid: bytes, found=False):
         """The stored bytes of ``oid`` (a view valid in ``txn``), checked against the id."""
@@ -95,7 +96,7 @@ class LocalObjectStore:
         with self.env.read() as txn:
             found = []
             for oid, _, _ in spans:
-                f = self._find(txn, oid)
+                f = self._find(txn, oid, fault=False)
                 if f is None or not resident(f[1]):
                     return None
                 found.append(f)
@@ -108,7 +109,7 @@ class LocalObjectStore:
         must not keep it (the sealed store opens objects from it: no copy out). With ``nowait``,
         None when a value's pages are not all in memory (as ``read_ranges_resident``)."""
         with self.env.read() as txn:
-            found = [self._find(txn, oid) for oid in ids]
+            found = [self._find(txn, oid, fault=not nowait) for oid in ids]
             if nowait and not all(f is not None and resident(f[1]) for f in found):
                 return None
             return [fn(oid, self._checked(txn, oid, f)) for oid, f in zip(ids, found)]

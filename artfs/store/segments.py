@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 
 from ..errors import StoreError
 from .ids import DIGEST_LEN
-from .lmdb_env import fsync_path, os_error
+from .lmdb_env import fsync_path, os_error, populate
 
 MIN_BYTES = 4096                 # smaller objects stay LMDB values
 ALIGN = 4096                     # each object starts at a multiple of this (a filesystem block)
@@ -147,13 +147,18 @@ class Segments:
             return fd
 
     # reading -----------------------------------------------------------------------------------
-    def view(self, record) -> tuple[bytes, memoryview]:
-        """(SHA-256, a view of the bytes) of the object at ``record`` (a ``LOCATION``)."""
+    def view(self, record, fault: bool = True) -> tuple[bytes, memoryview]:
+        """(SHA-256, a view of the bytes) of the object at ``record`` (a ``LOCATION``), its pages
+        faulted in without the GIL unless ``fault`` is false (a caller that reads only what is
+        in memory: lmdb_env.resident). LMDB's ``get`` does the same for values it returns."""
         segment, offset, length, digest = LOCATION.unpack(record)
         mapped = self._maps.get(segment)
         if mapped is None or offset + length > len(mapped):
             mapped = self._map(segment, offset + length)
-        return digest, memoryview(mapped)[offset:offset + length]
+        view = memoryview(mapped)[offset:offset + length]
+        if fault:
+            populate(view)
+        return digest, view
 
     def _map(self, segment: int, need: int) -> mmap.mmap:
         with self._lock:
