@@ -20,7 +20,10 @@ them there as it keeps them, so that its ``put_many`` only stores them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import NamedTuple, Protocol
+
+from .ids import object_id, strong_digest
 
 
 class Obj(NamedTuple):
@@ -54,15 +57,16 @@ class ObjectStore(Protocol):
     def close(self) -> None: ...
 
 
+def plain_chunk(data, hasher=object_id) -> Obj:
+    """A plain store's object of a chunk's bytes: id, SHA-256 digest, the bytes."""
+    return Obj(hasher(data), strong_digest(data), data)
+
+
 def chunk_maker(store) -> Callable[[bytes], Obj]:
     """How an ingest makes the object of a chunk's bytes for STORE's ``put_many``: the store's own
     ``seal_chunk`` where it has one (a sealed store: keyed id, sealed bytes, their digest), else
-    ``Obj(id, digest, bytes)`` with the store's ``object_id`` and ``chunk_digest`` (None: the store
-    digests what it stores, the digest is b"")."""
+    ``plain_chunk`` with the store's ``object_id``."""
     seal = getattr(store, "seal_chunk", None)
     if seal is not None:
         return seal
-    hasher, digest = store.object_id, store.chunk_digest
-    if digest is None:
-        return lambda data: Obj(hasher(data), b"", data)
-    return lambda data: Obj(hasher(data), digest(data), data)
+    return partial(plain_chunk, hasher=store.object_id)

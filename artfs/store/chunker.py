@@ -13,8 +13,7 @@ from collections.abc import Iterator
 
 from pyfastcdc import FastCDC
 
-from .backend import Obj
-from .ids import object_id, strong_digest
+from .backend import Obj, plain_chunk
 
 AVG_SIZE = 64 * 1024
 MIN_SIZE = 16 * 1024
@@ -38,11 +37,6 @@ def chunk_fd(fd: int) -> Iterator[memoryview]:
     with open(fd, "rb", buffering=0, closefd=False) as stream:
         for chunk in _cdc().cut_stream(stream):
             yield chunk.data
-
-
-def plain_chunk(data) -> Obj:
-    """A plain store's object of a chunk's bytes: id, SHA-256 digest, the bytes."""
-    return Obj(object_id(data), strong_digest(data), data)
 
 
 def hashed_chunks(fd: int, size: int, make=plain_chunk, ahead: int = AHEAD_BYTES) -> Iterator[tuple[Obj, int]]:

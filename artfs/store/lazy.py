@@ -113,7 +113,7 @@ class LazyObjectStore:
 
     def __init__(self, store: str, local: LocalObjectStore):
         self.store, self.local = store, local
-        self.object_id, self.chunk_digest = local.object_id, local.chunk_digest
+        self.object_id = local.object_id
         self.seal_chunk = getattr(local, "seal_chunk", None)   # an ingest seals in its chunking threads
         self._remote = None
         self._cache: ChunkCache | None = None
@@ -544,12 +544,13 @@ class LazyObjectStore:
             batch.append(oid)
             size += locs[oid].length if locs[oid] is not None else 0
             if size >= BATCH:
-                self._pool.submit(self._fetch, remote, batch)
+                self._pool.submit(self._fetch, remote, batch, [locs[oid] for oid in batch])
                 batch, size = [], 0
         if batch:
-            self._fetch(remote, batch)
+            self._fetch(remote, batch, [locs[oid] for oid in batch])
 
-    def _fetch(self, remote, ids: list[bytes]) -> None:   # fetcher thread
+    def _fetch(self, remote, ids: list[bytes], locs: list) -> None:   # fetcher thread
+        """Fetch IDS (at LOCS in the remote's index, as _dispatch found them) and hand them on."""
         try:
             data = remote.get_many(ids)       # verified: id and SHA-256 from the pack index
         except Exception as e:
@@ -563,7 +564,8 @@ class LazyObjectStore:
                     self._inflight[oid].set_result(d)
         if healed:
             log.warning("fetching from %s works again", remote.s3.url)
-        locs = remote.index.locate(ids)
+        if None in locs:                      # listed only since _dispatch (get_many refreshed)
+            locs = remote.index.locate(ids)
         objs = [Obj(oid, loc.digest, d) for oid, loc, d in zip(ids, locs, data)]
         keeper = self._keeper()
         if keeper is None:                    # closed while fetching: served, not kept

@@ -28,7 +28,6 @@ class LocalObjectStore:
     def __init__(self, path: str, hasher=object_id):
         self.env = Env(path, DATABASES, initial_map=INITIAL_MAP)
         self.object_id = hasher   # injectable so tests can force collisions
-        self.chunk_digest = strong_digest   # what put_many's Obj.digest must be of a chunk's bytes
 
     @property
     def _db(self):

@@ -50,7 +50,6 @@ class SealedObjectStore:
     def __init__(self, inner, master: bytes):
         self.inner = inner
         self.object_id = keyed_hasher(master)
-        self.chunk_digest = None   # put_many digests the sealed bytes: callers need not digest
         self._master = master
         self._sealer = Sealer(master)
         self._recent: OrderedDict[bytes, bytes] = OrderedDict()
