@@ -8,17 +8,13 @@ import os
 
 import pytest
 
-from artfs.store.backend import Obj
-from artfs.store.ids import CHUNK, object_id, strong_digest
+from artfs.store.backend import Obj, plain_chunk as chunk
+from artfs.store.ids import CHUNK, strong_digest
 from artfs.store.pack_index import PackIndex
 from artfs.store.packs import build, parse_index
 from tests.test_remote import url
 
 pytest.importorskip("obstore", reason="needs obstore: scripts/setup-s3.sh installs it")
-
-
-def chunk(data: bytes) -> Obj:
-    return Obj(object_id(data), strong_digest(data), data)
 
 
 def host(s3, bucket, tmp_path, name: str, pack_size: int = 64 << 20):
