@@ -79,6 +79,7 @@ def test_ids_sharing_their_first_bytes_are_told_apart():
     packs = [build(objs[:4], [CHUNK] * 4), build(objs[3:], [CHUNK] * 3)]   # objs[3] in both
     for pack_id, _, idx in packs:
         index.add([(pack_id, parse_index(pack_id, idx))])
+    assert index.object_ids(packs[1][0]) == [o.id for o in objs[3:]]
     for i, o in enumerate(objs):
         loc = index.get(o.id)
         assert (loc.pack, loc.length, loc.digest) == (packs[0 if i < 4 else 1][0], len(o.data), o.digest)

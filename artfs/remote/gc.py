@@ -262,10 +262,10 @@ def _plan(remote, lock: Lock, local=None) -> _Plan:
         elif pid not in known and t < old:
             plan.orphan_packs.append((key, size))
     kept: set[bytes] = set()
-    packs = sorted((pid for pid in read if pack_key(pid) in listing),   # one pack's entries at a time
-                   key=lambda pid: not all(oid in live for oid in objects.index.entries(pid)))
+    packs = sorted((pid for pid in read if pack_key(pid) in listing),   # all-live packs first
+                   key=lambda pid: not all(oid in live for oid in objects.index.object_ids(pid)))
     for pid in packs:
-        entries = objects.index.entries(pid)
+        entries = objects.index.entries(pid)      # one pack's entries in memory at a time
         need = [oid for oid in entries if oid in live and oid not in kept]
         if len(need) == len(entries):
             kept.update(need)

@@ -57,6 +57,11 @@ class _Table:
         return [(p << _KEY) | r for p, r in zip(self.prefixes, self.refs)]
 
 
+def _ids(entries: memoryview) -> list[bytes]:
+    """The ids these entries list, in their order."""
+    return [bytes(entries[at:at + ID_LEN]) for at in range(0, len(entries), ENTRY_SIZE)]
+
+
 def _keys(packs: Sequence[tuple[int, memoryview]]) -> list[int]:
     """The sort keys of these (ordinal, entries) packs' entries."""
     out: list[int] = []
@@ -106,12 +111,18 @@ class PackIndex:
         """Every id listed, once."""
         seen: set[bytes] = set()
         for _, entries in self._state[0].values():
-            seen.update(bytes(entries[at:at + ID_LEN]) for at in range(0, len(entries), ENTRY_SIZE))
+            seen.update(_ids(entries))
         return iter(seen)
 
     def pack_ids(self) -> list[str]:
         """The packs read, in the order they were."""
         return list(self._state[1])
+
+    def object_ids(self, pack_id: str) -> list[bytes]:
+        """The ids pack PACK_ID's index lists, in its order (KeyError when it was not read): no
+        ``Location`` built, unlike ``entries``."""
+        packs, ordinals, _ = self._state
+        return _ids(packs[ordinals[pack_id]][1])
 
     def entries(self, pack_id: str) -> dict[bytes, Location]:
         """What pack PACK_ID's index lists (KeyError when it was not read)."""
