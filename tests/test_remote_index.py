@@ -88,3 +88,27 @@ def test_ids_sharing_their_first_bytes_are_told_apart():
     assert [index.get(o.id) is not None for o in objs] == [False, False, False, True, True, True]
     assert index.get(objs[3].id).pack == packs[1][0]
     assert index.pack_ids() == [packs[1][0]] and set(index.ids()) == {o.id for o in objs[3:]}
+
+
+def test_get_located_reads_at_the_locations_given_checked_and_follows_a_repack(s3, s3_bucket, tmp_path):
+    """``get_located`` (the lazy store's fetch) reads where the caller's lookup said, no lookup of
+    its own: a location of another object is CorruptData (its bytes are checked), never other
+    bytes; one found nowhere then is looked up again (listed since); one whose pack a gc repacked
+    meanwhile is read from the new pack."""
+    from artfs.errors import CorruptData
+    x, y, z = chunk(os.urandom(1500)), chunk(os.urandom(1600)), chunk(os.urandom(1700))
+    a, b = host(s3, s3_bucket, tmp_path, "a"), host(s3, s3_bucket, tmp_path, "b")
+    a.put_many([x, y])
+    locs = b.locate([x.id, y.id, z.id])
+    assert locs[2] is None
+    assert b.get_located([x.id, y.id], locs[:2]) == [x.data, y.data]
+    with pytest.raises(CorruptData, match=f"remote object {x.id.hex()} .*fails its hash check"):
+        b.get_located([x.id], [locs[1]])
+    a.put_many([z])
+    assert b.get_located([z.id], [None]) == [z.data]
+    old = locs[0].pack
+    a.upload([y, x])                                # a repack (another pack: other order), as gc does
+    a.drop_packs([old])
+    assert b.get_located([x.id, y.id], locs[:2]) == [x.data, y.data]
+    assert b.index.get(x.id).pack not in (old, None)
+

@@ -11,7 +11,7 @@ it (a local store pays nothing more); chunks in the cache (store/cache.py) from 
 read whose first chunk this process knows cached looks there first: a warm read costs one
 lookup per chunk, as a local one, opens no remote, and ``read_ranges_resident`` serves it on the
 mount's event loop when its pages are in memory);
-the rest are fetched with ranged GETs (store/remote.py ``RemoteObjectStore.get_many``: every
+the rest are fetched with ranged GETs (store/remote.py ``RemoteObjectStore.get_located``: every
 object checked against its id and the SHA-256 the pack index lists) in batches of neighbours of about ``BATCH`` bytes (one coalesced
 GET each), ``FETCHERS`` batches at once: a full read-ahead window keeps them all busy. A chunk being
 fetched is fetched once: other readers wait for the same fetch. Readers get the bytes as soon as
@@ -551,8 +551,9 @@ class LazyObjectStore:
 
     def _fetch(self, remote, ids: list[bytes], locs: list) -> None:   # fetcher thread
         """Fetch IDS (at LOCS in the remote's index, as _dispatch found them) and hand them on."""
-        try:
-            data = remote.get_many(ids)       # verified: id and SHA-256 from the pack index
+        located = getattr(remote, "get_located", None)   # a sealed remote (store/sealed.py) reads by id
+        try:                                  # verified: id and SHA-256 from the pack index
+            data = located(ids, locs) if located is not None else remote.get_many(ids)
         except Exception as e:
             self._failed(remote, ids, e)
             return
@@ -564,7 +565,7 @@ class LazyObjectStore:
                     self._inflight[oid].set_result(d)
         if healed:
             log.warning("fetching from %s works again", remote.s3.url)
-        if None in locs:                      # listed only since _dispatch (get_many refreshed)
+        if None in locs:                      # listed only since _dispatch (get_located refreshed)
             locs = remote.index.locate(ids)
         objs = [Obj(oid, loc.digest, d) for oid, loc, d in zip(ids, locs, data)]
         keeper = self._keeper()

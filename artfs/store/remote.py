@@ -108,7 +108,9 @@ class RemoteObjectStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.cache_dir, pid + ".idx"))
 
-    def _locate(self, ids: Sequence[bytes]) -> list[Location | None]:
+    def locate(self, ids: Sequence[bytes]) -> list[Location | None]:
+        """Where the index lists each id (None: not listed), the pack indexes not read yet read
+        first when one is unknown."""
         locs = self.index.locate(ids)
         if any(loc is None for loc in locs):
             self.refresh()
@@ -119,14 +121,21 @@ class RemoteObjectStore:
     def get_many(self, ids: Sequence[bytes]) -> list[bytes | memoryview]:
         """The objects' bytes, each verified against its id and the SHA-256 its index lists (data
         chunks as views of the responses, not copied: s3.py ``get_ranges``)."""
-        try:
-            return self._get_many(ids)
-        except _PackGone:          # a gc repacked it meanwhile: the objects are in another pack now
-            self.refresh()
-            return self._get_many(ids)
+        return self.get_located(ids, self.index.locate(ids))
 
-    def _get_many(self, ids: Sequence[bytes]) -> list[bytes | memoryview]:
-        locs = self._locate(ids)
+    def get_located(self, ids: Sequence[bytes], locs: Sequence[Location | None]) -> list[bytes | memoryview]:
+        """``get_many`` of ids the caller has looked up in ``index`` already (LOCS, as ``locate``
+        gives them): looked up again only if one was not found then (after a refresh) or its pack
+        is gone (a gc repacked it meanwhile: the objects are in another pack now)."""
+        if any(loc is None for loc in locs):
+            locs = self.locate(ids)
+        try:
+            return self._read(ids, locs)
+        except _PackGone:
+            self.refresh()
+            return self._read(ids, self.index.locate(ids))
+
+    def _read(self, ids: Sequence[bytes], locs: Sequence[Location | None]) -> list[bytes | memoryview]:
         by_pack: dict[str, list[int]] = defaultdict(list)
         for i, (oid, loc) in enumerate(zip(ids, locs)):
             if loc is None:
@@ -165,7 +174,7 @@ class RemoteObjectStore:
         (ids.CHUNK, FILE, TREE), given when the bytes do not tell it (sealed objects), else told
         from them (packs.kind_of)."""
         if refresh:
-            self._locate([o.id for o in objs])
+            self.locate([o.id for o in objs])
         new: dict[bytes, Obj] = {}
         for obj in objs:
             loc = self.index.get(obj.id)
@@ -203,13 +212,13 @@ class RemoteObjectStore:
         return pack_id
 
     def has(self, ids: Sequence[bytes]) -> list[bool]:
-        return [loc is not None for loc in self._locate(ids)]
+        return [loc is not None for loc in self.locate(ids)]
 
     def sizes(self, ids: Sequence[bytes]) -> list[int | None]:
-        return [loc.length if loc is not None else None for loc in self._locate(ids)]
+        return [loc.length if loc is not None else None for loc in self.locate(ids)]
 
     def kinds(self, ids: Sequence[bytes]) -> list[int | None]:
-        return [loc.kind if loc is not None else None for loc in self._locate(ids)]
+        return [loc.kind if loc is not None else None for loc in self.locate(ids)]
 
     def check(self, ids: Sequence[bytes]) -> list[str | None]:
         out = []
