@@ -1,6 +1,8 @@
 """The remote's pack index in memory (store/pack_index.py, docs/REMOTE.md "Objects in packs"): which
 pack an id is read from when several list it, ids of forgotten and repacked packs, many packs
-added one by one; on Ceph RGW and moto, and the index alone over packs built by packs.py."""
+added one by one, reads at locations looked up before (``get_located``); on Ceph RGW and moto,
+and the index alone over packs built by packs.py (ids sharing their first bytes, the compact
+index's own edge cases: bucket edges, merged tables, packs forgotten and read again)."""
 
 from __future__ import annotations
 
@@ -112,3 +114,57 @@ def test_get_located_reads_at_the_locations_given_checked_and_follows_a_repack(s
     assert b.get_located([x.id, y.id], locs[:2]) == [x.data, y.data]
     assert b.index.get(x.id).pack not in (old, None)
 
+
+def test_the_compact_index_across_bucket_edges_many_tables_forgets_and_rereads():
+    """The index's own edge cases, over 40 packs built by packs.py: ids whose first 8 bytes sit
+    on either side of a bucket edge (for every table size here), or are the smallest and largest
+    there are, and ids sharing 8 and 15 bytes, each found in the first pack read that lists it
+    (every id is in two packs) through the tables that adding packs one by one and then many at
+    once merges; look-alikes are not found. Forgetting packs leaves their ids found only in the
+    other pack listing them, if any; a forgotten pack read again counts as read last."""
+    import random
+    rng = random.Random(20)
+    heads = sorted({h for s in range(50, 63) for b in (1, 2, 3, 5) for d in (-1, 0, 1)
+                    if 0 <= (h := (b << s) + d) < 1 << 64} | {0, (1 << 64) - 1})
+    ids = []
+    for h in heads:
+        head, rest = h.to_bytes(8, "big"), rng.randbytes(7)
+        ids += [head + rest + b"\x00", head + rest + b"\x01", head + rng.randbytes(8)]
+    n = 40
+    objs = [Obj(oid, strong_digest(d), d) for oid in ids for d in [rng.randbytes(10 + len(oid) % 7)]]
+    lists = [[i for i in range(len(ids)) if i % n == k or i % n == (k - 3) % n] for k in range(n)]
+    packs = []
+    for listed in lists:
+        pack_id, _, idx = build([objs[i] for i in listed], [CHUNK] * len(listed))
+        packs.append((pack_id, parse_index(pack_id, idx)))
+    index = PackIndex()
+    for p in packs[:25]:
+        index.add([p])
+    index.add(packs[25:])
+    order = [pid for pid, _ in packs]
+    assert index.pack_ids() == order
+
+    def expect(read: list[str]) -> None:
+        """Each id found in the first of READ (the packs read, in order) that lists it, or not."""
+        where = {}
+        for pid in read:
+            for i in lists[order.index(pid)]:
+                where.setdefault(i, pid)
+        for i, o in enumerate(objs):
+            loc = index.get(o.id)
+            if i in where:
+                assert loc is not None and (loc.pack, loc.length, loc.digest) == (where[i], len(o.data), o.digest), i
+            else:
+                assert loc is None and o.id not in index, i
+        assert set(index.ids()) == {ids[i] for i in where}
+
+    expect(order)
+    for oid in ids[::3]:                            # the same 8 bytes, the same 15 bytes
+        assert index.get(oid[:8] + bytes(8)) is None and index.get(oid[:15] + b"\x02") is None
+    gone = order[::3]
+    index.forget(gone)
+    left = [pid for pid in order if pid not in gone]
+    assert index.pack_ids() == left
+    expect(left)
+    index.add([packs[0]])                           # read again: after every other pack now
+    expect(left + [order[0]])
