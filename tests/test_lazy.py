@@ -1024,3 +1024,26 @@ def test_the_mount_loop_reads_cached_chunks_in_memory_without_a_thread(s3, s3_bu
             assert repo.read_nowait(fobj, offset, 100_000) == data[offset:offset + 100_000]
         assert repo.read_nowait(fobj, 3 * MiB, READ) is None
         assert repo.db.objects._remote is None
+
+
+def test_a_warm_read_missing_a_later_chunk_tries_the_whole_cache_read_once(s3, s3_bucket, tmp_path, creds,
+                                                                          monkeypatch):
+    """A read whose first chunk is cached but a later one is not (evicted): byte-exact, the
+    missing chunk fetched, and the cache's whole-read attempt made once. Before, the read tried it
+    in ``read_file`` and again in ``_fallback`` before fetching."""
+    data = random.randbytes(4 * MiB)
+    b = cached_file(tmp_path, s3, s3_bucket, data)
+    ids = file_chunks(b, "ds:v0", "f")
+    assert len(ids) >= 3
+    with Repo(str(b)) as repo:
+        repo.db.objects.cache().drop([ids[-1]])
+    with Repo(str(b)) as repo:
+        lazy = repo.db.objects
+        cache = lazy.cache()
+        tries = []
+        read = cache.read_ranges
+        monkeypatch.setattr(cache, "read_ranges", lambda spans: tries.append(len(spans)) or read(spans))
+        fobj = repo.file(repo.tree(repo.resolve("ds").root).lookup(b"f").ref)
+        assert repo.read(fobj, 0, len(data)) == data
+        assert tries == [len(ids)]
+        assert lazy.fetched_bytes == fobj.lengths[-1]

@@ -242,12 +242,13 @@ class LazyObjectStore:
         except CorruptData as e:
             return self._fallback(spans, list, e)
 
-    def read_file(self, fobj, offset: int, size: int) -> bytes:
-        """Bytes [offset, offset+size) of a file object, with read-ahead on sequential reads."""
-        data = self.read_fetched(fobj, offset, size)
+    def read_file(self, fobj, offset: int, size: int, spans: list | None = None) -> bytes:
+        """Bytes [offset, offset+size) of a file object, with read-ahead on sequential reads
+        (SPANS: ``list(fobj.span(offset, size))``, when the caller has them)."""
+        spans = list(fobj.span(offset, size)) if spans is None else spans
+        data = self.read_fetched(fobj, offset, size, spans)
         if data is not None:
             return data
-        spans = list(fobj.span(offset, size))
         futures = self._flying([oid for oid, _, _ in spans]) if self._inflight else None
         if futures is not None:                  # read-ahead is fetching them: no store lookups
             self._ahead(self._read_ahead(fobj, offset, size))
@@ -257,22 +258,25 @@ class LazyObjectStore:
             return b"".join(memoryview(got[oid])[s:e] for oid, s, e in spans)
         ahead = lambda: self._read_ahead(fobj, offset, size)     # noqa: E731
         cache = self._cache
-        if spans and cache is not None and cache.known([spans[0][0]])[0]:   # cached, not local: warm
+        warm = bool(spans) and cache is not None and cache.known([spans[0][0]])[0]   # cached, not local
+        if warm:
             data = self._cached_ranges(cache, spans, ahead)
             if data is not None:
                 return data
         try:
             return self.local.read_ranges(spans)
         except CorruptData as e:
+            if warm:                             # the cache does not hold them all: not asked again
+                return self._partly_here(spans, ahead, e, cache)
             return self._fallback(spans, ahead, e)
 
-    def read_fetched(self, fobj, offset: int, size: int) -> bytes | None:
+    def read_fetched(self, fobj, offset: int, size: int, spans: list | None = None) -> bytes | None:
         """``read_file`` when every chunk it needs is fetched and verified, not yet kept (what
         read-ahead brought), else None: in memory, no store lookup, never waits (an event loop
         may call it); the read-ahead it plans is looked up and scheduled by a fetcher thread."""
         if not self._inflight:
             return None
-        spans = list(fobj.span(offset, size))
+        spans = list(fobj.span(offset, size)) if spans is None else spans
         got = self._ready([oid for oid, _, _ in spans])
         if got is None:
             return None
@@ -283,13 +287,16 @@ class LazyObjectStore:
 
     def _fallback(self, spans, ahead, error: CorruptData) -> bytes:
         """The spans' bytes when some are not local: from the cache when it holds them all (also
-        a copy of a damaged local chunk: it was verified), else fetched; ``ahead()`` names chunks
-        to fetch too, scheduled after the ones this read waits for. ERROR (what the local store
-        said) when they are all local (damaged) or no remote is bound."""
+        a copy of a damaged local chunk: it was verified), else ``_partly_here``."""
         cache = self.cache(create=False)
         data = self._cached_ranges(cache, spans, ahead) if cache is not None else None
-        if data is not None:
-            return data
+        return data if data is not None else self._partly_here(spans, ahead, error, cache)
+
+    def _partly_here(self, spans, ahead, error: CorruptData, cache: ChunkCache | None) -> bytes:
+        """The spans' bytes when some are not local and CACHE (if any) does not hold them all:
+        the local ones from here, the others from the cache, else fetched; ``ahead()`` names
+        chunks to fetch too, scheduled after the ones this read waits for. ERROR (what the local
+        store said) when they are all local (damaged) or no remote is bound."""
         ids = list(dict.fromkeys(oid for oid, _, _ in spans))
         here = self.local.has(ids)
         if all(here) or cache is None and self.remote() is None:
