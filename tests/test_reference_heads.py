@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import pytest
 
 from artfs.store.sources import Location, S3Source
-from tests.test_references import aws_env
+from tests.test_references import aws_env, serving
 
 HOLD = 10.0
 EMPTIES = 6
@@ -74,14 +74,8 @@ def counting_proxy(s3):
     server.daemon_threads = True
     server.upstream = (target.hostname, target.port)
     server.cond, server.in_flight, server.most, server.gave_up, server.held = threading.Condition(), 0, 0, False, ""
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_s3_reference_heads_of_empty_objects_are_in_flight_together(s3, s3_bucket, counting_proxy, monkeypatch):

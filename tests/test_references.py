@@ -8,6 +8,7 @@ in a real mount with one log line naming the URL), never return other bytes.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import errno
 import hashlib
@@ -461,6 +462,13 @@ def _serve(root, ranges: bool, tls: tuple[str, str] | None = None):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*tls)
         server.socket = context.wrap_socket(server.socket, server_side=True)
+    with serving(server):
+        yield server
+
+
+@contextlib.contextmanager
+def serving(server: http.server.HTTPServer):
+    """SERVER answering in a thread of its own until the block ends, then closed."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
