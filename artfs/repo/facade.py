@@ -166,7 +166,7 @@ class Repo:
         if fobj.at_source:
             return self.references.read(fobj, offset, size)
         spans = list(fobj.span(offset, size))
-        data = self.objects.store.read_file(fobj, offset, size)   # store/lazy.py: read-ahead
+        data = self.objects.store.read_file(fobj, offset, size, spans)   # store/lazy.py: read-ahead
         self._touch(cid for cid, _, _ in spans)
         return data
 
@@ -201,7 +201,7 @@ class Repo:
             return self.references.read_nowait(fobj, offset, size)
         spans = list(fobj.span(offset, size))
         fetched = getattr(self.objects.store, "read_fetched", None)
-        data = fetched(fobj, offset, size) if fetched is not None else None
+        data = fetched(fobj, offset, size, spans) if fetched is not None else None
         if data is not None:
             self._touch(cid for cid, _, _ in spans)
             return data

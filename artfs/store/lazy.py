@@ -558,9 +558,8 @@ class LazyObjectStore:
 
     def _fetch(self, remote, ids: list[bytes], locs: list) -> None:   # fetcher thread
         """Fetch IDS (at LOCS in the remote's index, as _dispatch found them) and hand them on."""
-        located = getattr(remote, "get_located", None)   # a sealed remote (store/sealed.py) reads by id
         try:                                  # verified: id and SHA-256 from the pack index
-            data = located(ids, locs) if located is not None else remote.get_many(ids)
+            data = remote.get_located(ids, locs)
         except Exception as e:
             self._failed(remote, ids, e)
             return
