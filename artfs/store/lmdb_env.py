@@ -113,6 +113,8 @@ class Env:
         self._names, self._initial = names, initial_map
         self._writes = 0
         self.dbs: dict[str, object] = {}   # one dict for the Env's life: holders see reopens
+        self.attached: list = []   # files beside the environment its records point into
+                                   # (store/segments.py): copied with it, counted in its size
         self._open(path)
 
     def _open(self, path: str) -> None:
@@ -285,14 +287,17 @@ class Env:
             self.env.copy(dest, compact=True)
         except lmdb.Error as e:
             raise self._write_error(e) from None
+        for files in self.attached:
+            files.link_into(dest)
         fsync_path(os.path.join(dest, "data.mdb"))
         fsync_path(dest)
 
     def file_bytes(self) -> int:
         try:
-            return os.path.getsize(os.path.join(self.path, "data.mdb"))
+            size = os.path.getsize(os.path.join(self.path, "data.mdb"))
         except OSError:
-            return 0
+            size = 0
+        return size + sum(files.file_bytes() for files in self.attached)
 
 
 class Batches:
@@ -361,6 +366,7 @@ _get_buffer.argtypes = (ctypes.py_object, ctypes.POINTER(_Buffer), ctypes.c_int)
 _release_buffer = ctypes.pythonapi.PyBuffer_Release
 _release_buffer.argtypes = (ctypes.POINTER(_Buffer),)
 _PAGE = mmap.PAGESIZE
+_MADV_POPULATE_READ = 22   # Linux 5.14
 
 
 def _mappings(path: str) -> list[tuple[int, int]]:
@@ -387,6 +393,20 @@ def resident(view) -> bool:
         if _libc.mincore(start, length, vec) != 0:
             return False
         return all(b & 1 for b in vec.raw)
+    finally:
+        _release_buffer(ctypes.byref(info))
+
+
+def populate(view) -> None:
+    """Fault every page of ``view`` (a view of a mapped file) in, waiting for the disk if need be,
+    without the GIL (ctypes releases it for the call: madvise MADV_POPULATE_READ), so that hashing
+    or copying it afterwards, holding the GIL, never waits for a disk while other threads could
+    run. Best effort: where the kernel lacks it, the pages fault in as they are read."""
+    info = _Buffer()
+    _get_buffer(view, ctypes.byref(info), 0)
+    try:
+        start = info.buf - info.buf % _PAGE
+        _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(info.buf + info.len - start), _MADV_POPULATE_READ)
     finally:
         _release_buffer(ctypes.byref(info))
 

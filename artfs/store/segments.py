@@ -1,0 +1,222 @@
+"""Segment files of the local object store: the bytes of its larger objects, appended.
+
+Storing a chunk's bytes as an LMDB value costs two copies (into freshly allocated dirty pages,
+then their write at commit) on the storing thread, the bottleneck of an ingest. So objects of
+``MIN_BYTES`` or more are appended to segment files instead (``OBJECTS/segments/NNNNNNNN``, at most
+``SEGMENT_BYTES`` each; one ``pwritev`` per batch), and LMDB keeps only where each one is (store/
+local.py: the ``located`` database, id -> ``LOCATION``: segment, offset, length, SHA-256).
+
+Crash safety (docs/RELIABILITY.md): every append happens inside the LMDB write transaction that
+records it, which holds LMDB's writer lock, so one writer appends at a time across processes. The
+segment and its end (``TAIL`` in the ``meta`` database) are read in that transaction; the bytes are
+written at that end and made durable (fdatasync, and the directory when a segment was created)
+before the transaction commits their locations and the new end. A writer killed in between leaves
+bytes past the recorded end, which the next writer overwrites: no location ever names bytes that
+were not durable, and nothing is ever written below a committed end.
+
+Each object starts on an ``ALIGN`` boundary (zeros pad the one before), as an LMDB value over
+a page fills whole pages. Deleting: the transaction drops the locations; once it has committed,
+each object's blocks are punched out of its segment (``fallocate(PUNCH_HOLE)``), which gives the
+space back to the filesystem at once and exactly, as LMDB's freed pages did. A reader that looked
+an object up just before its delete committed may read zeros: the hash check turns that into an
+error (store/local.py says "missing" when the location is gone by then), never wrong bytes. On a
+filesystem that cannot punch holes, deleted objects keep their bytes on disk (``artfs du`` counts
+them in the store's file bytes). Segments are never truncated or removed in place: compaction
+hard-links them into the new data directory (no byte copied, every location still valid).
+
+Reads are zero-copy views of a read-only ``mmap`` of each segment, re-mapped when the segment has
+grown past the mapped length (earlier maps stay alive as long as views of them do).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import struct
+import threading
+from collections.abc import Iterable, Sequence
+
+from ..errors import StoreError
+from .ids import DIGEST_LEN
+from .lmdb_env import fsync_path, os_error, populate
+
+MIN_BYTES = 4096                 # smaller objects stay LMDB values
+ALIGN = 4096                     # each object starts at a multiple of this (a filesystem block)
+SEGMENT_BYTES = 256 << 20        # a segment takes appends until it is this long
+IOV_MAX = 1024                   # buffers per pwritev call
+DIR = "segments"
+TAIL = b"segment-tail"           # meta key: (segment number, end of its committed bytes)
+LOCATION = struct.Struct(f"<IQI{DIGEST_LEN}s")   # segment, offset, length, SHA-256 of the bytes
+_TAIL = struct.Struct("<IQ")
+
+_ZEROS = memoryview(bytes(ALIGN))
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long)
+
+
+def segment_name(number: int) -> str:
+    return f"{number:08x}"
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data)
+    while len(view):
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+class Segments:
+    """The segment files under ``OBJECTS/segments``; appends and punches are called from
+    store/local.py inside (appends) or right after (punches) its write transactions."""
+
+    def __init__(self, env):
+        self.env = env   # the path follows the environment (a compaction switches directory)
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        env.attached.append(self)
+        self._maps: dict[int, mmap.mmap] = {}
+        self._lock = threading.Lock()
+        self._writer: tuple[int, int] | None = None   # (segment, fd) of the last append
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.env.path, DIR)
+
+    def close(self) -> None:
+        with self._lock:
+            self._maps.clear()   # maps close when the last view of them goes
+            if self._writer is not None:
+                os.close(self._writer[1])
+                self._writer = None
+
+    # appending (inside a write transaction) ----------------------------------------------------
+    @staticmethod
+    def tail(raw) -> tuple[int, int]:
+        return _TAIL.unpack(raw) if raw is not None else (0, 0)
+
+    @staticmethod
+    def pack_tail(segment: int, end: int) -> bytes:
+        return _TAIL.pack(segment, end)
+
+    def append(self, tail: tuple[int, int], blobs: Sequence[tuple[bytes, bytes]]) -> tuple[list[bytes], tuple[int, int]]:
+        """Write each ``(digest, data)`` at the committed end ``tail`` (starting a new segment when
+        the current one is full), durably; returns each one's ``LOCATION`` record and the new tail."""
+        segment, end = tail
+        records, pending = [], []
+        for digest, data in blobs:
+            if end and end + len(data) > SEGMENT_BYTES:
+                self._write(segment, pending)
+                segment, end, pending = segment + 1, 0, []
+            pad = -len(data) % ALIGN   # zeros up to the next block: a punch frees whole blocks
+            pending.append((end, data))
+            if pad:
+                pending.append((end + len(data), _ZEROS[:pad]))
+            records.append(LOCATION.pack(segment, end, len(data), digest))
+            end += len(data) + pad
+        self._write(segment, pending)
+        if tail[0] != segment or tail[1] == 0:
+            fsync_path(self.path)   # a segment created: its name must last too
+        return records, (segment, end)
+
+    def _write(self, segment: int, pending: list[tuple[int, bytes]]) -> None:
+        """Write ``(offset, bytes)`` pieces into ``segment``, durably."""
+        if not pending:
+            return
+        fd = self._fd(segment)
+        try:
+            for i in range(0, len(pending), IOV_MAX):
+                group = pending[i:i + IOV_MAX]
+                if os.pwritev(fd, [d for _, d in group], group[0][0]) != sum(len(d) for _, d in group):
+                    for offset, data in group:   # a short write: the same bytes again, one by one
+                        _pwrite_all(fd, data, offset)
+            os.fdatasync(fd)
+        except OSError as e:
+            raise os_error(self.path, e) from None
+
+    def _fd(self, segment: int) -> int:
+        with self._lock:
+            if self._writer is not None and self._writer[0] == segment:
+                return self._writer[1]
+            if self._writer is not None:
+                os.close(self._writer[1])
+                self._writer = None
+            fd = os.open(os.path.join(self.path, segment_name(segment)),
+                         os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._writer = (segment, fd)
+            return fd
+
+    # reading -----------------------------------------------------------------------------------
+    def view(self, record, fault: bool = True) -> tuple[bytes, memoryview]:
+        """(SHA-256, a view of the bytes) of the object at ``record`` (a ``LOCATION``), its pages
+        faulted in without the GIL unless ``fault`` is false (a caller that reads only what is
+        in memory: lmdb_env.resident). LMDB's ``get`` does the same for values it returns."""
+        segment, offset, length, digest = LOCATION.unpack(record)
+        mapped = self._maps.get(segment)
+        if mapped is None or offset + length > len(mapped):
+            mapped = self._map(segment, offset + length)
+        view = memoryview(mapped)[offset:offset + length]
+        if fault:
+            populate(view)
+        return digest, view
+
+    def _map(self, segment: int, need: int) -> mmap.mmap:
+        with self._lock:
+            mapped = self._maps.get(segment)
+            if mapped is not None and need <= len(mapped):
+                return mapped
+            name = os.path.join(self.path, segment_name(segment))
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    size = os.fstat(fd).st_size
+                    if size < need:
+                        raise StoreError(f"{name}: segment is {size} bytes, shorter than its objects "
+                                         f"({need}): a damaged store (run artfs verify)")
+                    mapped = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise os_error(name, e) from None
+            self._maps[segment] = mapped
+            return mapped
+
+    # freeing -----------------------------------------------------------------------------------
+    def punch(self, records: Iterable[bytes]) -> None:
+        """Give the bytes of deleted objects back to the filesystem (their locations are gone, in
+        a committed transaction). Best effort: a filesystem without hole punching keeps them."""
+        by_segment: dict[int, list[tuple[int, int]]] = {}
+        for record in records:
+            segment, offset, length, _ = LOCATION.unpack(record)
+            by_segment.setdefault(segment, []).append((offset, length + -length % ALIGN))
+        for segment, ranges in by_segment.items():
+            try:
+                fd = os.open(os.path.join(self.path, segment_name(segment)), os.O_WRONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                for offset, length in ranges:
+                    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length):
+                        return   # not supported here (or a failing disk): compaction reclaims
+            finally:
+                os.close(fd)
+
+    # size and compaction -----------------------------------------------------------------------
+    def file_bytes(self) -> int:
+        """Bytes the segments take on disk (holes excluded)."""
+        total = 0
+        for entry in os.scandir(self.path):
+            try:
+                total += entry.stat().st_blocks * 512
+            except OSError:
+                pass
+        return total
+
+    def link_into(self, env_dest: str) -> None:
+        """Hard-link every segment into the environment directory ``env_dest`` (a compacted copy:
+        locations stay valid, no byte is copied), durably."""
+        dest = os.path.join(env_dest, DIR)
+        os.makedirs(dest, mode=0o700, exist_ok=True)
+        for name in sorted(os.listdir(self.path)):
+            os.link(os.path.join(self.path, name), os.path.join(dest, name))
+        fsync_path(dest)
