@@ -13,6 +13,7 @@ import lmdb
 from artfs.repo.facade import Repo
 from artfs.repo.verify import verify
 from artfs.store import segments
+from artfs.store.local import LocalObjectStore
 from tests.helpers import MiB, SMALL, objects_env, run_cli, segment_bytes, tree_snapshot, write
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,3 +134,37 @@ def test_compaction_links_the_segments_instead_of_copying(tmp_path):
     got(store, "ds:v0", src, tmp_path)
     with Repo(str(store)) as repo:
         assert verify(repo).ok
+
+
+def test_a_nowait_read_returns_bytes_only_when_they_are_in_the_page_cache(tmp_path):
+    """A segment object read with ``nowait`` (the mount's event loop) comes back only when its
+    pages are in memory: after its pages are dropped it is None, after a normal read the exact
+    bytes. ``cached`` (the check used where the filesystem lacks RWF_NOWAIT, as FUSE does) agrees."""
+    src = tmp_path / "src"
+    data = os.urandom(2 * MiB)
+    write(src / "big", data)
+    store = tmp_path / "s"
+    with Repo(str(store)) as repo:
+        repo.put("ds", str(src))
+    local = LocalObjectStore(objects_env(store), segments=True)
+    try:
+        with local.env.read() as txn:
+            locs = [bytes(v) for _, v in txn.cursor(db=local.env.dbs["located"])]
+        assert locs
+        for name in os.listdir(local.segments.path):
+            fd = os.open(os.path.join(local.segments.path, name), os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+        seg, off, length, _ = segments.LOCATION.unpack(locs[0])
+        fd = os.open(os.path.join(local.segments.path, segments.segment_name(seg)), os.O_RDONLY)
+        try:
+            assert not segments.cached(fd, off, length)
+            assert local.segments.read(locs[0], nowait=True) is None
+            digest, first = local.segments.read(locs[0])
+            assert segments.cached(fd, off, length)
+            assert local.segments.read(locs[0], nowait=True) == (digest, first)
+        finally:
+            os.close(fd)
+        assert sum(len(local.segments.read(loc)[1]) for loc in locs) == len(data)
+    finally:
+        local.close()

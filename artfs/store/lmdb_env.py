@@ -366,7 +366,6 @@ _get_buffer.argtypes = (ctypes.py_object, ctypes.POINTER(_Buffer), ctypes.c_int)
 _release_buffer = ctypes.pythonapi.PyBuffer_Release
 _release_buffer.argtypes = (ctypes.POINTER(_Buffer),)
 _PAGE = mmap.PAGESIZE
-_MADV_POPULATE_READ = 22   # Linux 5.14
 
 
 def _mappings(path: str) -> list[tuple[int, int]]:
@@ -393,20 +392,6 @@ def resident(view) -> bool:
         if _libc.mincore(start, length, vec) != 0:
             return False
         return all(b & 1 for b in vec.raw)
-    finally:
-        _release_buffer(ctypes.byref(info))
-
-
-def populate(view) -> None:
-    """Fault every page of ``view`` (a view of a mapped file) in, waiting for the disk if need be,
-    without the GIL (ctypes releases it for the call: madvise MADV_POPULATE_READ), so that hashing
-    or copying it afterwards, holding the GIL, never waits for a disk while other threads could
-    run. Best effort: where the kernel lacks it, the pages fault in as they are read."""
-    info = _Buffer()
-    _get_buffer(view, ctypes.byref(info), 0)
-    try:
-        start = info.buf - info.buf % _PAGE
-        _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(info.buf + info.len - start), _MADV_POPULATE_READ)
     finally:
         _release_buffer(ctypes.byref(info))
 

@@ -56,15 +56,19 @@ class LocalObjectStore:
         value = txn.get(oid, db=self._db)
         return None if value is None else (False, value)
 
-    def _find(self, txn, oid: bytes, fault: bool = True):
-        """(digest, bytes) of ``oid`` as views valid in ``txn`` (an LMDB value or a segment's
-        map), or None when it is not stored; ``fault``: see Segments.view."""
+    def _find(self, txn, oid: bytes, nowait: bool = False):
+        """(digest, bytes) of ``oid`` (an LMDB value's views, valid in ``txn``, or a segment
+        object's bytes read for the call), or None when it is not stored. With ``nowait``, None
+        also when its bytes are not all in memory (reading them could wait for a disk)."""
         record = self._record(txn, oid)
         if record is None:
             return None
         segmented, value = record
-        return (self.segments.view(value, fault) if segmented
-                else (value[:DIGEST_LEN], value[DIGEST_LEN:]))
+        if segmented:
+            return self.segments.read(value, nowait)
+        if nowait and not resident(value):
+            return None
+        return value[:DIGEST_LEN], value[DIGEST_LEN:]
 
     def _checked(self, txn, oid: bytes, found=False):
         """The stored bytes of ``oid`` (a view valid in ``txn``), checked against the id."""
@@ -86,7 +90,7 @@ class LocalObjectStore:
         """The concatenation of bytes [start, end) of each (id, start, end), every object checked:
         one copy, straight from the map."""
         with self.env.read() as txn:
-            return b"".join(self._checked(txn, oid)[start:end] for oid, start, end in spans)
+            return b"".join(memoryview(self._checked(txn, oid))[start:end] for oid, start, end in spans)
 
     def read_ranges_resident(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes | None:
         """``read_ranges``, or None when a value's pages are not all in memory (reading them
@@ -95,11 +99,11 @@ class LocalObjectStore:
         with self.env.read() as txn:
             found = []
             for oid, _, _ in spans:
-                f = self._find(txn, oid, fault=False)
-                if f is None or not resident(f[1]):
+                f = self._find(txn, oid, nowait=True)
+                if f is None:
                     return None
                 found.append(f)
-            return b"".join(self._checked(txn, oid, f)[start:end]
+            return b"".join(memoryview(self._checked(txn, oid, f))[start:end]
                             for (oid, start, end), f in zip(spans, found))
 
     def map_views(self, ids: Sequence[bytes], fn, nowait: bool = False) -> list | None:
@@ -108,8 +112,8 @@ class LocalObjectStore:
         must not keep it (the sealed store opens objects from it: no copy out). With ``nowait``,
         None when a value's pages are not all in memory (as ``read_ranges_resident``)."""
         with self.env.read() as txn:
-            found = [self._find(txn, oid, fault=not nowait) for oid in ids]
-            if nowait and not all(f is not None and resident(f[1]) for f in found):
+            found = [self._find(txn, oid, nowait) for oid in ids]
+            if nowait and not all(found):
                 return None
             return [fn(oid, self._checked(txn, oid, f)) for oid, f in zip(ids, found)]
 

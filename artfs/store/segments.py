@@ -24,14 +24,17 @@ filesystem that cannot punch holes, deleted objects keep their bytes on disk (``
 them in the store's file bytes). Segments are never truncated or removed in place: compaction
 hard-links them into the new data directory (no byte copied, every location still valid).
 
-Reads are zero-copy views of a read-only ``mmap`` of each segment, re-mapped when the segment has
-grown past the mapped length (earlier maps stay alive as long as views of them do).
+Reads are one ``pread`` of the object's bytes (the page cache's copy), not views of a map: a
+read waiting for a disk releases the GIL and holds no lock of the process's address space, so
+a read of bytes in memory on the mount's event loop (``RWF_NOWAIT``) never waits behind it. (An
+earlier version mapped the segments; a resident read then could wait for worker threads
+faulting pages in from a slow disk: tests/test_resident_reads.py.)
 """
 
 from __future__ import annotations
 
 import ctypes
-import mmap
+import errno
 import os
 import struct
 import threading
@@ -39,12 +42,13 @@ from collections.abc import Iterable, Sequence
 
 from ..errors import StoreError
 from .ids import DIGEST_LEN
-from .lmdb_env import fsync_path, os_error, populate
+from .lmdb_env import fsync_path, os_error
 
 MIN_BYTES = 4096                 # smaller objects stay LMDB values
 ALIGN = 4096                     # each object starts at a multiple of this (a filesystem block)
 SEGMENT_BYTES = 256 << 20        # a segment takes appends until it is this long
 IOV_MAX = 1024                   # buffers per pwritev call
+OPEN_READERS = 256               # segments kept open for reading (4 TiB of objects by default)
 DIR = "segments"
 TAIL = b"segment-tail"           # meta key: (segment number, end of its committed bytes)
 LOCATION = struct.Struct(f"<IQI{DIGEST_LEN}s")   # segment, offset, length, SHA-256 of the bytes
@@ -54,6 +58,28 @@ _ZEROS = memoryview(bytes(ALIGN))
 _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long)
+
+
+class _CacheRange(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _CacheStat(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in
+                ("nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")]
+
+
+_SYS_CACHESTAT = 451   # the same number on every Linux architecture (since 6.5)
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cached(fd: int, offset: int, length: int) -> bool:
+    """Whether every page of bytes [offset, offset + length) of file FD is in the page cache
+    (cachestat(2); False where the kernel lacks it). A page may still be evicted right after."""
+    stat = _CacheStat()
+    if _libc.syscall(_SYS_CACHESTAT, fd, ctypes.byref(_CacheRange(offset, length)), ctypes.byref(stat), 0):
+        return False
+    return stat.nr_cache >= (offset + length + _PAGE - 1) // _PAGE - offset // _PAGE
 
 
 def segment_name(number: int) -> str:
@@ -67,6 +93,19 @@ def _pwrite_all(fd: int, data, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
+class _Reader:
+    """A segment's read descriptor, closed when the last reference to it goes (a reader that
+    got it before it was dropped from the open ones keeps a valid descriptor)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __del__(self):
+        os.close(self.fd)
+
+
 class Segments:
     """The segment files under ``OBJECTS/segments``; appends and punches are called from
     store/local.py inside (appends) or right after (punches) its write transactions."""
@@ -75,9 +114,10 @@ class Segments:
         self.env = env   # the path follows the environment (a compaction switches directory)
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         env.attached.append(self)
-        self._maps: dict[int, mmap.mmap] = {}
+        self._readers: dict[int, _Reader] = {}   # segment -> its read descriptor, oldest first
         self._lock = threading.Lock()
         self._writer: tuple[int, int] | None = None   # (segment, fd) of the last append
+        self._nowait = True   # preadv(RWF_NOWAIT) works here (not on FUSE)
 
     @property
     def path(self) -> str:
@@ -85,7 +125,7 @@ class Segments:
 
     def close(self) -> None:
         with self._lock:
-            self._maps.clear()   # maps close when the last view of them goes
+            self._readers.clear()   # each descriptor closes when the last read using it ends
             if self._writer is not None:
                 os.close(self._writer[1])
                 self._writer = None
@@ -147,39 +187,60 @@ class Segments:
             return fd
 
     # reading -----------------------------------------------------------------------------------
-    def view(self, record, fault: bool = True) -> tuple[bytes, memoryview]:
-        """(SHA-256, a view of the bytes) of the object at ``record`` (a ``LOCATION``), its pages
-        faulted in without the GIL unless ``fault`` is false (a caller that reads only what is
-        in memory: lmdb_env.resident). LMDB's ``get`` does the same for values it returns."""
+    def read(self, record, nowait: bool = False) -> tuple[bytes, bytes | bytearray] | None:
+        """(SHA-256, the bytes) of the object at ``record`` (a ``LOCATION``), read with one
+        ``pread`` (the GIL released while it waits for a disk). With ``nowait``, None unless all
+        of its bytes are in the page cache (``RWF_NOWAIT``: a read on the mount's event loop
+        must never wait for a disk)."""
         segment, offset, length, digest = LOCATION.unpack(record)
-        mapped = self._maps.get(segment)
-        if mapped is None or offset + length > len(mapped):
-            mapped = self._map(segment, offset + length)
-        view = memoryview(mapped)[offset:offset + length]
-        if fault:
-            populate(view)
-        return digest, view
+        reader = self._reader(segment)
+        try:
+            data = (self._read_nowait(reader.fd, offset, length) if nowait
+                    else os.pread(reader.fd, length, offset))
+        except OSError as e:
+            raise os_error(self.path, e) from None
+        if data is None:
+            return None
+        if len(data) < length:
+            raise StoreError(f"{os.path.join(self.path, segment_name(segment))}: segment ends before "
+                             f"its object at {offset} ({length} bytes): a damaged store (run artfs verify)")
+        return digest, data
 
-    def _map(self, segment: int, need: int) -> mmap.mmap:
-        with self._lock:
-            mapped = self._maps.get(segment)
-            if mapped is not None and need <= len(mapped):
-                return mapped
-            name = os.path.join(self.path, segment_name(segment))
+    def _read_nowait(self, fd: int, offset: int, length: int) -> bytearray | None:
+        """The bytes if they are all in the page cache, else None: ``RWF_NOWAIT``, or where the
+        filesystem lacks it (FUSE), the page cache asked first (``cachestat``, Linux 6.5)."""
+        data = bytearray(length)
+        if self._nowait:
             try:
-                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    size = os.fstat(fd).st_size
-                    if size < need:
-                        raise StoreError(f"{name}: segment is {size} bytes, shorter than its objects "
-                                         f"({need}): a damaged store (run artfs verify)")
-                    mapped = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
-                finally:
-                    os.close(fd)
+                got = os.preadv(fd, [data], offset, os.RWF_NOWAIT)
+            except BlockingIOError:
+                return None
             except OSError as e:
-                raise os_error(name, e) from None
-            self._maps[segment] = mapped
-            return mapped
+                if e.errno != errno.EOPNOTSUPP:
+                    raise
+                self._nowait = False
+            else:
+                return data if got == length else None
+        if not cached(fd, offset, length):
+            return None
+        return data if os.preadv(fd, [data], offset) == length else None
+
+    def _reader(self, segment: int) -> "_Reader":
+        reader = self._readers.get(segment)
+        if reader is not None:
+            return reader
+        with self._lock:
+            reader = self._readers.get(segment)
+            if reader is None:
+                name = os.path.join(self.path, segment_name(segment))
+                try:
+                    reader = _Reader(os.open(name, os.O_RDONLY | os.O_CLOEXEC))
+                except OSError as e:
+                    raise os_error(name, e) from None
+                if len(self._readers) >= OPEN_READERS:
+                    self._readers.pop(next(iter(self._readers)))   # closed once no read uses it
+                self._readers[segment] = reader
+            return reader
 
     # freeing -----------------------------------------------------------------------------------
     def punch(self, records: Iterable[bytes]) -> None:
