@@ -166,8 +166,9 @@ class Segments:
         fd = self._fd(segment)
         try:
             for i in range(0, len(pending), IOV_MAX):
-                group = pending[i:i + IOV_MAX]
-                if os.pwritev(fd, [d for _, d in group], group[0][0]) != sum(len(d) for _, d in group):
+                group = pending[i:i + IOV_MAX]   # contiguous pieces
+                start, end = group[0][0], group[-1][0] + len(group[-1][1])
+                if os.pwritev(fd, [d for _, d in group], start) != end - start:
                     for offset, data in group:   # a short write: the same bytes again, one by one
                         _pwrite_all(fd, data, offset)
             os.fdatasync(fd)
