@@ -268,8 +268,11 @@ class VersionDir(Node):
         """The inode identity (mount/inodes.py) of E, a file, symlink or special file here."""
         if e.kind in SPECIAL:   # hard links of one: its link group in this version
             return ("n",) + ((self.state.ino, self.number, e.group) if e.group else (self.ino, e.name))
-        per_version = (self.state.ino, self.number) if self.fs.uses is not None else ()
-        return (e.kind, e.ref, e.mode, e.mtime_ns, e.group, e.nlink) + per_version
+        return (e.kind, e.ref, e.mode, e.mtime_ns, e.group, e.nlink) + self._per_version()
+
+    def _per_version(self) -> tuple:
+        """What a file's or symlink's identity adds: its version, with ``--record-use``."""
+        return (self.state.ino, self.number) if self.fs.uses is not None else ()
 
     def entries(self, start: int = 0, stop: int | None = None) -> list[Entry]:
         """The entries from START to STOP, in listing order (of a paged directory, only the pages
@@ -287,11 +290,18 @@ class VersionDir(Node):
         return self.child(e)
 
     def listing(self) -> Listing:
-        entries, child = self._tree().entries, self.child
+        """Its entries' nodes, made as they are listed. Once per entry of a cold ``ls -lR``: what
+        is the same for the whole directory is bound once, and a file's identity (``key``) is
+        made inline."""
+        entries, child, fs, per_version = self._tree().entries, self.child, self.fs, self._per_version()
+        inode = fs.inodes.inode
 
         def entry(i: int) -> tuple[bytes, Node]:
             e = entries[i]
-            return e.name, child(e)
+            if e.kind != FILE:
+                return e.name, child(e)
+            ino = inode((FILE, e.ref, e.mode, e.mtime_ns, e.group, e.nlink) + per_version)
+            return e.name, VersionEntry(fs, e, self, ino)
         return Listing(len(entries), entry)
 
 
@@ -305,9 +315,9 @@ class VersionEntry(Node):
 
     __slots__ = ("fs", "entry", "dir", "ino")
 
-    def __init__(self, fs, e: Entry, parent: VersionDir):
+    def __init__(self, fs, e: Entry, parent: VersionDir, ino: int | None = None):
         self.fs, self.entry, self.dir = fs, e, parent
-        self.ino = fs.inodes.inode(parent.key(e))
+        self.ino = fs.inodes.inode(parent.key(e)) if ino is None else ino   # given: by a listing
 
     @property
     def origin(self) -> tuple[str, int]:
