@@ -40,7 +40,7 @@ def cli(store, *args, passphrase: str | None = PASS, check: bool = False, **more
 
 def make_input(d) -> None:
     write(os.path.join(d, NAME), SECRET)
-    write(os.path.join(d, "sub", "random.bin"), os.urandom(300_000))
+    write(os.path.join(d, "sub", "random.bin"), os.urandom(600_000))   # > 2 x MAX_SIZE: always 3 chunks or more
 
 
 def store_files(store) -> dict[str, bytes]:
