@@ -268,7 +268,7 @@ class VersionDir(Node):
         """The inode identity (mount/inodes.py) of E, a file, symlink or special file here."""
         if e.kind in SPECIAL:   # hard links of one: its link group in this version
             return ("n",) + ((self.state.ino, self.number, e.group) if e.group else (self.ino, e.name))
-        return (e.kind, e.ref, e.mode, e.mtime_ns, e.group, e.nlink) + self._per_version()
+        return _content_key(e, self._per_version())
 
     def _per_version(self) -> tuple:
         """What a file's or symlink's identity adds: its version, with ``--record-use``."""
@@ -300,9 +300,14 @@ class VersionDir(Node):
             e = entries[i]
             if e.kind != FILE:
                 return e.name, child(e)
-            ino = inode((FILE, e.ref, e.mode, e.mtime_ns, e.group, e.nlink) + per_version)
+            ino = inode(_content_key(e, per_version))
             return e.name, VersionEntry(fs, e, self, ino)
         return Listing(len(entries), entry)
+
+
+def _content_key(e: Entry, per_version: tuple) -> tuple:
+    """The inode identity of a file or symlink entry (VersionDir.key; its listing inline)."""
+    return (e.kind, e.ref, e.mode, e.mtime_ns, e.group, e.nlink) + per_version
 
 
 class VersionEntry(Node):
