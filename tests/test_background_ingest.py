@@ -157,6 +157,43 @@ def test_renamed_linked_and_unlinked_files_after_they_were_stored(mounted, tmp_p
     m.verify()
 
 
+def deleted_files_open(pid: int, under: str) -> list[str]:
+    """Files under UNDER that process PID holds open although they were deleted."""
+    names = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith(under) and target.endswith(" (deleted)"):
+            names.append(target)
+    return names
+
+
+def test_unlinked_files_give_back_what_was_stored_at_once(mounted, tmp_path):
+    """rm of a stored file gives its chunks back without waiting for a commit (du: nothing
+    stored); rm of a file while the daemon stores it stops that: the daemon closes the deleted data
+    file (its blocks are free) and holds nothing of it. So does a rename over a stored file."""
+    m = mounted
+    staged, files = stage_stored(m, tmp_path, ("stored", "replaced"), 8 * MiB)
+    os.unlink(os.path.join(staged, "stored"))
+    os.rename(os.path.join(staged, "replaced"), os.path.join(staged, "other"))
+    write(os.path.join(staged, "small"), b"s")
+    os.rename(os.path.join(staged, "small"), os.path.join(staged, "other"))   # over "replaced"
+    wait_until("an unlinked file's chunks given back", lambda: held(m.store) == [], timeout=30)
+    assert stored_bytes(m.store) == 0
+    write(os.path.join(staged, "storing"), os.urandom(256 * MiB))
+    wait_until("the daemon storing the file", lambda: held(m.store) != [])
+    os.unlink(os.path.join(staged, "storing"))
+    wait_until("the deleted data file closed",
+               lambda: not deleted_files_open(m.proc.pid, str(m.store)), timeout=30)
+    wait_until("its chunks given back", lambda: held(m.store) == [], timeout=30)
+    assert m.cli("commit", "a", check=True).stdout.strip() == "a:v0"
+    assert os.listdir(m.path("a", "v0")) == ["other"]
+    assert stored_bytes(m.store) == 1
+    m.verify()
+
+
 def test_a_commit_while_the_file_is_being_stored(mounted, tmp_path):
     """Commit right after the close, while the daemon stores the file: exact bytes, nothing held."""
     m = mounted

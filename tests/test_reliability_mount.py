@@ -805,7 +805,9 @@ def test_staging_copy_that_does_not_fit_is_enospc_and_recovers(small_store, tmp_
             assert e.errno == errno.ENOSPC, e
     verify_cli(m.store)
     os.unlink(m.path("a", "staging", "big"))                          # frees its data file
-    assert os.statvfs(m.store).f_bavail * os.statvfs(m.store).f_frsize > 30 * MiB
+    # once the daemon's background store of the closed file (if running) stops and closes it
+    wait_for(lambda: os.statvfs(m.store).f_bavail * os.statvfs(m.store).f_frsize > 30 * MiB,
+             30, "the space of the unlinked file freed")
     small = os.urandom(4 * MiB)
     put_file(m.path("a", "staging", "small"), small)
     assert m.cli("commit", "a").stdout.strip() == "a:v1"

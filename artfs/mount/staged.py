@@ -189,14 +189,19 @@ class StagingState:
         return parent.child(await self._mutate(self.model.link, node, parent, name))
 
     async def unlink(self, parent: StagedNode, name: bytes) -> None:
-        await self._mutate(self.model.unlink, parent, name)
+        self._gone(await self._mutate(self.model.unlink, parent, name))
 
     async def rmdir(self, parent: StagedNode, name: bytes) -> None:
         await self._mutate(self.model.rmdir, parent, name)
 
     async def rename(self, old: StagedNode, old_name: bytes, new: StagedNode, new_name: bytes,
                      flags: int) -> None:
-        await self._mutate(self.model.rename, old, old_name, new, new_name, flags)
+        self._gone(await self._mutate(self.model.rename, old, old_name, new, new_name, flags))
+
+    def _gone(self, entry) -> None:
+        """A file removed or replaced with its data file (not one keeping other names)."""
+        if entry is not None and entry.data is not None:
+            self.fs.marks.removed(self, entry.ino)
 
     async def setattr(self, node: StagedNode, **changes) -> StagedNode:
         try:

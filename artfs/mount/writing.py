@@ -12,7 +12,8 @@ after a close only over-reports (the file is flagged although complete), never u
 
 The same opens and closes drive the storing of closed files ahead of their commit (staging/
 precommit.py, a worker thread started with the first close): a last close queues the file, an open
-for writing voids what was stored of it, a commit first waits for the file being stored (``flush``).
+for writing or the removal of its last name voids what was stored of it, a commit first waits for
+the file being stored (``flush``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class WriteMarks:
     def opened(self, staging, sino: int) -> None:
         """A file is open for writing again: its mark must stay, what was stored of it is void."""
         self._closed.get(staging, set()).discard(sino)
+        self.removed(staging, sino)
+
+    def removed(self, staging, sino: int) -> None:
+        """A file's data file is gone (or about to change): what was stored of it is given back now,
+        and a running store of it stops and closes the file (its blocks are freed at once)."""
         if self._precommit is not None:
             self._precommit.invalidate(staging.model.name, sino)
 

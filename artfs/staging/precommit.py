@@ -19,7 +19,9 @@ are only in memory), nothing leaked.
 When a record is trusted:
 
 - a record is made only for a file that no writer of this mount opened since its ingest began
-  (``invalidate`` at every open for writing drops the record or makes the running ingest give up),
+  (``invalidate`` at every open for writing drops the record or makes the running ingest give up;
+  so does the removal of the file's last name, which also frees its blocks at once: the running
+  ingest closes the data file at its next chunk),
   and only if the data file's stamp was the same before and after it was read;
 - every other change of the data file (a truncate or utimes by path, a writer outside the mount)
   changes its ctime, and a commit uses a record only if the stamp still matches. The ctime moves
@@ -86,7 +88,8 @@ class Precommit:
             self._cond.notify_all()
 
     def invalidate(self, name: str, ino: int) -> None:
-        """The file is being opened for writing: its record (or running ingest) no longer counts."""
+        """The file is being opened for writing or was removed: its record (or running ingest) no
+        longer counts; its references are given back."""
         key = (name, ino)
         with self._cond:
             self._gen[key] = self._gen.get(key, 0) + 1
