@@ -130,6 +130,8 @@ def cmd_status(store, args) -> int:
     for mark, key in _STATUS_MARKS:
         for path in status[key]:
             print(f"{mark} {path}")
+    if not any(status[key] for _, key in _STATUS_MARKS):
+        print(f"artfs: no changes in the staging of {args.name}", file=sys.stderr)
     if status["interrupted"]:
         print("artfs: ! files were open for writing when their mount died and may be incomplete: "
               "check them, then commit --force, or reset", file=sys.stderr)
