@@ -268,15 +268,19 @@ def test_reads_open_sealed_chunks_in_place_in_the_map_once_each(enc, tmp_path, m
     """Reads of an encrypted store (Repo.read, as the first read of a fresh mount does in its
     worker thread; Repo.read_nowait; get_many) open each sealed chunk straight from the LMDB map,
     never copying the sealed bytes out of it first (the local store's copying reads are not
-    used), byte-exact; reads that split chunks open each chunk once."""
+    used), byte-exact; reads that split chunks open each chunk once (kept for the next read); a
+    read that takes chunks whole opens each straight into its reply (``open_into``), none into a
+    plaintext of its own."""
     monkeypatch.setenv("ARTFS_PASSPHRASE", PASS)
-    copied, opened = [], []
+    copied, opened, into = [], [], []
     for name in ("get_many", "read_ranges", "read_ranges_resident"):
         real = getattr(LocalObjectStore, name)
         monkeypatch.setattr(LocalObjectStore, name,
                             lambda self, arg, real=real, name=name: copied.append(name) or real(self, arg))
-    real_open = Sealer.open
+    real_open, real_into = Sealer.open, Sealer.open_into
     monkeypatch.setattr(Sealer, "open", lambda self, oid, sealed: opened.append(oid) or real_open(self, oid, sealed))
+    monkeypatch.setattr(Sealer, "open_into", lambda self, oid, sealed, out: into.append(oid)
+                        or real_into(self, oid, sealed, out))
     with open(tmp_path / "in" / "sub" / "random.bin", "rb") as f:
         expect = f.read()
     with Repo(str(enc)) as repo:
@@ -285,11 +289,45 @@ def test_reads_open_sealed_chunks_in_place_in_the_map_once_each(enc, tmp_path, m
         opened.clear()
         step = 5000   # not a divisor of any chunk's length: most reads split a chunk
         assert b"".join(repo.read(fobj, off, step) for off in range(0, fobj.size, step)) == expect
-        assert sorted(opened) == sorted(fobj.chunks)
+        assert sorted(opened) == sorted(fobj.chunks) and into == []
         repo.objects.store.local._recent.clear()
         assert b"".join(repo.read_nowait(fobj, off, step) or b"?" for off in range(0, fobj.size, step)) == expect
+        repo.objects.store.local._recent.clear()
+        opened.clear()
+        assert repo.read(fobj, 0, fobj.size) == expect
+        assert into == fobj.chunks and opened == []
+        into.clear()
+        assert repo.read_nowait(fobj, 0, fobj.size) == expect
+        assert into == fobj.chunks and opened == []
         assert b"".join(repo.objects.store.get_many(fobj.chunks)) == expect
     assert copied == []
+
+
+def test_a_read_never_returns_bytes_not_opened_from_the_store(tmp_path):
+    """A sealed store's read of chunks taken whole, in part and from those kept: every byte of the
+    reply is a verified chunk's (its buffer is not zeroed first: store/sealed.py _unfilled), so a
+    chunk that fails its check or is shorter than the span asked of it (sealed with the store's key
+    but not the length its file says) is CorruptData, never a reply with other or missing bytes."""
+    master = os.urandom(32)
+    store = SealedObjectStore.local(str(tmp_path / "objects"), master)
+    pieces = [os.urandom(n) for n in (70_000, 50_000, 90_000)]
+    ids = [store.object_id(p) for p in pieces]
+    store.put_many([Obj(oid, b"", p) for oid, p in zip(ids, pieces)])
+    spans = [(ids[0], 1000, 70_000), (ids[1], 0, 50_000), (ids[2], 0, 40_000)]
+    assert store.read_ranges(spans) == pieces[0][1000:] + pieces[1] + pieces[2][:40_000]
+    assert store.read_ranges([(ids[2], 40_000, 90_000)]) == pieces[2][40_000:]   # the rest, kept
+    store.close()
+    short = Sealer(master).seal(ids[1], pieces[1][:30_000])   # authentic, but 20,000 bytes short
+    e = lmdb.open(str(tmp_path / "objects"), max_dbs=16)
+    with e.begin(write=True, db=e.open_db(b"objects")) as txn:
+        txn.put(ids[1], hashlib.sha256(short).digest() + short)
+    e.close()
+    store = SealedObjectStore.local(str(tmp_path / "objects"), master)
+    for span in [(ids[1], 0, 50_000), (ids[1], 10_000, 50_000)]:
+        with pytest.raises(CorruptData, match="shorter"):
+            store.read_ranges([(ids[0], 0, 70_000), span])
+    assert store.read_ranges([(ids[1], 0, 30_000)]) == pieces[1][:30_000]
+    store.close()
 
 
 def test_an_encrypted_remote_indexes_a_reference_file_as_a_file_object(enc, tmp_path, s3, s3_bucket, monkeypatch):

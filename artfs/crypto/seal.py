@@ -84,18 +84,38 @@ class Sealer:
         header = VERSION + oid
         return header + self._aead(oid).encrypt(_NONCE, data, header)
 
+    def _body(self, oid: bytes, sealed) -> tuple[memoryview | None, bytes]:
+        """The ciphertext and tag of ``sealed`` (None if it does not name ``oid`` in a complete
+        header), and the associated data to open it with."""
+        view = memoryview(sealed)
+        header = VERSION + oid
+        if len(view) < HEADER + TAG or view[:HEADER] != header:
+            return None, header
+        return view[HEADER:], header
+
     def open(self, oid: bytes, sealed) -> bytes | None:
         """The plaintext, or None when ``sealed`` (bytes, or a view into a store's map: it is
         read in place) is not ``oid``'s object sealed with this key (a wrong key, a moved object
         or damage: AES-GCM cannot tell them apart)."""
-        view = memoryview(sealed)
-        header = VERSION + oid
-        if len(view) < HEADER + TAG or view[:HEADER] != header:
+        body, header = self._body(oid, sealed)
+        if body is None:
             return None
         try:
-            return self._aead(oid).decrypt(_NONCE, view[HEADER:], header)
+            return self._aead(oid).decrypt(_NONCE, body, header)
         except InvalidTag:
             return None
+
+    def open_into(self, oid: bytes, sealed, out) -> bool:
+        """``open`` into OUT (a writable buffer of exactly the plaintext's length): whether it
+        opened. When not, OUT holds unauthenticated bytes: the caller discards it."""
+        body, header = self._body(oid, sealed)
+        if body is None:
+            return False
+        try:
+            self._aead(oid).decrypt_into(_NONCE, body, header, out)
+        except InvalidTag:
+            return False
+        return True
 
 
 def key_id(master: bytes) -> str:

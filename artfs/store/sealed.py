@@ -9,9 +9,11 @@ hold and verify sealed objects as they are, without the key. Reads open and auth
 object: a wrong key, an object moved to another id or any damage is CorruptData naming the
 object, never other bytes. Over the local store an object is opened in place in the LMDB map
 (``LocalObjectStore.map_views``): AES-GCM reads the sealed bytes there, never copied out first,
-and writes the plaintext once. The chunk-sized objects opened last are kept, so a sequential read
-whose requests split chunks opens each chunk once (no lock: each dict operation is atomic, so a
-fork at any moment leaves the child a usable cache).
+and writes the plaintext once: a read's chunks that it takes whole straight into its reply (one
+buffer, not zeroed first, every byte of which is then written), the others into a plaintext of
+their own, kept (the chunk-sized objects opened last), so a sequential read whose requests split
+chunks opens each chunk once (no lock: each dict operation is atomic, so a fork at any moment
+leaves the child a usable cache). A read returns a bytearray (plain stores: bytes).
 
 An ingest's chunks arrive sealed already: its chunking threads make each chunk's object with
 ``seal_chunk`` (store/backend.py chunk_maker), and ``put_many`` stores those ``Sealed`` objects as
@@ -28,6 +30,7 @@ each through this layer.
 
 from __future__ import annotations
 
+import ctypes
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -79,35 +82,28 @@ class SealedObjectStore:
     def _open(self, oid: bytes, sealed) -> bytes:
         data = self._sealer.open(oid, sealed)
         if data is None:
-            raise CorruptData(f"object {oid.hex()} fails its authentication check: damaged, "
-                              "tampered with or sealed with another key (run artfs verify)")
+            raise _unopened(oid)
         return data
 
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
-        return self._opened(ids)
-
-    def _opened(self, ids: Sequence[bytes], nowait: bool = False) -> list[bytes] | None:
-        """Each object's plaintext: the chunks opened last, the rest opened now (``nowait``: None
-        if one's pages are not in memory)."""
+        """Each object's plaintext: the chunks kept, the rest opened now."""
         recent = self._recent
         out = [recent.get(oid) for oid in ids]
         missing = list(dict.fromkeys(oid for oid, data in zip(ids, out) if data is None))
         if missing:
-            got = self._open_many(missing, nowait)
-            if got is None:
-                return None
-            opened = dict(zip(missing, got))
+            opened = dict(zip(missing, self._each(missing, self._open, False)))
             out = [opened[oid] if data is None else data for oid, data in zip(ids, out)]
             self._keep(opened)
         return out
 
-    def _open_many(self, ids: list[bytes], nowait: bool) -> list[bytes] | None:
-        """Opened straight from the inner store's map where it has one (the sealed bytes are
-        never copied out), else from its copies (a remote: never ``nowait``)."""
+    def _each(self, ids: list[bytes], fn, nowait: bool) -> list | None:
+        """``[fn(oid, sealed) for oid in ids]``: straight from the inner store's map where it has
+        one (the sealed bytes are never copied out), else from its copies (a remote: never
+        ``nowait``); with ``nowait``, None where it would wait for a disk."""
         views = getattr(self.inner, "map_views", None)
         if views is not None:
-            return views(ids, self._open, nowait)
-        return None if nowait else list(map(self._open, ids, self.inner.get_many(ids)))
+            return views(ids, fn, nowait)
+        return None if nowait else list(map(fn, ids, self.inner.get_many(ids)))
 
     def _keep(self, opened: dict[bytes, bytes]) -> None:
         recent = self._recent
@@ -120,15 +116,67 @@ class SealedObjectStore:
             except KeyError:   # another thread emptied it meanwhile
                 break
 
-    def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
-        return _slices(self._opened([oid for oid, _, _ in spans]), spans)
+    def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytearray:
+        return self._ranges(spans, False)
 
-    def read_ranges_resident(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes | None:
+    def read_ranges_resident(self, spans: Sequence[tuple[bytes, int, int]]) -> bytearray | None:
         """``read_ranges`` without waiting for a disk, or None (the caller reads in a thread): the
-        chunks opened last, else each sealed object whose pages the inner store has in memory,
-        opened here (the mount reads on its event loop without a thread hop, as a plain store)."""
-        data = self._opened([oid for oid, _, _ in spans], nowait=True)
-        return None if data is None else _slices(data, spans)
+        chunks kept, else each sealed object whose pages the inner store has in memory, opened
+        here (the mount reads on its event loop without a thread hop, as a plain store)."""
+        return self._ranges(spans, True)
+
+    def _ranges(self, spans: Sequence[tuple[bytes, int, int]], nowait: bool) -> bytearray | None:
+        """The concatenated [start, end) of each (id, start, end), in one new buffer: a chunk the
+        spans take whole is opened straight into it (no plaintext of its own, no copy); one they
+        take in part is opened whole and kept, for the next read to take the rest from; a kept
+        one is copied from. With ``nowait``, None where it would wait for a disk."""
+        out = _unfilled(sum(end - start for _, start, end in spans))
+        with memoryview(out) as view:
+            places = self._copy_kept(spans, view)
+            if places and not self._open_into(places, view, nowait):
+                return None
+        return out
+
+    def _copy_kept(self, spans, view: memoryview) -> dict[bytes, list[tuple[int, int, int]]]:
+        """Each span of a kept chunk copied to its place in VIEW; the places (position, start,
+        end) of the others, by id."""
+        recent, places, pos = self._recent, {}, 0
+        for oid, start, end in spans:
+            data = recent.get(oid)
+            if data is not None and end <= len(data):
+                view[pos:pos + end - start] = memoryview(data)[start:end]
+            else:
+                places.setdefault(oid, []).append((pos, start, end))
+            pos += end - start
+        return places
+
+    def _open_into(self, places: dict[bytes, list[tuple[int, int, int]]], view: memoryview,
+                   nowait: bool) -> bool:
+        """Each object of PLACES opened and its spans put in their places in VIEW (False where
+        ``nowait`` would wait for a disk)."""
+        kept = {}
+
+        def place(oid: bytes, sealed) -> None:
+            size = len(sealed) - OVERHEAD
+            at = places[oid]
+            pos, start, end = at[0]
+            if start == 0 and end == size:         # taken whole: opened in its place
+                whole = view[pos:pos + size]
+                if not self._sealer.open_into(oid, sealed, whole):
+                    raise _unopened(oid)
+                at = at[1:]
+            else:
+                whole = memoryview(self._open(oid, sealed))
+                kept[oid] = whole.obj
+            for pos, start, end in at:
+                if end > size:
+                    raise CorruptData(f"object {oid.hex()} is shorter ({size} bytes) than a file "
+                                      "that holds it says (run artfs verify)")
+                view[pos:pos + end - start] = whole[start:end]
+        if self._each(list(places), place, nowait) is None:
+            return False
+        self._keep(kept)
+        return True
 
     def seal_chunk(self, data) -> "Sealed":
         """The object of a chunk's bytes as this store keeps it (keyed id, sealed bytes, their
@@ -185,19 +233,28 @@ class SealedObjectStore:
         return self.inner.ids()
 
 
+_new_bytearray = ctypes.pythonapi.PyByteArray_FromStringAndSize
+_new_bytearray.restype, _new_bytearray.argtypes = ctypes.py_object, (ctypes.c_char_p, ctypes.c_ssize_t)
+
+
+def _unfilled(size: int) -> bytearray:
+    """A new bytearray of SIZE bytes, not zeroed (CPython's ``PyByteArray_FromStringAndSize``
+    without a source): for a read's reply, every byte of which is written before it is returned
+    (``bytearray(size)`` would write each byte twice, the first time to memory not in the CPU's
+    caches)."""
+    return _new_bytearray(None, size)
+
+
+def _unopened(oid: bytes) -> CorruptData:
+    return CorruptData(f"object {oid.hex()} fails its authentication check: damaged, "
+                       "tampered with or sealed with another key (run artfs verify)")
+
+
 class Sealed(Obj):
     """An object sealed by this layer (``seal_chunk``): its data are the sealed bytes, its digest
     theirs; ``put_many`` stores it without sealing it again."""
 
     __slots__ = ()
-
-
-def _slices(data: list[bytes], spans: Sequence[tuple[bytes, int, int]]) -> bytes:
-    """The concatenated [start, end) of each object's DATA."""
-    if len(spans) == 1:
-        _, start, end = spans[0]
-        return data[0][start:end]
-    return b"".join(memoryview(d)[start:end] for d, (_, start, end) in zip(data, spans))
 
 
 class SealedRemoteStore(SealedObjectStore):
