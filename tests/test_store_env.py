@@ -16,6 +16,7 @@ from artfs.errors import StoreError
 from artfs.repo.facade import Repo
 from artfs.repo.ingest import Ingest
 from artfs.repo.verify import verify
+from artfs.store.lmdb_env import Env
 from tests.helpers import MiB, write
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,6 +64,54 @@ def test_map_grows_while_threads_read(tmp_path, monkeypatch):
                 repo.put("a", str(src))
         assert repo.db.objects.env.map_size() > grown and reads[0] > 0
         assert verify(repo).ok
+
+
+class _Refused(Exception):
+    pass
+
+
+def test_a_write_aborts_while_threads_read(tmp_path):
+    """py-lmdb 3 aborts a write transaction only at an instant when no LMDB call of any thread is
+    in flight on the environment: readers that keep one in flight nearly all the time (a get of
+    a big value pages it in with the GIL released) starved an aborted write (an error, a full
+    map) without end, the intermittent hang of test_map_grows_while_threads_read. A write now
+    aborts with every other thread's transactions ended and new ones waiting (MapLock)."""
+    env = Env(str(tmp_path / "env"), (b"d",), initial_map=1 << 30)
+    db, big = env.dbs["d"], os.urandom(16 * MiB)
+    env.write(lambda txn: txn.put(b"big", big, db=db), lambda txn: None)
+    stop, errors = threading.Event(), []
+
+    def reader():
+        try:
+            while not stop.is_set():
+                with env.read() as txn:
+                    assert len(txn.get(b"big", db=db)) == len(big)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def refused(txn):
+        txn.put(b"partial", b"x", db=db)
+        raise _Refused()
+
+    def writer():
+        for _ in range(20):
+            with pytest.raises(_Refused):
+                env.write(refused, lambda txn: None)
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    for t in readers:
+        t.start()
+    aborting = threading.Thread(target=writer)
+    aborting.start()
+    aborting.join(timeout=120)   # a hang, not a speed: each abort waits for a read or two
+    hung = aborting.is_alive()
+    stop.set()
+    for t in readers + [aborting]:
+        t.join()
+    assert not hung and not errors, errors
+    with env.read() as txn:
+        assert txn.get(b"partial", db=db) is None
+    env.close()
 
 
 _GROW = """

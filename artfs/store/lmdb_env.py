@@ -59,8 +59,9 @@ def map_size(default: int) -> int:
 
 
 class MapLock:
-    """Shared for transactions, exclusive for re-mapping; re-entrant for a thread's shared holds
-    (a thread may open a transaction while it holds another), writer-preferring otherwise."""
+    """Shared for transactions, exclusive for re-mapping (``alone`` for a write's abort: see
+    ``Env._abort_write``); re-entrant for a thread's shared holds (a thread may open a transaction
+    while it holds another), writer-preferring otherwise."""
 
     def __init__(self):
         self._cond = threading.Condition(threading.Lock())
@@ -84,7 +85,7 @@ class MapLock:
         self._mine.n = self.held() - 1
         with self._cond:
             self._shared -= 1
-            if not self._shared:
+            if self._waiting:   # a re-map (or a writer's abort) waits for the holds to end
                 self._cond.notify_all()
 
     @contextmanager
@@ -92,9 +93,23 @@ class MapLock:
         if self.held():
             raise StoreError("the store's map must be re-mapped while this thread holds a "
                              "transaction; try again")
+        with self._only(0):
+            yield
+
+    @contextmanager
+    def alone(self):
+        """Exclusive but for the calling thread's own shared holds, which it keeps: every other
+        thread's transactions have ended and new ones wait. Only a writer (one at a time: it
+        holds ``Env.gate``) takes it, and no thread waits for ``gate`` while it holds a
+        transaction, so the holders it waits for never wait for it."""
+        with self._only(self.held()):
+            yield
+
+    @contextmanager
+    def _only(self, mine: int):
         with self._cond:
             self._waiting += 1
-            while self._exclusive or self._shared:
+            while self._exclusive or self._shared > mine:
                 self._cond.wait()
             self._waiting -= 1
             self._exclusive = True
@@ -171,11 +186,25 @@ class Env:
             with self.lock.exclusive():
                 self.env.set_mapsize(0)   # adopt the size another process grew the map to
 
-    def _end(self, txn, commit: bool) -> None:
+    def _end(self, txn, commit: bool, write: bool = False) -> None:
         try:
-            txn.commit() if commit else txn.abort()
+            if commit:
+                txn.commit()
+            elif write:
+                self._abort_write(txn)
+            else:
+                txn.abort()
         finally:
             self.lock.release_shared()
+
+    def _abort_write(self, txn) -> None:
+        """Abort a write transaction with no other thread in one. py-lmdb (3.x) aborts a write
+        only at an instant when no LMDB call of any thread is in flight on the environment;
+        reader threads that keep one in flight nearly all the time starved it without end (a
+        hang, tests/test_store_env.py). Holding the map lock ``alone`` ends that: the other
+        threads' transactions end and new ones wait, so the calls it waits for are finite."""
+        with self.lock.alone():
+            txn.abort()
 
     @contextmanager
     def read(self):
@@ -217,7 +246,7 @@ class Env:
                     touch(txn)
                     committed = True
                 finally:
-                    self._end(txn, committed)
+                    self._end(txn, committed, write=True)
                 self._keep_reserve()
                 return result
             except lmdb.MapFullError:
