@@ -65,7 +65,7 @@ class FaultProxy:
 
     def _serve(self, client: socket.socket) -> None:
         mode = self.mode
-        if mode == "reset":
+        if mode in ("reset", "refuse"):   # refuse: accepted before the listener closed, not served
             _reset(client)
             return
         if mode == "stall":
