@@ -536,11 +536,10 @@ class LazyObjectStore:
     def _dispatch(self, remote, ids: list[bytes]) -> None:   # fetcher thread
         """Split ids into batches of neighbours (by pack and offset) and fetch them in parallel."""
         try:
-            remote.has(ids)                   # reads the pack indexes not read yet
+            locs = dict(zip(ids, remote.locate(ids)))   # reads the pack indexes not read yet
         except Exception as e:
             self._failed(remote, ids, e)
             return
-        locs = dict(zip(ids, remote.index.locate(ids)))
         with self._lock:
             for oid, loc in locs.items():
                 self._sizes[oid] = loc.length if loc is not None else 0

@@ -276,6 +276,9 @@ class SealedRemoteStore(SealedObjectStore):
     def refresh(self) -> None:
         self.inner.refresh()
 
+    def locate(self, ids: Sequence[bytes]) -> list:
+        return self.inner.locate(ids)
+
     def kinds(self, ids: Sequence[bytes]) -> list[int | None]:
         return self.inner.kinds(ids)
 
