@@ -133,13 +133,12 @@ class SealedObjectStore:
         inner store's map (a read's chunks are many: no per-chunk work that can be avoided)."""
         recent = self._recent
         todo, kept, pos = [], [], 0
-        for span in spans:
-            oid, start, end = span
+        for oid, start, end in spans:
             data = recent.get(oid)
             if data is not None and end <= len(data):
                 kept.append((pos, data, start, end))
             else:
-                todo.append((pos, span))
+                todo.append((pos, oid, start, end))
             pos += end - start
         out = unfilled(pos)
         with memoryview(out) as view:
@@ -149,16 +148,16 @@ class SealedObjectStore:
                 return None
         return out
 
-    def _open_into(self, todo: list[tuple[int, tuple[bytes, int, int]]], view: memoryview,
+    def _open_into(self, todo: list[tuple[int, bytes, int, int]], view: memoryview,
                    nowait: bool) -> bool:
-        """Each span of TODO (its position in VIEW, (id, start, end)) put in its place, its object
+        """Each span of TODO (its position in VIEW, id, start, end) put in its place, its object
         opened from the inner store (False where ``nowait`` would wait for a disk): in its place
         if the span takes it whole, else into a plaintext kept (``_keep``); an object a span
         earlier in TODO opened is not opened again."""
         sealer, opened = self._sealer, {}
 
         def place(sealed: list) -> None:
-            for (pos, (oid, start, end)), stored in zip(todo, sealed):
+            for (pos, oid, start, end), stored in zip(todo, sealed):
                 if stored is None:
                     raise CorruptData(f"missing object {oid.hex()}")
                 size = len(stored) - OVERHEAD
@@ -181,7 +180,7 @@ class SealedObjectStore:
                         raise _unopened(oid)
                     whole = opened[oid] = memoryview(whole)
                     view[pos:pos + end - start] = whole[start:end]
-        ids = [span[0] for _, span in todo]
+        ids = [span[1] for span in todo]
         stored = getattr(self.inner, "map_stored", None)
         if stored is not None:
             if stored(ids, place, nowait) is False:
