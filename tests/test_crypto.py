@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import hmac
 import json
 import os
 import threading
@@ -270,15 +271,17 @@ def test_reads_open_sealed_chunks_in_place_in_the_map_once_each(enc, tmp_path, m
     never copying the sealed bytes out of it first (the local store's copying reads are not
     used), byte-exact; reads that split chunks open each chunk once (kept for the next read); a
     read that takes chunks whole opens each straight into its reply (``open_into``), none into a
-    plaintext of its own."""
+    plaintext of its own (``open_new``, as a read that takes a chunk in part)."""
     monkeypatch.setenv("ARTFS_PASSPHRASE", PASS)
     copied, opened, into = [], [], []
     for name in ("get_many", "read_ranges", "read_ranges_resident"):
         real = getattr(LocalObjectStore, name)
         monkeypatch.setattr(LocalObjectStore, name,
                             lambda self, arg, real=real, name=name: copied.append(name) or real(self, arg))
-    real_open, real_into = Sealer.open, Sealer.open_into
+    real_open, real_new, real_into = Sealer.open, Sealer.open_new, Sealer.open_into
     monkeypatch.setattr(Sealer, "open", lambda self, oid, sealed: opened.append(oid) or real_open(self, oid, sealed))
+    monkeypatch.setattr(Sealer, "open_new", lambda self, oid, sealed: opened.append(oid)
+                        or real_new(self, oid, sealed))
     monkeypatch.setattr(Sealer, "open_into", lambda self, oid, sealed, out: into.append(oid)
                         or real_into(self, oid, sealed, out))
     with open(tmp_path / "in" / "sub" / "random.bin", "rb") as f:
@@ -309,7 +312,7 @@ def test_reads_open_sealed_chunks_in_place_in_the_map_once_each(enc, tmp_path, m
 
 def test_a_read_never_returns_bytes_not_opened_from_the_store(tmp_path):
     """A sealed store's read of chunks taken whole, in part and from those kept: every byte of the
-    reply is a verified chunk's (its buffer is not zeroed first: store/sealed.py _unfilled), so a
+    reply is a verified chunk's (its buffer is not zeroed first: crypto/seal.py unfilled), so a
     chunk that fails its check or is shorter than the span asked of it (sealed with the store's key
     but not the length its file says) is CorruptData, never a reply with other or missing bytes."""
     master = os.urandom(32)
@@ -475,3 +478,37 @@ def test_a_put_into_an_encrypted_store_seals_its_chunks_in_the_chunking_threads(
         assert repo.read(fobj, 0, fobj.size) == data
     assert threads.count("artfs-chunk-maker") == len(fobj.chunks)
     assert len(threads) - len(fobj.chunks) <= 3   # the file object and the tree, sealed in put_many
+
+
+def test_the_per_object_key_is_the_hmac_of_the_id_under_the_seal_key():
+    """``Sealer.object_key`` (the seal key's padded blocks hashed once, then two short hashes per
+    object) is HMAC-SHA256(seal subkey, id), the key the stored format is sealed under."""
+    from artfs.crypto.seal import subkey
+    master = os.urandom(32)
+    sealer = Sealer(master)
+    for oid in (os.urandom(16), bytes(16), b"\xff" * 16):
+        assert sealer.object_key(oid) == hmac.digest(subkey(master, b"object seal"), oid, "sha256")
+
+
+def test_a_read_of_one_chunk_several_times_opens_it_once_and_gets_give_bytes(tmp_path, monkeypatch):
+    """Spans of one object several times in a read (a file of repeated content), whole and in
+    part: each placed right, the object opened once; a chunk kept from a read in part comes out
+    of ``get_many`` as bytes, as every other object does."""
+    master = os.urandom(32)
+    store = SealedObjectStore.local(str(tmp_path / "objects"), master)
+    pieces = [os.urandom(n) for n in (60_000, 20_000)]
+    ids = [store.object_id(p) for p in pieces]
+    store.put_many([Obj(oid, b"", p) for oid, p in zip(ids, pieces)])
+    calls = []
+    for name in ("open_into", "open_new"):
+        real = getattr(Sealer, name)
+        monkeypatch.setattr(Sealer, name, lambda self, *a, real=real, name=name: calls.append(name) or real(self, *a))
+    a, b = ids
+    spans = [(a, 0, 60_000), (b, 5, 20_000), (a, 0, 60_000), (b, 0, 20_000), (a, 7, 100)]
+    assert store.read_ranges(spans) == pieces[0] + pieces[1][5:] + pieces[0] + pieces[1] + pieces[0][7:100]
+    assert sorted(calls) == ["open_into", "open_new"]
+    calls.clear()
+    assert store.read_ranges([(b, 1, 2)]) == pieces[1][1:2] and calls == []   # kept
+    got = store.get_many([b, a])
+    assert got == [pieces[1], pieces[0]] and all(type(x) is bytes for x in got)
+    store.close()

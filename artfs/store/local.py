@@ -85,6 +85,20 @@ class LocalObjectStore:
                 return None
             return [fn(oid, self._checked(txn, oid, value)) for oid, value in zip(ids, values)]
 
+    def map_stored(self, ids: Sequence[bytes], fn, nowait: bool = False):
+        """``fn(stored)`` in one transaction, STORED the bytes of each id (None where missing) as
+        views straight into the map, NOT checked against the ids: for a layer that authenticates
+        each object itself (the sealing layer: AES-GCM under the id's own key, the id in the
+        associated data; store/sealed.py). The views are valid only during the call, so FN must
+        not keep them. With ``nowait``, False (FN not called) when a value's pages are not all in
+        memory (as ``read_ranges_resident``)."""
+        with self.env.read() as txn:
+            get, db = txn.get, self._db
+            values = [get(oid, db=db) for oid in ids]
+            if nowait and not all(v is not None and resident(v) for v in values):
+                return False
+            return fn([None if v is None else v[DIGEST_LEN:] for v in values])
+
     def put_many(self, objs: Sequence[Obj]) -> int:
         def action(txn):
             new = 0

@@ -30,12 +30,11 @@ each through this layer.
 
 from __future__ import annotations
 
-import ctypes
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from ..crypto.seal import HEADER, TAG, RecordSealer, Sealer, header_id, keyed_hasher
+from ..crypto.seal import HEADER, TAG, RecordSealer, Sealer, header_id, keyed_hasher, unfilled
 from ..errors import CorruptData
 from .backend import Obj
 from .ids import id_matches, strong_digest
@@ -88,7 +87,7 @@ class SealedObjectStore:
     def get_many(self, ids: Sequence[bytes]) -> list[bytes]:
         """Each object's plaintext: the chunks kept, the rest opened now."""
         recent = self._recent
-        out = [recent.get(oid) for oid in ids]
+        out = [_as_bytes(recent.get(oid)) for oid in ids]
         missing = list(dict.fromkeys(oid for oid, data in zip(ids, out) if data is None))
         if missing:
             opened = dict(zip(missing, self._each(missing, self._open, False)))
@@ -128,54 +127,69 @@ class SealedObjectStore:
     def _ranges(self, spans: Sequence[tuple[bytes, int, int]], nowait: bool) -> bytearray | None:
         """The concatenated [start, end) of each (id, start, end), in one new buffer: a chunk the
         spans take whole is opened straight into it (no plaintext of its own, no copy); one they
-        take in part is opened whole and kept, for the next read to take the rest from; a kept
-        one is copied from. With ``nowait``, None where it would wait for a disk."""
-        out = _unfilled(sum(end - start for _, start, end in spans))
-        with memoryview(out) as view:
-            places = self._copy_kept(spans, view)
-            if places and not self._open_into(places, view, nowait):
-                return None
-        return out
-
-    def _copy_kept(self, spans, view: memoryview) -> dict[bytes, list[tuple[int, int, int]]]:
-        """Each span of a kept chunk copied to its place in VIEW; the places (position, start,
-        end) of the others, by id."""
-        recent, places, pos = self._recent, {}, 0
+        take in part is opened whole into a plaintext of its own and kept, for the next read to
+        take the rest from; a kept one is copied from. With ``nowait``, None where it would wait
+        for a disk. One pass over the spans to place them, one over the sealed objects in the
+        inner store's map (a read's chunks are many: no per-chunk work that can be avoided)."""
+        recent = self._recent
+        todo, kept, pos = [], [], 0
         for oid, start, end in spans:
             data = recent.get(oid)
             if data is not None and end <= len(data):
-                view[pos:pos + end - start] = memoryview(data)[start:end]
+                kept.append((pos, data, start, end))
             else:
-                places.setdefault(oid, []).append((pos, start, end))
+                todo.append((pos, oid, start, end))
             pos += end - start
-        return places
+        out = unfilled(pos)
+        with memoryview(out) as view:
+            for pos, data, start, end in kept:
+                view[pos:pos + end - start] = memoryview(data)[start:end]
+            if todo and not self._open_into(todo, view, nowait):
+                return None
+        return out
 
-    def _open_into(self, places: dict[bytes, list[tuple[int, int, int]]], view: memoryview,
+    def _open_into(self, todo: list[tuple[int, bytes, int, int]], view: memoryview,
                    nowait: bool) -> bool:
-        """Each object of PLACES opened and its spans put in their places in VIEW (False where
-        ``nowait`` would wait for a disk)."""
-        kept = {}
+        """Each span of TODO (its position in VIEW, id, start, end) put in its place, its object
+        opened from the inner store (False where ``nowait`` would wait for a disk): in its place
+        if the span takes it whole, else into a plaintext kept (``_keep``); an object a span
+        earlier in TODO opened is not opened again."""
+        sealer, opened = self._sealer, {}
 
-        def place(oid: bytes, sealed) -> None:
-            size = len(sealed) - OVERHEAD
-            at = places[oid]
-            pos, start, end = at[0]
-            if start == 0 and end == size:         # taken whole: opened in its place
-                whole = view[pos:pos + size]
-                if not self._sealer.open_into(oid, sealed, whole):
-                    raise _unopened(oid)
-                at = at[1:]
-            else:
-                whole = memoryview(self._open(oid, sealed))
-                kept[oid] = whole.obj
-            for pos, start, end in at:
+        def place(sealed: list) -> None:
+            for (pos, oid, start, end), stored in zip(todo, sealed):
+                if stored is None:
+                    raise CorruptData(f"missing object {oid.hex()}")
+                size = len(stored) - OVERHEAD
                 if end > size:
+                    if size < 0:
+                        raise _unopened(oid)
                     raise CorruptData(f"object {oid.hex()} is shorter ({size} bytes) than a file "
                                       "that holds it says (run artfs verify)")
-                view[pos:pos + end - start] = whole[start:end]
-        if self._each(list(places), place, nowait) is None:
+                whole = opened.get(oid)
+                if whole is not None:                # a duplicate: copied from where it was opened
+                    view[pos:pos + end - start] = whole[start:end]
+                elif start == 0 and end == size:     # taken whole: opened in its place
+                    whole = view[pos:pos + size]
+                    if not sealer.open_into(oid, stored, whole):
+                        raise _unopened(oid)
+                    opened[oid] = whole
+                else:                                # in part: opened whole, kept for the rest
+                    whole = sealer.open_new(oid, stored)
+                    if whole is None:
+                        raise _unopened(oid)
+                    whole = opened[oid] = memoryview(whole)
+                    view[pos:pos + end - start] = whole[start:end]
+        ids = [span[1] for span in todo]
+        stored = getattr(self.inner, "map_stored", None)
+        if stored is not None:
+            if stored(ids, place, nowait) is False:
+                return False
+        elif nowait:
             return False
-        self._keep(kept)
+        else:
+            place(self.inner.get_many(ids))
+        self._keep({oid: whole.obj for oid, whole in opened.items() if whole.obj is not view.obj})
         return True
 
     def seal_chunk(self, data) -> "Sealed":
@@ -233,16 +247,10 @@ class SealedObjectStore:
         return self.inner.ids()
 
 
-_new_bytearray = ctypes.pythonapi.PyByteArray_FromStringAndSize
-_new_bytearray.restype, _new_bytearray.argtypes = ctypes.py_object, (ctypes.c_char_p, ctypes.c_ssize_t)
-
-
-def _unfilled(size: int) -> bytearray:
-    """A new bytearray of SIZE bytes, not zeroed (CPython's ``PyByteArray_FromStringAndSize``
-    without a source): for a read's reply, every byte of which is written before it is returned
-    (``bytearray(size)`` would write each byte twice, the first time to memory not in the CPU's
-    caches)."""
-    return _new_bytearray(None, size)
+def _as_bytes(data):
+    """A kept plaintext as ``get_many`` returns objects: bytes (a chunk a read opened in part is
+    kept as the bytearray it was opened into)."""
+    return bytes(data) if type(data) is bytearray else data
 
 
 def _unopened(oid: bytes) -> CorruptData:
