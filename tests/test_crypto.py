@@ -490,7 +490,7 @@ def test_the_per_object_key_is_the_hmac_of_the_id_under_the_seal_key():
         assert sealer.object_key(oid) == hmac.digest(subkey(master, b"object seal"), oid, "sha256")
 
 
-def test_a_read_of_one_chunk_several_times_opens_it_once_and_gets_give_bytes(tmp_path, monkeypatch):
+def test_a_read_of_one_chunk_several_times_opens_it_once_and_get_many_gives_bytes(tmp_path, monkeypatch):
     """Spans of one object several times in a read (a file of repeated content), whole and in
     part: each placed right, the object opened once; a chunk kept from a read in part comes out
     of ``get_many`` as bytes, as every other object does."""
