@@ -581,19 +581,18 @@ class Bench:
 # --------------------------------------------------------------------------
 # workloads
 
-def free_memory(nbytes: int) -> None:
-    """Leave NBYTES of just-freed memory before a timed write (untimed): a file in /dev/shm
-    (memory only: no write-back), written and deleted at once; at most half of what is available.
-    On a VM that hands free memory back to its host (virtio-balloon free page reporting, as the
-    development VM does), a write into memory long free runs ~10x slower than into memory freed
-    just before (pages the host must supply again: 400 against 4,800 MB/s for 1 GiB into a new
-    file), so a cell that writes more than the cell before it freed measures the host. Each
-    ingest cell starts like this (docs/benchmarks.md, "Writes and the VM's free memory")."""
+def free_memory(work: Path, nbytes: int) -> None:
+    """Leave NBYTES of just-freed page cache before a timed write (untimed): a file in WORK written
+    and deleted at once, at most half of the memory available. On a VM that hands free memory back
+    to its host (virtio-balloon free page reporting, as the development VM does), a write into a
+    new file ran 400-660 MB/s, and 3,400-4,500 MB/s right after a file of that filesystem was
+    deleted (memory freed from /dev/shm did not help: 790-840), so a cell that writes more than the
+    cell before it freed measures the host. Each ingest cell starts like this (docs/benchmarks.md,
+    "Writes and the VM's free memory")."""
     avail = next((int(l.split()[1]) << 10 for l in open("/proc/meminfo") if l.startswith("MemAvailable")), 0)
-    nbytes = min(nbytes, avail // 2) // BUF
     block = bytes(BUF)
-    with tempfile.NamedTemporaryFile(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as f:
-        for _ in range(nbytes):
+    with tempfile.NamedTemporaryFile(dir=work) as f:
+        for _ in range(min(nbytes, avail // 2) // BUF):
             f.write(block)
         f.flush()
 
@@ -745,15 +744,14 @@ def w_ingest(b: Bench) -> None:
             "settled": b.row("5e", "ingest: artfs commit once the mount stored the file (native: sync)",
                              "MB/s")}
     ing = b.work / "ingest"
-    hot = 4 * sz.big   # memory freed before each cell: a commit's writes need about 2x the file and
-    # ran faster still with 4x (docs/benchmarks.md, "Writes and the VM's free memory")
+    hot = 2 * sz.big   # memory freed before each cell: a commit writes the file twice (staging, store)
 
     def native(t: Target) -> dict[str, float]:
         dst = ing / "native"
         shutil.rmtree(dst, ignore_errors=True)
         dst.mkdir(parents=True)
         read_file(src)   # the source is read from page cache in every cell
-        free_memory(hot)
+        free_memory(b.work, hot)
         cp = timed_cmd(["cp", str(src), str(dst / "data.bin")], sz.timeout)
         sync = timed_cmd(["sync", str(dst / "data.bin")], sz.timeout)
         shutil.rmtree(dst)
@@ -768,7 +766,7 @@ def w_ingest(b: Bench) -> None:
         with artfs_mount(store, mnt, b.work / "logs" / "artfs-ingest.log") as m:
             (mnt / "ing").mkdir()
             read_file(src)
-            free_memory(hot)
+            free_memory(b.work, hot)
             cp = timed_cmd(["cp", str(src), str(mnt / "ing" / "staging" / "data.bin")], sz.timeout)
             deadline = time.monotonic() + sz.timeout
             while settle and stored_bytes(store) < sz.big and time.monotonic() < deadline:
@@ -785,7 +783,7 @@ def w_ingest(b: Bench) -> None:
         store = ing / "store-put"
         shutil.rmtree(store, ignore_errors=True)
         read_file(src)
-        free_memory(hot)
+        free_memory(b.work, hot)
         t0 = time.perf_counter()
         artfs_put(store, "ing", src.parent)
         put = time.perf_counter() - t0

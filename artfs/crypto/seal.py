@@ -127,11 +127,7 @@ class Sealer:
         header = VERSION + oid
         if len(view) < HEADER + TAG or view[:HEADER] != header:
             return False
-        try:
-            AESGCM(self.object_key(oid)).decrypt_into(_NONCE, view[HEADER:], header, out)
-        except InvalidTag:
-            return False
-        return True
+        return self._decrypt_into(oid, view[HEADER:], header, out)
 
     def open_new(self, oid: bytes, sealed) -> bytearray | None:
         """``open`` into a new bytearray (not zeroed first: ``unfilled``), or None."""
@@ -139,11 +135,14 @@ class Sealer:
         if body is None:
             return None
         out = unfilled(len(body) - TAG)
+        return out if self._decrypt_into(oid, body, header, out) else None
+
+    def _decrypt_into(self, oid: bytes, body, header: bytes, out) -> bool:
         try:
             self._aead(oid).decrypt_into(_NONCE, body, header, out)
         except InvalidTag:
-            return None
-        return out
+            return False
+        return True
 
 
 _new_bytearray = ctypes.pythonapi.PyByteArray_FromStringAndSize
