@@ -100,10 +100,15 @@ def run(cmd: list[str], timeout: float = 600, check: bool = True, **kw) -> subpr
     return p
 
 
+def meminfo(field: str) -> int:
+    """A field of /proc/meminfo in bytes (0 if absent)."""
+    with open("/proc/meminfo") as f:
+        return next((int(l.split()[1]) << 10 for l in f if l.startswith(field + ":")), 0)
+
+
 def machine_info() -> dict:
-    mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
     fuse = subprocess.run(["fusermount3", "-V"], capture_output=True, text=True).stdout.strip()
-    return {"cores": os.cpu_count(), "ram_gib": round(int(mem) / 2**20, 1),
+    return {"cores": os.cpu_count(), "ram_gib": round(meminfo("MemTotal") / 2**30, 1),
             "kernel": platform.release(), "python": platform.python_version(),
             "fusermount3": fuse, "root": os.geteuid() == 0}
 
@@ -589,10 +594,9 @@ def free_memory(work: Path, nbytes: int) -> None:
     deleted (memory freed from /dev/shm did not help: 790-840), so a cell that writes more than the
     cell before it freed measures the host. Each ingest cell starts like this (docs/benchmarks.md,
     "Writes and the VM's free memory")."""
-    avail = next((int(l.split()[1]) << 10 for l in open("/proc/meminfo") if l.startswith("MemAvailable")), 0)
     block = bytes(BUF)
     with tempfile.NamedTemporaryFile(dir=work) as f:
-        for _ in range(min(nbytes, avail // 2) // BUF):
+        for _ in range(min(nbytes, meminfo("MemAvailable") // 2) // BUF):
             f.write(block)
         f.flush()
 
@@ -744,14 +748,14 @@ def w_ingest(b: Bench) -> None:
             "settled": b.row("5e", "ingest: artfs commit once the mount stored the file (native: sync)",
                              "MB/s")}
     ing = b.work / "ingest"
-    hot = 2 * sz.big   # memory freed before each cell: a commit writes the file twice (staging, store)
+    freed = 2 * sz.big   # memory freed before each cell: a commit writes the file twice (staging, store)
 
     def native(t: Target) -> dict[str, float]:
         dst = ing / "native"
         shutil.rmtree(dst, ignore_errors=True)
         dst.mkdir(parents=True)
         read_file(src)   # the source is read from page cache in every cell
-        free_memory(b.work, hot)
+        free_memory(b.work, freed)
         cp = timed_cmd(["cp", str(src), str(dst / "data.bin")], sz.timeout)
         sync = timed_cmd(["sync", str(dst / "data.bin")], sz.timeout)
         shutil.rmtree(dst)
@@ -766,7 +770,7 @@ def w_ingest(b: Bench) -> None:
         with artfs_mount(store, mnt, b.work / "logs" / "artfs-ingest.log") as m:
             (mnt / "ing").mkdir()
             read_file(src)
-            free_memory(b.work, hot)
+            free_memory(b.work, freed)
             cp = timed_cmd(["cp", str(src), str(mnt / "ing" / "staging" / "data.bin")], sz.timeout)
             deadline = time.monotonic() + sz.timeout
             while settle and stored_bytes(store) < sz.big and time.monotonic() < deadline:
@@ -783,7 +787,7 @@ def w_ingest(b: Bench) -> None:
         store = ing / "store-put"
         shutil.rmtree(store, ignore_errors=True)
         read_file(src)
-        free_memory(b.work, hot)
+        free_memory(b.work, freed)
         t0 = time.perf_counter()
         artfs_put(store, "ing", src.parent)
         put = time.perf_counter() - t0

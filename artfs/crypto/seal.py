@@ -138,8 +138,10 @@ class Sealer:
         return out if self._decrypt_into(oid, body, header, out) else None
 
     def _decrypt_into(self, oid: bytes, body, header: bytes, out) -> bool:
+        """Whether BODY (ciphertext and tag) opened into OUT under OID's key (``_aead`` written
+        out: most of a read's chunks come through here)."""
         try:
-            self._aead(oid).decrypt_into(_NONCE, body, header, out)
+            AESGCM(self.object_key(oid)).decrypt_into(_NONCE, body, header, out)
         except InvalidTag:
             return False
         return True
