@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import lmdb
 import pytest
 
 from artfs.store.ids import DIGEST_LEN
+from artfs.store.segments import DIR as SEGMENTS, LOCATION, MIN_BYTES, segment_name
 
 MiB = 1 << 20
 DEEP = 2000   # directory levels of the deep-tree tests: 2 bytes each, paths over 4000 bytes
@@ -119,18 +121,112 @@ def objects_env(store) -> str:
         return os.path.join(str(store), json.load(f)["data"], "objects")
 
 
+SMALL = MIN_BYTES - 1024   # a file this long is one object kept in LMDB, not in a segment
+
+
+def small_files(directory, total: int) -> None:
+    """Random files of SMALL bytes, TOTAL bytes in all, under DIRECTORY (replacing any there):
+    bytes that go into LMDB's map, as segments take only bigger objects (store/segments.py)."""
+    for i in range(total // SMALL):
+        write(os.path.join(directory, f"{i:05}"), os.urandom(SMALL))
+
+
+def data_files(store) -> list[str]:
+    """The files that hold the store's objects' bytes: the object environment's LMDB file and
+    its segments (store/segments.py)."""
+    env = objects_env(store)
+    directory = os.path.join(env, SEGMENTS)
+    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    return [os.path.join(env, "data.mdb")] + [os.path.join(directory, n) for n in names]
+
+
+def drop_data_cache(store) -> None:
+    """Drop the page cache of the store's data files: the next read of an object waits for the disk."""
+    for path in data_files(store):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def flip_stored_byte(store, needle: bytes, at: int) -> None:
+    """Flip the byte AT bytes into NEEDLE where the store's data files hold it (in exactly one
+    place), behind artfs's back."""
+    hits = []
+    for path in data_files(store):
+        raw = read(path)
+        start = raw.find(needle)
+        while start >= 0:
+            hits.append((path, start))
+            start = raw.find(needle, start + 1)
+    assert len(hits) == 1, hits
+    path, start = hits[0]
+    with open(path, "r+b") as f:
+        f.seek(start + at)
+        byte = f.read(1)[0]
+        f.seek(start + at)
+        f.write(bytes([byte ^ 0xFF]))
+
+
+def segment_bytes(store) -> int:
+    """Bytes the store's segment files take on disk (holes punched out of them excluded)."""
+    directory = os.path.join(objects_env(store), SEGMENTS)
+    return sum(e.stat().st_blocks * 512 for e in os.scandir(directory))
+
+
+def stored(store, key: bytes) -> tuple[bytes, bytes] | None:
+    """(digest, bytes) the store keeps for object KEY (as sealed, in an encrypted store), read
+    behind artfs's back from its LMDB record or its segment file (store/segments.py)."""
+    env = lmdb.open(objects_env(store), max_dbs=16, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            location = txn.get(key, db=env.open_db(b"located", txn=txn, create=False))
+            value = txn.get(key, db=env.open_db(b"objects", txn=txn, create=False))
+            value = None if value is None else bytes(value)
+    finally:
+        env.close()
+    if location is None:
+        return None if value is None else (value[:DIGEST_LEN], value[DIGEST_LEN:])
+    segment, offset, length, digest = LOCATION.unpack(location)
+    with open(os.path.join(objects_env(store), SEGMENTS, segment_name(segment)), "rb") as f:
+        f.seek(offset)
+        return digest, f.read(length)
+
+
+def stored_ids(store) -> set[bytes]:
+    """Every object id the store holds (LMDB records and segment locations)."""
+    env = lmdb.open(objects_env(store), max_dbs=16, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            return {bytes(k) for name in (b"objects", b"located")
+                    for k, _ in txn.cursor(db=env.open_db(name, txn=txn, create=False))}
+    finally:
+        env.close()
+
+
+def replace_object(store, key: bytes, data: bytes | None, digest: bytes | None = None) -> None:
+    """Store DATA as object KEY's bytes with DIGEST (default: DATA's SHA-256), or remove the object
+    (DATA None), behind artfs's back: an LMDB record, its segment location dropped."""
+    env = lmdb.open(objects_env(store), max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.delete(key, db=env.open_db(b"located", txn=txn))
+        objects = env.open_db(b"objects", txn=txn)
+        txn.delete(key, db=objects)
+        if data is not None:
+            txn.put(key, (digest or hashlib.sha256(data).digest()) + data, db=objects)
+    env.close()
+
+
 def damage_blob(store, key: bytes, how: str) -> None:
     """Flip a byte of a stored object ('corrupt') or remove it ('missing'), behind artfs's back."""
-    env = lmdb.open(objects_env(store), max_dbs=16)
-    db = env.open_db(b"objects")
-    with env.begin(write=True, db=db) as txn:
-        if how == "missing":
-            txn.delete(key)
-        else:
-            data = bytearray(txn.get(key))
-            data[DIGEST_LEN + (len(data) - DIGEST_LEN) // 2] ^= 0xFF   # a byte of the object, not its digest
-            txn.put(key, bytes(data))
-    env.close()
+    if how == "missing":
+        replace_object(store, key, None)
+        return
+    digest, data = stored(store, key)
+    data = bytearray(data)
+    data[len(data) // 2] ^= 0xFF   # a byte of the object, not its digest
+    replace_object(store, key, bytes(data), digest)
 
 
 def marked_writing(store, name: str) -> set[str]:

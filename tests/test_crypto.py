@@ -18,10 +18,10 @@ from artfs.repo.facade import Repo
 from artfs.crypto.seal import Sealer
 from artfs.store.backend import Obj, chunk_maker
 from artfs.store.chunker import THREAD_MIN_SIZE, hashed_chunks
-from artfs.store.ids import CHUNK, DIGEST_LEN, FILE, TREE, object_id, strong_digest
+from artfs.store.ids import CHUNK, FILE, TREE, object_id, strong_digest
 from artfs.store.local import LocalObjectStore
 from artfs.store.sealed import SEAL_SPLIT, SealedObjectStore
-from tests.helpers import objects_env, run_cli, tree_snapshot, write
+from tests.helpers import replace_object, run_cli, stored, stored_ids, tree_snapshot, write
 
 PASS = "correct horse battery staple"
 SECRET = b"artfs-crypto-test: the plaintext nobody may find on disk 7f3a9c\n" * 3000   # ~190 kB
@@ -45,21 +45,13 @@ def make_input(d) -> None:
 
 
 def store_files(store) -> dict[str, bytes]:
-    """Every file of the store's data directories (the LMDB data files), by path."""
+    """Every file of the store's data directories (the LMDB data files, segments), by path."""
     out = {}
-    for path in glob.glob(os.path.join(str(store), "data.*", "*", "*")):
-        with open(path, "rb") as f:
-            out[path] = f.read()
+    for path in glob.glob(os.path.join(str(store), "data.*", "**"), recursive=True):
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                out[path] = f.read()
     return out
-
-
-def object_ids(store) -> set[bytes]:
-    env_ = lmdb.open(objects_env(store), max_dbs=16, readonly=True, lock=False)
-    try:
-        with env_.begin(db=env_.open_db(b"objects", create=False)) as txn:
-            return {bytes(k) for k, _ in txn.cursor()}
-    finally:
-        env_.close()
 
 
 @pytest.fixture
@@ -118,7 +110,7 @@ def test_ids_are_keyed(enc, tmp_path):
     digests = {json.loads(cli(s, "ls", "secret", "--json", check=True).stdout)[0]["digest"]
                for s in (enc, plain, other)}
     assert len(digests) == 3
-    ids = [object_ids(s) for s in (enc, plain, other)]
+    ids = [stored_ids(s) for s in (enc, plain, other)]
     assert all(len(i) >= 5 for i in ids)   # the tree, two file objects, chunks
     assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
 
@@ -141,43 +133,27 @@ def test_wrong_or_missing_key_is_one_line_and_writes_nothing(enc, tmp_path):
     assert len(json.loads(cli(enc, "ls", "secret", "--json", check=True).stdout)) == 1
 
 
-def _forge(store, oid: bytes, data: bytes) -> None:
-    """Store DATA as OID's record with a matching SHA-256, behind artfs's back."""
-    e = lmdb.open(objects_env(store), max_dbs=16)
-    with e.begin(write=True, db=e.open_db(b"objects")) as txn:
-        txn.put(oid, hashlib.sha256(data).digest() + data)
-    e.close()
-
-
-def _record(store, oid: bytes) -> bytes:
-    e = lmdb.open(objects_env(store), max_dbs=16, readonly=True, lock=False)
-    with e.begin(db=e.open_db(b"objects", create=False)) as txn:
-        value = bytes(txn.get(oid))
-    e.close()
-    return value[DIGEST_LEN:]
-
-
 @pytest.mark.parametrize("how", ["flipped", "moved"])
 def test_a_tampered_object_is_corrupt_data_and_verify_reports_it(enc, tmp_path, how, monkeypatch):
     monkeypatch.setenv("ARTFS_PASSPHRASE", PASS)
     with Repo(str(enc)) as repo:
         sub = repo.tree(repo.resolve("secret").root).lookup(b"sub")
         victim, donor = repo.file(repo.tree(sub.ref).lookup(b"random.bin").ref).chunks[:2]
-    original = _record(enc, victim)
+    original = stored(enc, victim)[1]
     if how == "flipped":    # one byte of the ciphertext, the SHA-256 recomputed to match
         forged = bytearray(original)
         forged[len(forged) // 2] ^= 1
     else:                   # another object's ciphertext under this id, header and SHA-256 forged
-        forged = original[:17] + _record(enc, donor)[17:]
+        forged = original[:17] + stored(enc, donor)[1][17:]
     assert bytes(forged) != original
-    _forge(enc, victim, bytes(forged))
+    replace_object(enc, victim, bytes(forged))
     with Repo(str(enc)) as repo, pytest.raises(CorruptData, match="fails its authentication check"):
         repo.objects.store.get_many([victim])
     proc = cli(enc, "get", "secret", tmp_path / "out")
     assert proc.returncode == CorruptData.exit_code and len(proc.stderr.splitlines()) == 1
     proc = cli(enc, "verify")
     assert proc.returncode == CorruptData.exit_code and "secret:v0 sub/random.bin" in proc.stdout
-    _forge(enc, victim, original)   # clean again for the fixture's verify
+    replace_object(enc, victim, original)   # clean again for the fixture's verify
 
 
 def test_change_passphrase_and_key_files(enc, tmp_path):
@@ -249,10 +225,10 @@ def test_reads_in_memory_take_the_no_thread_path_and_still_authenticate(enc, tmp
         got = b"".join(repo.read_nowait(fobj, off, 4096) or b"?" for off in range(0, fobj.size, 4096))
         assert got == data
         victim = fobj.chunks[-1]
-    original = _record(enc, victim)
+    original = stored(enc, victim)[1]
     forged = bytearray(original)
     forged[len(forged) // 2] ^= 1
-    _forge(enc, victim, bytes(forged))
+    replace_object(enc, victim, bytes(forged))
     try:
         with Repo(str(enc)) as repo:
             fobj = _random_bin(repo)
@@ -262,7 +238,7 @@ def test_reads_in_memory_take_the_no_thread_path_and_still_authenticate(enc, tmp
             with pytest.raises(CorruptData, match="fails its authentication check"):
                 repo.read_nowait(fobj, fobj.size - 10, 10)
     finally:
-        _forge(enc, victim, original)   # clean again for the fixture's verify
+        replace_object(enc, victim, original)   # clean again for the fixture's verify
 
 
 def test_reads_open_sealed_chunks_in_place_in_the_map_once_each(enc, tmp_path, monkeypatch):

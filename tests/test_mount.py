@@ -23,7 +23,7 @@ import pytest
 import artfs
 from artfs.repo.facade import Repo
 from tests.conftest import in_mount_table, pid_alive
-from tests.helpers import MiB, cli_json, objects_env, oserror, put_file, read, run_cli, wait_for_marks, write
+from tests.helpers import MiB, cli_json, flip_stored_byte, oserror, put_file, read, run_cli, wait_for_marks, write
 
 pytestmark = pytest.mark.fuse
 
@@ -399,12 +399,7 @@ def test_corrupted_chunk_reads_as_eio(mount_factory, tmp_path):
     data = os.urandom(8 * MiB)
     write(str(tmp_path / "src" / "f"), data)
     m.cli("put", "a", tmp_path / "src")
-    mdb = os.path.join(objects_env(m.store), "data.mdb")
-    raw = bytearray(read(mdb))
-    at = raw.find(data[6 * MiB:6 * MiB + 64])    # a chunk's bytes, as stored in the LMDB file
-    assert at >= 0 and raw.find(data[6 * MiB:6 * MiB + 64], at + 1) < 0
-    raw[at + 10] ^= 0xFF
-    put_file(mdb, bytes(raw))
+    flip_stored_byte(m.store, data[6 * MiB:6 * MiB + 64], 10)   # a chunk's byte, as stored
     m.start()
     with open(m.path("a", "v0", "f"), "rb") as f:
         assert f.read(4096) == data[:4096]      # other chunks still read fine

@@ -19,7 +19,7 @@ from artfs.mount.model import Filesystem
 from artfs.mount.readahead import PUSH_MAX, TREES, WINDOW_MIN
 from artfs.repo.facade import Repo
 from artfs.store.lmdb_env import resident
-from tests.helpers import objects_env, oserror, put_file, read, write
+from tests.helpers import flip_stored_byte, oserror, read, write
 from tests.test_paged_trees import _reads
 
 N = 80
@@ -125,12 +125,7 @@ def test_a_damaged_file_read_ahead_reads_as_eio(mount_factory, tmp_path):
     for name, data in files.items():
         write(str(tmp_path / "src" / name), data)
     m.cli("put", "a", tmp_path / "src")
-    mdb = os.path.join(objects_env(m.store), "data.mdb")
-    raw = bytearray(read(mdb))
-    at = raw.find(files["f012"][:64])
-    assert at >= 0
-    raw[at + 100] ^= 0xFF
-    put_file(mdb, bytes(raw))
+    flip_stored_byte(m.store, files["f012"][:64], 100)
     m.start()
     d = m.path("a", "v0")
     assert sorted(os.listdir(d)) == sorted(files)

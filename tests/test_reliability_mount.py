@@ -28,7 +28,7 @@ from artfs.catalog.staging_index import StagingIndex, staging_dir
 from artfs.errors import NoSpace
 from artfs.repo.facade import Repo
 from tests.conftest import in_mount_table
-from tests.helpers import (MiB, cli_json, damage_blob, need_root, objects_env, oserror, put_file, read, run_cli,
+from tests.helpers import (MiB, cli_json, damage_blob, drop_data_cache, need_root, oserror, put_file, read, run_cli,
                            tree_snapshot, write)
 
 pytestmark = pytest.mark.fuse
@@ -917,9 +917,7 @@ def test_a_read_waiting_for_a_slow_disk_never_holds_up_ls(slow_disk, mount_facto
     for _ in range(3):                       # the daemon reads (and maps) what listings need
         os.listdir(m.path("a"))
         os.stat(m.path("a", "v0", "f"))
-    fd = os.open(os.path.join(objects_env(slow_disk / "store"), "data.mdb"), os.O_RDONLY)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)   # the chunks the put wrote: cold now
-    os.close(fd)
+    drop_data_cache(slow_disk / "store")   # the chunks the put wrote: cold now
     events, stop = [], threading.Event()
 
     def lister() -> None:

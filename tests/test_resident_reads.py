@@ -8,7 +8,7 @@ import threading
 import time
 
 from artfs.mount.model import IO_THREADS
-from tests.helpers import objects_env, write
+from tests.helpers import drop_data_cache, write
 from tests.test_reliability_mount import slow_disk  # noqa: F401 - a fixture
 
 
@@ -34,7 +34,7 @@ def test_a_read_of_bytes_in_memory_does_not_wait_for_busy_worker_threads(slow_di
     m.cli("put", "a", tmp_path / "src")
     for _ in range(3):
         os.listdir(m.path("a", "v0"))
-    drop_page_cache(os.path.join(objects_env(slow_disk / "store"), "data.mdb"))
+    drop_data_cache(slow_disk / "store")
     with open(m.path("a", "v0", "warm"), "rb") as f:   # read by the daemon: its chunks in memory
         assert f.read() == warm
     drop_page_cache(m.path("a", "v0", "warm"))          # the next read reaches the daemon again

@@ -219,7 +219,7 @@ class Database:
             self._clean_stale()
             master = _master_key(path) if encrypted(marker) else None   # BadKey: nothing opened
             self.catalog_env = Env(self._dir("catalog"), DATABASES, initial_map=INITIAL_MAP)
-            self.objects = (LocalObjectStore(self._dir("objects"), hasher) if master is None
+            self.objects = (LocalObjectStore(self._dir("objects"), hasher, segments=True) if master is None
                             else _sealed(self._dir("objects"), master))
         except OSError as e:
             self._unlock()
@@ -430,7 +430,7 @@ def _master_key(path: str) -> bytes:
 
 def _sealed(path: str, master: bytes):
     from ..store.sealed import SealedObjectStore
-    return SealedObjectStore.local(path, master)
+    return SealedObjectStore.local(path, master, segments=True)
 
 
 def counter(txn, db, key: bytes) -> int:

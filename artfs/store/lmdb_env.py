@@ -128,6 +128,8 @@ class Env:
         self._names, self._initial = names, initial_map
         self._writes = 0
         self.dbs: dict[str, object] = {}   # one dict for the Env's life: holders see reopens
+        self.attached: list = []   # files beside the environment its records point into
+                                   # (store/segments.py): copied with it, counted in its size
         self._open(path)
 
     def _open(self, path: str) -> None:
@@ -314,14 +316,17 @@ class Env:
             self.env.copy(dest, compact=True)
         except lmdb.Error as e:
             raise self._write_error(e) from None
+        for files in self.attached:
+            files.link_into(dest)
         fsync_path(os.path.join(dest, "data.mdb"))
         fsync_path(dest)
 
     def file_bytes(self) -> int:
         try:
-            return os.path.getsize(os.path.join(self.path, "data.mdb"))
+            size = os.path.getsize(os.path.join(self.path, "data.mdb"))
         except OSError:
-            return 0
+            size = 0
+        return size + sum(files.file_bytes() for files in self.attached)
 
 
 class Batches:

@@ -1,8 +1,11 @@
 """The local object store: objects in their own LMDB environment (STORE/data.N/objects/).
 
-Record: key = id (16 bytes), value = digest (32 bytes) + the object's bytes. ``get_many`` re-hashes
-what it returns (xxh3: cheap), so a damaged object is CorruptData, never wrong bytes; ``check``
-also re-computes the SHA-256 digest. Every call is its own short transaction.
+Record: key = id (16 bytes), value = digest (32 bytes) + the object's bytes; in the main store,
+objects of ``segments.MIN_BYTES`` or more are appended to segment files instead and the
+``located`` database says where (store/segments.py: one copy less on the storing thread; the
+chunk cache, store/cache.py, keeps every object in LMDB). ``get_many`` re-hashes what it returns
+(xxh3: cheap), so a damaged object is CorruptData, never wrong bytes; ``check`` also re-computes
+the SHA-256 digest. Every call is its own short transaction.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from ..errors import CorruptData
 from .backend import Obj
 from .ids import DIGEST_LEN, id_matches, object_id, strong_digest
 from .lmdb_env import Env, resident
+from .segments import LOCATION, MIN_BYTES, TAIL, Segments
 
-DATABASES = (b"objects", b"meta")
+DATABASES = (b"objects", b"meta", b"located")
 INITIAL_MAP = 1 << 40    # 1 TiB of address space; the file grows only as pages are used
 
 
@@ -25,9 +29,10 @@ def _touch(txn, db) -> None:
 
 
 class LocalObjectStore:
-    def __init__(self, path: str, hasher=object_id):
+    def __init__(self, path: str, hasher=object_id, segments: bool = False):
         self.env = Env(path, DATABASES, initial_map=INITIAL_MAP)
         self.object_id = hasher   # injectable so tests can force collisions
+        self.segments = Segments(self.env) if segments else None
 
     @property
     def _db(self):
@@ -35,17 +40,45 @@ class LocalObjectStore:
 
     def close(self) -> None:
         self.env.close()
+        if self.segments is not None:
+            self.segments.close()
 
     def _write(self, fn):
         return self.env.write(fn, lambda txn: _touch(txn, self.env.dbs["meta"]))
 
-    def _checked(self, txn, oid: bytes, value=None):
+    def _record(self, txn, oid: bytes):
+        """``(True, location)`` of an object in a segment, ``(False, digest + bytes)`` of one kept
+        in LMDB, or None when ``oid`` is not stored."""
+        if self.segments is not None:
+            location = txn.get(oid, db=self.env.dbs["located"])
+            if location is not None:
+                return True, location
+        value = txn.get(oid, db=self._db)
+        return None if value is None else (False, value)
+
+    def _find(self, txn, oid: bytes, nowait: bool = False):
+        """(digest, bytes) of ``oid`` (an LMDB value's views, valid in ``txn``, or a segment
+        object's bytes read for the call), or None when it is not stored. With ``nowait``, None
+        also when its bytes are not all in memory (reading them could wait for a disk)."""
+        record = self._record(txn, oid)
+        if record is None:
+            return None
+        segmented, value = record
+        if segmented:
+            return self.segments.read(value, nowait)
+        if nowait and not resident(value):
+            return None
+        return value[:DIGEST_LEN], value[DIGEST_LEN:]
+
+    def _checked(self, txn, oid: bytes, found=False):
         """The stored bytes of ``oid`` (a view valid in ``txn``), checked against the id."""
-        value = txn.get(oid, db=self._db) if value is None else value
-        if value is None:
+        found = self._find(txn, oid) if found is False else found
+        if found is None:
             raise CorruptData(f"missing object {oid.hex()}")
-        data = value[DIGEST_LEN:]
+        data = found[1]
         if not id_matches(self.object_id, data, oid):
+            if not self.has([oid])[0]:   # deleted (its bytes punched out) since txn began
+                raise CorruptData(f"missing object {oid.hex()}")
             raise CorruptData(f"object {oid.hex()} fails its hash check")
         return data
 
@@ -57,21 +90,21 @@ class LocalObjectStore:
         """The concatenation of bytes [start, end) of each (id, start, end), every object checked:
         one copy, straight from the map."""
         with self.env.read() as txn:
-            return b"".join(self._checked(txn, oid)[start:end] for oid, start, end in spans)
+            return b"".join(memoryview(self._checked(txn, oid))[start:end] for oid, start, end in spans)
 
     def read_ranges_resident(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes | None:
         """``read_ranges``, or None when a value's pages are not all in memory (reading them
         could wait for a disk). The caller makes sure the lookups themselves touch pages in
         memory (ids it read recently: repo/facade.py)."""
         with self.env.read() as txn:
-            values = []
+            found = []
             for oid, _, _ in spans:
-                value = txn.get(oid, db=self._db)
-                if value is None or not resident(value):
+                f = self._find(txn, oid, nowait=True)
+                if f is None:
                     return None
-                values.append(value)
-            return b"".join(self._checked(txn, oid, value)[start:end]
-                            for (oid, start, end), value in zip(spans, values))
+                found.append(f)
+            return b"".join(memoryview(self._checked(txn, oid, f))[start:end]
+                            for (oid, start, end), f in zip(spans, found))
 
     def map_views(self, ids: Sequence[bytes], fn, nowait: bool = False) -> list | None:
         """``[fn(oid, view) for oid in ids]`` in one transaction, each view an object's stored
@@ -79,11 +112,10 @@ class LocalObjectStore:
         must not keep it (the sealed store opens objects from it: no copy out). With ``nowait``,
         None when a value's pages are not all in memory (as ``read_ranges_resident``)."""
         with self.env.read() as txn:
-            db = self._db
-            values = [txn.get(oid, db=db) for oid in ids]
-            if nowait and not all(v is not None and resident(v) for v in values):
+            found = [self._find(txn, oid, nowait) for oid in ids]
+            if nowait and not all(found):
                 return None
-            return [fn(oid, self._checked(txn, oid, value)) for oid, value in zip(ids, values)]
+            return [fn(oid, self._checked(txn, oid, f)) for oid, f in zip(ids, found)]
 
     def map_stored(self, ids: Sequence[bytes], fn, nowait: bool = False):
         """``fn(stored)`` in one transaction, STORED the bytes of each id (None where missing) as
@@ -101,48 +133,75 @@ class LocalObjectStore:
 
     def put_many(self, objs: Sequence[Obj]) -> int:
         def action(txn):
-            new = 0
+            new, appended, batch = 0, [], {}
             for obj in objs:
-                stored = txn.get(obj.id, db=self._db)
+                stored = batch.get(obj.id) or self._find(txn, obj.id)
                 if stored is None:
-                    txn.put(obj.id, obj.digest + obj.data, db=self._db)
+                    batch[obj.id] = (obj.digest, obj.data)
+                    if self.segments is not None and len(obj.data) >= MIN_BYTES:
+                        appended.append(obj)
+                    else:
+                        txn.put(obj.id, obj.digest + obj.data, db=self._db)
                     new += len(obj.data)
-                elif stored[:DIGEST_LEN] != obj.digest or stored[DIGEST_LEN:] != obj.data:
+                elif stored[0] != obj.digest or stored[1] != obj.data:
                     raise CorruptData(f"object {obj.id.hex()} is stored with different bytes: a hash "
                                       "collision or a damaged store (run artfs verify); nothing was written")
+            if appended:
+                meta, located = self.env.dbs["meta"], self.env.dbs["located"]
+                records, tail = self.segments.append(Segments.tail(txn.get(TAIL, db=meta)),
+                                                     [(o.digest, o.data) for o in appended])
+                for obj, record in zip(appended, records):
+                    txn.put(obj.id, record, db=located)
+                txn.put(TAIL, Segments.pack_tail(*tail), db=meta)
             return new
         return self._write(action) if objs else 0
 
     def has(self, ids: Sequence[bytes]) -> list[bool]:
         with self.env.read() as txn:
-            return [txn.get(oid, db=self._db) is not None for oid in ids]
+            return [self._record(txn, oid) is not None for oid in ids]
 
     def delete(self, ids: Sequence[bytes]) -> None:
-        if ids:
-            self._write(lambda txn: [txn.delete(oid, db=self._db) for oid in ids])
+        if not ids:
+            return
+        freed = []
+
+        def action(txn):
+            freed.clear()
+            for oid in ids:
+                record = self._record(txn, oid)
+                if record is not None and record[0]:
+                    freed.append(bytes(record[1]))
+                    txn.delete(oid, db=self.env.dbs["located"])
+                elif record is not None:
+                    txn.delete(oid, db=self._db)
+        self._write(action)
+        if freed:
+            self.segments.punch(freed)
 
     def sizes(self, ids: Sequence[bytes]) -> list[int | None]:
         with self.env.read() as txn:
             out = []
             for oid in ids:
-                value = txn.get(oid, db=self._db)
-                out.append(None if value is None else len(value) - DIGEST_LEN)
+                record = self._record(txn, oid)
+                out.append(None if record is None else
+                           LOCATION.unpack(record[1])[2] if record[0] else len(record[1]) - DIGEST_LEN)
             return out
 
     def check(self, ids: Sequence[bytes]) -> list[str | None]:
         out = []
         with self.env.read() as txn:
             for oid in ids:
-                value = txn.get(oid, db=self._db)
-                if value is None:
+                found = self._find(txn, oid)
+                if found is None:
                     out.append("missing")
                     continue
-                data = value[DIGEST_LEN:]
-                ok = id_matches(self.object_id, data, oid) and strong_digest(data) == bytes(value[:DIGEST_LEN])
+                digest, data = found
+                ok = id_matches(self.object_id, data, oid) and strong_digest(data) == bytes(digest)
                 out.append(None if ok else "corrupt")
         return out
 
     def ids(self) -> Iterator[bytes]:
-        with self.env.read_batches() as batches:
-            for key, _ in batches.cursor_items(self._db, values=False):
-                yield key
+        for name in ("objects", "located") if self.segments is not None else ("objects",):
+            with self.env.read_batches() as batches:
+                for key, _ in batches.cursor_items(self.env.dbs[name], values=False):
+                    yield key

@@ -57,9 +57,10 @@ class SealedObjectStore:
         self._recent: OrderedDict[bytes, bytes] = OrderedDict()
 
     @classmethod
-    def local(cls, path: str, master: bytes) -> "SealedObjectStore":
-        """Over the local LMDB store at PATH, whose records are checked by their sealed header."""
-        return cls(LocalObjectStore(path, hasher=header_id), master)
+    def local(cls, path: str, master: bytes, segments: bool = False) -> "SealedObjectStore":
+        """Over the local LMDB store at PATH, whose records are checked by their sealed header
+        (SEGMENTS: the main store's, store/segments.py)."""
+        return cls(LocalObjectStore(path, hasher=header_id, segments=segments), master)
 
     def store_at(self, path: str) -> "SealedObjectStore":
         """Another local LMDB store at PATH sealed with this key (the chunk cache, store/cache.py)."""
