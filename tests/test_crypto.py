@@ -288,7 +288,7 @@ def test_reads_open_sealed_chunks_in_place_in_the_map_once_each(enc, tmp_path, m
 
 def test_a_read_never_returns_bytes_not_opened_from_the_store(tmp_path):
     """A sealed store's read of chunks taken whole, in part and from those kept: every byte of the
-    reply is a verified chunk's (its buffer is not zeroed first: crypto/seal.py unfilled), so a
+    reply is a verified chunk's (its buffer is not zeroed first: artfs/buffers.py unfilled), so a
     chunk that fails its check or is shorter than the span asked of it (sealed with the store's key
     but not the length its file says) is CorruptData, never a reply with other or missing bytes."""
     master = os.urandom(32)

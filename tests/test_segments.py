@@ -9,10 +9,14 @@ import subprocess
 import sys
 
 import lmdb
+import pytest
 
+from artfs.errors import CorruptData
 from artfs.repo.facade import Repo
 from artfs.repo.verify import verify
 from artfs.store import segments
+from artfs.store.backend import Obj
+from artfs.store.ids import strong_digest
 from artfs.store.local import LocalObjectStore
 from tests.helpers import MiB, SMALL, objects_env, run_cli, segment_bytes, tree_snapshot, write
 
@@ -145,7 +149,8 @@ def test_a_nowait_read_returns_bytes_only_when_they_are_in_the_page_cache(tmp_pa
     write(src / "big", data)
     store = tmp_path / "s"
     with Repo(str(store)) as repo:
-        repo.put("ds", str(src))
+        v = repo.put("ds", str(src))[0]
+        lengths = repo.file(repo.tree(v.root).entries[0].ref).lengths
     local = LocalObjectStore(objects_env(store), segments=True)
     try:
         with local.env.read() as txn:
@@ -165,6 +170,49 @@ def test_a_nowait_read_returns_bytes_only_when_they_are_in_the_page_cache(tmp_pa
             assert local.segments.read(locs[0], nowait=True) == (digest, first)
         finally:
             os.close(fd)
-        assert sum(len(local.segments.read(loc)[1]) for loc in locs) == len(data)
+        in_segments = sum(n for n in lengths if n >= segments.MIN_BYTES)   # a last chunk under
+        assert sum(len(local.segments.read(loc)[1]) for loc in locs) == in_segments   # 4 KiB: LMDB
+    finally:
+        local.close()
+
+
+def test_a_read_returns_only_checked_bytes_and_reads_each_chunk_once(tmp_path):
+    """A read of segment objects (store/local.py ``_ranges``): a chunk the request takes whole is
+    read straight into its place in the reply and checked there; one taken in part is read whole
+    into a buffer of its own, checked and kept, and the next request takes the rest from those
+    checked bytes (no second read). Damaged bytes on disk are CorruptData whether read whole or
+    in part, never a reply; a kept chunk serves only the bytes that were checked."""
+    local = LocalObjectStore(str(tmp_path / "objects"), segments=True)
+    try:
+        pieces = [os.urandom(n) for n in (70_000, 50_000, 90_000, 60_000)]
+        ids = [local.object_id(p) for p in pieces]
+        local.put_many([Obj(oid, strong_digest(p), p) for oid, p in zip(ids, pieces)])
+        copied = []
+        real = local.segments.read
+        local.segments.read = lambda record, nowait=False: copied.append(record) or real(record, nowait)
+        spans = [(ids[0], 1000, 70_000), (ids[1], 0, 50_000), (ids[2], 0, 40_000)]
+        assert local.read_ranges(spans) == pieces[0][1000:] + pieces[1] + pieces[2][:40_000]
+        assert len(copied) == 2                                       # the two taken in part
+        with local.env.read() as txn:
+            where = {oid: segments.LOCATION.unpack(txn.get(oid, db=local.env.dbs["located"]))
+                     for oid in ids}
+
+        def damage(oid):
+            seg, off, length, _ = where[oid]
+            fd = os.open(os.path.join(local.segments.path, segments.segment_name(seg)), os.O_WRONLY)
+            try:
+                os.pwrite(fd, b"\xff" * 100, off + length // 2)
+            finally:
+                os.close(fd)
+        damage(ids[2])
+        assert local.read_ranges([(ids[2], 40_000, 90_000)]) == pieces[2][40_000:]   # kept, checked
+        assert len(copied) == 2
+        for oid in (ids[1], ids[3]):
+            damage(oid)
+        for bad in ([(ids[1], 0, 50_000)], [(ids[3], 0, 60_000)], [(ids[3], 10, 20)],
+                    [(ids[0], 0, 70_000), (ids[3], 0, 60_000)]):
+            for read in (local.read_ranges, local.read_ranges_resident):
+                with pytest.raises(CorruptData):
+                    read(bad)
     finally:
         local.close()

@@ -31,7 +31,6 @@ for ids, one for sealing. Neither is ever stored.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import hmac
 import os
@@ -41,6 +40,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..buffers import unfilled
 
 ID_LEN = 16
 VERSION = b"\x01"
@@ -145,18 +146,6 @@ class Sealer:
         except InvalidTag:
             return False
         return True
-
-
-_new_bytearray = ctypes.pythonapi.PyByteArray_FromStringAndSize
-_new_bytearray.restype, _new_bytearray.argtypes = ctypes.py_object, (ctypes.c_char_p, ctypes.c_ssize_t)
-
-
-def unfilled(size: int) -> bytearray:
-    """A new bytearray of SIZE bytes, not zeroed (CPython's ``PyByteArray_FromStringAndSize``
-    without a source): for a buffer every byte of which is written before it is read (a read's
-    reply, a plaintext opened into it; ``bytearray(size)`` would write each byte twice, the
-    first time to memory not in the CPU's caches)."""
-    return _new_bytearray(None, size)
 
 
 def key_id(master: bytes) -> str:

@@ -10,8 +10,10 @@ the SHA-256 digest. Every call is its own short transaction.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
+from ..buffers import unfilled
 from ..errors import CorruptData
 from .backend import Obj
 from .ids import DIGEST_LEN, id_matches, object_id, strong_digest
@@ -20,6 +22,8 @@ from .segments import LOCATION, MIN_BYTES, TAIL, Segments
 
 DATABASES = (b"objects", b"meta", b"located")
 INITIAL_MAP = 1 << 40    # 1 TiB of address space; the file grows only as pages are used
+RECENT = 32              # objects read in part kept (checked): a few read requests' worth
+RECENT_MAX = 256 << 10   # only objects up to the largest chunk (store/chunker.py): at most 8 MiB
 
 
 def _touch(txn, db) -> None:
@@ -33,6 +37,8 @@ class LocalObjectStore:
         self.env = Env(path, DATABASES, initial_map=INITIAL_MAP)
         self.object_id = hasher   # injectable so tests can force collisions
         self.segments = Segments(self.env) if segments else None
+        self._recent: OrderedDict[bytes, bytes] = OrderedDict()   # _ranges: no lock, each dict
+        # operation is atomic (a fork at any moment leaves the child a usable one)
 
     @property
     def _db(self):
@@ -61,8 +67,10 @@ class LocalObjectStore:
         object's bytes read for the call), or None when it is not stored. With ``nowait``, None
         also when its bytes are not all in memory (reading them could wait for a disk)."""
         record = self._record(txn, oid)
-        if record is None:
-            return None
+        return None if record is None else self._found(record, nowait)
+
+    def _found(self, record, nowait: bool):
+        """``_find`` of a RECORD (``_record``)."""
         segmented, value = record
         if segmented:
             return self.segments.read(value, nowait)
@@ -75,7 +83,10 @@ class LocalObjectStore:
         found = self._find(txn, oid) if found is False else found
         if found is None:
             raise CorruptData(f"missing object {oid.hex()}")
-        data = found[1]
+        return self._verified(oid, found[1])
+
+    def _verified(self, oid: bytes, data):
+        """DATA, the bytes read of ``oid``, if they are its bytes (else CorruptData)."""
         if not id_matches(self.object_id, data, oid):
             if not self.has([oid])[0]:   # deleted (its bytes punched out) since txn began
                 raise CorruptData(f"missing object {oid.hex()}")
@@ -86,25 +97,72 @@ class LocalObjectStore:
         with self.env.read() as txn:
             return [bytes(self._checked(txn, oid)) for oid in ids]
 
-    def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes:
-        """The concatenation of bytes [start, end) of each (id, start, end), every object checked:
-        one copy, straight from the map."""
+    def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes | bytearray:
+        """The concatenation of bytes [start, end) of each (id, start, end), every object checked
+        (``_ranges``)."""
         with self.env.read() as txn:
-            return b"".join(memoryview(self._checked(txn, oid))[start:end] for oid, start, end in spans)
+            return self._ranges(txn, spans, False)
 
-    def read_ranges_resident(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes | None:
+    def read_ranges_resident(self, spans: Sequence[tuple[bytes, int, int]]) -> bytes | bytearray | None:
         """``read_ranges``, or None when a value's pages are not all in memory (reading them
         could wait for a disk). The caller makes sure the lookups themselves touch pages in
         memory (ids it read recently: repo/facade.py)."""
         with self.env.read() as txn:
-            found = []
-            for oid, _, _ in spans:
-                f = self._find(txn, oid, nowait=True)
-                if f is None:
-                    return None
-                found.append(f)
+            return self._ranges(txn, spans, True)
+
+    def _ranges(self, txn, spans, nowait: bool) -> bytes | bytearray | None:
+        """``read_ranges`` in TXN (with ``nowait``: None where it would wait for a disk). Without
+        segments, one copy straight from the map. With them, one new buffer (not zeroed): an
+        object in a segment that the spans take whole is read by ``pread`` straight into its
+        place there and checked in place; one taken in part is read whole into a buffer of its
+        own, checked, copied from and kept (``RECENT``), so the next request of a sequential read,
+        which takes the rest of it, copies from those checked bytes instead of reading and
+        hashing the whole object again. Every byte returned is a byte that was checked."""
+        if self.segments is None:
+            found = [self._find(txn, oid, nowait) for oid, _, _ in spans]
+            if nowait and not all(found):
+                return None
             return b"".join(memoryview(self._checked(txn, oid, f))[start:end]
                             for (oid, start, end), f in zip(spans, found))
+        out = unfilled(sum(end - start for _, start, end in spans))
+        recent, kept, pos = self._recent, {}, 0
+        with memoryview(out) as view:
+            for oid, start, end in spans:
+                place, pos = view[pos:pos + end - start], pos + end - start
+                data = recent.get(oid)
+                if data is None or end > len(data):
+                    record = self._record(txn, oid)
+                    if record is None:
+                        raise CorruptData(f"missing object {oid.hex()}")
+                    segmented, value = record
+                    if segmented:
+                        segment, offset, length, _ = LOCATION.unpack(value)
+                        if start == 0 and end == length:          # whole: read into its place
+                            if not self.segments.read_into(segment, offset, place, nowait):
+                                return None
+                            self._verified(oid, place)
+                            continue
+                        found = self.segments.read(value, nowait)
+                        if found is None:
+                            return None
+                        data = kept[oid] = self._verified(oid, found[1])
+                    else:
+                        if nowait and not resident(value):
+                            return None
+                        data = self._verified(oid, value[DIGEST_LEN:])
+                if end > len(data):
+                    raise CorruptData(f"object {oid.hex()} is shorter ({len(data)} bytes) than a "
+                                      "file that holds it says (run artfs verify)")
+                place[:] = memoryview(data)[start:end]
+        for oid, data in kept.items():
+            if len(data) <= RECENT_MAX:
+                recent[oid] = data
+        while len(recent) > RECENT:
+            try:
+                recent.popitem(last=False)
+            except KeyError:   # another thread emptied it meanwhile
+                break
+        return out
 
     def map_views(self, ids: Sequence[bytes], fn, nowait: bool = False) -> list | None:
         """``[fn(oid, view) for oid in ids]`` in one transaction, each view an object's stored
@@ -119,17 +177,26 @@ class LocalObjectStore:
 
     def map_stored(self, ids: Sequence[bytes], fn, nowait: bool = False):
         """``fn(stored)`` in one transaction, STORED the bytes of each id (None where missing) as
-        views straight into the map, NOT checked against the ids: for a layer that authenticates
-        each object itself (the sealing layer: AES-GCM under the id's own key, the id in the
-        associated data; store/sealed.py). The views are valid only during the call, so FN must
-        not keep them. With ``nowait``, False (FN not called) when a value's pages are not all in
-        memory (as ``read_ranges_resident``)."""
+        views straight into the map (the ``pread`` copy of one in a segment), NOT checked against
+        the ids: for a layer that authenticates each object itself (the sealing layer: AES-GCM
+        under the id's own key, the id in the associated data; store/sealed.py). The views are
+        valid only during the call, so FN must not keep them. With ``nowait``, False (FN not
+        called) when an object's bytes are not all in memory (as ``read_ranges_resident``)."""
         with self.env.read() as txn:
-            get, db = txn.get, self._db
-            values = [get(oid, db=db) for oid in ids]
-            if nowait and not all(v is not None and resident(v) for v in values):
-                return False
-            return fn([None if v is None else v[DIGEST_LEN:] for v in values])
+            if self.segments is None:   # one lookup each, views of the map
+                get, db = txn.get, self._db
+                values = [get(oid, db=db) for oid in ids]
+                if nowait and not all(v is not None and resident(v) for v in values):
+                    return False
+                return fn([None if v is None else v[DIGEST_LEN:] for v in values])
+            stored = []
+            for oid in ids:
+                record = self._record(txn, oid)
+                found = None if record is None else self._found(record, nowait)
+                if found is None and nowait:
+                    return False
+                stored.append(None if found is None else found[1])
+            return fn(stored)
 
     def put_many(self, objs: Sequence[Obj]) -> int:
         def action(txn):
@@ -164,6 +231,8 @@ class LocalObjectStore:
         if not ids:
             return
         freed = []
+        for oid in ids:
+            self._recent.pop(oid, None)
 
         def action(txn):
             freed.clear()

@@ -24,8 +24,8 @@ filesystem that cannot punch holes, deleted objects keep their bytes on disk (``
 them in the store's file bytes). Segments are never truncated or removed in place: compaction
 hard-links them into the new data directory (no byte copied, every location still valid).
 
-Reads are one ``pread`` of the object's bytes (the page cache's copy), not views of a map: a
-read waiting for a disk releases the GIL and holds no lock of the process's address space, so
+Reads are one ``pread`` of the object's bytes (the page cache's copy), not views of a map
+(``read_into``: straight into a read's reply, store/local.py ``_ranges``): a read waiting for a disk releases the GIL and holds no lock of the process's address space, so
 a read of bytes in memory on the mount's event loop (``RWF_NOWAIT``) never waits behind it. (An
 earlier version mapped the segments; a resident read then could wait for worker threads
 faulting pages in from a slow disk: tests/test_resident_reads.py.)
@@ -40,6 +40,7 @@ import struct
 import threading
 from collections.abc import Iterable, Sequence
 
+from ..buffers import unfilled
 from ..errors import StoreError
 from .ids import DIGEST_LEN
 from .lmdb_env import fsync_path, os_error
@@ -194,37 +195,55 @@ class Segments:
         of its bytes are in the page cache (``RWF_NOWAIT``: a read on the mount's event loop
         must never wait for a disk)."""
         segment, offset, length, digest = LOCATION.unpack(record)
-        reader = self._reader(segment)
+        if not nowait:
+            reader = self._reader(segment)
+            try:
+                data = os.pread(reader.fd, length, offset)
+            except OSError as e:
+                raise os_error(self.path, e) from None
+            if len(data) < length:
+                raise self._short(segment, offset, length)
+            return digest, data
+        data = unfilled(length)
+        return (digest, data) if self.read_into(segment, offset, data, True) else None
+
+    def read_into(self, segment: int, offset: int, buf, nowait: bool = False) -> bool:
+        """Read the ``len(buf)`` bytes at ``offset`` of ``segment`` into BUF (a writable buffer:
+        a read's reply in place, no copy of its own) with one ``preadv``. With ``nowait``, False
+        (BUF partly written or not) unless they are all in the page cache."""
+        fd, length = self._reader(segment).fd, len(buf)
         try:
-            data = (self._read_nowait(reader.fd, offset, length) if nowait
-                    else os.pread(reader.fd, length, offset))
+            if nowait:
+                return self._read_nowait(fd, offset, buf)
+            got = os.preadv(fd, [buf], offset)
         except OSError as e:
             raise os_error(self.path, e) from None
-        if data is None:
-            return None
-        if len(data) < length:
-            raise StoreError(f"{os.path.join(self.path, segment_name(segment))}: segment ends before "
-                             f"its object at {offset} ({length} bytes): a damaged store (run artfs verify)")
-        return digest, data
+        if got < length:
+            raise self._short(segment, offset, length)
+        return True
 
-    def _read_nowait(self, fd: int, offset: int, length: int) -> bytearray | None:
-        """The bytes if they are all in the page cache, else None: ``RWF_NOWAIT``, or where the
+    def _short(self, segment: int, offset: int, length: int) -> StoreError:
+        return StoreError(f"{os.path.join(self.path, segment_name(segment))}: segment ends before "
+                          f"its object at {offset} ({length} bytes): a damaged store (run artfs verify)")
+
+    def _read_nowait(self, fd: int, offset: int, buf) -> bool:
+        """Whether all of BUF was read, without waiting for a disk: ``RWF_NOWAIT``, or where the
         filesystem lacks it (FUSE), the page cache asked first (``cachestat``, Linux 6.5)."""
-        data = bytearray(length)
+        length = len(buf)
         if self._nowait:
             try:
-                got = os.preadv(fd, [data], offset, os.RWF_NOWAIT)
+                got = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
             except BlockingIOError:
-                return None
+                return False
             except OSError as e:
                 if e.errno != errno.EOPNOTSUPP:
                     raise
                 self._nowait = False
             else:
-                return data if got == length else None
+                return got == length
         if not cached(fd, offset, length):
-            return None
-        return data if os.preadv(fd, [data], offset) == length else None
+            return False
+        return os.preadv(fd, [buf], offset) == length
 
     def _reader(self, segment: int) -> "_Reader":
         reader = self._readers.get(segment)
