@@ -133,6 +133,8 @@ class LocalObjectStore:
                 if data is None or end > len(data):
                     record = self._record(txn, oid)
                     if record is None:
+                        if nowait:   # not here (a lazy store's chunk: its cache has it)
+                            return None
                         raise CorruptData(f"missing object {oid.hex()}")
                     segmented, value = record
                     if segmented:
