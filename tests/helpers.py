@@ -247,3 +247,9 @@ def wait_for_marks(store, name: str, expected: set[str] = frozenset(), timeout: 
     while (marked := marked_writing(store, name)) != set(expected):
         assert time.monotonic() < deadline, f"files marked open for writing: {sorted(marked)}"
         time.sleep(0.05)
+
+
+def rchar(pid: int) -> int:
+    """Bytes the process (all its threads) read with read(2) and the like so far."""
+    with open(f"/proc/{pid}/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])

@@ -1,5 +1,6 @@
 """Staging files stored in the background once closed, so that commit only writes trees
-(staging/precommit.py), on real mounts: the commit takes what was stored and does not read the
+(staging/precommit.py; files of 1 MiB up to repo/ingest.py ADOPT_MIN: bigger ones are only read
+ahead, and adopted by the commit), on real mounts: the commit takes what was stored and does not read the
 file again; any change after the file was stored (same second, same size) commits the new bytes;
 renames, links and unlinks keep what was stored right; reset and the daemon's exit give it back;
 a daemon killed while storing leaks nothing. Each test ends with ``artfs verify`` clean.
@@ -7,6 +8,7 @@ a daemon killed while storing leaks nothing. Each test ends with ``artfs verify`
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 import signal
@@ -19,7 +21,7 @@ import pytest
 from artfs.repo.facade import Repo
 from artfs.store.chunker import hashed_chunks
 from tests.conftest import in_mount_table
-from tests.helpers import MiB, cli_json, read, write
+from tests.helpers import MiB, cli_json, rchar, read, write
 
 pytestmark = pytest.mark.fuse
 
@@ -80,12 +82,6 @@ def wait_stored(store, ids: list[bytes]) -> None:
     wait_until("the file stored in the background", lambda: set(ids) <= set(held(store)))
 
 
-def rchar(pid: int) -> int:
-    """Bytes the process (all its threads) read with read(2) and the like so far."""
-    with open(f"/proc/{pid}/io") as f:
-        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
-
-
 def stored_bytes(store) -> int:
     return cli_json(store, "du")["store"]["stored_bytes"]
 
@@ -96,7 +92,7 @@ def test_commit_takes_the_file_stored_in_the_background(mounted, tmp_path):
     over: the version has the exact bytes, nothing stays held, du counts the file once."""
     m = mounted
     os.mkdir(m.path("a"))
-    content = data("big", 24 * MiB)
+    content = data("big", 3 * MiB)
     write(m.path("a", "staging", "big.bin"), content)
     wait_stored(m.store, chunk_ids(tmp_path, content))
     before = rchar(m.proc.pid)
@@ -114,12 +110,12 @@ def test_a_commit_reads_files_changed_after_they_were_stored(mounted, tmp_path):
     changed); written again and renamed. Each version has the new bytes; what was stored of the
     old ones is given back (du counts only the new bytes)."""
     m = mounted
-    staged, old = stage_stored(m, tmp_path, ("rewritten", "truncated", "renamed"), 4 * MiB)
-    new = data("new", 4 * MiB)
+    staged, old = stage_stored(m, tmp_path, ("rewritten", "truncated", "renamed"), 3 * MiB)
+    new = data("new", 3 * MiB)
     with open(os.path.join(staged, "rewritten"), "r+b") as f:
         f.write(new)
     os.truncate(os.path.join(staged, "truncated"), 0)
-    os.truncate(os.path.join(staged, "truncated"), 4 * MiB)
+    os.truncate(os.path.join(staged, "truncated"), 3 * MiB)
     with open(os.path.join(staged, "renamed"), "r+b") as f:
         f.seek(MiB)
         f.write(b"x")
@@ -128,10 +124,10 @@ def test_a_commit_reads_files_changed_after_they_were_stored(mounted, tmp_path):
     moved = bytearray(old["renamed"])
     moved[MiB] = ord("x")
     assert read(m.path("a", "v0", "rewritten")) == new
-    assert read(m.path("a", "v0", "truncated")) == bytes(4 * MiB)
+    assert read(m.path("a", "v0", "truncated")) == bytes(3 * MiB)
     assert read(m.path("a", "v0", "moved")) == moved
     wait_until("stored-ahead chunks given back", lambda: held(m.store) == [])
-    assert stored_bytes(m.store) == distinct_bytes(tmp_path, new, bytes(4 * MiB), moved)
+    assert stored_bytes(m.store) == distinct_bytes(tmp_path, new, bytes(3 * MiB), moved)
     m.verify()
 
 
@@ -175,15 +171,16 @@ def test_unlinked_files_give_back_what_was_stored_at_once(mounted, tmp_path):
     stored); rm of a file while the daemon stores it stops that: the daemon closes the deleted data
     file (its blocks are free) and holds nothing of it. So does a rename over a stored file."""
     m = mounted
-    staged, files = stage_stored(m, tmp_path, ("stored", "replaced"), 8 * MiB)
+    staged, files = stage_stored(m, tmp_path, ("stored", "replaced"), 3 * MiB)
     os.unlink(os.path.join(staged, "stored"))
     os.rename(os.path.join(staged, "replaced"), os.path.join(staged, "other"))
     write(os.path.join(staged, "small"), b"s")
     os.rename(os.path.join(staged, "small"), os.path.join(staged, "other"))   # over "replaced"
     wait_until("an unlinked file's chunks given back", lambda: held(m.store) == [], timeout=30)
     assert stored_bytes(m.store) == 0
+    before = rchar(m.proc.pid)   # a big file: only read ahead (the WRITEs are read too)
     write(os.path.join(staged, "storing"), os.urandom(256 * MiB))
-    wait_until("the daemon storing the file", lambda: held(m.store) != [])
+    wait_until("the daemon reading the file", lambda: rchar(m.proc.pid) - before > 272 * MiB)
     os.unlink(os.path.join(staged, "storing"))
     wait_until("the deleted data file closed",
                lambda: not deleted_files_open(m.proc.pid, str(m.store)), timeout=30)
@@ -215,13 +212,13 @@ def test_reset_and_unmount_give_back_what_was_stored(mounted, tmp_path):
     kept = data("kept", 2 * MiB)
     write(m.path("a", "staging", "kept"), kept)
     m.cli("commit", "a", check=True)
-    dropped = data("dropped", 8 * MiB)
+    dropped = data("dropped", 3 * MiB)
     write(m.path("a", "staging", "dropped"), dropped)
     wait_stored(m.store, chunk_ids(tmp_path, dropped))
     m.cli("reset", "a", check=True)
     wait_until("reset chunks given back", lambda: held(m.store) == [])
     assert stored_bytes(m.store) == distinct_bytes(tmp_path, kept)
-    pending = data("pending", 8 * MiB)
+    pending = data("pending", 3 * MiB)
     write(m.path("a", "staging", "pending"), pending)
     wait_stored(m.store, chunk_ids(tmp_path, pending))
     m.stop()
@@ -232,7 +229,7 @@ def test_reset_and_unmount_give_back_what_was_stored(mounted, tmp_path):
     m.cli("commit", "a", check=True)
     assert read(m.path("a", "v1", "pending")) == pending
     os.mkdir(m.path("b"))                                       # rm of an artifact gives back too
-    gone = data("gone", 8 * MiB)
+    gone = data("gone", 3 * MiB)
     write(m.path("b", "staging", "gone"), gone)
     wait_stored(m.store, chunk_ids(tmp_path, gone))
     m.cli("rm", "b", "--force", check=True)
@@ -241,8 +238,9 @@ def test_reset_and_unmount_give_back_what_was_stored(mounted, tmp_path):
 
 
 def test_sigkill_while_files_are_stored_in_the_background(mount_factory, tmp_path):
-    """SIGKILL the daemon 5 times: at a seeded instant while a 48 MiB file is written into staging
-    (iterations 1, 3), or a seeded instant after the mount began to hold its chunks (0, 2, 4): the next mount's commit has exactly the bytes staging
+    """SIGKILL the daemon 5 times: at a seeded instant while a 48 MiB file (one the commit adopts) is
+    written into staging or read ahead (iterations 1, 3), or a seeded instant after the mount
+    began to hold the chunks of a 3 MiB one (0, 2, 4): the next mount's commit has exactly the bytes staging
     shows, no session holds any chunk, `du` counts each chunk of the version once, verify is clean,
     and gc (retention) frees nothing the version uses."""
     rng = random.Random(13)
@@ -256,7 +254,8 @@ def test_sigkill_while_files_are_stored_in_the_background(mount_factory, tmp_pat
             pass
     for it in range(5):
         path = m.path("a", "staging", f"f{it}")
-        copying = threading.Thread(target=writer, args=(path, data(f"killed{it}", 48 * MiB)))
+        size = 3 * MiB if it % 2 == 0 else 48 * MiB
+        copying = threading.Thread(target=writer, args=(path, data(f"killed{it}", size)))
         copying.start()
         if it % 2 == 0:
             wait_until("chunks of it held", lambda: held(m.store))
@@ -281,4 +280,30 @@ def test_sigkill_while_files_are_stored_in_the_background(mount_factory, tmp_pat
     m.cli("gc", check=True)
     assert {n: read(m.path("a", "v4", n)) for n in staged} == staged
     m.stop()
+    m.verify()
+
+
+def test_a_big_file_is_only_read_ahead_and_the_commit_takes_it_in(mounted, tmp_path):
+    """A staging file the commit will adopt (repo/ingest.py ADOPT_MIN and up) is only chunked and
+    hashed once closed, nothing held; the commit then neither reads nor copies it: the store
+    takes the data file in (the same inode, now a segment), the version has the exact bytes, du
+    counts them once."""
+    m = mounted
+    os.mkdir(m.path("a"))
+    content = data("adopted", 24 * MiB)
+    before = rchar(m.proc.pid)
+    write(m.path("a", "staging", "big.bin"), content)
+    # the daemon reads the bytes twice: the WRITE requests from /dev/fuse, then the data file
+    wait_until("the file read ahead", lambda: rchar(m.proc.pid) - before >= 2 * len(content))
+    (name,) = os.listdir(os.path.join(m.store, "staging", "a"))
+    inode = os.stat(os.path.join(m.store, "staging", "a", name)).st_ino
+    assert held(m.store) == []
+    before = rchar(m.proc.pid)
+    assert m.cli("commit", "a", check=True).stdout.strip() == "a:v0"
+    assert rchar(m.proc.pid) - before < len(content) // 10
+    assert read(m.path("a", "v0", "big.bin")) == content
+    segments = glob.glob(os.path.join(m.store, "data.*", "objects", "segments", "*"))
+    assert inode in {os.stat(p).st_ino for p in segments}
+    assert os.listdir(os.path.join(m.store, "staging", "a")) == []
+    assert stored_bytes(m.store) == len(content)
     m.verify()

@@ -23,7 +23,8 @@ import pytest
 import artfs
 from artfs.repo.facade import Repo
 from tests.conftest import in_mount_table, pid_alive
-from tests.helpers import MiB, cli_json, flip_stored_byte, oserror, put_file, read, run_cli, wait_for_marks, write
+from tests.helpers import (MiB, cli_json, flip_stored_byte, oserror, put_file, rchar, read, run_cli, wait_for_marks,
+                           write)
 
 pytestmark = pytest.mark.fuse
 
@@ -297,12 +298,6 @@ def test_staging_survives_sigkill_and_remount(mount_factory):
     m.verify()
 
 
-def held_chunks(store) -> int:
-    """Chunk references held by sessions (ingests, a mount's files stored ahead of commit)."""
-    with Repo(str(store)) as repo, repo.db.read() as txn:
-        return sum(1 for _ in repo.sessions.held(txn))
-
-
 def reading_offset(pid: int, prefix: str) -> int:
     """How far process PID has read a file whose path starts with PREFIX (0: none open)."""
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -319,10 +314,11 @@ def test_sigkill_during_a_commit_loses_nothing(mount_factory):
     m = mount_factory().start()
     os.mkdir(m.path("a"))
     data = os.urandom(96 * MiB)
+    before = rchar(m.proc.pid)
     put_file(m.path("a", "staging", "big"), data + os.urandom(MiB))
     staged = os.path.join(m.store, "staging", "a") + "/"
-    deadline = time.monotonic() + 60
-    while not held_chunks(m.store) or reading_offset(m.proc.pid, staged):   # stored ahead
+    deadline = time.monotonic() + 60   # read ahead (the WRITEs from /dev/fuse, then the file)
+    while rchar(m.proc.pid) - before < 2 * (len(data) + MiB) or reading_offset(m.proc.pid, staged):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     os.truncate(m.path("a", "staging", "big"), len(data))   # changed since: the commit reads it

@@ -819,24 +819,33 @@ def test_staging_copy_that_does_not_fit_is_enospc_and_recovers(small_store, tmp_
 
 
 def test_commit_that_does_not_fit_fails_cleanly(small_store):
-    """A commit needing more than the store's disk has: exit 9 (NoSpace) with one clear line,
-    no version, staging intact, verify clean, the mount still serving; it works once it fits."""
+    """A commit needing more than the store's disk has (files small enough to be stored by copy:
+    repo/ingest.py ADOPT_MIN): exit 9 (NoSpace) with one clear line, no version, staging intact,
+    verify clean, the mount still serving; it works once it fits. A file big enough to be
+    adopted needs no second copy of its bytes: 26 MiB then commits on the 48 MiB disk."""
     m = small_store.start()
     os.mkdir(m.path("a"))
-    big = os.urandom(26 * MiB)
-    put_file(m.path("a", "staging", "big"), big)
+    files = {f"f{i}": os.urandom(3 * MiB) for i in range(9)}
+    for name, content in files.items():
+        put_file(m.path("a", "staging", name), content)
     proc = m.cli("commit", "a", check=False)
     assert proc.returncode == NoSpace.exit_code == 9, proc.stderr
     assert "no space left" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert m.proc.poll() is None
     assert versions(m.store, "a") == {}
     assert not any(n.startswith("v") for n in os.listdir(m.path("a")))
-    assert cli_json(m.store, "status", "a")["added"] == ["big"]
-    assert read(m.path("a", "staging", "big")) == big
+    assert sorted(cli_json(m.store, "status", "a")["added"]) == sorted(files)
+    assert all(read(m.path("a", "staging", n)) == content for n, content in files.items())
     verify_cli(m.store)
-    os.truncate(m.path("a", "staging", "big"), 6 * MiB)               # make it fit
+    for name in list(files)[3:]:                                      # make it fit
+        os.unlink(m.path("a", "staging", name))
+        del files[name]
     assert m.cli("commit", "a").stdout.strip() == "a:v0"
-    assert read(m.path("a", "v0", "big")) == big[:6 * MiB]
+    assert all(read(m.path("a", "v0", n)) == content for n, content in files.items())
+    big = os.urandom(26 * MiB)
+    put_file(m.path("a", "staging", "big"), big)
+    assert m.cli("commit", "a").stdout.strip() == "a:v1"
+    assert read(m.path("a", "v1", "big")) == big
     m.stop()
     verify_cli(m.store)
     assert "Traceback" not in m.log_text()

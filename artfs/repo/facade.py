@@ -420,13 +420,15 @@ class Repo:
         return len(tokens)
 
     def recover(self) -> None:
-        """At mount start: free zombies (nothing is open yet), abandoned ingests, the trash."""
+        """At mount start: free zombies (nothing is open yet), abandoned ingests, the trash, and
+        adopted segment files a killed process left (store/local.py ``sweep``)."""
         def action(txn):
             for fid in self.objects.zombies(txn):
                 self.objects.release_zombie(txn, fid)
         self.db.write(action)
         self.collect_abandoned()
         self.db.purge()
+        self.objects.store.sweep()
 
     def compact(self) -> tuple[int, int]:
         """Give free space back to the filesystem (catalog/db.py Database.compact)."""

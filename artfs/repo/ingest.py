@@ -28,19 +28,23 @@ from __future__ import annotations
 import os
 import stat
 import time
+from contextlib import nullcontext
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..catalog.objects import DIR, FILE, KIND_OF, LINK, Entry, link_group, rdev_ref
 from ..catalog.sessions import Session
-from ..errors import InvalidInput, StoreError
+from ..errors import Conflict, InvalidInput, StoreError
 from ..store.backend import Obj, chunk_maker
+from ..store.ids import id_matches
+from ..store.segments import Syncing
 from ..store.chunker import hashed_chunks
 from .files_cache import FilesCache
 
 Warn = Callable[[str], None]
 Progress = Callable[[int], None]
 BATCH_BYTES = 32 << 20
+ADOPT_MIN = 4 << 20   # smaller files are stored by copy (a segment file each would cost more)
 
 
 @dataclass
@@ -92,6 +96,8 @@ class Ingest:
         self._root = ""                              # the path being scanned
         self._reused: list[tuple] = []   # (chunk list, path, rel, stat) taken from the cache, to hold
         self._inodes: dict[tuple[int, int], tuple[Pending, bytes]] = {}   # (dev, ino) -> first name
+        self._adopting: list[tuple[str, list]] = []   # (path, [(id, offset, length, SHA-256)])
+        self.adopted: list[str] = []   # paths of files the store took in (adopt_files)
 
     def __enter__(self):
         self.repo.collect_abandoned()
@@ -116,24 +122,94 @@ class Ingest:
                 self.warn(f"files cache not saved ({e.strerror}): the next put reads every file")
 
     # phase 1: reading and storing chunks --------------------------------------------------------
-    def add_file(self, fd: int, size: int, display: str) -> list[list]:
-        """Chunk an open file from its start; returns its chunk list (ids filled by flushes)."""
-        chunks, total = [], 0
+    def can_adopt(self, size: int) -> bool:
+        """Whether a file of SIZE bytes that the store may own once recorded (a staging data
+        file) is taken in whole rather than copied (``add_file`` with ``adopt``)."""
+        return size >= ADOPT_MIN and getattr(self.repo.objects.store, "adopts", False)
+
+    def add_file(self, fd: int, size: int, display: str, adopt: bool = False) -> list[list]:
+        """Chunk an open file from its start; returns its chunk list (ids filled by flushes).
+        ADOPT (``can_adopt``; DISPLAY is then the file's path): its bytes are not queued; its
+        chunks are only referenced by the next flush and the file itself is given to the store
+        by ``adopt_files``."""
+        chunks, located = [], []
         os.lseek(fd, 0, os.SEEK_SET)
-        for obj, n in hashed_chunks(fd, size, chunk_maker(self.repo.objects.store)):
-            slot = [obj.id, n]
-            chunks.append(slot)
-            self._queue.append((obj, slot))
-            self._queued += n
-            total += n
-            if self._queued >= BATCH_BYTES:
-                self.flush()
-            self.progress(n)
+        with Syncing(fd) if adopt else nullcontext():   # to disk while it is hashed
+            total = self._chunk(fd, size, adopt, chunks, located)
         if total != size:
             raise InvalidInput(f"{display} changed size while being read ({size} -> {total} bytes)")
+        if adopt:
+            self._adopting.append((display, located))
         self.files += 1
         self.bytes += total
         return chunks
+
+    def _chunk(self, fd: int, size: int, adopt: bool, chunks: list, located: list) -> int:
+        """``add_file``'s reading: each chunk's slot into CHUNKS, and queued (with ADOPT, its
+        bytes not: its place in the file into LOCATED); returns the bytes read."""
+        offset = 0
+        for obj, n in hashed_chunks(fd, size, chunk_maker(self.repo.objects.store)):
+            slot = [obj.id, n]
+            chunks.append(slot)
+            if adopt:
+                self._queue.append((None, slot))
+                located.append((obj.id, offset, n, obj.digest))
+            else:
+                self._queue.append((obj, slot))
+                self._queued += n
+            offset += n
+            if self._queued >= BATCH_BYTES:
+                self.flush()
+            self.progress(n)
+        return offset
+
+    def add_located(self, path: str, chunks: list, digests: list) -> None:
+        """A file to adopt whose chunks (``[id, length]`` each) and their SHA-256 DIGESTS were
+        read ahead (staging/precommit.py): referenced by the next flush, adopted by
+        ``adopt_files``."""
+        located, offset = [], 0
+        for (cid, n), digest in zip(chunks, digests):
+            self._queue.append((None, [cid, n]))
+            located.append((cid, offset, n, digest))
+            offset += n
+        self._adopting.append((path, located))
+        self.files += 1
+        self.bytes += offset
+
+    def adopt_files(self) -> None:
+        """After the last flush (their chunks referenced): each file ``add_file`` adopted is made
+        durable and taken in by the store (store/local.py ``adopt``); one the store cannot take
+        (another filesystem) has its chunks read again and stored by copy. ``adopted`` lists
+        those taken in: the caller must never write them again (a commit's failure gives
+        staging copies: staging/data.py ``unshare``)."""
+        self.flush()
+        store = self.repo.objects.store
+        adopting, self._adopting = self._adopting, []
+        for path, located in adopting:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fdatasync(fd)
+                self.adopted.append(path)   # before: a failure in between must unshare it too
+                if store.adopt(path, located) is None:
+                    self.adopted.pop()
+                    self._copy_located(path, fd, located)
+            finally:
+                os.close(fd)
+
+    def _copy_located(self, path: str, fd: int, located: list) -> None:
+        """Store the chunks (id, offset, length, SHA-256) of file PATH, open at FD, by copy, in
+        batches (each chunk checked against its id: the file may have changed since)."""
+        store, batch, size = self.repo.objects.store, [], 0
+        for oid, offset, length, digest in located:
+            data = os.pread(fd, length, offset)
+            if not id_matches(store.object_id, data, oid):
+                raise Conflict(f"{os.fsdecode(path)} changed while being stored; retry")
+            batch.append(Obj(oid, digest, data))
+            size += length
+            if size >= BATCH_BYTES:
+                store.put_many(batch)
+                batch, size = [], 0
+        store.put_many(batch)
 
     def flush(self) -> None:
         """Reference the queued chunks, and those of the file objects reused from the files cache
@@ -146,7 +222,7 @@ class Ingest:
         batch = self._session.next_batch()
         self.batches.append(batch)
         objects, sessions, token = self.repo.objects, self.repo.sessions, self._session.token
-        chunks = [obj for obj, _ in queue]
+        chunks = [obj for obj, _ in queue if obj is not None]   # (None: a chunk of a file to adopt)
         gone = []
 
         def action(txn):

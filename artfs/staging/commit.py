@@ -78,13 +78,18 @@ def commit(repo: Repo, name: str, *, aliases=(), message: str = "", metadata: di
     if stored:
         precommit.used(name, stored)
     staging.clean_data()
+    if ingest.adopted:   # the store's links are the only ones now: punch what they duplicate
+        repo.objects.store.settle()
     return result
 
 
 def _chunk_local_files(staging: Staging, ingest: Ingest, pre) -> tuple[dict[int, tuple], dict]:
     """Phase 1: chunk every staging data file; ino -> (chunk list, size, mtime_ns). A file that
     the mount stored ahead (PRE, staging/precommit.py) and that is unchanged since is not read:
-    its chunk list is taken from its record (ino -> record, the second result)."""
+    its chunk list is taken from its record (ino -> record, the second result, when its chunks
+    were stored by copy). A big data file is not copied into the store: the store takes the
+    file itself in (repo/ingest.py ``adopt_files``; the commit removes staging's name of it, and
+    until then staging never writes it in place: staging/data.py ``unshare``)."""
     with staging.repo.db.read() as txn:
         inos = sorted(staging.index.local_inos(txn))
     chunked, stored = {}, {}
@@ -97,16 +102,20 @@ def _chunk_local_files(staging: Staging, ingest: Ingest, pre) -> tuple[dict[int,
         try:
             st = os.fstat(fd)
             rec = pre.lookup(staging.name, ino, st) if pre is not None else None
-            if rec is not None:
+            if rec is not None and rec.digests is not None:   # read ahead, to adopt
+                ingest.add_located(path, rec.chunks, rec.digests)
+                chunks = rec.chunks
+                ingest.progress(st.st_size)
+            elif rec is not None:
                 stored[ino] = rec
                 chunks = rec.chunks   # read only from here on
                 ingest.progress(st.st_size)
             else:
-                chunks = ingest.add_file(fd, st.st_size, path)
+                chunks = ingest.add_file(fd, st.st_size, path, adopt=ingest.can_adopt(st.st_size))
             chunked[ino] = (chunks, st.st_size, st.st_mtime_ns)
         finally:
             os.close(fd)
-    ingest.flush()
+    ingest.adopt_files()
     return chunked, stored
 
 

@@ -12,6 +12,7 @@ and is deleted by ``Staging.clean_data``, except copies whose process is still r
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 from ..errors import CorruptData
@@ -57,6 +58,28 @@ class DataFiles:
         finally:
             os.close(fd)
         return tmp
+
+    def unshare(self, ino: int) -> None:
+        """Give the data file of INO a file of its own (a copy of its bytes and times) if it
+        has another name: the store's, when a commit took it in (store/segments.py "Adopted
+        segments") and then failed, or was killed, before removing staging's name. Called
+        before staging writes a data file in place, so it never changes bytes the store holds."""
+        path = self.path(ino)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return
+        if st.st_nlink < 2:
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f"{ino}.{os.getpid()}.", suffix=_TMP, dir=self.dir)
+        try:
+            os.close(fd)
+            shutil.copyfile(path, tmp)
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.replace(tmp, path)
+        except BaseException:
+            remove(tmp)
+            raise
 
     def install(self, tmp: str, ino: int) -> None:
         """Put a copy in place. A link, not a rename: the calling transaction may be re-run (after

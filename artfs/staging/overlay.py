@@ -331,6 +331,7 @@ class Staging:
         node, mark = self._read(lambda txn, base: (self._file(txn, base, ino),
                                                    self.index.writer(txn, ino)))
         if node.local:
+            self.files.unshare(ino)
             if truncate:
                 os.truncate(self.files.path(ino), 0)
             if writer is not None and mark != writer and (mark is None or truncate):
@@ -683,6 +684,7 @@ class Staging:
         path = self.files.path(node.ino)
         self._mark(txn, ino, writer, truncate)
         if node.local:  # copied up meanwhile by someone else
+            self.files.unshare(node.ino)
             if truncate:
                 os.truncate(path, 0)
             return path

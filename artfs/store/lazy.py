@@ -356,6 +356,21 @@ class LazyObjectStore:
     def put_many(self, objs: Sequence[Obj]) -> int:
         return self.local.put_many(objs)
 
+    @property
+    def adopts(self) -> bool:
+        """Whether ``adopt`` takes files in (a plain local store: store/local.py)."""
+        return getattr(self.local, "adopts", False)
+
+    def adopt(self, path: str, chunks) -> int | None:
+        return self.local.adopt(path, chunks) if self.adopts else None
+
+    def settle(self) -> None:
+        if self.adopts:
+            self.local.settle()
+
+    def sweep(self) -> int:
+        return self.local.sweep() if self.adopts else 0
+
     def has(self, ids: Sequence[bytes]) -> list[bool]:
         here = self.local.has(ids)
         if all(here):

@@ -18,12 +18,26 @@ from ..errors import CorruptData
 from .backend import Obj
 from .ids import DIGEST_LEN, id_matches, object_id, strong_digest
 from .lmdb_env import Env, resident
-from .segments import LOCATION, MIN_BYTES, TAIL, Segments
+from .segments import (ADOPTED, LOCATION, MIN_BYTES, PUNCH, TAIL, Segments, count, live_key,
+                       merged, pack_count, punch_key, punch_record)
 
 DATABASES = (b"objects", b"meta", b"located")
 INITIAL_MAP = 1 << 40    # 1 TiB of address space; the file grows only as pages are used
 RECENT = 32              # objects read in part kept (checked): a few read requests' worth
 RECENT_MAX = 256 << 10   # only objects up to the largest chunk (store/chunker.py): at most 8 MiB
+
+
+def keep_recent(recent: OrderedDict, objects: dict) -> None:
+    """Keep each of OBJECTS (id -> checked or opened bytes) up to RECENT_MAX bytes in RECENT, the
+    RECENT newest only (no lock: each dict operation is atomic)."""
+    for oid, data in objects.items():
+        if len(data) <= RECENT_MAX:
+            recent[oid] = data
+    while len(recent) > RECENT:
+        try:
+            recent.popitem(last=False)
+        except KeyError:   # another thread emptied it meanwhile
+            break
 
 
 def _touch(txn, db) -> None:
@@ -156,14 +170,7 @@ class LocalObjectStore:
                     raise CorruptData(f"object {oid.hex()} is shorter ({len(data)} bytes) than a "
                                       "file that holds it says (run artfs verify)")
                 place[:] = memoryview(data)[start:end]
-        for oid, data in kept.items():
-            if len(data) <= RECENT_MAX:
-                recent[oid] = data
-        while len(recent) > RECENT:
-            try:
-                recent.popitem(last=False)
-            except KeyError:   # another thread emptied it meanwhile
-                break
+        keep_recent(recent, kept)
         return out
 
     def map_views(self, ids: Sequence[bytes], fn, nowait: bool = False) -> list | None:
@@ -225,6 +232,96 @@ class LocalObjectStore:
             return new
         return self._write(action) if objs else 0
 
+    @property
+    def adopts(self) -> bool:
+        """Whether ``adopt`` takes files in (the main store, with segments)."""
+        return self.segments is not None
+
+    def adopt(self, path: str, chunks: Sequence[tuple[bytes, int, int, bytes]]) -> int | None:
+        """Store the chunks (id, offset, length, SHA-256) of the file at PATH by taking the file
+        itself in as a segment (store/segments.py, "Adopted segments"; hard-linked, no byte
+        copied): each chunk not stored yet is located where it is in the file, the bytes of the
+        others are punched out once the store's link is the file's only one (``settle``). The
+        caller has made the file durable and never writes it again, and holds the chunks'
+        references. Returns the bytes that were new, or None (nothing stored) where the store
+        cannot adopt (no segments, or a file on another filesystem): the caller stores by copy."""
+        if self.segments is None:
+            return None
+        linked: list[int] = []
+
+        def action(txn):
+            located, meta = self.env.dbs["located"], self.env.dbs["meta"]
+            new, dups, seen = [], [], set()
+            for oid, offset, length, digest in chunks:
+                stored = None if oid in seen else self._record(txn, oid)
+                if oid in seen or stored is not None:
+                    if stored is not None and _digest(stored) != digest:
+                        raise CorruptData(f"object {oid.hex()} is stored with different bytes: a "
+                                          "hash collision or a damaged store (run artfs verify); "
+                                          "nothing was written")
+                    dups.append((offset, length))
+                else:
+                    seen.add(oid)
+                    new.append((oid, offset, length, digest))
+            if not new:
+                return 0
+            if not linked:
+                linked.append(self.segments.link_in(path))
+            segment = linked[0]
+            for oid, offset, length, digest in new:
+                txn.put(oid, LOCATION.pack(segment, offset, length, digest), db=located)
+            txn.put(live_key(segment), pack_count(len(new)), db=meta)
+            for offset, length in merged(dups):
+                txn.put(punch_key(segment, offset), pack_count(length), db=meta)
+            return sum(length for _, _, length, _ in new)
+        try:
+            return self._write(action)
+        except OSError:
+            if linked:
+                self.segments.unlink(linked)
+            return None
+        except BaseException:
+            if linked:
+                self.segments.unlink(linked)
+            raise
+
+    def settle(self) -> None:
+        """Punch what waits to be punched in adopted segments whose only name is the store's
+        (segments.PUNCH records), and drop those records."""
+        if self.segments is None:
+            return
+        with self.env.read() as txn:
+            with txn.cursor(db=self.env.dbs["meta"]) as cur:
+                waiting: dict[int, list] = {}
+                if cur.set_range(PUNCH):
+                    for key, value in cur:
+                        key = bytes(key)
+                        if not key.startswith(PUNCH):
+                            break
+                        segment, offset, length = punch_record(key, bytes(value))
+                        waiting.setdefault(segment, []).append((key, offset, length))
+        done = [key for segment, records in waiting.items()
+                if self.segments.punch_alone(segment, [(o, n) for _, o, n in records])
+                for key, _, _ in records]
+        if done:
+            self._write(lambda txn: [txn.delete(key, db=self.env.dbs["meta"]) for key in done])
+
+    def sweep(self) -> int:
+        """Remove adopted segments nothing is located in (a process killed between a
+        segment's adoption and its transaction's commit, or between its last delete and its
+        removal); returns how many. Inside a write transaction, so no adoption is under way."""
+        if self.segments is None:
+            return 0
+
+        def action(txn):
+            meta = self.env.dbs["meta"]
+            gone = [n for n in self.segments.adopted() if txn.get(live_key(n), db=meta) is None]
+            self.segments.unlink(gone)
+            return len(gone)
+        removed = self._write(action)
+        self.settle()
+        return removed
+
     def has(self, ids: Sequence[bytes]) -> list[bool]:
         with self.env.read() as txn:
             return [self._record(txn, oid) is not None for oid in ids]
@@ -232,22 +329,43 @@ class LocalObjectStore:
     def delete(self, ids: Sequence[bytes]) -> None:
         if not ids:
             return
-        freed = []
+        freed, dead = [], []
         for oid in ids:
             self._recent.pop(oid, None)
 
         def action(txn):
             freed.clear()
+            dead.clear()
+            meta, adopted = self.env.dbs["meta"], {}
             for oid in ids:
                 record = self._record(txn, oid)
                 if record is not None and record[0]:
-                    freed.append(bytes(record[1]))
+                    location = bytes(record[1])   # (a view into the page the delete changes)
                     txn.delete(oid, db=self.env.dbs["located"])
+                    segment, offset, length, _ = LOCATION.unpack(location)
+                    if segment < ADOPTED:
+                        freed.append(location)
+                        continue
+                    adopted[segment] = adopted.get(segment, 0) + 1
+                    txn.put(punch_key(segment, offset), pack_count(length), db=meta)
                 elif record is not None:
                     txn.delete(oid, db=self._db)
-        self._write(action)
+            for segment, n in adopted.items():
+                left = count(txn.get(live_key(segment), db=meta)) - n
+                if left > 0:
+                    txn.put(live_key(segment), pack_count(left), db=meta)
+                    continue
+                txn.delete(live_key(segment), db=meta)
+                _drop_prefix(txn, meta, punch_key(segment, 0)[:-8])
+                dead.append(segment)
+            return bool(adopted)
+        adopted = self._write(action)
         if freed:
             self.segments.punch(freed)
+        if dead:
+            self.segments.unlink(dead)
+        if adopted:
+            self.settle()
 
     def sizes(self, ids: Sequence[bytes]) -> list[int | None]:
         with self.env.read() as txn:
@@ -276,3 +394,17 @@ class LocalObjectStore:
             with self.env.read_batches() as batches:
                 for key, _ in batches.cursor_items(self.env.dbs[name], values=False):
                     yield key
+
+
+def _drop_prefix(txn, db, prefix: bytes) -> None:
+    with txn.cursor(db=db) as cur:
+        if cur.set_range(prefix):
+            while bytes(cur.key()).startswith(prefix):
+                if not cur.delete():
+                    break
+
+
+def _digest(record) -> bytes:
+    """The SHA-256 a ``_record`` names."""
+    segmented, value = record
+    return LOCATION.unpack(value)[3] if segmented else bytes(value[:DIGEST_LEN])

@@ -38,13 +38,11 @@ from ..crypto.seal import HEADER, TAG, RecordSealer, Sealer, header_id, keyed_ha
 from ..errors import CorruptData
 from .backend import Obj
 from .ids import id_matches, strong_digest
-from .local import LocalObjectStore
+from .local import LocalObjectStore, keep_recent
 from .packs import kind_of
 from .remote import RemoteObjectStore
 
 OVERHEAD = HEADER + TAG
-RECENT = 32              # opened objects kept: a few read requests' worth of chunks
-RECENT_MAX = 256 << 10   # only objects up to the largest chunk (store/chunker.py): at most 8 MiB
 SEAL_SPLIT = 4 << 20     # a put of this many bytes or more is sealed in two threads (_sealed)
 
 
@@ -93,7 +91,7 @@ class SealedObjectStore:
         if missing:
             opened = dict(zip(missing, self._each(missing, self._open, False)))
             out = [opened[oid] if data is None else data for oid, data in zip(ids, out)]
-            self._keep(opened)
+            keep_recent(self._recent, opened)
         return out
 
     def _each(self, ids: list[bytes], fn, nowait: bool) -> list | None:
@@ -104,17 +102,6 @@ class SealedObjectStore:
         if views is not None:
             return views(ids, fn, nowait)
         return None if nowait else list(map(fn, ids, self.inner.get_many(ids)))
-
-    def _keep(self, opened: dict[bytes, bytes]) -> None:
-        recent = self._recent
-        for oid, data in opened.items():
-            if len(data) <= RECENT_MAX:
-                recent[oid] = data
-        while len(recent) > RECENT:
-            try:
-                recent.popitem(last=False)
-            except KeyError:   # another thread emptied it meanwhile
-                break
 
     def read_ranges(self, spans: Sequence[tuple[bytes, int, int]]) -> bytearray:
         return self._ranges(spans, False)
@@ -153,7 +140,7 @@ class SealedObjectStore:
                    nowait: bool) -> bool:
         """Each span of TODO (its position in VIEW, id, start, end) put in its place, its object
         opened from the inner store (False where ``nowait`` would wait for a disk): in its place
-        if the span takes it whole, else into a plaintext kept (``_keep``); an object a span
+        if the span takes it whole, else into a plaintext kept (``keep_recent``); an object a span
         earlier in TODO opened is not opened again."""
         sealer, opened = self._sealer, {}
 
@@ -190,7 +177,7 @@ class SealedObjectStore:
             return False
         else:
             place(self.inner.get_many(ids))
-        self._keep({oid: whole.obj for oid, whole in opened.items() if whole.obj is not view.obj})
+        keep_recent(self._recent, {oid: whole.obj for oid, whole in opened.items() if whole.obj is not view.obj})
         return True
 
     def seal_chunk(self, data) -> "Sealed":

@@ -24,6 +24,17 @@ filesystem that cannot punch holes, deleted objects keep their bytes on disk (``
 them in the store's file bytes). Segments are never truncated or removed in place: compaction
 hard-links them into the new data directory (no byte copied, every location still valid).
 
+Adopted segments: a commit hands over a staging data file (a file the store owns, written once
+and never again once committed) as a segment of its own, hard-linked in, instead of copying its
+bytes (``adopt``; store/local.py ``LocalObjectStore.adopt``). Their numbers are ``ADOPTED`` and up
+(random, so two processes never pick the same name); their objects keep the offsets the chunker
+cut, not block-aligned. A punch there frees only the blocks wholly inside an object (its edge
+blocks are shared with the neighbours), and only once the store's name is the file's last
+(``nlink`` 1): until the commit that handed it over has removed the staging name, or when a failed
+commit left staging its data file, a punch would hole staging's bytes, so it waits as a record
+(``PUNCH`` in ``meta``, done by ``LocalObjectStore.settle``). A segment whose last object is
+deleted is removed whole (``LIVE`` counts them), which gives its edge blocks back too.
+
 Reads are one ``pread`` of the object's bytes (the page cache's copy), not views of a map
 (``read_into``: straight into a read's reply, store/local.py ``_ranges``): a read waiting for a disk releases the GIL and holds no lock of the process's address space, so
 a read of bytes in memory on the mount's event loop (``RWF_NOWAIT``) never waits behind it. (An
@@ -36,6 +47,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import secrets
 import struct
 import threading
 from collections.abc import Iterable, Sequence
@@ -54,6 +66,12 @@ DIR = "segments"
 TAIL = b"segment-tail"           # meta key: (segment number, end of its committed bytes)
 LOCATION = struct.Struct(f"<IQI{DIGEST_LEN}s")   # segment, offset, length, SHA-256 of the bytes
 _TAIL = struct.Struct("<IQ")
+ADOPTED = 0x80000000             # adopted segments' numbers: this and up
+LIVE = b"adopted-live:"          # meta: + segment (u32 BE) -> objects located in it (u64 BE)
+PUNCH = b"adopted-punch:"        # meta: + segment (u32 BE) + offset (u64 BE) -> length (u64 BE)
+_SEG = struct.Struct(">I")
+_PUNCH_KEY = struct.Struct(">IQ")
+_U64 = struct.Struct(">Q")
 
 _ZEROS = memoryview(bytes(ALIGN))
 _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
@@ -83,8 +101,75 @@ def cached(fd: int, offset: int, length: int) -> bool:
     return stat.nr_cache >= (offset + length + _PAGE - 1) // _PAGE - offset // _PAGE
 
 
+class Syncing:
+    """``fdatasync`` of an open file in a thread of its own, started now (``with``: waited for at
+    the end of the block, its error raised there): a file to be adopted is written to disk while
+    it is being hashed, so the fdatasync that then makes it durable finds little left to do."""
+
+    def __init__(self, fd: int):
+        self._fd = os.dup(fd)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._sync, name="artfs-sync", daemon=True)
+        self._thread.start()
+
+    def _sync(self) -> None:
+        try:
+            os.fdatasync(self._fd)
+        except OSError as e:
+            self._error = e
+        finally:
+            os.close(self._fd)
+
+    def __enter__(self) -> "Syncing":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise self._error
+
+
 def segment_name(number: int) -> str:
     return f"{number:08x}"
+
+
+def live_key(segment: int) -> bytes:
+    return LIVE + _SEG.pack(segment)
+
+
+def punch_key(segment: int, offset: int) -> bytes:
+    return PUNCH + _PUNCH_KEY.pack(segment, offset)
+
+
+def punch_record(key: bytes, value: bytes) -> tuple[int, int, int]:
+    """(segment, offset, length) of a ``PUNCH`` record."""
+    return (*_PUNCH_KEY.unpack(key[len(PUNCH):]), _U64.unpack(value)[0])
+
+
+def count(value) -> int:
+    return _U64.unpack(value)[0]
+
+
+def pack_count(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def inner_blocks(offset: int, length: int) -> tuple[int, int]:
+    """[start, end) of the whole blocks inside bytes [offset, offset + length) (start >= end
+    when there are none)."""
+    return -(-offset // ALIGN) * ALIGN, (offset + length) // ALIGN * ALIGN
+
+
+def merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(offset, length) ranges, touching ones joined (a punch of the join frees the blocks
+    across their boundary too)."""
+    out: list[list[int]] = []
+    for offset, length in sorted(ranges):
+        if out and offset <= out[-1][0] + out[-1][1]:
+            out[-1][1] = max(out[-1][1], offset + length - out[-1][0])
+        else:
+            out.append([offset, length])
+    return [(o, n) for o, n in out]
 
 
 def _pwrite_all(fd: int, data, offset: int) -> None:
@@ -261,6 +346,60 @@ class Segments:
                     self._readers.pop(next(iter(self._readers)))   # closed once no read uses it
                 self._readers[segment] = reader
             return reader
+
+    # adopting (inside a write transaction) -----------------------------------------------------
+    def link_in(self, path: str) -> int:
+        """Hard-link the file at PATH (its bytes already durable) in as a new adopted segment,
+        durably; its number. OSError where the filesystem cannot (another filesystem: EXDEV)."""
+        while True:
+            number = ADOPTED + secrets.randbelow(ADOPTED)
+            try:
+                os.link(path, os.path.join(self.path, segment_name(number)))
+            except FileExistsError:
+                continue
+            fsync_path(self.path)
+            return number
+
+    def unlink(self, numbers: Iterable[int]) -> None:
+        """Remove adopted segments (nothing is located in them any more)."""
+        with self._lock:
+            for number in numbers:
+                self._readers.pop(number, None)
+                try:
+                    os.unlink(os.path.join(self.path, segment_name(number)))
+                except FileNotFoundError:
+                    pass
+
+    def adopted(self) -> list[int]:
+        """The numbers of the adopted segments on disk."""
+        out = []
+        for name in os.listdir(self.path):
+            try:
+                number = int(name, 16)
+            except ValueError:
+                continue
+            if number >= ADOPTED and name == segment_name(number):
+                out.append(number)
+        return out
+
+    def punch_alone(self, segment: int, ranges: Sequence[tuple[int, int]]) -> bool:
+        """Punch the whole blocks inside each (offset, length) of adopted SEGMENT if the store's
+        name is its only one; whether the ranges are done with (punched, or the segment gone)."""
+        try:
+            fd = os.open(os.path.join(self.path, segment_name(segment)), os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return True
+        try:
+            if os.fstat(fd).st_nlink > 1:
+                return False
+            for offset, length in ranges:
+                start, end = inner_blocks(offset, length)
+                if end > start and _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE,
+                                                   start, end - start):
+                    break   # not supported here (or a failing disk): the blocks stay
+            return True
+        finally:
+            os.close(fd)
 
     # freeing -----------------------------------------------------------------------------------
     def punch(self, records: Iterable[bytes]) -> None:
