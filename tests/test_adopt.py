@@ -34,7 +34,7 @@ def adopted(repo: Repo) -> dict[int, os.stat_result]:
     """The adopted segment files on disk: number -> stat."""
     path = os.path.join(repo.objects.store.env.path, SEGMENTS)
     out = {}
-    for name in os.listdir(path):
+    for name in os.listdir(path) if os.path.isdir(path) else ():
         number = int(name, 16)
         if number >= ADOPTED:
             out[number] = os.stat(os.path.join(path, name))

@@ -430,7 +430,7 @@ def _master_key(path: str) -> bytes:
 
 def _sealed(path: str, master: bytes):
     from ..store.sealed import SealedObjectStore
-    return SealedObjectStore.local(path, master, segments=True)
+    return SealedObjectStore.local(path, master)   # LMDB values: opened in place (store/sealed.py)
 
 
 def counter(txn, db, key: bytes) -> int:

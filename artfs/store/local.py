@@ -81,10 +81,8 @@ class LocalObjectStore:
         object's bytes read for the call), or None when it is not stored. With ``nowait``, None
         also when its bytes are not all in memory (reading them could wait for a disk)."""
         record = self._record(txn, oid)
-        return None if record is None else self._found(record, nowait)
-
-    def _found(self, record, nowait: bool):
-        """``_find`` of a RECORD (``_record``)."""
+        if record is None:
+            return None
         segmented, value = record
         if segmented:
             return self.segments.read(value, nowait)
@@ -186,26 +184,17 @@ class LocalObjectStore:
 
     def map_stored(self, ids: Sequence[bytes], fn, nowait: bool = False):
         """``fn(stored)`` in one transaction, STORED the bytes of each id (None where missing) as
-        views straight into the map (the ``pread`` copy of one in a segment), NOT checked against
-        the ids: for a layer that authenticates each object itself (the sealing layer: AES-GCM
-        under the id's own key, the id in the associated data; store/sealed.py). The views are
-        valid only during the call, so FN must not keep them. With ``nowait``, False (FN not
-        called) when an object's bytes are not all in memory (as ``read_ranges_resident``)."""
+        views straight into the map, NOT checked against the ids: for a layer that authenticates
+        each object itself (the sealing layer: AES-GCM under the id's own key, the id in the
+        associated data; store/sealed.py, over a store without segments). The views are valid
+        only during the call, so FN must not keep them. With ``nowait``, False (FN not called)
+        when a value's pages are not all in memory (as ``read_ranges_resident``)."""
         with self.env.read() as txn:
-            if self.segments is None:   # one lookup each, views of the map
-                get, db = txn.get, self._db
-                values = [get(oid, db=db) for oid in ids]
-                if nowait and not all(v is not None and resident(v) for v in values):
-                    return False
-                return fn([None if v is None else v[DIGEST_LEN:] for v in values])
-            stored = []
-            for oid in ids:
-                record = self._record(txn, oid)
-                found = None if record is None else self._found(record, nowait)
-                if found is None and nowait:
-                    return False
-                stored.append(None if found is None else found[1])
-            return fn(stored)
+            get, db = txn.get, self._db
+            values = [get(oid, db=db) for oid in ids]
+            if nowait and not all(v is not None and resident(v) for v in values):
+                return False
+            return fn([None if v is None else v[DIGEST_LEN:] for v in values])
 
     def put_many(self, objs: Sequence[Obj]) -> int:
         def action(txn):

@@ -7,9 +7,10 @@ bytes)``: INNER keeps its own contract (its digest is of what it stores, its rec
 against their id by the id the sealed header names), so the local store now and the remote later
 hold and verify sealed objects as they are, without the key. Reads open and authenticate every
 object: a wrong key, an object moved to another id or any damage is CorruptData naming the
-object, never other bytes. Over the local store an object is opened where the store reads it
-(``LocalObjectStore.map_views``: in the LMDB map, or the ``pread`` copy of an object in a segment,
-store/segments.py): AES-GCM reads the sealed bytes there and writes the plaintext once: a read's chunks that it takes whole straight into its reply (one
+object, never other bytes. Over the local store an object is opened in place in the LMDB map
+(``LocalObjectStore.map_views``; an encrypted store keeps its objects as LMDB values, not in
+segments, for this): AES-GCM reads the sealed bytes there, never copied out first,
+and writes the plaintext once: a read's chunks that it takes whole straight into its reply (one
 buffer, not zeroed first, every byte of which is then written), the others into a plaintext of
 their own, kept (the chunk-sized objects opened last), so a sequential read whose requests split
 chunks opens each chunk once (no lock: each dict operation is atomic, so a fork at any moment
@@ -55,10 +56,9 @@ class SealedObjectStore:
         self._recent: OrderedDict[bytes, bytes] = OrderedDict()
 
     @classmethod
-    def local(cls, path: str, master: bytes, segments: bool = False) -> "SealedObjectStore":
-        """Over the local LMDB store at PATH, whose records are checked by their sealed header
-        (SEGMENTS: the main store's, store/segments.py)."""
-        return cls(LocalObjectStore(path, hasher=header_id, segments=segments), master)
+    def local(cls, path: str, master: bytes) -> "SealedObjectStore":
+        """Over the local LMDB store at PATH, whose records are checked by their sealed header."""
+        return cls(LocalObjectStore(path, hasher=header_id), master)
 
     def store_at(self, path: str) -> "SealedObjectStore":
         """Another local LMDB store at PATH sealed with this key (the chunk cache, store/cache.py)."""
