@@ -163,36 +163,37 @@ class Ingest:
             self.progress(n)
         return offset
 
-    def add_located(self, path: str, chunks: list, digests: list) -> None:
-        """A file to adopt whose chunks (``[id, length]`` each) and their SHA-256 DIGESTS were
-        read ahead (staging/precommit.py): referenced by the next flush, adopted by
-        ``adopt_files``."""
-        located, offset = [], 0
-        for (cid, n), digest in zip(chunks, digests):
+    def take_adopting(self) -> list[tuple[str, list]]:
+        """The files ``add_file`` read to adopt and not yet handed over: (path, each chunk's
+        (id, offset, length, SHA-256)); this ingest forgets them."""
+        adopting, self._adopting = self._adopting, []
+        return adopting
+
+    def add_located(self, path: str, located: list) -> None:
+        """A file to adopt read ahead by another ingest (``take_adopting``, staging/precommit.py):
+        its chunks referenced by the next flush, the file adopted by ``adopt_files``."""
+        for cid, _, n, _ in located:
             self._queue.append((None, [cid, n]))
-            located.append((cid, offset, n, digest))
-            offset += n
         self._adopting.append((path, located))
         self.files += 1
-        self.bytes += offset
+        self.bytes += sum(n for _, _, n, _ in located)
 
     def adopt_files(self) -> None:
-        """After the last flush (their chunks referenced): each file ``add_file`` adopted is made
-        durable and taken in by the store (store/local.py ``adopt``); one the store cannot take
-        (another filesystem) has its chunks read again and stored by copy. ``adopted`` lists
-        those taken in: the caller must never write them again (a commit's failure gives
-        staging copies: staging/data.py ``unshare``)."""
+        """After the last flush (their chunks referenced): each file to adopt is made durable
+        and taken in by the store (store/local.py ``adopt``); one the store cannot take (another
+        filesystem) has its chunks read again and stored by copy. ``adopted`` lists those taken
+        in: the caller must never write them in place again (staging copies such a file first:
+        staging/data.py ``unshare``)."""
         self.flush()
         store = self.repo.objects.store
-        adopting, self._adopting = self._adopting, []
-        for path, located in adopting:
+        for path, located in self.take_adopting():
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 os.fdatasync(fd)
-                self.adopted.append(path)   # before: a failure in between must unshare it too
                 if store.adopt(path, located) is None:
-                    self.adopted.pop()
                     self._copy_located(path, fd, located)
+                else:
+                    self.adopted.append(path)
             finally:
                 os.close(fd)
 

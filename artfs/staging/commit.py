@@ -102,8 +102,8 @@ def _chunk_local_files(staging: Staging, ingest: Ingest, pre) -> tuple[dict[int,
         try:
             st = os.fstat(fd)
             rec = pre.lookup(staging.name, ino, st) if pre is not None else None
-            if rec is not None and rec.digests is not None:   # read ahead, to adopt
-                ingest.add_located(path, rec.chunks, rec.digests)
+            if rec is not None and rec.located is not None:   # read ahead, to adopt
+                ingest.add_located(path, rec.located)
                 chunks = rec.chunks
                 ingest.progress(st.st_size)
             elif rec is not None:

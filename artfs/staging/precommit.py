@@ -31,8 +31,9 @@ When a record is trusted:
   cache does for ``put`` (repo/files_cache.py).
 
 A file the commit will take in whole (repo/ingest.py ``can_adopt``: big, a plain store) is
-only chunked and hashed ahead (``_chunked``): its record has each chunk's SHA-256 and no batches
-(nothing stored, nothing referenced), and the commit adopts the file with that chunk list.
+only chunked, hashed and made durable ahead (``add_file`` with ``adopt``, never flushed): its
+record has where each chunk is in the file and no batches (nothing stored, nothing referenced),
+and the commit adopts the file with it.
 
 Only files of at least MIN_BYTES are ingested ahead: a smaller one costs a commit little (it is
 batched with others) but would cost two transactions (fsyncs) of its own here.
@@ -51,9 +52,6 @@ from ..catalog.sessions import Session
 from ..errors import ArtfsError, StoreError
 from ..repo.files_cache import Stamp
 from ..repo.ingest import Ingest
-from ..store.backend import chunk_maker
-from ..store.chunker import hashed_chunks
-from ..store.segments import Syncing
 
 GRACE_NS = 50 * 10**6
 MIN_BYTES = 1 << 20
@@ -66,7 +64,8 @@ class Record:
     stamp: Stamp
     chunks: list        # [chunk id, length] each
     batches: list[int]  # the session's batches holding one reference to each chunk
-    digests: list | None = None   # a file read ahead, not stored: each chunk's SHA-256
+    located: list | None = None   # a file read ahead to adopt (no batches): repo/ingest.py
+                                  # add_file's (id, offset, length, SHA-256) of each chunk
 
 
 class _Stale(Exception):
@@ -197,35 +196,20 @@ class Precommit:
             self._current(key, gen)
             check = lambda n: self._current(key, gen)  # noqa: E731 - once a chunk
             with Ingest(self.repo, progress=check, session=self.session) as ingest:
-                if ingest.can_adopt(st.st_size):   # the commit takes the file in: only read it
-                    chunks, digests = self._chunked(fd, st.st_size, path, key, gen)
+                adopt = ingest.can_adopt(st.st_size)   # then only read (and made durable)
+                chunks = ingest.add_file(fd, st.st_size, path, adopt=adopt)
+                if adopt:   # nothing flushed: the commit references the chunks
+                    located = ingest.take_adopting()[0][1]
                 else:
-                    chunks, digests = ingest.add_file(fd, st.st_size, path), None
+                    located = None
                     ingest.flush()
                 if Stamp.of(os.fstat(fd)) != Stamp.of(st):
                     raise _Stale   # written meanwhile (not through this mount): given back
                 with self._cond:
                     self._current(key, gen)
-                    self._records[key] = Record(Stamp.of(st), chunks, ingest.batches, digests)
+                    self._records[key] = Record(Stamp.of(st), chunks, ingest.batches, located)
         finally:
             os.close(fd)
-
-    def _chunked(self, fd: int, size: int, path: str, key, gen: int) -> tuple[list, list]:
-        """The chunk list and the chunks' SHA-256 digests of a file the commit will adopt
-        (repo/ingest.py ``add_located``): nothing stored, nothing referenced. The file is also
-        written to disk meanwhile and made durable, so the commit's fdatasync has nothing left to
-        write (an adopted file's bytes are the store's: they reach the disk once either way)."""
-        chunks, digests, total = [], [], 0
-        os.lseek(fd, 0, os.SEEK_SET)
-        with Syncing(fd):
-            for obj, n in hashed_chunks(fd, size, chunk_maker(self.repo.objects.store)):
-                self._current(key, gen)
-                chunks.append([obj.id, n])
-                digests.append(obj.digest)
-                total += n
-        if total != size:
-            raise _Stale
-        return chunks, digests
 
     def stop(self) -> None:
         """At the daemon's exit: end the worker (a running ingest gives up), give every record's
