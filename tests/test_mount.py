@@ -22,6 +22,7 @@ import pytest
 
 import artfs
 from artfs.repo.facade import Repo
+from artfs.store.segments import cached_pages
 from tests.conftest import in_mount_table, pid_alive
 from tests.helpers import (MiB, cli_json, flip_stored_byte, oserror, put_file, rchar, read, run_cli, wait_for_marks,
                            write)
@@ -204,6 +205,37 @@ def test_staging_semantics(animals):
     assert committed(m, "animals") == "animals:v1"
     assert read(m.path("animals", "v1", "dog.png")) == dog + b"tail"
     assert os.stat(m.path("animals", "v1", "cat.png")).st_mtime_ns == 10**18
+
+
+def test_write_only_opens_bypass_the_mounts_page_cache(animals):
+    """A staging file opened write-only sends its writes to the daemon without the mount's page
+    cache holding a copy (direct_io: nothing could read it through that descriptor); one opened
+    read-write keeps them cached (and mmap). Readers see the bytes either way."""
+    m, src = animals
+    path = m.path("animals", "staging", "new.bin")
+    data = os.urandom(4 * MiB + 123)
+    reader = os.open(m.path("animals", "staging", "cat.png"), os.O_RDONLY)
+    try:
+        with open(path, "wb") as f:                       # O_WRONLY | O_CREAT | O_TRUNC
+            for at in range(0, len(data), MiB):
+                f.write(data[at:at + MiB])
+            f.flush()
+            assert cached_pages(f.fileno(), 0, len(data)) == 0
+        with open(m.path("animals", "staging", "cat.png"), "ab") as f:   # O_WRONLY | O_APPEND
+            f.write(b"tail")
+        assert os.pread(reader, 10, len(src["cat.png"])) == b"tail"
+        with open(path, "r+b") as f:                      # O_RDWR: through the page cache
+            f.write(data[:MiB])
+            f.flush()
+            assert cached_pages(f.fileno(), 0, MiB) == MiB // mmap.PAGESIZE
+            with mmap.mmap(f.fileno(), 0) as mm:
+                assert mm[:MiB] == data[:MiB]
+    finally:
+        os.close(reader)
+    assert read(path) == data
+    assert committed(m, "animals") == "animals:v1"
+    assert read(m.path("animals", "v1", "new.bin")) == data
+    assert read(m.path("animals", "v1", "cat.png")) == src["cat.png"] + b"tail"
 
 
 def test_mmap_seek_walk_glob(animals):

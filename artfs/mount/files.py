@@ -133,8 +133,9 @@ class VersionHandle:
 
 
 class StagedHandle:
-    def __init__(self, staging, node, file: StagedFile, writable: bool):
+    def __init__(self, staging, node, file: StagedFile, writable: bool, clears_setid: bool = False):
         self.staging, self.node, self.file, self.writable = staging, node, file, writable
+        self.clears_setid = clears_setid   # opened by a process that is not root (model.py write)
 
     def read(self, offset: int, size: int) -> bytes:   # worker thread
         return self.file.read(offset, size)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import stat
 import time
 
 import trio
@@ -254,7 +255,7 @@ class Filesystem:
         node = self.inodes.node(ino)
         write = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if node.staging is not None:
-            handle = await node.staging.open(node, write, truncate=bool(flags & os.O_TRUNC))
+            handle = await node.staging.open(node, write, truncate=bool(flags & os.O_TRUNC), uid=uid)
             return self.files.add(handle), False
         if write:
             raise node.read_only("opened for writing")
@@ -286,7 +287,13 @@ class Filesystem:
         return data
 
     async def write(self, fh: int, offset: int, data) -> int:
-        return await self.in_thread(self.files.get(fh).write, offset, data)
+        """A write by a process that is not root drops the file's set-user-ID bit, and its
+        set-group-ID bit if group-executable, first (as the kernel does for a write through the
+        page cache; a write-only open bypasses it: ops.py)."""
+        handle = self.files.get(fh)
+        if handle.clears_setid and (mode := without_setid(handle.node.entry.mode)) != handle.node.entry.mode:
+            await handle.staging.setattr(handle.node, mode=mode)
+        return await self.in_thread(handle.write, offset, data)
 
     async def fsync(self, fh: int) -> None:
         handle = self.files.get(fh)
@@ -305,3 +312,10 @@ class Filesystem:
             last = await self.in_thread(self.files.drop, fid, True)
         if last:
             await self.in_thread(self.files.free, fid)
+
+
+def without_setid(mode: int) -> int:
+    """MODE as a write by a process that is not root leaves it (POSIX; Linux's should_remove_suid):
+    no set-user-ID bit, and no set-group-ID bit if the group may execute."""
+    mode &= ~stat.S_ISUID
+    return mode & ~stat.S_ISGID if mode & stat.S_IXGRP else mode

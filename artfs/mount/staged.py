@@ -224,16 +224,17 @@ class StagingState:
             entry = await trio.to_thread.run_sync(self.model.create, parent.sino(), name, mode, uid,
                                                   gid, self.fs.marks.token() if write else None)
             node = parent.child(entry)
-            return node, await self._open(node, write, truncate=False)
+            return node, await self._open(node, write, truncate=False, uid=uid)
 
-    async def open(self, node: StagedNode, write: bool, truncate: bool) -> StagedHandle:
+    async def open(self, node: StagedNode, write: bool, truncate: bool, uid: int) -> StagedHandle:
+        """A handle on NODE for a process of UID (root's writes keep set-user/group-ID bits)."""
         node.fresh()   # base or data file: whatever it is now
         if not write:
-            return await self._open(node, write, truncate)
+            return await self._open(node, write, truncate, uid)
         async with self.art.lock:
-            return await self._open(node, write, truncate)
+            return await self._open(node, write, truncate, uid)
 
-    async def _open(self, node: StagedNode, write: bool, truncate: bool) -> StagedHandle:
+    async def _open(self, node: StagedNode, write: bool, truncate: bool, uid: int) -> StagedHandle:
         f = await self._file(node)
         f.refs += 1   # before any await: a concurrent last release must not close it
         try:
@@ -252,7 +253,7 @@ class StagingState:
         except BaseException:
             await self.fs.unpin(self._unref(node.ino, f))
             raise
-        handle = StagedHandle(self, node, f, write)
+        handle = StagedHandle(self, node, f, write, clears_setid=write and uid != 0)
         if write:
             self.writers.add(handle)
         return handle

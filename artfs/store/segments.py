@@ -92,13 +92,20 @@ _SYS_CACHESTAT = 451   # the same number on every Linux architecture (since 6.5)
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def cached(fd: int, offset: int, length: int) -> bool:
-    """Whether every page of bytes [offset, offset + length) of file FD is in the page cache
-    (cachestat(2); False where the kernel lacks it). A page may still be evicted right after."""
+def cached_pages(fd: int, offset: int, length: int) -> int | None:
+    """How many pages of bytes [offset, offset + length) of file FD are in the page cache
+    (cachestat(2); None where the kernel lacks it). A page may be evicted right after."""
     stat = _CacheStat()
     if _libc.syscall(_SYS_CACHESTAT, fd, ctypes.byref(_CacheRange(offset, length)), ctypes.byref(stat), 0):
-        return False
-    return stat.nr_cache >= (offset + length + _PAGE - 1) // _PAGE - offset // _PAGE
+        return None
+    return stat.nr_cache
+
+
+def cached(fd: int, offset: int, length: int) -> bool:
+    """Whether every page of bytes [offset, offset + length) of file FD is in the page cache
+    (False where the kernel cannot tell)."""
+    pages = cached_pages(fd, offset, length)
+    return pages is not None and pages >= (offset + length + _PAGE - 1) // _PAGE - offset // _PAGE
 
 
 class Syncing:
