@@ -42,6 +42,8 @@ import bench_crypto   # workload 9 (scripts/bench_crypto.py)
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.helpers import rchar   # noqa: E402 - the daemon's read count (row 5e)
 PASSTHROUGH = REPO / "scripts" / "passthrough.py"
 TARGETS = ("native", "passthrough", "artfs")
 BUF = 1 << 20
@@ -798,12 +800,6 @@ def w_ingest(b: Bench) -> None:
                 "settled": mb / settled}
 
     b.measure(rows, ["native", "artfs"], lambda t: native(t) if t.name == "native" else artfs(t))
-
-
-def rchar(pid: int) -> int:
-    """Bytes process PID read so far (read(2) and the like: /proc/PID/io)."""
-    with open(f"/proc/{pid}/io") as f:
-        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
 
 
 def staging_read(pid: int, before: int, size: int, store: Path) -> bool:

@@ -11,12 +11,12 @@ import sys
 
 import pytest
 
-from artfs.errors import ArtfsError
+from artfs.errors import ArtfsError, CorruptData
 from artfs.repo.facade import Repo
 from artfs.repo.ingest import ADOPT_MIN
 from artfs.staging.commit import commit, create_artifact
 from artfs.staging.overlay import ROOT, Staging
-from artfs.store.segments import ADOPTED, DIR as SEGMENTS, segment_name
+from artfs.store.segments import ADOPTED, DIR as SEGMENTS, live_key, segment_name
 from tests.test_crypto import PASS, cli, store_files
 from tests.test_staging import add_file, assert_verified, version, write
 
@@ -119,6 +119,29 @@ def test_deleting_the_version_removes_its_adopted_files(repo):
     assert len(adopted(repo)) == 1
     assert version(repo, "a") == {b"keep": keep}
     assert_verified(repo)
+
+
+def test_a_delete_in_a_segment_without_its_count_is_refused_whole(repo):
+    """A store that lost an adopted segment's count of live objects (a damaged meta database)
+    cannot tell when the file may go: freeing its objects says so and frees none of them (the
+    version itself is gone: the catalog deletes it first, then frees what nothing references)."""
+    data = os.urandom(8 * MiB)
+    commit_file(repo, b"big", data)
+    commit_file(repo, b"other", os.urandom(ADOPT_MIN - 1))   # v1 keeps big: v0 frees nothing
+    (number,) = adopted(repo)
+    store = repo.objects.store.local
+    store._write(lambda txn: txn.delete(live_key(number), db=store.env.dbs["meta"]))
+    s = Staging(repo, "a")
+    s.unlink(ROOT, b"big")
+    commit(repo, "a")
+    repo.delete_version("a", "v0")   # v1 still holds big
+    before = adopted(repo)[number]
+    with pytest.raises(CorruptData, match="no count"):
+        repo.delete_version("a", "v1")
+    after = adopted(repo)[number]
+    assert disk_bytes(after) == disk_bytes(before) >= len(data)
+    with open(os.path.join(store.env.path, SEGMENTS, segment_name(number)), "rb") as f:
+        assert f.read() == data
 
 
 def test_a_commit_that_fails_after_taking_files_in_leaves_staging_whole(repo, monkeypatch):

@@ -190,10 +190,10 @@ class Ingest:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 os.fdatasync(fd)
-                if store.adopt(path, located) is None:
-                    self._copy_located(path, fd, located)
-                else:
+                if store.adopt(path, located):
                     self.adopted.append(path)
+                else:
+                    self._copy_located(path, fd, located)
             finally:
                 os.close(fd)
 

@@ -361,15 +361,16 @@ class LazyObjectStore:
         """Whether ``adopt`` takes files in (a plain local store: store/local.py)."""
         return getattr(self.local, "adopts", False)
 
-    def adopt(self, path: str, chunks) -> int | None:
-        return self.local.adopt(path, chunks) if self.adopts else None
+    def adopt(self, path: str, chunks) -> bool:
+        return self.adopts and self.local.adopt(path, chunks)
 
     def settle(self) -> None:
         if self.adopts:
             self.local.settle()
 
-    def sweep(self) -> int:
-        return self.local.sweep() if self.adopts else 0
+    def sweep(self) -> None:
+        if self.adopts:
+            self.local.sweep()
 
     def has(self, ids: Sequence[bytes]) -> list[bool]:
         here = self.local.has(ids)

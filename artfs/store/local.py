@@ -226,16 +226,16 @@ class LocalObjectStore:
         """Whether ``adopt`` takes files in (the main store, with segments)."""
         return self.segments is not None
 
-    def adopt(self, path: str, chunks: Sequence[tuple[bytes, int, int, bytes]]) -> int | None:
+    def adopt(self, path: str, chunks: Sequence[tuple[bytes, int, int, bytes]]) -> bool:
         """Store the chunks (id, offset, length, SHA-256) of the file at PATH by taking the file
         itself in as a segment (store/segments.py, "Adopted segments"; hard-linked, no byte
         copied): each chunk not stored yet is located where it is in the file, the bytes of the
         others are punched out once the store's link is the file's only one (``settle``). The
         caller has made the file durable and never writes it again, and holds the chunks'
-        references. Returns the bytes that were new, or None (nothing stored) where the store
+        references. Returns whether the chunks are stored; False (nothing stored) where the store
         cannot adopt (no segments, or a file on another filesystem): the caller stores by copy."""
         if self.segments is None:
-            return None
+            return False
         linked: list[int] = []
 
         def action(txn):
@@ -253,7 +253,7 @@ class LocalObjectStore:
                     seen.add(oid)
                     new.append((oid, offset, length, digest))
             if not new:
-                return 0
+                return True
             if not linked:
                 linked.append(self.segments.link_in(path))
             segment = linked[0]
@@ -262,17 +262,16 @@ class LocalObjectStore:
             txn.put(live_key(segment), pack_count(len(new)), db=meta)
             for offset, length in merged(dups):
                 txn.put(punch_key(segment, offset), pack_count(length), db=meta)
-            return sum(length for _, _, length, _ in new)
+            return True
+        taken = False
         try:
-            return self._write(action)
+            taken = self._write(action)
         except OSError:
-            if linked:
+            pass
+        finally:
+            if linked and not taken:
                 self.segments.unlink(linked)
-            return None
-        except BaseException:
-            if linked:
-                self.segments.unlink(linked)
-            raise
+        return taken
 
     def settle(self) -> None:
         """Punch what waits to be punched in adopted segments whose only name is the store's
@@ -295,21 +294,19 @@ class LocalObjectStore:
         if done:
             self._write(lambda txn: [txn.delete(key, db=self.env.dbs["meta"]) for key in done])
 
-    def sweep(self) -> int:
+    def sweep(self) -> None:
         """Remove adopted segments nothing is located in (a process killed between a
         segment's adoption and its transaction's commit, or between its last delete and its
-        removal); returns how many. Inside a write transaction, so no adoption is under way."""
+        removal). Inside a write transaction, so no adoption is under way."""
         if self.segments is None:
-            return 0
+            return
 
         def action(txn):
             meta = self.env.dbs["meta"]
-            gone = [n for n in self.segments.adopted() if txn.get(live_key(n), db=meta) is None]
-            self.segments.unlink(gone)
-            return len(gone)
-        removed = self._write(action)
+            self.segments.unlink([n for n in self.segments.adopted()
+                                  if txn.get(live_key(n), db=meta) is None])
+        self._write(action)
         self.settle()
-        return removed
 
     def has(self, ids: Sequence[bytes]) -> list[bool]:
         with self.env.read() as txn:
@@ -340,7 +337,11 @@ class LocalObjectStore:
                 elif record is not None:
                     txn.delete(oid, db=self._db)
             for segment, n in adopted.items():
-                left = count(txn.get(live_key(segment), db=meta)) - n
+                live = txn.get(live_key(segment), db=meta)
+                if live is None:
+                    raise CorruptData(f"adopted segment {segment:#x} has objects but no count of "
+                                      "them: a damaged store; its objects stay stored")
+                left = count(live) - n
                 if left > 0:
                     txn.put(live_key(segment), pack_count(left), db=meta)
                     continue
