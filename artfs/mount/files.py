@@ -135,7 +135,7 @@ class VersionHandle:
 class StagedHandle:
     def __init__(self, staging, node, file: StagedFile, writable: bool, clears_setid: bool = False):
         self.staging, self.node, self.file, self.writable = staging, node, file, writable
-        self.clears_setid = clears_setid   # opened by a process that is not root (model.py write)
+        self.clears_setid = clears_setid   # a write drops set-ID bits first (model.py write)
 
     def read(self, offset: int, size: int) -> bytes:   # worker thread
         return self.file.read(offset, size)

@@ -255,7 +255,8 @@ class Filesystem:
         node = self.inodes.node(ino)
         write = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if node.staging is not None:
-            handle = await node.staging.open(node, write, truncate=bool(flags & os.O_TRUNC), uid=uid)
+            handle = await node.staging.open(node, write, truncate=bool(flags & os.O_TRUNC),
+                                             clears_setid=write_only(flags) and uid != 0)
             return self.files.add(handle), False
         if write:
             raise node.read_only("opened for writing")
@@ -272,7 +273,8 @@ class Filesystem:
                      gid: int) -> tuple[int, Attr]:
         p = self._staged(parent, "written")
         write = (flags & os.O_ACCMODE) != os.O_RDONLY
-        node, handle = await p.staging.create(p, name, mode & 0o7777, uid, gid, write)
+        node, handle = await p.staging.create(p, name, mode & 0o7777, uid, gid, write,
+                                              clears_setid=write_only(flags) and uid != 0)
         return self.files.add(handle), self._learn(node)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
@@ -287,9 +289,9 @@ class Filesystem:
         return data
 
     async def write(self, fh: int, offset: int, data) -> int:
-        """A write by a process that is not root drops the file's set-user-ID bit, and its
-        set-group-ID bit if group-executable, first (as the kernel does for a write through the
-        page cache; a write-only open bypasses it: ops.py)."""
+        """Through a write-only handle of a process that is not root, the file's set-user-ID
+        bit, and its set-group-ID bit if group-executable, go first: the kernel does that for a
+        write through its page cache, which a write-only open bypasses (``write_only``)."""
         handle = self.files.get(fh)
         if handle.clears_setid and (mode := without_setid(handle.node.entry.mode)) != handle.node.entry.mode:
             await handle.staging.setattr(handle.node, mode=mode)
@@ -312,6 +314,13 @@ class Filesystem:
             last = await self.in_thread(self.files.drop, fid, True)
         if last:
             await self.in_thread(self.files.free, fid)
+
+
+def write_only(flags: int) -> bool:
+    """An open that only writes (only staging files open so: versions refuse writes). The kernel
+    sends its writes straight from the writer's pages (ops.py: direct_io), not through new
+    page-cache pages of the mount's inode, which such a descriptor could never read or map."""
+    return (flags & os.O_ACCMODE) == os.O_WRONLY
 
 
 def without_setid(mode: int) -> int:

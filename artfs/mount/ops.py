@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import os
 from stat import S_ISDIR
 
 import pyfuse3
@@ -30,7 +29,7 @@ import trio
 
 from ..errors import ArtfsError
 from .inodes import ROOT_INODE
-from .model import Filesystem
+from .model import Filesystem, write_only
 from .nodes import Attr
 
 assert pyfuse3.ROOT_INODE == ROOT_INODE
@@ -91,11 +90,6 @@ def entry(a: Attr, e: pyfuse3.EntryAttributes | None = None) -> pyfuse3.EntryAtt
     e.st_atime_ns = e.st_mtime_ns = a.mtime_ns
     e.st_ctime_ns = a.ctime_ns
     return e
-
-
-def write_only(flags: int) -> bool:
-    """An open that can only write (only staging files open so: versions refuse writes)."""
-    return (flags & os.O_ACCMODE) == os.O_WRONLY
 
 
 def store_pages(inode: int, data: bytes) -> None:

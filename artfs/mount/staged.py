@@ -219,22 +219,24 @@ class StagingState:
 
     # open files --------------------------------------------------------------------------------
     async def create(self, parent: StagedNode, name: bytes, mode: int, uid: int, gid: int,
-                     write: bool):
+                     write: bool, clears_setid: bool = False):
         async with self.art.lock:
             entry = await trio.to_thread.run_sync(self.model.create, parent.sino(), name, mode, uid,
                                                   gid, self.fs.marks.token() if write else None)
             node = parent.child(entry)
-            return node, await self._open(node, write, truncate=False, uid=uid)
+            return node, await self._open(node, write, False, clears_setid)
 
-    async def open(self, node: StagedNode, write: bool, truncate: bool, uid: int) -> StagedHandle:
-        """A handle on NODE for a process of UID (root's writes keep set-user/group-ID bits)."""
+    async def open(self, node: StagedNode, write: bool, truncate: bool,
+                   clears_setid: bool = False) -> StagedHandle:
+        """A handle on NODE; CLEARS_SETID: its writes drop set-user/group-ID bits (model.py)."""
         node.fresh()   # base or data file: whatever it is now
         if not write:
-            return await self._open(node, write, truncate, uid)
+            return await self._open(node, write, truncate, clears_setid)
         async with self.art.lock:
-            return await self._open(node, write, truncate, uid)
+            return await self._open(node, write, truncate, clears_setid)
 
-    async def _open(self, node: StagedNode, write: bool, truncate: bool, uid: int) -> StagedHandle:
+    async def _open(self, node: StagedNode, write: bool, truncate: bool,
+                    clears_setid: bool) -> StagedHandle:
         f = await self._file(node)
         f.refs += 1   # before any await: a concurrent last release must not close it
         try:
@@ -253,7 +255,7 @@ class StagingState:
         except BaseException:
             await self.fs.unpin(self._unref(node.ino, f))
             raise
-        handle = StagedHandle(self, node, f, write, clears_setid=write and uid != 0)
+        handle = StagedHandle(self, node, f, write, clears_setid)
         if write:
             self.writers.add(handle)
         return handle
