@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import lmdb
 import pytest
@@ -172,6 +173,44 @@ def test_a_nowait_read_returns_bytes_only_when_they_are_in_the_page_cache(tmp_pa
             os.close(fd)
         in_segments = sum(n for n in lengths if n >= segments.MIN_BYTES)   # a last chunk under
         assert sum(len(local.segments.read(loc)[1]) for loc in locs) == in_segments   # 4 KiB: LMDB
+    finally:
+        local.close()
+
+
+def test_will_need_reads_the_objects_into_the_page_cache_without_a_read(tmp_path):
+    """``will_need`` (the mount's read-ahead of the next files of a directory) starts the disk
+    reads of segment objects before anything reads them: after the segments' pages are dropped,
+    every page of the objects asked for comes back into the page cache with no read of them;
+    ids the store does not hold, and objects kept in LMDB, are passed over."""
+    src = tmp_path / "src"
+    for i in range(6):
+        write(src / f"f{i}", os.urandom(48 * 1024 + i))   # one chunk each, in segments
+    write(src / "tiny", b"x" * 100)                        # an LMDB value
+    store = tmp_path / "s"
+    with Repo(str(store)) as repo:
+        v = repo.put("ds", str(src))[0]
+        tiny = repo.file(repo.tree(v.root).lookup(b"tiny").ref).chunks
+    local = LocalObjectStore(objects_env(store), segments=True)
+    try:
+        with local.env.read() as txn:
+            located = [(bytes(k), segments.LOCATION.unpack(bytes(v)))
+                       for k, v in txn.cursor(db=local.env.dbs["located"])]
+        fds = {}
+        for _, (seg, _, _, _) in located:
+            if seg not in fds:
+                fds[seg] = os.open(os.path.join(local.segments.path, segments.segment_name(seg)), os.O_RDONLY)
+        try:
+            for fd in fds.values():
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            assert not any(segments.cached(fds[seg], off, n) for _, (seg, off, n, _) in located)
+            local.will_need([oid for oid, _ in located] + tiny + [b"\0" * len(tiny[0])])
+            deadline = time.monotonic() + 10
+            while not all(segments.cached(fds[seg], off, n) for _, (seg, off, n, _) in located):
+                assert time.monotonic() < deadline, "will_need read nothing into the page cache"
+                time.sleep(0.01)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
     finally:
         local.close()
 

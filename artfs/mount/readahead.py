@@ -11,6 +11,9 @@ reader, and for each one:
 
 - checks that its file object still exists, so that its open skips that check (a fresh read
   counted against concurrent frees: OpenFiles.confirm with ``frees``, mount/files.py);
+- (for all the files it reads ahead, first) has the disk read their chunks at once
+  (``will_need``: one request per run of neighbouring chunks, all in flight together, instead
+  of each read below waiting for the disk in turn);
 - reads its bytes as any read does (``Repo.read``: every chunk hash-checked) and hands them to
   the kernel's page cache of its inode
   (``Filesystem.store_pages``, set by the FUSE adapter: FUSE_NOTIFY_STORE), so that its reads
@@ -171,6 +174,7 @@ class ReadAhead:
         fs, repo = self.fs, self.fs.repo
         fobjs = self._objects([fid for _, fid, _ in files])
         fetching = self._fetch(list(fobjs.values()))
+        self._will_need(list(fobjs.values()))
         for i in range(0, len(files), BATCH):
             try:
                 trio.from_thread.check_cancelled()
@@ -220,6 +224,13 @@ class ReadAhead:
             return objects.fetch_soon([c for f in fobjs for c in f.chunks])
         except Exception:   # noqa: BLE001 - remote unreadable: the opens will tell
             return False
+
+    def _will_need(self, fobjs: list) -> None:   # worker thread
+        """Have the disk read the local chunks of FOBJS all at once, ahead of their reads."""
+        try:
+            self.fs.repo.db.objects.will_need([c for f in fobjs for c in f.chunks])
+        except Exception:   # noqa: BLE001 - only a hint: the reads will tell
+            pass
 
     def _bytes(self, fobjs: list, fetching: bool = False) -> list:   # worker thread
         """The bytes of the files FOBJS, each None if it cannot be read here (damaged, or only on

@@ -364,6 +364,11 @@ class LazyObjectStore:
     def adopt(self, path: str, chunks) -> bool:
         return self.adopts and self.local.adopt(path, chunks)
 
+    def will_need(self, ids: Sequence[bytes]) -> None:
+        """Start reading the local objects among IDS from disk, without waiting."""
+        if self.adopts:   # (a store with segments)
+            self.local.will_need(ids)
+
     def settle(self) -> None:
         if self.adopts:
             self.local.settle()

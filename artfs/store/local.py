@@ -171,6 +171,15 @@ class LocalObjectStore:
         keep_recent(recent, kept)
         return out
 
+    def will_need(self, ids: Sequence[bytes]) -> None:
+        """Start reading the objects IDS from disk without waiting (those in segments: their
+        values in LMDB are pages of the map, which the kernel reads as they are touched)."""
+        if self.segments is None:
+            return
+        with self.env.read() as txn:
+            records = [self._record(txn, oid) for oid in ids]
+            self.segments.will_need([r[1] for r in records if r is not None and r[0]])
+
     def map_views(self, ids: Sequence[bytes], fn, nowait: bool = False) -> list | None:
         """``[fn(oid, view) for oid in ids]`` in one transaction, each view an object's stored
         bytes checked against its id, straight from the map: valid only during its call, so FN

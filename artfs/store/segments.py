@@ -61,6 +61,7 @@ MIN_BYTES = 4096                 # smaller objects stay LMDB values
 ALIGN = 4096                     # each object starts at a multiple of this (a filesystem block)
 SEGMENT_BYTES = 256 << 20        # a segment takes appends until it is this long
 IOV_MAX = 1024                   # buffers per pwritev call
+GAP = 64 << 10                   # will_need: bytes between two objects still read as one range
 OPEN_READERS = 256               # segments kept open for reading (4 TiB of objects by default)
 DIR = "segments"
 TAIL = b"segment-tail"           # meta key: (segment number, end of its committed bytes)
@@ -281,6 +282,25 @@ class Segments:
             return fd
 
     # reading -----------------------------------------------------------------------------------
+    def will_need(self, records) -> None:
+        """Start reading the objects at RECORDS (``LOCATION``s) from disk, all at once, without
+        waiting (``POSIX_FADV_WILLNEED``; neighbours less than GAP apart in one range): the
+        ``pread``s that follow find them read or on their way, instead of each waiting for the
+        disk in turn."""
+        by_segment: dict[int, list[tuple[int, int]]] = {}
+        for record in records:
+            segment, offset, length, _ = LOCATION.unpack(record)
+            by_segment.setdefault(segment, []).append((offset, offset + length))
+        for segment, spans in by_segment.items():
+            fd = self._reader(segment).fd
+            spans.sort()
+            start, end = spans[0]
+            for s, e in spans[1:] + [(1 << 62, 1 << 62)]:
+                if s - end > GAP:
+                    os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_WILLNEED)
+                    start = s
+                end = max(end, e)
+
     def read(self, record, nowait: bool = False) -> tuple[bytes, bytes | bytearray] | None:
         """(SHA-256, the bytes) of the object at ``record`` (a ``LOCATION``), read with one
         ``pread`` (the GIL released while it waits for a disk). With ``nowait``, None unless all
