@@ -61,7 +61,7 @@ MIN_BYTES = 4096                 # smaller objects stay LMDB values
 ALIGN = 4096                     # each object starts at a multiple of this (a filesystem block)
 SEGMENT_BYTES = 256 << 20        # a segment takes appends until it is this long
 IOV_MAX = 1024                   # buffers per pwritev call
-GAP = 64 << 10                   # will_need: bytes between two objects still read as one range
+GAP = 64 << 10                   # will_need: objects at most this far apart read as one range
 OPEN_READERS = 256               # segments kept open for reading (4 TiB of objects by default)
 DIR = "segments"
 TAIL = b"segment-tail"           # meta key: (segment number, end of its committed bytes)
@@ -168,12 +168,12 @@ def inner_blocks(offset: int, length: int) -> tuple[int, int]:
     return -(-offset // ALIGN) * ALIGN, (offset + length) // ALIGN * ALIGN
 
 
-def merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """(offset, length) ranges, touching ones joined (a punch of the join frees the blocks
-    across their boundary too)."""
+def merged(ranges: Iterable[tuple[int, int]], gap: int = 0) -> list[tuple[int, int]]:
+    """(offset, length) ranges, touching ones (at most GAP bytes apart) joined (a punch of the
+    join frees the blocks across their boundary too; a read of it is one disk request)."""
     out: list[list[int]] = []
     for offset, length in sorted(ranges):
-        if out and offset <= out[-1][0] + out[-1][1]:
+        if out and offset <= out[-1][0] + out[-1][1] + gap:
             out[-1][1] = max(out[-1][1], offset + length - out[-1][0])
         else:
             out.append([offset, length])
@@ -290,16 +290,11 @@ class Segments:
         by_segment: dict[int, list[tuple[int, int]]] = {}
         for record in records:
             segment, offset, length, _ = LOCATION.unpack(record)
-            by_segment.setdefault(segment, []).append((offset, offset + length))
-        for segment, spans in by_segment.items():
+            by_segment.setdefault(segment, []).append((offset, length))
+        for segment, ranges in by_segment.items():
             fd = self._reader(segment).fd
-            spans.sort()
-            start, end = spans[0]
-            for s, e in spans[1:] + [(1 << 62, 1 << 62)]:
-                if s - end > GAP:
-                    os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_WILLNEED)
-                    start = s
-                end = max(end, e)
+            for offset, length in merged(ranges, GAP):
+                os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
 
     def read(self, record, nowait: bool = False) -> tuple[bytes, bytes | bytearray] | None:
         """(SHA-256, the bytes) of the object at ``record`` (a ``LOCATION``), read with one
